@@ -1,0 +1,57 @@
+"""Domain errors raised by the store; the service maps each class to one HTTP status.
+
+    StoreError
+    ├── InvalidArgument        a value the store will never accept (bad type, NaN, range)
+    │   └── LimitExceeded      a value over a configured size or count limit
+    ├── NotFound
+    │   ├── BoardNotFound
+    │   ├── MemberNotFound
+    │   └── SessionNotFound    absent, expired or deleted: indistinguishable on purpose
+    ├── Conflict               the request contradicts current state
+    │   └── VersionConflict    compare-and-set on a session lost the race
+    └── Unavailable            persistence is unhealthy: writes are refused, reads go on
+
+Messages quote the offending value (``... but got {x!r}``) so a client can fix its request.
+"""
+
+
+class StoreError(Exception):
+    """Base of every error the store raises on purpose."""
+
+
+class InvalidArgument(StoreError, ValueError):
+    pass
+
+
+class LimitExceeded(InvalidArgument):
+    pass
+
+
+class NotFound(StoreError, KeyError):
+    def __str__(self) -> str:
+        # KeyError.__str__ repr()s its argument; we want the plain message.
+        return str(self.args[0]) if self.args else ""
+
+
+class BoardNotFound(NotFound):
+    pass
+
+
+class MemberNotFound(NotFound):
+    pass
+
+
+class SessionNotFound(NotFound):
+    pass
+
+
+class Conflict(StoreError):
+    pass
+
+
+class VersionConflict(Conflict):
+    pass
+
+
+class Unavailable(StoreError):
+    pass
