@@ -1,0 +1,238 @@
+"""Side-by-side HTTP benchmark: bare Starlette vs rankd vs Starlette + Redis.
+
+One run, one machine, one stack at a time (so they never share the CPU):
+
+    stack            what runs                                   workloads
+    bare             uvicorn + bare_app (no store)               post_score get_top get_member
+    rankd            rankd --fsync no                            post_score get_top get_member
+    rankd-everysec   rankd --fsync everysec (the default)        post_score (GETs never journal)
+    redis            redis-server + uvicorn + redis_app          post_score get_top get_member
+    memory           N members into a fresh rankd and a fresh redis-server
+
+Each HTTP stack gets a board of ``--members`` entries, then wrk drives each workload for
+``--duration`` seconds with the same ``--connections``/``--threads`` (see _wrk.py for
+what each workload sends). The report is a markdown table of req/s, p50 and p99, plus
+the ratios rankd/bare (how much of the framework's budget rankd keeps) and
+rankd/redis (how rankd compares with the stack people build without it), and the
+memory cost of one leaderboard member in each store.
+
+    python -m loadtest.bench_http                      # full run, a few minutes
+    python -m loadtest.bench_http --quick              # seconds: smoke test sizes
+    python -m loadtest.bench_http --only rankd,redis --duration 5
+
+Everything listens on 127.0.0.1 ports picked at run time; every child runs in its own
+process group and is killed on exit, error, Ctrl-C or SIGTERM; ``--deadline`` bounds the
+whole run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import FrameType
+
+from loadtest._procs import Children
+from loadtest._stacks import (
+    MemoryResult,
+    Running,
+    fill_rankd,
+    fill_redis,
+    memory_rankd,
+    memory_redis,
+    start_bare,
+    start_rankd,
+    start_redis_stack,
+)
+from loadtest._wrk import BOARD, WORKLOADS, WrkResult, run_wrk, write_script
+
+STACKS = ("bare", "rankd", "rankd-everysec", "redis")
+TARGETS = (*STACKS, "memory")
+
+
+@dataclass(frozen=True)
+class Row:
+    stack: str
+    workload: str
+    result: WrkResult
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m loadtest.bench_http",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run [10]")
+    p.add_argument("--warmup", type=float, default=1.0, help="discarded seconds before each [1]")
+    p.add_argument("--connections", type=int, default=64, help="wrk connections [64]")
+    p.add_argument("--threads", type=int, default=1, help="wrk threads [1: 2-core box]")
+    p.add_argument("--members", type=int, default=100_000, help="board size for HTTP runs")
+    p.add_argument(
+        "--memory-members", type=int, default=1_000_000, help="N for the memory test [1M]"
+    )
+    p.add_argument("--only", default=",".join(TARGETS), help=f"subset of {','.join(TARGETS)}")
+    p.add_argument("--quick", action="store_true", help="2 s runs, 1k members, 2k memory test")
+    p.add_argument("--json", type=Path, help="also write raw results here")
+    p.add_argument("--deadline", type=int, help="abort the whole run after this many seconds")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.duration, args.warmup, args.members, args.memory_members = 2.0, 0.0, 1000, 2000
+    args.only = [t.strip() for t in args.only.split(",") if t.strip()]
+    unknown = sorted(set(args.only) - set(TARGETS))
+    if unknown:
+        p.error(f"--only expects names from {','.join(TARGETS)} but got {','.join(unknown)}")
+    if args.duration <= 0 or args.connections < 1 or args.threads < 1 or args.members < 1:
+        p.error("--duration, --connections, --threads and --members must be positive")
+    if args.deadline is None:
+        runs = len(args.only) * len(WORKLOADS)
+        per_run = args.duration + args.warmup + 20  # wrk + server start/fill slack
+        memory = 60 + args.memory_members / 5_000 if "memory" in args.only else 0
+        args.deadline = int(60 + runs * per_run + memory)
+    return args
+
+
+def _require(tool: str) -> None:
+    if shutil.which(tool) is None:
+        sys.exit(f"bench_http: `{tool}` is not on PATH; install it: apt-get install {tool}")
+
+
+def _bench_stack(
+    kids: Children, stack: str, args: argparse.Namespace, scripts: dict[str, Path]
+) -> list[Row]:
+    starters: dict[str, Callable[[], Running]] = {
+        "bare": lambda: start_bare(kids),
+        "rankd": lambda: start_rankd(kids, "rankd", "no"),
+        "rankd-everysec": lambda: start_rankd(kids, "rankd-everysec", "everysec"),
+        "redis": lambda: start_redis_stack(kids, "no"),
+    }
+    run = starters[stack]()
+    if stack.startswith("rankd"):
+        fill_rankd(run.port, BOARD, args.members)
+    elif stack == "redis":
+        assert run.redis_port is not None
+        fill_redis(run.redis_port, BOARD, args.members)
+    # Reads first, on the freshly filled board; then the writes that reshuffle it.
+    order = ["get_top", "get_member", "post_score"]
+    if stack == "rankd-everysec":
+        order = ["post_score"]  # fsync policy only touches the write path
+    rows = []
+    for workload in order:
+        opts = {"connections": args.connections, "threads": args.threads}
+        if args.warmup > 0:
+            run_wrk(scripts[workload], run.port, duration=args.warmup, **opts)
+        result = run_wrk(scripts[workload], run.port, duration=args.duration, **opts)
+        rows.append(Row(stack, workload, result))
+        print(f"  {stack:15} {workload:11} {result.rps:9.0f} req/s", file=sys.stderr)
+    return rows
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}" if a and b else "n/a"
+
+
+def render(rows: list[Row], memory: list[MemoryResult], args: argparse.Namespace) -> str:
+    out = [
+        f"rankd HTTP benchmark — {platform.node()} {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}; wrk -t{args.threads} -c{args.connections} "
+        f"-d{args.duration:g}s (warm-up {args.warmup:g}s), board of {args.members:,} members",
+        "",
+    ]
+    if rows:
+        out += [
+            "| workload | stack | req/s | p50 ms | p99 ms | errors |",
+            "| --- | --- | ---: | ---: | ---: | ---: |",
+        ]
+        for r in sorted(rows, key=lambda r: (WORKLOADS.index(r.workload), STACKS.index(r.stack))):
+            res = r.result
+            out.append(
+                f"| {r.workload} | {r.stack} | {res.rps:,.0f} | {res.p50_ms:.2f} | "
+                f"{res.p99_ms:.2f} | {res.errors} |"
+            )
+        rps = {(r.stack, r.workload): r.result.rps for r in rows}
+        p99 = {(r.stack, r.workload): r.result.p99_ms for r in rows}
+        out += [
+            "",
+            "| workload | rankd/bare req/s | rankd/redis req/s | rankd/redis p99 "
+            "| rankd everysec/no req/s |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        for w in WORKLOADS:
+            if not any(r.workload == w for r in rows):
+                continue
+            mine = rps.get(("rankd", w))
+            out.append(
+                f"| {w} | {_ratio(mine, rps.get(('bare', w)))} | "
+                f"{_ratio(mine, rps.get(('redis', w)))} | "
+                f"{_ratio(p99.get(('rankd', w)), p99.get(('redis', w)))} | "
+                f"{_ratio(rps.get(('rankd-everysec', w)), mine)} |"
+            )
+    if memory:
+        out += [
+            "",
+            "| store | members | measure | delta MiB | bytes/member | load s |",
+            "| --- | ---: | --- | ---: | ---: | ---: |",
+        ]
+        out += [
+            f"| {m.store} | {m.members:,} | {m.measure} | {m.delta_bytes / 2**20:.1f} | "
+            f"{m.bytes_per_member:.0f} | {m.load_seconds:.1f} |"
+            for m in memory
+        ]
+    return "\n".join(out)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # unwinds through every `finally`, which kills children
+
+
+def _on_deadline(signum: int, frame: FrameType | None) -> None:
+    raise TimeoutError("bench_http: --deadline reached; stopping every child")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    _require("wrk")
+    if "redis" in args.only or "memory" in args.only:
+        _require("redis-server")
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGALRM, _on_deadline)
+    signal.alarm(args.deadline)
+    rows: list[Row] = []
+    memory: list[MemoryResult] = []
+    started = time.monotonic()
+    try:
+        with tempfile.TemporaryDirectory(prefix="rankd-bench-") as tmp:
+            workdir = Path(tmp)
+            scripts = {w: write_script(workdir, w, args.members) for w in WORKLOADS}
+            for stack in (s for s in STACKS if s in args.only):
+                with Children(workdir) as kids:
+                    rows += _bench_stack(kids, stack, args, scripts)
+            if "memory" in args.only:
+                with Children(workdir) as kids:
+                    memory += memory_rankd(kids, args.memory_members)
+                    memory += memory_redis(kids, args.memory_members)
+    finally:
+        signal.alarm(0)
+    table = render(rows, memory, args)
+    print(table)
+    print(f"\n(total {time.monotonic() - started:.0f}s)")
+    if args.json:
+        raw = {
+            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "http": [{"stack": r.stack, "workload": r.workload, **asdict(r.result)} for r in rows],
+            "memory": [{**asdict(m), "bytes_per_member": m.bytes_per_member} for m in memory],
+        }
+        args.json.write_text(json.dumps(raw, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
