@@ -1,0 +1,136 @@
+"""HTTP errors as ``application/problem+json`` (RFC 9457), the only place statuses are chosen.
+
+    Exception                          status  type (urn:rankd:problem:...)
+    ├── Problem (raised by service/)   own     own (bad-request, payload-too-large, ...)
+    ├── store.InvalidArgument          400     invalid-argument
+    │   └── store.LimitExceeded        400     limit-exceeded   (413 is kept for the body and
+    │                                                            batch caps, checked here)
+    ├── store.BoardNotFound            404     board-not-found
+    ├── store.MemberNotFound           404     member-not-found
+    ├── store.SessionNotFound          404     session-not-found
+    ├── store.VersionConflict          409     version-conflict
+    ├── store.Conflict                 409     conflict
+    ├── store.Unavailable              503     unavailable
+    ├── HTTPException (router)         404/405 not-found / method-not-allowed
+    └── anything else                  500     internal         (logged with its traceback)
+
+Problem types are URNs: stable names a client can switch on, documented in the README, never
+dereferenced. ``detail`` is written for the human who sent the request and quotes the bad value.
+"""
+
+import logging
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+import store
+
+log = logging.getLogger("rankd.http")
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_PREFIX = "urn:rankd:problem:"
+
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+class Problem(Exception):
+    """An HTTP error raised by the service layer itself (bad query, body too large, auth)."""
+
+    def __init__(
+        self,
+        status: int,
+        kind: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.kind = kind
+        self.detail = detail
+        self.headers = headers
+
+
+def bad_request(detail: str) -> Problem:
+    return Problem(400, "bad-request", detail)
+
+
+# Most specific first: the first isinstance match wins.
+_STORE_ERRORS: tuple[tuple[type[store.StoreError], int, str], ...] = (
+    (store.LimitExceeded, 400, "limit-exceeded"),
+    (store.InvalidArgument, 400, "invalid-argument"),
+    (store.BoardNotFound, 404, "board-not-found"),
+    (store.MemberNotFound, 404, "member-not-found"),
+    (store.SessionNotFound, 404, "session-not-found"),
+    (store.NotFound, 404, "not-found"),
+    (store.VersionConflict, 409, "version-conflict"),
+    (store.Conflict, 409, "conflict"),
+    (store.Unavailable, 503, "unavailable"),
+)
+
+# Never echo a session id back in a detail: the id is a bearer credential and error bodies are
+# the kind of thing people paste into tickets.
+_FIXED_DETAIL = {
+    "session-not-found": "session not found (it never existed, expired or was deleted)",
+}
+
+
+def problem_response(
+    status: int, kind: str, detail: str, headers: dict[str, str] | None = None
+) -> Response:
+    body = orjson.dumps(
+        {
+            "type": TYPE_PREFIX + kind,
+            "title": _TITLES.get(status, "Error"),
+            "status": status,
+            "detail": detail,
+        }
+    )
+    return Response(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def response_for(exc: Exception, where: str) -> Response:
+    """The problem response for any exception an endpoint raised; ``where`` = route template."""
+    if isinstance(exc, Problem):
+        return problem_response(exc.status, exc.kind, exc.detail, exc.headers)
+    if isinstance(exc, store.StoreError):
+        for cls, status, kind in _STORE_ERRORS:
+            if isinstance(exc, cls):
+                return problem_response(status, kind, _FIXED_DETAIL.get(kind, str(exc)))
+    if isinstance(exc, ClientDisconnect):
+        # Nobody will read this answer; 400 keeps it out of the 5xx (server fault) counters.
+        return problem_response(400, "client-disconnected", "the client went away mid-request")
+    # The template, never the concrete path: paths carry session ids.
+    log.error("unhandled error in %s", where, exc_info=exc)
+    return problem_response(500, "internal", "internal error; the server log has the details")
+
+
+async def http_exception(request: Request, exc: Exception) -> Response:
+    """Router-level errors (no route matched the path or the method) as problem+json."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        return problem_response(
+            405,
+            "method-not-allowed",
+            f"method {request.method} is not allowed here",
+            dict(exc.headers or {}),
+        )
+    if exc.status_code == 404:
+        return problem_response(404, "not-found", "no such route")
+    return problem_response(exc.status_code, "http-error", str(exc.detail))
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error outside any endpoint", exc_info=exc)
+    return problem_response(500, "internal", "internal error; the server log has the details")

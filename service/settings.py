@@ -1,0 +1,256 @@
+"""Process settings: defaults < environment (``RANKD_*``) < command-line flags.
+
+One frozen ``Settings`` object is built at start-up and handed to everything; nothing reads the
+environment later. Every value is checked here, so a typo stops the process with a message that
+quotes the bad value instead of surfacing as a 500 hours later.
+
+    RANKD_HOST, RANKD_PORT, RANKD_DATA_DIR, RANKD_FSYNC (always|everysec|no),
+    RANKD_SNAPSHOT_INTERVAL (seconds, 0 disables), RANKD_API_KEYS ("key1:read,write;key2:admin"),
+    RANKD_LOG_LEVEL, RANKD_ON_BAD_DATA (refuse|move-aside), and one RANKD_<LIMIT> per field of
+    ``ServiceLimits`` (RANKD_BODY_BYTES, RANKD_BATCH_ITEMS, RANKD_WS_TICK, ...).
+
+API keys never appear in ``repr(settings)``: a settings object that ends up in a log line must
+not carry credentials with it.
+"""
+
+import dataclasses
+import ipaddress
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from store.values import Limits
+
+Fsync = Literal["always", "everysec", "no"]
+OnBadData = Literal["refuse", "move-aside"]
+
+SCOPES = frozenset({"read", "write", "sessions", "admin"})
+FSYNC_POLICIES: tuple[Fsync, ...] = ("always", "everysec", "no")
+BAD_DATA_POLICIES: tuple[OnBadData, ...] = ("refuse", "move-aside")
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+# Short keys can be guessed over the network; 16 characters of a random token is ~96 bits.
+MIN_KEY_LENGTH = 16
+
+
+class SettingsError(ValueError):
+    """A setting the process refuses to start with; the message names the setting."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceLimits:
+    """Every bound on client input, in one place (HTTP, WebSocket and the store)."""
+
+    body_bytes: int = 64 * 1024  # HTTP request body, read with a hard cap
+    batch_items: int = 1000  # items in one scores:batch request
+    member_bytes: int = 128  # UTF-8 bytes of a member id
+    metadata_bytes: int = 1024  # entry metadata, as compact JSON
+    ws_subscriptions: int = 50  # subscriptions per WebSocket connection
+    ws_outbox_frames: int = 256  # frames queued for one connection before it is closed
+    ws_connections: int = 10_000  # concurrent WebSocket connections
+    ws_frame_bytes: int = 64 * 1024  # one client frame
+    ws_tick: float = 0.1  # seconds between coalesced pushes per subscription
+    session_data_bytes: int = 16 * 1024  # session data, as compact JSON
+    sessions_per_user: int = 1000  # live sessions one user may hold
+    session_ttl: int = 1800  # default idle timeout, seconds
+    session_max_ttl: int = 30 * 86400  # largest idle timeout a client may ask for
+    session_lifetime: int = 7 * 86400  # default absolute lifetime, seconds
+    session_max_lifetime: int = 365 * 86400  # largest absolute lifetime a client may ask for
+
+    def store(self) -> Limits:
+        """The subset the store enforces itself (pages and radius keep the store defaults)."""
+        return Limits(
+            member_bytes=self.member_bytes,
+            metadata_bytes=self.metadata_bytes,
+            batch_items=self.batch_items,
+        )
+
+
+def _limit_names() -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(ServiceLimits))
+
+
+LIMIT_NAMES = _limit_names()
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("data")
+    fsync: Fsync = "everysec"
+    snapshot_interval: float = 300.0  # seconds; 0 disables periodic snapshots
+    api_keys: Mapping[str, frozenset[str]] = field(default_factory=dict, repr=False)
+    limits: ServiceLimits = field(default_factory=ServiceLimits)
+    log_level: str = "info"
+    on_bad_data: OnBadData = "refuse"
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys)
+
+    @property
+    def loopback_only(self) -> bool:
+        return is_loopback(self.host)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a hostname other than localhost may resolve anywhere
+
+
+def parse_api_keys(spec: str | list[str]) -> dict[str, frozenset[str]]:
+    """``"key1:read,write;key2:admin"`` (or a list of ``key:scopes``) -> {key: scopes}."""
+    items = spec if isinstance(spec, list) else [p for p in spec.split(";") if p.strip()]
+    keys: dict[str, frozenset[str]] = {}
+    for n, item in enumerate(items, 1):
+        key, sep, scope_list = item.strip().partition(":")
+        # Never quote the key itself in an error: the message may end up in a log.
+        where = f"API key #{n}"
+        if not sep:
+            raise SettingsError(f"{where} must look like KEY:SCOPE[,SCOPE...], but has no ':'")
+        if len(key) < MIN_KEY_LENGTH:
+            raise SettingsError(
+                f"{where} must be at least {MIN_KEY_LENGTH} characters, but has {len(key)}"
+            )
+        if not (key.isascii() and key.isprintable()) or any(c in key for c in " ,;"):
+            raise SettingsError(
+                f"{where} must be printable ASCII without spaces, ',' or ';' "
+                "(it travels in an HTTP header)"
+            )
+        scopes = frozenset(s.strip() for s in scope_list.split(",") if s.strip())
+        if not scopes or not scopes <= SCOPES:
+            raise SettingsError(
+                f"{where} scopes must be a non-empty subset of {sorted(SCOPES)}, "
+                f"but got {sorted(scopes)!r}"
+            )
+        if key in keys:
+            raise SettingsError(f"{where} is configured twice")
+        keys[key] = scopes
+    return keys
+
+
+def _int(name: str, raw: object, lo: int, hi: int) -> int:
+    if isinstance(raw, bool):
+        raise SettingsError(f"{name} must be an integer, but got {raw!r}")
+    try:
+        value: int = int(raw)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        raise SettingsError(f"{name} must be an integer, but got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise SettingsError(f"{name} must be between {lo} and {hi}, but got {value}")
+    return value
+
+
+def _float(name: str, raw: object, lo: float, hi: float) -> float:
+    try:
+        value = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise SettingsError(f"{name} must be a number, but got {raw!r}") from None
+    if not (math.isfinite(value) and lo <= value <= hi):
+        raise SettingsError(f"{name} must be between {lo} and {hi}, but got {raw!r}")
+    return value
+
+
+def _choice(name: str, raw: object, choices: tuple[str, ...]) -> str:
+    value = str(raw).lower()
+    if value not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, but got {raw!r}")
+    return value
+
+
+# (lowest, highest) accepted for each limit; the ceilings keep a typo from disabling a bound.
+_LIMIT_RANGES: dict[str, tuple[float, float]] = {
+    "body_bytes": (1024, 64 * 1024 * 1024),
+    "batch_items": (1, 100_000),
+    "member_bytes": (1, 1024),
+    "metadata_bytes": (0, 1024 * 1024),
+    "ws_subscriptions": (1, 10_000),
+    "ws_outbox_frames": (1, 1_000_000),
+    "ws_connections": (1, 1_000_000),
+    "ws_frame_bytes": (256, 64 * 1024 * 1024),
+    "ws_tick": (0.001, 60.0),
+    "session_data_bytes": (2, 16 * 1024 * 1024),
+    "sessions_per_user": (1, 1_000_000),
+    "session_ttl": (1, 10 * 365 * 86400),
+    "session_max_ttl": (1, 10 * 365 * 86400),
+    "session_lifetime": (1, 10 * 365 * 86400),
+    "session_max_lifetime": (1, 10 * 365 * 86400),
+}
+
+
+def load(env: Mapping[str, str], flags: Mapping[str, Any] | None = None) -> Settings:
+    """Build settings from an environment mapping and parsed flags (None = flag not given)."""
+    given: dict[str, Any] = {}
+    for name in (
+        "host",
+        "port",
+        "data_dir",
+        "fsync",
+        "snapshot_interval",
+        "api_keys",
+        "log_level",
+        "on_bad_data",
+        *LIMIT_NAMES,
+    ):
+        raw = env.get(f"RANKD_{name.upper()}")
+        if raw is not None and raw != "":
+            given[name] = raw
+    given.update({name: value for name, value in (flags or {}).items() if value is not None})
+
+    defaults = Settings()
+    limit_values: dict[str, Any] = {}
+    for name in LIMIT_NAMES:
+        if name in given:
+            lo, hi = _LIMIT_RANGES[name]
+            label = f"--{name.replace('_', '-')} / RANKD_{name.upper()}"
+            if isinstance(getattr(defaults.limits, name), float):
+                limit_values[name] = _float(label, given[name], lo, hi)
+            else:
+                limit_values[name] = _int(label, given[name], int(lo), int(hi))
+
+    limits = dataclasses.replace(defaults.limits, **limit_values)
+    if limits.session_ttl > limits.session_max_ttl:
+        raise SettingsError(
+            f"session_ttl ({limits.session_ttl}) must not exceed "
+            f"session_max_ttl ({limits.session_max_ttl})"
+        )
+    if limits.session_lifetime > limits.session_max_lifetime:
+        raise SettingsError(
+            f"session_lifetime ({limits.session_lifetime}) must not exceed "
+            f"session_max_lifetime ({limits.session_max_lifetime})"
+        )
+
+    host = str(given.get("host", defaults.host)).strip()
+    if not host:
+        raise SettingsError("--host / RANKD_HOST must not be empty")
+    return Settings(
+        host=host,
+        port=_int("--port / RANKD_PORT", given.get("port", defaults.port), 0, 65535),
+        data_dir=Path(given.get("data_dir", defaults.data_dir)),
+        fsync=_choice(  # type: ignore[arg-type]
+            "--fsync / RANKD_FSYNC", given.get("fsync", defaults.fsync), FSYNC_POLICIES
+        ),
+        snapshot_interval=_float(
+            "--snapshot-interval / RANKD_SNAPSHOT_INTERVAL",
+            given.get("snapshot_interval", defaults.snapshot_interval),
+            0.0,
+            7 * 24 * 3600.0,
+        ),
+        api_keys=parse_api_keys(given.get("api_keys", [])),
+        limits=limits,
+        log_level=_choice(
+            "--log-level / RANKD_LOG_LEVEL", given.get("log_level", defaults.log_level), LOG_LEVELS
+        ),
+        on_bad_data=_choice(  # type: ignore[arg-type]
+            "--on-bad-data / RANKD_ON_BAD_DATA",
+            given.get("on_bad_data", defaults.on_bad_data),
+            BAD_DATA_POLICIES,
+        ),
+    )
