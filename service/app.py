@@ -1,0 +1,213 @@
+"""The Starlette application: routes wrapped once at start-up, and the process lifecycle.
+
+Request path (no middleware of our own: each one would cost every request an extra ASGI hop)::
+
+    uvicorn -> Starlette (ServerError/Exception middleware) -> Router -> Route
+            -> endpoint wrapper: auth (only if keys exist) -> readiness gate (/v1 only)
+                                 -> handler(runtime, request) -> problem+json on any exception
+                                 -> RouteStats.observe(status, seconds)
+
+Everything a request would otherwise look up (runtime, scope, route stats, the route
+template for log lines) is bound into the wrapper's closure when the app is built.
+
+Lifecycle (lifespan)::
+
+    start-up   yield at once, so /healthz answers while recovery runs in a worker thread
+    background Persistence.recover() -> persistence.start() -> hub.start() -> session purge
+               task -> ready (from here /readyz is 200 and /v1 routes stop answering 503)
+    shutdown   (uvicorn drained connections after SIGTERM/SIGINT) purge task stops,
+               hub.stop(), persistence.stop() -> final snapshot
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from service import routes_admin, routes_boards, routes_sessions
+from service.auth import Auth
+from service.errors import Problem, http_exception, response_for, server_error
+from service.http import RouteSpec
+from service.runtime import Runtime
+from service.settings import Settings
+from store.clock import Clock
+
+log = logging.getLogger("rankd")
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+SPECS: tuple[RouteSpec, ...] = (
+    *routes_boards.ROUTES,
+    *routes_sessions.ROUTES,
+    *routes_admin.ROUTES,
+)
+
+# The purge reclaims at most this many sessions per call, then yields to the loop, so a mass
+# expiry never stalls requests; it sleeps at most PURGE_MAX_SLEEP between rounds.
+PURGE_BATCH = 1000
+PURGE_MAX_SLEEP = 1.0
+
+
+def _wrap(rt: Runtime, spec: RouteSpec, auth: Auth | None) -> Endpoint:
+    handler = spec.handler
+    stats = rt.metrics.route(spec.method, spec.path)
+    scope = spec.scope if auth is not None else None
+    gated = spec.gated
+    where = f"{spec.method} {spec.path}"
+    clock = time.perf_counter
+
+    async def endpoint(request: Request) -> Response:
+        start = clock()
+        try:
+            if scope is not None:
+                auth.check(request, scope)  # type: ignore[union-attr]
+            if gated and not rt.ready:
+                raise Problem(503, "not-ready", "recovering data from disk; retry shortly")
+            response = await handler(rt, request)
+        except Exception as exc:
+            response = response_for(exc, where)
+        stats.observe(response.status_code, clock() - start)
+        return response
+
+    return endpoint
+
+
+def _dispatch(by_method: dict[str, Endpoint]) -> Endpoint:
+    """One Route per path, so a wrong method gets a 405 whose Allow lists every method."""
+
+    async def endpoint(request: Request) -> Response:
+        return await by_method[request.method](request)
+
+    return endpoint
+
+
+def build_routes(rt: Runtime, specs: tuple[RouteSpec, ...] = SPECS) -> list[BaseRoute]:
+    auth = Auth(rt.settings.api_keys) if rt.settings.api_keys else None
+    by_path: dict[str, dict[str, Endpoint]] = {}
+    for spec in specs:
+        by_path.setdefault(spec.path, {})[spec.method] = _wrap(rt, spec, auth)
+    routes: list[BaseRoute] = []
+    for path, by_method in by_path.items():
+        if "GET" in by_method:
+            by_method["HEAD"] = by_method["GET"]
+        methods = list(by_method)
+        endpoint = by_method[methods[0]] if len(by_method) == 1 else _dispatch(by_method)
+        routes.append(Route(path, endpoint, methods=methods, name=path))
+    return routes
+
+
+def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
+    rt = Runtime(settings, clock)
+    routes = build_routes(rt)
+    app = Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: _unmatched(rt), Exception: server_error},
+        lifespan=_lifespan,
+    )
+    app.state.rankd = rt
+    return app
+
+
+def _unmatched(rt: Runtime) -> Callable[[Request, Exception], Awaitable[Response]]:
+    async def handler(request: Request, exc: Exception) -> Response:
+        response = await http_exception(request, exc)
+        # No template matched, so all such requests share one label (never the raw path).
+        rt.metrics.route(request.method, "unmatched").observe(response.status_code, 0.0)
+        return response
+
+    return handler
+
+
+@asynccontextmanager
+async def _lifespan(app: Starlette) -> AsyncIterator[None]:
+    rt: Runtime = app.state.rankd
+    tasks: list[asyncio.Task[Any]] = []
+    started: list[str] = []
+    starter = asyncio.create_task(_start(rt, tasks, started))
+    try:
+        yield
+    finally:
+        await _stop(rt, starter, tasks, started)
+
+
+async def _start(rt: Runtime, tasks: list[asyncio.Task[Any]], started: list[str]) -> None:
+    settings = rt.settings
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            from service.persistence import (  # type: ignore[import-not-found, unused-ignore]
+                Persistence,
+            )
+        except ImportError:
+            # TEMPORARY until service/persistence.py lands: serve from memory only.
+            log.warning("service.persistence is missing: running WITHOUT persistence")
+        else:
+            p = Persistence(settings, rt.keyspace, rt.sessions, rt.clock)
+            rt.persistence = p
+            began = time.perf_counter()
+            # A worker thread: /healthz keeps answering while a large snapshot loads.
+            rt.recovery = await asyncio.to_thread(p.recover)
+            log.info("recovered data in %.3f s: %s", time.perf_counter() - began, rt.recovery)
+            await p.start()
+            started.append("persistence")
+        if rt.hub is not None:
+            await rt.hub.start()
+            started.append("hub")
+        tasks.append(asyncio.create_task(_purge_sessions(rt), name="rankd-session-purge"))
+        rt.ready = True
+        log.info("ready (epoch %s)", rt.epoch)
+    except Exception as exc:
+        rt.fatal = f"{type(exc).__name__}: {exc}"
+        log.error("start-up failed, shutting down: %s", rt.fatal, exc_info=exc)
+        rt.request_shutdown()
+
+
+async def _stop(
+    rt: Runtime, starter: asyncio.Task[None], tasks: list[asyncio.Task[Any]], started: list[str]
+) -> None:
+    rt.ready = False
+    if not starter.done():
+        # Still recovering: the worker thread cannot be interrupted, and a snapshot of a
+        # half-loaded keyspace would destroy data, so nothing below may run for it.
+        starter.cancel()
+        with suppress(asyncio.CancelledError):
+            await starter
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with suppress(asyncio.CancelledError):
+            await task
+    if "hub" in started and rt.hub is not None:
+        try:
+            await rt.hub.stop()
+        except Exception:
+            log.exception("hub did not stop cleanly")
+    if "persistence" in started and rt.persistence is not None:
+        began = time.perf_counter()
+        await rt.persistence.stop()  # final snapshot: failures must surface, not be swallowed
+        log.info("final snapshot done in %.3f s", time.perf_counter() - began)
+
+
+async def _purge_sessions(rt: Runtime) -> None:
+    """Reclaim expired sessions in bounded rounds; sleep until the next deadline (<= 1 s)."""
+    sessions, clock = rt.sessions, rt.clock
+    while True:
+        now = clock.now()
+        try:
+            due = sessions.purge(now, PURGE_BATCH)
+        except Exception:
+            log.exception("session purge failed; retrying")
+            due = None
+        if due is not None and due <= now:
+            await asyncio.sleep(0)  # more is due: let requests run between rounds
+            continue
+        delay = PURGE_MAX_SLEEP if due is None else min(due - now, PURGE_MAX_SLEEP)
+        await asyncio.sleep(delay)

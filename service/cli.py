@@ -1,0 +1,166 @@
+"""``rankd`` (and ``python -m service``): parse settings, refuse unsafe setups, run uvicorn.
+
+Exit codes: 0 after a clean stop, 1 when start-up failed (e.g. the data directory holds
+corrupt data), 2 for bad settings or protected mode (no API keys and a non-loopback bind),
+3 when the port cannot be bound (uvicorn's). After SIGTERM/SIGINT uvicorn drains connections,
+the lifespan takes the final snapshot, and uvicorn re-raises the signal, so the process ends
+the way the signal says (status 143 for SIGTERM in a shell).
+
+Logging goes through one formatter that blanks API keys and anything shaped like a session id
+or bearer token: ids appear in paths and exception text, and a log is the first place a leaked
+credential gets copied from. The access log is off for the same reason (and for speed).
+"""
+
+import argparse
+import logging
+import os
+import re
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import uvicorn
+
+from service.app import create_app
+from service.runtime import Runtime
+from service.settings import (
+    BAD_DATA_POLICIES,
+    FSYNC_POLICIES,
+    LIMIT_NAMES,
+    LOG_LEVELS,
+    Settings,
+    SettingsError,
+    load,
+)
+
+EXIT_STARTUP_FAILED = 1
+EXIT_USAGE = 2
+
+# 43-char session ids, and any long URL-safe token; "Bearer <anything>".
+_TOKEN = re.compile(r"[A-Za-z0-9_\-]{32,}")
+_BEARER = re.compile(r"(?i)(bearer\s+)\S+")
+
+
+class RedactingFormatter(logging.Formatter):
+    def __init__(self, fmt: str, secrets: Sequence[str]) -> None:
+        super().__init__(fmt)
+        self._secrets = sorted(secrets, key=len, reverse=True)
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        for secret in self._secrets:
+            text = text.replace(secret, "[redacted]")
+        text = _BEARER.sub(r"\1[redacted]", text)
+        return _TOKEN.sub("[redacted]", text)
+
+
+def configure_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        RedactingFormatter(
+            "%(asctime)s %(levelname)s %(name)s: %(message)s", list(settings.api_keys)
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rankd",
+        description="Real-time leaderboards and sessions over HTTP and WebSocket.",
+        epilog="Every flag also reads RANKD_<NAME> from the environment (flags win). "
+        "Prefer RANKD_API_KEYS to --api-key: command lines are visible to other users.",
+    )
+    p.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to bind (default 8000; 0 picks a free one)")
+    p.add_argument("--data-dir", help="snapshot and journal directory (default ./data)")
+    p.add_argument("--fsync", choices=FSYNC_POLICIES, help="journal fsync policy (everysec)")
+    p.add_argument(
+        "--snapshot-interval", type=float, help="seconds between snapshots (300; 0 = off)"
+    )
+    p.add_argument(
+        "--api-key",
+        action="append",
+        dest="api_keys",
+        metavar="KEY:SCOPES",
+        help="an API key and its comma-separated scopes (read,write,sessions,admin); repeatable",
+    )
+    p.add_argument("--log-level", choices=LOG_LEVELS)
+    p.add_argument("--on-bad-data", choices=BAD_DATA_POLICIES, help="corrupt data: refuse start")
+    limits = p.add_argument_group("limits")
+    for name in LIMIT_NAMES:
+        limits.add_argument("--" + name.replace("_", "-"), dest=name, metavar="N")
+    return p
+
+
+def settings_from(argv: Sequence[str] | None, env: dict[str, str]) -> Settings:
+    args = build_parser().parse_args(argv)
+    flags: dict[str, Any] = vars(args)
+    return load(env, flags)
+
+
+def protected_mode_error(settings: Settings) -> str | None:
+    if settings.api_keys or settings.loopback_only:
+        return None
+    return (
+        f"rankd: refusing to listen on {settings.host!r} without API keys (protected mode).\n"
+        "With no keys configured anyone who can reach the port could read and write all data.\n"
+        "Either set keys (RANKD_API_KEYS='key:read,write;adminkey:admin' or --api-key KEY:SCOPES)\n"
+        "or bind to loopback only (--host 127.0.0.1)."
+    )
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
+        super().__init__(config)
+        self.settings = settings
+
+    async def startup(self, sockets: list[Any] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self.servers and self.servers[0].sockets:
+            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            shown = f"[{host}]" if ":" in host else host
+            s = self.settings
+            print(
+                f"rankd listening on http://{shown}:{port}/ "
+                f"(data in {s.data_dir}, fsync {s.fsync})",
+                flush=True,
+            )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        settings = settings_from(argv, dict(os.environ))
+    except SettingsError as exc:
+        print(f"rankd: {exc}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    refusal = protected_mode_error(settings)
+    if refusal is not None:
+        print(refusal, file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    configure_logging(settings)
+
+    app = create_app(settings)
+    runtime: Runtime = app.state.rankd
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=None,  # keep our handler (and its redaction) for uvicorn's loggers too
+        server_header=False,
+        ws_max_size=settings.limits.ws_frame_bytes,
+        # Open WebSockets would otherwise hold a SIGTERM off forever.
+        timeout_graceful_shutdown=10,
+    )
+    server = _Server(config, settings)
+    runtime.request_shutdown = lambda: setattr(server, "should_exit", True)
+    server.run()
+    if runtime.fatal is not None:
+        print(f"rankd: start-up failed: {runtime.fatal}", file=sys.stderr)
+        sys.exit(EXIT_STARTUP_FAILED)

@@ -1,0 +1,233 @@
+"""Prometheus metrics: plain counters on the hot path, formatted only when scraped.
+
+Why not ``Histogram.labels(...).observe()`` per request: that is a label-tuple lookup, a lock
+and a linear bucket scan on every call. Each route instead owns a ``RouteStats`` whose
+``observe`` is a dict increment and one C ``bisect``; a custom collector turns those into
+metric families when /metrics is read. Gauges (boards, entries, sessions, persistence state)
+are read from the live objects at scrape time, so nothing is updated that nobody reads.
+
+    rankd_http_requests_total{route,method,status}            counter
+    rankd_http_request_duration_seconds{route,method,status}  histogram
+    rankd_boards, rankd_board_entries, rankd_sessions         gauges
+    rankd_session_expirations_total                           counter
+    rankd_session_events_total{event}                         counter (created, deleted, ...)
+    rankd_ready, rankd_start_time_seconds                     gauges
+    rankd_journal_fsync_seconds                               histogram (from persistence)
+    rankd_journal_bytes, rankd_persistence_healthy            gauges
+    rankd_snapshot_age_seconds, rankd_snapshot_duration_seconds
+
+Routes are labelled by template (``/v1/sessions/{id}``), never by concrete path: paths carry
+session ids, and one series per member would blow up the registry.
+"""
+
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.process_collector import ProcessCollector
+
+if TYPE_CHECKING:
+    from service.runtime import Runtime
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# Seconds. Fine at the low end: a healthy in-memory request takes tens of microseconds.
+BOUNDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class Histogram:
+    """Bucket counts (non-cumulative; the last bucket is +Inf) and a running sum."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...] = BOUNDS) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        # bisect_left: a value equal to a bound belongs to that bucket (Prometheus "le").
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        out: list[tuple[str, float]] = []
+        total = 0
+        for bound, n in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            total += n
+            out.append(("+Inf" if bound == float("inf") else repr(bound), total))
+        return out
+
+
+class RouteStats:
+    """Requests and latency of one (method, route template), keyed by status code."""
+
+    __slots__ = ("by_status", "method", "route")
+
+    def __init__(self, method: str, route: str) -> None:
+        self.method = method
+        self.route = route
+        self.by_status: dict[int, Histogram] = {}
+
+    def observe(self, status: int, seconds: float) -> None:
+        h = self.by_status.get(status)
+        if h is None:
+            h = self.by_status[status] = Histogram()
+        h.counts[bisect_left(BOUNDS, seconds)] += 1
+        h.sum += seconds
+
+
+class Metrics:
+    def __init__(self, runtime: "Runtime") -> None:
+        self.runtime = runtime
+        self.routes: dict[tuple[str, str], RouteStats] = {}
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(self))
+        ProcessCollector(registry=self.registry)
+
+    def route(self, method: str, template: str) -> RouteStats:
+        key = (method, template)
+        stats = self.routes.get(key)
+        if stats is None:
+            stats = self.routes[key] = RouteStats(method, template)
+        return stats
+
+    def render(self) -> bytes:
+        body: bytes = generate_latest(self.registry)
+        return body
+
+
+class _Collector:
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._http()
+        yield from self._store()
+        yield from self._persistence()
+
+    def _http(self) -> Iterable[Metric]:
+        requests = CounterMetricFamily(
+            "rankd_http_requests",
+            "HTTP requests answered, by route template, method and status.",
+            labels=["route", "method", "status"],
+        )
+        latency = HistogramMetricFamily(
+            "rankd_http_request_duration_seconds",
+            "Time from routing to response, by route template, method and status.",
+            labels=["route", "method", "status"],
+        )
+        for stats in list(self.metrics.routes.values()):
+            for status, h in list(stats.by_status.items()):
+                labels = [stats.route, stats.method, str(status)]
+                requests.add_metric(labels, sum(h.counts))
+                latency.add_metric(labels, h.cumulative(), h.sum)
+        return (requests, latency)
+
+    def _store(self) -> Iterable[Metric]:
+        rt = self.metrics.runtime
+        ready = GaugeMetricFamily(
+            "rankd_ready", "1 once recovery finished.", value=1 if rt.ready else 0
+        )
+        started = GaugeMetricFamily(
+            "rankd_start_time_seconds", "Process start, unix time.", value=rt.started_at
+        )
+        if not rt.ready:
+            # Recovery mutates the store from a worker thread: iterating it now could race.
+            return (ready, started)
+        boards = list(rt.keyspace)
+        sessions = rt.sessions
+        counters = dict(sessions.counters)
+        events = CounterMetricFamily(
+            "rankd_session_events",
+            "Session lifecycle events since start, by kind.",
+            labels=["event"],
+        )
+        for name, value in sorted(counters.items()):
+            events.add_metric([name], value)
+        return (
+            GaugeMetricFamily("rankd_boards", "Leaderboards in memory.", value=len(boards)),
+            GaugeMetricFamily(
+                "rankd_board_entries",
+                "Entries over all leaderboards.",
+                value=sum(len(b) for b in boards),
+            ),
+            GaugeMetricFamily(
+                "rankd_sessions",
+                "Sessions held (expired ones not yet purged included).",
+                value=len(sessions),
+            ),
+            CounterMetricFamily(
+                "rankd_session_expirations",
+                "Sessions that expired (found on read or purged), since start.",
+                value=counters.get("expired", 0),
+            ),
+            events,
+            ready,
+            started,
+        )
+
+    def _persistence(self) -> Iterable[Metric]:
+        rt = self.metrics.runtime
+        p = rt.persistence
+        if p is None:
+            return ()
+        out: list[Metric] = [
+            GaugeMetricFamily(
+                "rankd_persistence_healthy",
+                "1 while writes can be made durable; 0 means writes answer 503.",
+                value=1 if getattr(p, "healthy", True) else 0,
+            ),
+            GaugeMetricFamily(
+                "rankd_journal_bytes",
+                "Size of the journal since the last snapshot.",
+                value=getattr(p, "journal_bytes", 0) or 0,
+            ),
+        ]
+        last_at = getattr(p, "last_snapshot_at", None)
+        if last_at is not None:
+            out.append(
+                GaugeMetricFamily(
+                    "rankd_snapshot_age_seconds",
+                    "Seconds since the last completed snapshot.",
+                    value=max(0.0, rt.clock.now() - last_at),
+                )
+            )
+        last_seconds = getattr(p, "last_snapshot_seconds", None)
+        if last_seconds is not None:
+            out.append(
+                GaugeMetricFamily(
+                    "rankd_snapshot_duration_seconds",
+                    "How long the last snapshot took.",
+                    value=last_seconds,
+                )
+            )
+        fsync = _fsync_histogram(getattr(p, "fsync_seconds", None))
+        if fsync is not None:
+            family = HistogramMetricFamily(
+                "rankd_journal_fsync_seconds", "Latency of journal fsync calls."
+            )
+            family.add_metric([], fsync.cumulative(), fsync.sum)
+            out.append(family)
+        return out
+
+
+def _fsync_histogram(source: Any) -> Histogram | None:
+    """Persistence exposes fsync latency as a Histogram, a callable returning one, or samples."""
+    if callable(source):
+        source = source()
+    if source is None:
+        return None
+    if isinstance(source, Histogram):
+        return source
+    h = Histogram(BOUNDS)
+    for value in list(source):
+        h.observe(float(value))
+    return h

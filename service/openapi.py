@@ -1,0 +1,460 @@
+"""The OpenAPI 3.1 document for every HTTP route, written by hand as data.
+
+Hand-written rather than generated from handlers because the handlers parse bodies themselves
+(for speed and strictness) and carry no schema annotations. A test checks that every route in
+``service.app.SPECS`` appears here with its method, that the document validates against the
+OpenAPI 3.1 schema, and schemathesis checks live answers against it.
+
+Scores are JSON numbers of magnitude below 2**63; timestamps are Unix epoch seconds (numbers).
+"""
+
+from functools import cache
+from typing import Any
+
+import orjson
+
+Schema = dict[str, Any]
+
+_PROBLEM = "application/problem+json"
+_JSON = "application/json"
+_SCORE_BOUND = 2**63
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _obj(required: list[str], closed: bool = True, **props: Schema) -> Schema:
+    schema: Schema = {"type": "object", "properties": props, "required": required}
+    if closed:
+        schema["additionalProperties"] = False
+    return schema
+
+
+_SCORE: Schema = {
+    "type": "number",
+    "exclusiveMinimum": -_SCORE_BOUND,
+    "exclusiveMaximum": _SCORE_BOUND,
+    "description": "A finite JSON number; integers stay exact. Magnitude below 2**63.",
+}
+_MEMBER: Schema = {"type": "string", "minLength": 1, "maxLength": 128}
+_METADATA: Schema = {"type": "object", "description": "Small JSON object (at most 1 KiB)."}
+_EPOCH: Schema = {"type": "number", "description": "Unix epoch seconds."}
+
+SCHEMAS: dict[str, Schema] = {
+    "Problem": _obj(
+        ["type", "title", "status", "detail"],
+        closed=False,
+        type={"type": "string", "description": "urn:rankd:problem:<kind>"},
+        title={"type": "string"},
+        status={"type": "integer", "minimum": 400, "maximum": 599},
+        detail={"type": "string"},
+    ),
+    "BoardOptions": _obj(
+        [],
+        order={"enum": ["desc", "asc"]},
+        update={"enum": ["best", "latest", "sum"]},
+        ties={"enum": ["first", "member"]},
+    ),
+    "Board": _obj(
+        ["board", "order", "update", "ties", "size"],
+        board={"type": "string"},
+        order={"enum": ["desc", "asc"]},
+        update={"enum": ["best", "latest", "sum"]},
+        ties={"enum": ["first", "member"]},
+        size={"type": "integer", "minimum": 0},
+    ),
+    "BoardList": _obj(
+        ["total", "offset", "boards"],
+        total={"type": "integer", "minimum": 0},
+        offset={"type": "integer", "minimum": 0},
+        boards={"type": "array", "items": _ref("Board")},
+    ),
+    "ScoreWrite": _obj(["member", "score"], member=_MEMBER, score=_SCORE, metadata=_METADATA),
+    "WriteResult": _obj(
+        ["member", "score", "rank", "previous", "changed"],
+        member={"type": "string"},
+        score={"type": "number"},
+        rank={"type": "integer", "minimum": 1},
+        previous={
+            "oneOf": [
+                {"type": "null"},
+                _obj(["score", "rank"], score={"type": "number"}, rank={"type": "integer"}),
+            ]
+        },
+        changed={"type": "boolean"},
+    ),
+    "Entry": _obj(
+        ["rank", "member", "score"],
+        rank={"type": "integer", "minimum": 1},
+        member={"type": "string"},
+        score={"type": "number"},
+        metadata={"type": "object"},
+    ),
+    "Page": _obj(
+        ["board", "total", "entries"],
+        board={"type": "string"},
+        total={"type": "integer", "minimum": 0},
+        entries={"type": "array", "items": _ref("Entry")},
+    ),
+    "RankAnswer": _obj(
+        ["board", "score", "rank"],
+        board={"type": "string"},
+        score={"type": "number"},
+        rank={"type": "integer", "minimum": 1},
+    ),
+    "SessionCreate": _obj(
+        [],
+        user={"type": ["string", "null"], "minLength": 1, "maxLength": 256},
+        data={"type": ["object", "null"]},
+        ttl={"type": ["integer", "null"], "minimum": 1, "description": "idle timeout, s"},
+        max_lifetime={"type": ["integer", "null"], "minimum": 1, "description": "absolute, s"},
+    ),
+    "SessionData": _obj(["data"], data={"type": "object"}),
+    "Session": _obj(
+        ["id", "user", "data", "created_at", "expires_at", "ttl", "max_expires_at", "version"],
+        id={"type": "string"},
+        user={"type": ["string", "null"]},
+        data={"type": "object"},
+        created_at=_EPOCH,
+        expires_at=_EPOCH,
+        ttl={"type": "integer", "minimum": 1},
+        max_expires_at=_EPOCH,
+        version={"type": "integer", "minimum": 1},
+    ),
+    "UserSessions": _obj(
+        ["user", "sessions"],
+        user={"type": "string"},
+        sessions={"type": "array", "items": _ref("Session")},
+    ),
+    "Revoked": _obj(
+        ["user", "revoked"], user={"type": "string"}, revoked={"type": "integer", "minimum": 0}
+    ),
+    "Status": _obj(["status"], closed=False, status={"type": "string"}),
+    "SnapshotReport": {"type": "object"},
+}
+
+_ERRORS = {
+    "400": "Invalid input: malformed JSON, wrong type, out-of-range value, unknown field.",
+    "401": "Missing or invalid API key (only when keys are configured).",
+    "403": "The API key lacks the scope this route needs.",
+    "404": "No such board, member, session or route.",
+    "405": "Method not allowed on this path.",
+    "409": "Conflicts with current state (If-Match version, order change on a full board).",
+    "413": "Request body or batch over its limit.",
+    "503": "Not ready yet (recovering) or persistence refuses writes.",
+}
+
+
+def _problem(code: str) -> Schema:
+    return {"description": _ERRORS[code], "content": {_PROBLEM: {"schema": _ref("Problem")}}}
+
+
+def _json(schema_name: str, description: str, headers: dict[str, Schema] | None = None) -> Schema:
+    out: Schema = {"description": description, "content": {_JSON: {"schema": _ref(schema_name)}}}
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+def _header(description: str) -> Schema:
+    return {"description": description, "schema": {"type": "string"}}
+
+
+_ETAG = {"ETag": _header('The session version, quoted: "3".')}
+_LOCATION = {"Location": _header("Path of the created resource.")}
+
+
+def _param(name: str, where: str, schema: Schema, required: bool = False, doc: str = "") -> Schema:
+    p: Schema = {"name": name, "in": where, "required": required or where == "path"}
+    p["schema"] = schema
+    if doc:
+        p["description"] = doc
+    return p
+
+
+_BOARD = _param("board", "path", {"type": "string", "pattern": "^[A-Za-z0-9_.\\-]{1,64}$"})
+_MEMBER_P = _param("member", "path", _MEMBER)
+_SID = _param("id", "path", {"type": "string", "minLength": 1, "maxLength": 256})
+_USER = _param("user", "path", {"type": "string", "minLength": 1, "maxLength": 256})
+_OFFSET = _param("offset", "query", {"type": "integer", "minimum": 0, "maximum": 2**31 - 1})
+
+
+def _limit(default: int) -> Schema:
+    return _param(
+        "limit",
+        "query",
+        {"type": "integer", "minimum": 1, "maximum": 1000},
+        doc=f"{default} if absent",
+    )
+
+
+_IF_MATCH = _param("If-Match", "header", {"type": "string"}, doc='Session version, 3 or "3".')
+
+
+def _op(
+    summary: str,
+    ok: dict[str, Schema],
+    scope: str | None,
+    params: list[Schema] | None = None,
+    body: str | None = None,
+    body_required: bool = True,
+    errors: tuple[str, ...] = ("400", "404"),
+) -> Schema:
+    op: Schema = {"summary": summary, "responses": dict(ok)}
+    if scope is not None:
+        op["security"] = [{"bearer": []}]
+        op["description"] = f"Needs an API key with the `{scope}` scope (or `admin`)."
+        errors = (*errors, "401", "403")
+    if params:
+        op["parameters"] = params
+    if body is not None:
+        op["requestBody"] = {
+            "required": body_required,
+            "content": {_JSON: {"schema": _ref(body) if body[0].isupper() else {}}},
+        }
+    for code in sorted(set(errors)):
+        op["responses"][code] = _problem(code)
+    return op
+
+
+_V1 = ("400", "404", "503")  # every gated /v1 route may answer these
+_W = (*_V1, "413")
+
+
+def _paths() -> dict[str, Schema]:
+    batch_body: Schema = {
+        "required": True,
+        "content": {
+            _JSON: {"schema": {"type": "array", "maxItems": 1000, "items": _ref("ScoreWrite")}}
+        },
+    }
+    batch_ok = {
+        "description": "Write results, in request order.",
+        "content": {_JSON: {"schema": {"type": "array", "items": _ref("WriteResult")}}},
+    }
+    no_content = {"204": {"description": "Done."}}
+    sess = {"200": _json("Session", "The session.", _ETAG)}
+    paths: dict[str, Schema] = {
+        "/v1/boards": {
+            "get": _op(
+                "List boards by name",
+                {"200": _json("BoardList", "A page of boards.")},
+                "read",
+                [_OFFSET, _limit(100)],
+                errors=_V1,
+            ),
+        },
+        "/v1/boards/{board}": {
+            "parameters": [_BOARD],
+            "put": _op(
+                "Create or reconfigure a board",
+                {
+                    "200": _json("Board", "Reconfigured."),
+                    "201": _json("Board", "Created.", _LOCATION),
+                },
+                "write",
+                body="BoardOptions",
+                body_required=False,
+                errors=(*_W, "409"),
+            ),
+            "get": _op(
+                "Describe a board", {"200": _json("Board", "The board.")}, "read", errors=_V1
+            ),
+            "delete": _op("Drop a board", no_content, "write", errors=_V1),
+        },
+        "/v1/boards/{board}/scores": {
+            "parameters": [_BOARD],
+            "post": _op(
+                "Write a score",
+                {"200": _json("WriteResult", "The write result.")},
+                "write",
+                body="ScoreWrite",
+                errors=_W,
+            ),
+        },
+        "/v1/boards/{board}/scores:batch": {
+            "parameters": [_BOARD],
+            "post": {
+                **_op(
+                    "Write scores in order, all or nothing", {"200": batch_ok}, "write", errors=_W
+                ),
+                "requestBody": batch_body,
+            },
+        },
+        "/v1/boards/{board}/top": {
+            "parameters": [_BOARD],
+            "get": _op(
+                "A page of the ranking",
+                {"200": _json("Page", "Entries by rank.")},
+                "read",
+                [_OFFSET, _limit(10)],
+                errors=_V1,
+            ),
+        },
+        "/v1/boards/{board}/rank": {
+            "parameters": [_BOARD],
+            "get": _op(
+                "The rank a new score would get",
+                {"200": _json("RankAnswer", "The rank.")},
+                "read",
+                [_param("score", "query", _SCORE, required=True)],
+                errors=_V1,
+            ),
+        },
+        "/v1/boards/{board}/members/{member}": {
+            "parameters": [_BOARD, _MEMBER_P],
+            "get": _op(
+                "One member's entry", {"200": _json("Entry", "The entry.")}, "read", errors=_V1
+            ),
+            "delete": _op("Remove a member", no_content, "write", errors=_V1),
+        },
+        "/v1/boards/{board}/members/{member}/around": {
+            "parameters": [_BOARD, _MEMBER_P],
+            "get": _op(
+                "Entries around a member",
+                {"200": _json("Page", "Up to radius entries each side.")},
+                "read",
+                [
+                    _param(
+                        "radius",
+                        "query",
+                        {"type": "integer", "minimum": 0, "maximum": 100},
+                        doc="5 if absent",
+                    )
+                ],
+                errors=_V1,
+            ),
+        },
+        "/v1/sessions": {
+            "post": _op(
+                "Create a session",
+                {"201": _json("Session", "Created.", {**_ETAG, **_LOCATION})},
+                "sessions",
+                body="SessionCreate",
+                body_required=False,
+                errors=_W,
+            ),
+        },
+        "/v1/sessions/{id}": {
+            "parameters": [_SID],
+            "get": _op(
+                "Read a session (refreshes it unless touch=false)",
+                sess,
+                "sessions",
+                [_param("touch", "query", {"type": "boolean"})],
+                errors=_V1,
+            ),
+            "patch": _op(
+                "Merge into data (null deletes a key)",
+                sess,
+                "sessions",
+                [_IF_MATCH],
+                body="SessionData",
+                errors=(*_W, "409"),
+            ),
+            "put": _op(
+                "Replace data",
+                sess,
+                "sessions",
+                [_IF_MATCH],
+                body="SessionData",
+                errors=(*_W, "409"),
+            ),
+            "delete": _op("Delete a session", no_content, "sessions", errors=_V1),
+        },
+        "/v1/sessions/{id}/touch": {
+            "parameters": [_SID],
+            "post": _op("Refresh the idle deadline", sess, "sessions", errors=_V1),
+        },
+        "/v1/sessions/{id}/rotate": {
+            "parameters": [_SID],
+            "post": _op(
+                "Move to a new id",
+                {"200": _json("Session", "The session under its new id.", {**_ETAG, **_LOCATION})},
+                "sessions",
+                errors=_V1,
+            ),
+        },
+        "/v1/users/{user}/sessions": {
+            "parameters": [_USER],
+            "get": _op(
+                "A user's live sessions",
+                {"200": _json("UserSessions", "Oldest first.")},
+                "sessions",
+                errors=_V1,
+            ),
+            "delete": _op(
+                "Revoke a user's sessions",
+                {"200": _json("Revoked", "How many.")},
+                "sessions",
+                [_param("except", "query", {"type": "string"}, doc="session id to keep")],
+                errors=_V1,
+            ),
+        },
+        "/v1/admin/snapshot": {
+            "post": _op(
+                "Take a snapshot now",
+                {"200": _json("SnapshotReport", "What was written.")},
+                "admin",
+                errors=("503",),
+            ),
+        },
+        "/healthz": {
+            "get": _op("Liveness", {"200": _json("Status", "The process runs.")}, None, errors=())
+        },
+        "/readyz": {
+            "get": _op(
+                "Readiness", {"200": _json("Status", "Recovery done.")}, None, errors=("503",)
+            )
+        },
+        "/metrics": {
+            "get": _op(
+                "Prometheus metrics",
+                {
+                    "200": {
+                        "description": "Text exposition format.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+                "admin",
+                errors=(),
+            )
+        },
+        "/openapi.json": {
+            "get": _op(
+                "This document",
+                {
+                    "200": {
+                        "description": "OpenAPI 3.1.",
+                        "content": {_JSON: {"schema": {"type": "object"}}},
+                    }
+                },
+                None,
+                errors=(),
+            )
+        },
+    }
+    return paths
+
+
+def document() -> Schema:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "rankd",
+            "version": "1.0.0",
+            "description": "Real-time leaderboards and sessions. Errors are "
+            "application/problem+json (RFC 9457); timestamps are Unix epoch seconds.",
+        },
+        "paths": _paths(),
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+@cache
+def document_bytes() -> bytes:
+    return orjson.dumps(document())

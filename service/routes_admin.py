@@ -1,0 +1,54 @@
+"""Operations routes: liveness, readiness, metrics, the OpenAPI document, snapshots.
+
+/healthz answers 200 as long as the event loop runs (a process that cannot answer it is dead).
+/readyz answers 503 until recovery has loaded the snapshot and replayed the journal: a load
+balancer must not send traffic to a node whose data is still half-loaded.
+"""
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from service import openapi
+from service.auth import ADMIN
+from service.errors import Problem, problem_response
+from service.http import RouteSpec, json_response
+from service.metrics import CONTENT_TYPE
+from service.runtime import Runtime
+
+_OK = b'{"status":"ok"}'
+
+
+async def healthz(rt: Runtime, request: Request) -> Response:
+    return Response(_OK, media_type="application/json")
+
+
+async def readyz(rt: Runtime, request: Request) -> Response:
+    if rt.ready:
+        return json_response({"status": "ready", "epoch": rt.epoch})
+    if rt.fatal is not None:
+        return problem_response(503, "start-up-failed", "start-up failed; see the server log")
+    return problem_response(503, "not-ready", "recovering data from disk; not ready yet")
+
+
+async def metrics(rt: Runtime, request: Request) -> Response:
+    return Response(rt.metrics.render(), media_type=CONTENT_TYPE)
+
+
+async def openapi_json(rt: Runtime, request: Request) -> Response:
+    return Response(openapi.document_bytes(), media_type="application/json")
+
+
+async def snapshot(rt: Runtime, request: Request) -> Response:
+    p = rt.persistence
+    if p is None:
+        raise Problem(503, "unavailable", "persistence is not running in this process")
+    return json_response(await p.snapshot())
+
+
+ROUTES = [
+    RouteSpec("GET", "/healthz", healthz, None, gated=False),
+    RouteSpec("GET", "/readyz", readyz, None, gated=False),
+    RouteSpec("GET", "/metrics", metrics, ADMIN, gated=False),
+    RouteSpec("GET", "/openapi.json", openapi_json, None, gated=False),
+    RouteSpec("POST", "/v1/admin/snapshot", snapshot, ADMIN),
+]

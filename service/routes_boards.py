@@ -1,0 +1,161 @@
+"""Leaderboard routes: translate HTTP to ``Keyspace``/``Board`` calls and back, nothing more.
+
+Validation order is the same everywhere: the request's own shape first (body, query, member
+id: 400), then the lookups (absent board or member: 404), then the write path (503 when
+persistence refuses writes). Board names in paths are checked by the store on creation; any
+other route simply does not find a badly named board.
+"""
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from service import writes
+from service.auth import READ, WRITE
+from service.errors import Problem, bad_request
+from service.http import (
+    RouteSpec,
+    int_param,
+    json_object,
+    json_response,
+    no_content,
+    parse_json,
+    query,
+    read_body,
+    score_param,
+)
+from service.runtime import Runtime
+from store.boards import Board
+from store.values import check_member, check_score
+
+SCORE_FIELDS = frozenset({"member", "score", "metadata"})
+PAGE_PARAMS = frozenset({"offset", "limit"})
+AROUND_PARAMS = frozenset({"radius"})
+RANK_PARAMS = frozenset({"score"})
+MAX_OFFSET = 2**31 - 1
+BOARD_LIST_DEFAULT = 100
+
+
+def describe(board: Board) -> dict[str, Any]:
+    return {"board": board.name, **board.config.as_dict(), "size": len(board)}
+
+
+async def put_board(rt: Runtime, request: Request) -> Response:
+    name = request.path_params["board"]
+    options = parse_json(await read_body(request, rt.settings.limits.body_bytes), empty={})
+    if type(options) is not dict:
+        raise bad_request('board options must be a JSON object such as {"order": "asc"}')
+    # Unknown options and values are refused by BoardConfig (400 naming the option).
+    board, created = await writes.mutate(rt, rt.keyspace.configure, name, options)
+    if created:
+        return json_response(describe(board), 201, {"Location": f"/v1/boards/{board.name}"})
+    return json_response(describe(board))
+
+
+async def list_boards(rt: Runtime, request: Request) -> Response:
+    params = query(request, PAGE_PARAMS)
+    offset = int_param(params, "offset", 0, 0, MAX_OFFSET)
+    limit = int_param(params, "limit", BOARD_LIST_DEFAULT, 1, rt.keyspace.limits.page_items)
+    names = sorted(rt.keyspace.boards)
+    boards = rt.keyspace.boards
+    page = [describe(boards[n]) for n in names[offset : offset + limit]]
+    return json_response({"total": len(names), "offset": offset, "boards": page})
+
+
+async def get_board(rt: Runtime, request: Request) -> Response:
+    return json_response(describe(rt.keyspace.get(request.path_params["board"])))
+
+
+async def delete_board(rt: Runtime, request: Request) -> Response:
+    await writes.mutate(rt, rt.keyspace.drop, request.path_params["board"])
+    return no_content()
+
+
+def _score_item(item: Any, what: str) -> tuple[object, object, object]:
+    body = json_object(item, SCORE_FIELDS, what)
+    if "member" not in body:
+        raise bad_request(f"{what} needs a 'member'")
+    if "score" not in body:
+        raise bad_request(f"{what} needs a 'score'")
+    return body["member"], body["score"], body.get("metadata")
+
+
+async def post_score(rt: Runtime, request: Request) -> Response:
+    body = parse_json(await read_body(request, rt.settings.limits.body_bytes))
+    member, score, metadata = _score_item(body, "the score")
+    result = await writes.score(rt, request.path_params["board"], member, score, metadata)
+    return json_response(result)
+
+
+async def post_batch(rt: Runtime, request: Request) -> Response:
+    body = parse_json(await read_body(request, rt.settings.limits.body_bytes))
+    if type(body) is not list:
+        raise bad_request("a batch must be a JSON array of {member, score, metadata?} objects")
+    cap = rt.settings.limits.batch_items
+    if len(body) > cap:
+        raise Problem(
+            413, "batch-too-large", f"a batch holds at most {cap} items, but got {len(body)}"
+        )
+    items = [_score_item(item, f"item {i}") for i, item in enumerate(body)]
+    results = await writes.score_batch(rt, request.path_params["board"], items)
+    return json_response(results)
+
+
+async def top(rt: Runtime, request: Request) -> Response:
+    params = query(request, PAGE_PARAMS)
+    offset = int_param(params, "offset", 0, 0, MAX_OFFSET)
+    limit = int_param(params, "limit", 10, 1, rt.keyspace.limits.page_items)
+    board = rt.keyspace.get(request.path_params["board"])
+    return json_response(
+        {"board": board.name, "total": len(board), "entries": board.top(offset, limit)}
+    )
+
+
+def _member(rt: Runtime, request: Request) -> str:
+    return check_member(request.path_params["member"], rt.keyspace.limits)
+
+
+async def get_member(rt: Runtime, request: Request) -> Response:
+    member = _member(rt, request)
+    return json_response(rt.keyspace.get(request.path_params["board"]).entry(member))
+
+
+async def around(rt: Runtime, request: Request) -> Response:
+    params = query(request, AROUND_PARAMS)
+    radius = int_param(params, "radius", 5, 0, rt.keyspace.limits.radius)
+    member = _member(rt, request)
+    board = rt.keyspace.get(request.path_params["board"])
+    return json_response(
+        {"board": board.name, "total": len(board), "entries": board.around(member, radius)}
+    )
+
+
+async def rank_for_score(rt: Runtime, request: Request) -> Response:
+    score = check_score(score_param(query(request, RANK_PARAMS), "score"))
+    board = rt.keyspace.get(request.path_params["board"])
+    return json_response({"board": board.name, "score": score, "rank": board.rank_for_score(score)})
+
+
+async def delete_member(rt: Runtime, request: Request) -> Response:
+    member = _member(rt, request)
+    board = rt.keyspace.get(request.path_params["board"])
+    await writes.mutate(rt, board.remove, member)
+    return no_content()
+
+
+_B = "/v1/boards/{board}"
+
+ROUTES = [
+    RouteSpec("GET", "/v1/boards", list_boards, READ),
+    RouteSpec("PUT", _B, put_board, WRITE),
+    RouteSpec("GET", _B, get_board, READ),
+    RouteSpec("DELETE", _B, delete_board, WRITE),
+    RouteSpec("POST", _B + "/scores", post_score, WRITE),
+    RouteSpec("POST", _B + "/scores:batch", post_batch, WRITE),
+    RouteSpec("GET", _B + "/top", top, READ),
+    RouteSpec("GET", _B + "/rank", rank_for_score, READ),
+    RouteSpec("GET", _B + "/members/{member}", get_member, READ),
+    RouteSpec("DELETE", _B + "/members/{member}", delete_member, WRITE),
+    RouteSpec("GET", _B + "/members/{member}/around", around, READ),
+]
