@@ -30,14 +30,17 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from service import routes_admin, routes_boards, routes_sessions
 from service.auth import Auth
 from service.errors import Problem, http_exception, response_for, server_error
 from service.http import RouteSpec
+from service.hub import Hub
+from service.live import live_page
 from service.runtime import Runtime
 from service.settings import Settings
+from service.ws import ws_endpoint
 from store.clock import Clock
 
 log = logging.getLogger("rankd")
@@ -106,7 +109,9 @@ def build_routes(rt: Runtime, specs: tuple[RouteSpec, ...] = SPECS) -> list[Base
 
 def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
     rt = Runtime(settings, clock)
+    rt.hub = Hub(rt)
     routes = build_routes(rt)
+    routes += [WebSocketRoute("/v1/ws", ws_endpoint), Route("/", live_page)]
     app = Starlette(
         routes=routes,
         exception_handlers={HTTPException: _unmatched(rt), Exception: server_error},

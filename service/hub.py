@@ -1,0 +1,419 @@
+"""The WebSocket hub: who watches what, which writes can matter to them, and when to tell them.
+
+    _watches     dict board -> _Watch          boards somebody subscribed to (nothing else)
+    _Watch.tops     dict N -> _TopGroup        subscriptions to the board's top N, grouped by N
+    _Watch.members  dict member -> _RankGroup  subscriptions to one member's (rank, score)
+    _dirty       list of _Watch                boards written since the last flush
+    _by_session  dict session id -> {peer}     connections bound to a session
+
+Change detection costs O(1) per write, never O(subscribers). The hub is a keyspace observer:
+
+* A write to a board nobody watches is one dict miss.
+* ``("bset", .., rank, prev_rank)`` can move a top-N view only if ``min(rank, prev_rank) <= N``
+  (everything above both positions keeps its place), so one comparison against the largest N
+  subscribed on the board (``max_top``) decides whether the board's top views are dirty.
+  ``"bdel"`` uses its previous rank; ``"bdrop"``/``"bcfg"`` dirty everything.
+* A write moves other members' ranks only inside the span it crossed: ``[min, max]`` of its two
+  ranks, ``[rank, inf)`` for an insert or a delete. The watch keeps the union of those spans
+  since the last flush; a rank group whose last known rank lies outside it cannot have moved
+  (by induction over the events: a rank that an event moves stays inside that event's span),
+  so the flush skips it without a lookup. The written member's own group is flagged directly.
+
+``total`` and ``seq`` ride along in every top frame, but a change of ``total`` alone (an insert
+far below the view) wakes nobody: otherwise every write anywhere would fan out to every top
+subscriber of the board.
+
+Coalescing: a flush runs at most once per ``tick`` and only when something is dirty. The first
+dirty mark after a quiet spell schedules it at ``max(now, last_flush + tick)``, so a lone write
+goes out on the next loop turn and a burst goes out once per tick, the latest state winning.
+A flush computes a dirty board's ``top(max_top)`` once, slices it per N, encodes each changed
+slice once, and offers one frame to each subscription whose slice differs from what it last got.
+A subscription therefore sees at most one frame per tick, plus the full state on subscribe.
+
+Delivery never awaits: ``Peer.offer`` drops the frame into the connection's conflating outbox
+(keyed by subscription, so an unsent older state is replaced) and wakes its sender task. A slow
+connection holds at most one pending frame per subscription and never delays anyone else.
+
+Observers run on the event-loop thread, as every store call in the service does.
+"""
+
+import asyncio
+import logging
+import math
+from typing import Any, Protocol
+
+import orjson
+
+from service.auth import Auth
+from service.runtime import Runtime
+from store.boards import Board, Entry, Event
+
+log = logging.getLogger("rankd.ws")
+
+INF = math.inf
+MAX_TOP = 100
+
+# Close codes the hub itself asks for (the protocol edge owns the rest).
+POLICY = 1008
+GOING_AWAY = 1001
+
+
+class Peer(Protocol):
+    """The hub's view of one connection (service/ws.py ``Connection``)."""
+
+    def offer(self, key: object, frame: str) -> None: ...
+    def close_soon(self, code: int, reason: str) -> None: ...
+
+
+class TopSub:
+    __slots__ = ("board", "group", "head", "peer", "seen")
+
+    def __init__(self, peer: Peer, head: str, board: str, group: "_TopGroup") -> None:
+        self.peer = peer
+        self.head = head  # '{"type":"top","id":<id>' -- the per-subscription prefix
+        self.board = board
+        self.group = group
+        self.seen: list[Entry] = []
+
+
+class RankSub:
+    __slots__ = ("board", "group", "head", "peer", "seen")
+
+    def __init__(self, peer: Peer, head: str, board: str, group: "_RankGroup") -> None:
+        self.peer = peer
+        self.head = head
+        self.board = board
+        self.group = group
+        self.seen: tuple[Any, Any] = (None, None)
+
+
+Subscription = TopSub | RankSub
+
+
+class _TopGroup:
+    __slots__ = ("n", "stale", "subs", "view")
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.subs: dict[TopSub, None] = {}  # an insertion-ordered set
+        self.view: list[Entry] | None = None  # the slice as of the last flush
+        # A subscriber joined with a view newer than ``view``: compare everyone next flush,
+        # even if the slice then equals ``view`` again.
+        self.stale = False
+
+
+class _RankGroup:
+    __slots__ = ("dirty", "member", "state", "subs")
+
+    def __init__(self, member: str) -> None:
+        self.member = member
+        self.subs: dict[RankSub, None] = {}
+        self.state: tuple[Any, Any] | None = None  # (rank, score) as of the last look
+        self.dirty = False
+
+
+class _Watch:
+    __slots__ = ("hi", "lo", "max_top", "members", "name", "queued", "top_dirty", "tops")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.tops: dict[int, _TopGroup] = {}
+        self.max_top = 0
+        self.members: dict[str, _RankGroup] = {}
+        self.top_dirty = False
+        self.lo: float = INF  # union of rank spans crossed since the last flush
+        self.hi: float = 0
+        self.queued = False
+
+    def __bool__(self) -> bool:
+        return bool(self.tops or self.members)
+
+
+def _rank_state(board: Board | None, member: str) -> tuple[Any, Any]:
+    if board is None or member not in board:
+        return (None, None)
+    entry = board.entry(member)
+    return (entry["rank"], entry["score"])
+
+
+class Hub:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        limits = runtime.settings.limits
+        self.tick = limits.ws_tick
+        self.max_connections = limits.ws_connections
+        keys = runtime.settings.api_keys
+        # None: no keys configured (protected mode, loopback only) -- connections need none.
+        self.auth = Auth(keys) if keys else None
+        self.peers: set[Peer] = set()
+        self.subscriptions = 0
+        # Counters for /metrics and the tests; plain ints, read at scrape time.
+        self.frames_offered = 0
+        self.frames_conflated = 0
+        self.closed_slow = 0
+        self._epoch = runtime.epoch
+        self._watches: dict[str, _Watch] = {}
+        self._dirty: list[_Watch] = []
+        self._by_session: dict[str, set[Peer]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_flush = -INF
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.runtime.keyspace.observers.append(self._on_board_event)
+        self.runtime.sessions.observers.append(self._on_session_event)
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for observers, fn in (
+            (self.runtime.keyspace.observers, self._on_board_event),
+            (self.runtime.sessions.observers, self._on_session_event),
+        ):
+            if fn in observers:
+                observers.remove(fn)
+        for peer in list(self.peers):
+            peer.close_soon(GOING_AWAY, "server shutting down")
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def attach(self, peer: Peer, session: str | None) -> bool:
+        """Register a connection; False when the connection limit is reached."""
+        if len(self.peers) >= self.max_connections:
+            return False
+        self.peers.add(peer)
+        if session is not None:
+            self._by_session.setdefault(session, set()).add(peer)
+        return True
+
+    def detach(self, peer: Peer, session: str | None, subs: list[Subscription]) -> None:
+        for sub in subs:
+            self.unsubscribe(sub)
+        self.peers.discard(peer)
+        if session is not None:
+            bound = self._by_session.get(session)
+            if bound is not None:
+                bound.discard(peer)
+                if not bound:
+                    del self._by_session[session]
+
+    # -- subscriptions -------------------------------------------------------------------------
+
+    def subscribe_top(self, peer: Peer, head: str, name: str, n: int) -> TopSub:
+        """Subscribe to a board's top ``n`` (it need not exist) and offer its full state."""
+        assert 1 <= n <= MAX_TOP
+        watch = self._watch(name)
+        group = watch.tops.get(n)
+        if group is None:
+            group = watch.tops[n] = _TopGroup(n)
+            watch.max_top = max(watch.max_top, n)
+        board = self.runtime.keyspace.boards.get(name)
+        view = board.top(0, n) if board is not None else []
+        if group.view is None:
+            group.view = view
+        elif view != group.view:
+            group.stale = True
+        sub = TopSub(peer, head, name, group)
+        sub.seen = view
+        group.subs[sub] = None
+        self.subscriptions += 1
+        self._offer(peer, sub, head + self._top_tail(name, board, view))
+        return sub
+
+    def subscribe_rank(self, peer: Peer, head: str, name: str, member: str) -> RankSub:
+        """Subscribe to one member's (rank, score) on a board and offer its current state."""
+        watch = self._watch(name)
+        group = watch.members.get(member)
+        if group is None:
+            group = watch.members[member] = _RankGroup(member)
+        board = self.runtime.keyspace.boards.get(name)
+        state = _rank_state(board, member)
+        if group.state is None:
+            group.state = state
+        elif state != group.state:
+            group.dirty = True
+        sub = RankSub(peer, head, name, group)
+        sub.seen = state
+        group.subs[sub] = None
+        self.subscriptions += 1
+        self._offer(peer, sub, head + self._rank_tail(name, board, member, state))
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        watch = self._watches.get(sub.board)
+        if watch is None:
+            return
+        if isinstance(sub, TopSub):
+            top = sub.group
+            if top.subs.pop(sub, 0) is None:
+                self.subscriptions -= 1
+            if not top.subs and watch.tops.get(top.n) is top:
+                del watch.tops[top.n]
+                watch.max_top = max(watch.tops, default=0)
+        else:
+            rank = sub.group
+            if rank.subs.pop(sub, 0) is None:
+                self.subscriptions -= 1
+            if not rank.subs and watch.members.get(rank.member) is rank:
+                del watch.members[rank.member]
+        if not watch:
+            # A queued watch notices at flush time that it is no longer the registered one.
+            del self._watches[watch.name]
+
+    def _watch(self, name: str) -> _Watch:
+        watch = self._watches.get(name)
+        if watch is None:
+            watch = self._watches[name] = _Watch(name)
+        return watch
+
+    # -- observers -----------------------------------------------------------------------------
+
+    def _on_board_event(self, event: Event) -> None:
+        watch = self._watches.get(event[1])
+        if watch is None:
+            return
+        op = event[0]
+        if op == "bset":
+            rank, prev = event[6], event[7]
+            if prev is None:
+                low, high = rank, INF
+            else:
+                low, high = (rank, prev) if rank < prev else (prev, rank)
+            member = event[2]
+        elif op == "bdel":
+            low, high, member = event[3], INF, event[2]
+        else:  # "bdrop", "bcfg": the whole board may have changed
+            low, high, member = 1, INF, None
+        if low <= watch.max_top:
+            watch.top_dirty = True
+        if watch.members:
+            watch.lo = min(watch.lo, low)
+            watch.hi = max(watch.hi, high)
+            if member is not None:
+                group = watch.members.get(member)
+                if group is not None:
+                    group.dirty = True
+        if not watch.queued:
+            watch.queued = True
+            self._dirty.append(watch)
+            if self._timer is None and self._loop is not None:
+                when = max(self._loop.time(), self._last_flush + self.tick)
+                self._timer = self._loop.call_at(when, self._flush)
+
+    def _on_session_event(self, event: Event) -> None:
+        if event[0] != "sdel":
+            return
+        peers = self._by_session.pop(event[1], None)
+        for peer in peers or ():
+            # reason: deleted | expired | revoked | rotated. Never the id: it is a credential.
+            peer.close_soon(POLICY, f"session {event[2]}")
+
+    # -- flush ---------------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        self._timer = None
+        assert self._loop is not None
+        self._last_flush = self._loop.time()
+        dirty, self._dirty = self._dirty, []
+        boards = self.runtime.keyspace.boards
+        for watch in dirty:
+            watch.queued = False
+            if self._watches.get(watch.name) is not watch:
+                continue  # every subscription left (and maybe a new watch took the name)
+            board = boards.get(watch.name)
+            try:
+                if watch.top_dirty:
+                    watch.top_dirty = False
+                    self._flush_tops(watch, board)
+                if watch.members:
+                    self._flush_ranks(watch, board)
+            except Exception:
+                # A bug here must not stop every later flush; the tests assert the log is clean.
+                log.exception("hub flush failed for one board")
+
+    def _flush_tops(self, watch: _Watch, board: Board | None) -> None:
+        entries = board.top(0, watch.max_top) if board is not None else []
+        for n, group in watch.tops.items():
+            view = entries[:n]
+            if view == group.view and not group.stale:
+                continue
+            group.view = view
+            group.stale = False
+            tail = None
+            for sub in group.subs:
+                seen = sub.seen
+                if seen is view or seen == view:
+                    continue
+                if tail is None:
+                    tail = self._top_tail(watch.name, board, view)
+                sub.seen = view
+                self._offer(sub.peer, sub, sub.head + tail)
+
+    def _flush_ranks(self, watch: _Watch, board: Board | None) -> None:
+        lo, hi = watch.lo, watch.hi
+        watch.lo, watch.hi = INF, 0
+        for member, group in watch.members.items():
+            if not group.dirty:
+                rank = group.state[0] if group.state is not None else None
+                if rank is None or not lo <= rank <= hi:
+                    continue
+            group.dirty = False
+            state = _rank_state(board, member)
+            group.state = state
+            tail = None
+            for sub in group.subs:
+                if sub.seen == state:
+                    continue
+                if tail is None:
+                    tail = self._rank_tail(watch.name, board, member, state)
+                sub.seen = state
+                self._offer(sub.peer, sub, sub.head + tail)
+
+    def _offer(self, peer: Peer, sub: Subscription, frame: str) -> None:
+        self.frames_offered += 1
+        peer.offer(sub, frame)
+
+    # -- frames: '{"type":..,"id":..' (per subscription) + one shared tail ---------------------
+
+    def _top_tail(self, name: str, board: Board | None, view: list[Entry]) -> str:
+        body = {
+            "board": name,
+            "total": len(board) if board is not None else 0,
+            "entries": view,
+            "seq": board.seq if board is not None else 0,
+            "epoch": self._epoch,
+        }
+        return "," + orjson.dumps(body)[1:].decode()
+
+    def _rank_tail(
+        self, name: str, board: Board | None, member: str, state: tuple[Any, Any]
+    ) -> str:
+        body = {
+            "board": name,
+            "member": member,
+            "rank": state[0],
+            "score": state[1],
+            "seq": board.seq if board is not None else 0,
+            "epoch": self._epoch,
+        }
+        return "," + orjson.dumps(body)[1:].decode()
+
+    def _check(self) -> None:
+        """Every registered group is non-empty and counted; dirty bookkeeping is consistent."""
+        count = 0
+        for name, watch in self._watches.items():
+            assert watch.name == name and watch, name
+            assert watch.max_top == max(watch.tops, default=0)
+            for n, top in watch.tops.items():
+                assert top.n == n and top.subs
+                assert all(s.group is top and s.board == name for s in top.subs)
+                count += len(top.subs)
+            for member, rank in watch.members.items():
+                assert rank.member == member and rank.subs
+                assert all(s.group is rank and s.board == name for s in rank.subs)
+                count += len(rank.subs)
+            assert watch.queued == (watch in self._dirty)
+        assert count == self.subscriptions, (count, self.subscriptions)
+        assert (self._timer is None) or bool(self._dirty)

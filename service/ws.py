@@ -1,0 +1,402 @@
+"""``/v1/ws``: live ranks and score writes over one JSON-text WebSocket.
+
+    client -> server
+      {"op":"subscribe","id":ID,"board":B,"top":N}        N in 1..100; B need not exist yet
+      {"op":"subscribe","id":ID,"board":B,"member":M}
+      {"op":"unsubscribe","id":ID}                        -> {"type":"ack","id":ID}
+      {"op":"score","id":ID,"board":B,"member":M,"score":S,"metadata":{..}?}
+                                                          -> {"type":"ack","id":ID, ..write result}
+    server -> client
+      {"type":"top","id":ID,"board":B,"total":T,"entries":[..],"seq":N,"epoch":E}
+      {"type":"rank","id":ID,"board":B,"member":M,"rank":R|null,"score":S|null,"seq":N,"epoch":E}
+      {"type":"error","id":ID|null,"status":400|403|404|409|413|503,"detail":".."}
+
+ID is a string (1-128 characters) or an integer. Unknown fields are refused, so a typo never
+turns into a different request. Bad input of any kind gets an error frame and the connection
+lives on; only abuse closes it.
+
+Connecting: ``Authorization: Bearer <key>`` or ``?token=<key>`` (browsers cannot set headers)
+when keys are configured; ``read`` scope to subscribe, ``write`` to score. ``?session=<id>``
+binds the connection to a live session: it is closed when that session is deleted, revoked,
+rotated or expires. Refusals happen after the upgrade, as close frames, because a browser never
+shows a script the HTTP status of a failed upgrade:
+
+    1008  unauthorized | session not found | session <reason> | client not reading |
+          binary frames are not supported
+    1013  not ready (recovery running) | too many connections
+    1001  server shutting down
+
+Two tasks per connection. The reader parses frames and answers them; the sender drains the
+outbox, an insertion-ordered dict: a state frame is keyed by its subscription, so a newer state
+replaces an unsent older one in place (conflation), and replies (acks, errors) take fresh keys
+and keep their order. Replies are bounded by ``ws_outbox_frames``: at the bound the reader stops
+reading, which pushes back on the client through TCP. State frames are bounded by the number
+of subscriptions. A send that cannot complete within ``SEND_TIMEOUT`` (the client stopped
+reading and every buffer is full) closes the connection with 1008; if even the close frame
+cannot be written, the TCP connection is aborted, so a stalled peer never pins memory or a slot.
+"""
+
+import asyncio
+import itertools
+import logging
+import re
+from typing import Any
+
+import orjson
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from service import writes
+from service.auth import ADMIN, READ, WRITE
+from service.errors import _FIXED_DETAIL, _STORE_ERRORS
+from service.hub import MAX_TOP, Hub, Subscription
+from service.runtime import Runtime
+from store.errors import StoreError
+from store.values import check_board_name, check_member
+
+log = logging.getLogger("rankd.ws")
+
+SEND_TIMEOUT = 5.0  # seconds one frame may wait for the client to make room
+CLOSE_TIMEOUT = 1.0  # then the close frame gets this long before the TCP connection is aborted
+BINARY_LIMIT = 8  # binary frames answered with an error before the connection is closed
+MAX_ID_CHARS = 128
+MAX_SAFE_INT = 2**53  # ids must survive a JavaScript client
+
+NORMAL, GOING_AWAY, POLICY, TRY_AGAIN = 1000, 1001, 1008, 1013
+
+_FIELDS = {
+    "subscribe": frozenset({"op", "id", "board", "top", "member"}),
+    "unsubscribe": frozenset({"op", "id"}),
+    "score": frozenset({"op", "id", "board", "member", "score", "metadata"}),
+}
+_ALL_SCOPES = frozenset({READ, WRITE, ADMIN})
+
+
+class _Bad(Exception):
+    """A request the protocol refuses; becomes an error frame."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+async def ws_endpoint(websocket: WebSocket) -> None:
+    runtime: Runtime = websocket.app.state.rankd
+    hub = runtime.hub
+    await websocket.accept()
+    if not isinstance(hub, Hub) or not runtime.ready:
+        await _close(websocket, TRY_AGAIN, "not ready: recovery in progress")
+        return
+    scopes = _scopes(hub, websocket)
+    if scopes is None:
+        await _close(websocket, POLICY, "unauthorized: send a valid key as Bearer or ?token=")
+        return
+    session = websocket.query_params.get("session")
+    if session is not None:
+        try:
+            runtime.sessions.get(session)  # a use, like any read: refreshes its idle deadline
+        except StoreError:
+            await _close(websocket, POLICY, "session not found")
+            return
+    conn = Connection(websocket, runtime, hub, scopes)
+    if not hub.attach(conn, session):
+        await _close(websocket, TRY_AGAIN, "too many connections")
+        return
+    try:
+        await conn.run()
+    finally:
+        hub.detach(conn, session, list(conn.subs.values()))
+
+
+def _scopes(hub: Hub, websocket: WebSocket) -> frozenset[str] | None:
+    auth = hub.auth
+    if auth is None:
+        return _ALL_SCOPES  # no keys configured: loopback-only protected mode, open
+    header = websocket.headers.get("authorization")
+    if header is None:
+        token = websocket.query_params.get("token")
+        header = None if token is None else f"Bearer {token}"
+    return auth.scopes_for(header)
+
+
+class Connection:
+    def __init__(
+        self, websocket: WebSocket, runtime: Runtime, hub: Hub, scopes: frozenset[str]
+    ) -> None:
+        self.websocket = websocket
+        self.runtime = runtime
+        self.hub = hub
+        self.subs: dict[object, Subscription] = {}
+        limits = runtime.settings.limits
+        self._max_subs = limits.ws_subscriptions
+        self._max_replies = limits.ws_outbox_frames
+        self._max_frame = limits.ws_frame_bytes
+        self._read = READ in scopes or ADMIN in scopes
+        self._write = WRITE in scopes or ADMIN in scopes
+        self._outbox: dict[object, str] = {}
+        self._replies = 0  # replies in _outbox (state frames are bounded by len(subs))
+        self._keys = itertools.count()
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._binary = 0
+        self._busy = False
+        self._gone = False  # the client disconnected: nothing more can be sent
+        self._closing: tuple[int, str] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- the hub's side: never awaits ----------------------------------------------------------
+
+    def offer(self, key: object, frame: str) -> None:
+        outbox = self._outbox
+        if key in outbox:
+            self.hub.frames_conflated += 1
+        outbox[key] = frame  # an existing key keeps its place: latest state, original slot
+        self._wake.set()
+
+    def close_soon(self, code: int, reason: str) -> None:
+        if self._closing is None and not self._gone:
+            self._closing = (code, reason)
+            if self._tasks:
+                reader, sender = self._tasks
+                sender.cancel()  # it only ever waits on a send: safe to interrupt
+                if not self._busy:
+                    # Never interrupt a request half-way (a write waiting for its commit);
+                    # a busy reader checks _closing when the request is done.
+                    reader.cancel()
+
+    def _reply(self, value: dict[str, Any]) -> None:
+        self._outbox[next(self._keys)] = orjson.dumps(value).decode()
+        self._replies += 1
+        self._wake.set()
+
+    def _error(self, rid: object, status: int, detail: str) -> None:
+        self._reply({"type": "error", "id": rid, "status": status, "detail": detail})
+
+    # -- tasks ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        if self._closing is None:
+            reader = asyncio.create_task(self._read_loop())
+            sender = asyncio.create_task(self._send_loop())
+            self._tasks = [reader, sender]
+            try:
+                await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+                if self._busy:
+                    await asyncio.wait([reader])  # let a write in flight finish and answer
+            finally:
+                for task in self._tasks:
+                    task.cancel()
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            for task in self._tasks:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("WebSocket connection task failed", exc_info=task.exception())
+                    self._closing = self._closing or (1011, "internal error")
+        if not self._gone:
+            code, reason = self._closing or (NORMAL, "")
+            await _close(self.websocket, code, reason)
+
+    async def _send_loop(self) -> None:
+        send = self.websocket.send
+        while True:
+            if not self._outbox:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch, self._outbox = self._outbox, {}
+            self._replies = 0
+            self._room.set()
+            for frame in batch.values():
+                try:
+                    async with asyncio.timeout(SEND_TIMEOUT):
+                        await send({"type": "websocket.send", "text": frame})
+                except TimeoutError:
+                    self.hub.closed_slow += 1
+                    self.close_soon(
+                        POLICY, f"client not reading: a frame waited {SEND_TIMEOUT:g} s"
+                    )
+                    return
+                except WebSocketDisconnect:
+                    self._gone = True
+                    return
+
+    async def _read_loop(self) -> None:
+        receive = self.websocket.receive
+        while True:
+            while self._replies >= self._max_replies:
+                # Backpressure: stop reading until the sender has taken the replies.
+                self._room.clear()
+                await self._room.wait()
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                self._gone = True
+                return
+            text = message.get("text")
+            if text is None:
+                self._binary += 1
+                if self._binary > BINARY_LIMIT:
+                    self.close_soon(POLICY, "binary frames are not supported")
+                    return
+                self._error(None, 400, "binary frames are not supported: send JSON text frames")
+                continue
+            self._busy = True
+            try:
+                await self._handle(text)
+            finally:
+                self._busy = False
+            if self._closing is not None:
+                return
+
+    # -- requests ------------------------------------------------------------------------------
+
+    async def _handle(self, text: str) -> None:
+        rid: object = None
+        try:
+            size = len(text)
+            if size > self._max_frame // 4:  # up to 4 UTF-8 bytes per character
+                size = len(text.encode())
+            if size > self._max_frame:
+                raise _Bad(413, f"frame of {size} bytes exceeds the limit of {self._max_frame}")
+            try:
+                msg = orjson.loads(text)
+            except orjson.JSONDecodeError as exc:
+                raise _Bad(400, f"malformed JSON: {exc}") from None
+            if type(msg) is not dict:
+                raise _Bad(400, f"a frame must be a JSON object, but got {type(msg).__name__}")
+            rid = _request_id(msg.get("id"))
+            op = msg.get("op")
+            fields = _FIELDS.get(op) if type(op) is str else None
+            if fields is None:
+                raise _Bad(400, f"unknown op {op!r}; expected one of {', '.join(_FIELDS)}")
+            for name in msg:
+                if name not in fields:
+                    raise _Bad(400, f"unknown field {name!r} for op {op!r}")
+            if op == "score":
+                await self._score(rid, msg)
+            elif op == "subscribe":
+                self._subscribe(rid, msg)
+            else:
+                self._unsubscribe(rid)
+        except _Bad as bad:
+            self._error(rid, bad.status, bad.detail)
+        except StoreError as exc:
+            for cls, status, kind in _STORE_ERRORS:
+                if isinstance(exc, cls):
+                    self._error(rid, status, _FIXED_DETAIL.get(kind, str(exc)))
+                    break
+        except Exception:
+            log.exception("WebSocket request failed")
+            self._error(rid, 500, "internal error; the server log has the details")
+
+    def _subscribe(self, rid: object, msg: dict[str, Any]) -> None:
+        if not self._read:
+            raise _Bad(403, "the API key lacks the 'read' scope subscribe needs")
+        board = check_board_name(_field(msg, "board"))
+        top, member = msg.get("top"), msg.get("member")
+        if (top is None) == (member is None):
+            raise _Bad(400, f"subscribe needs exactly one of 'top' (1-{MAX_TOP}) or 'member'")
+        if rid in self.subs:
+            raise _Bad(409, f"subscription id {rid!r} is already in use on this connection")
+        if len(self.subs) >= self._max_subs:
+            raise _Bad(400, f"a connection holds at most {self._max_subs} subscriptions")
+        head = '{"type":"%s","id":' + orjson.dumps(rid).decode()
+        if top is not None:
+            if type(top) is not int or not 1 <= top <= MAX_TOP:
+                raise _Bad(400, f"top must be an integer from 1 to {MAX_TOP}, but got {top!r}")
+            self.subs[rid] = self.hub.subscribe_top(self, head % "top", board, top)
+        else:
+            member = check_member(member, self.runtime.keyspace.limits)
+            self.subs[rid] = self.hub.subscribe_rank(self, head % "rank", board, member)
+
+    def _unsubscribe(self, rid: object) -> None:
+        sub = self.subs.pop(rid, None)
+        if sub is None:
+            raise _Bad(404, f"no subscription with id {rid!r} on this connection")
+        self.hub.unsubscribe(sub)
+        self._outbox.pop(sub, None)  # nothing for this id after its ack
+        self._reply({"type": "ack", "id": rid})
+
+    async def _score(self, rid: object, msg: dict[str, Any]) -> None:
+        if not self._write:
+            raise _Bad(403, "the API key lacks the 'write' scope score needs")
+        board = check_board_name(_field(msg, "board"))
+        member, value = _field(msg, "member"), _field(msg, "score")
+        result = await writes.score(self.runtime, board, member, value, msg.get("metadata"))
+        self._reply({"type": "ack", "id": rid, **result})
+
+
+def _field(msg: dict[str, Any], name: str) -> Any:
+    if name not in msg:
+        raise _Bad(400, f"op {msg['op']!r} needs the field {name!r}")
+    return msg[name]
+
+
+def _request_id(rid: object) -> object:
+    if type(rid) is str and 0 < len(rid) <= MAX_ID_CHARS:
+        return rid
+    if type(rid) is int and -MAX_SAFE_INT < rid < MAX_SAFE_INT:
+        return rid
+    if rid is None:
+        raise _Bad(400, "every request needs an 'id' (a string or an integer)")
+    raise _Bad(
+        400, f"id must be a string of 1-{MAX_ID_CHARS} characters or an integer, but got {rid!r}"
+    )
+
+
+async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    if websocket.application_state != WebSocketState.CONNECTED:
+        return
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await websocket.close(code, reason)
+    except TimeoutError:
+        _abort(websocket)
+    except WebSocketDisconnect:
+        pass
+
+
+def _abort(websocket: WebSocket) -> None:
+    """Drop the TCP connection of a peer that does not read, without waiting for it.
+
+    ASGI can only *close*, and a graceful close waits for the send buffer to drain -- forever,
+    if the peer never reads. uvicorn's ASGI ``send`` is a bound method of its protocol object,
+    which holds the transport; Starlette wraps it in closures. Follow that chain a few links;
+    under another server this finds nothing and the connection ends when the peer goes.
+    """
+    fn: Any = websocket._send
+    for _ in range(8):
+        transport = getattr(getattr(fn, "__self__", None), "transport", None)
+        if transport is not None and hasattr(transport, "abort"):
+            transport.abort()
+            return
+        inner = None
+        for cell in getattr(fn, "__closure__", None) or ():
+            try:
+                value = cell.cell_contents
+            except ValueError:  # an empty cell
+                continue
+            if callable(value):
+                inner = value
+                break
+        if inner is None:
+            break
+        fn = inner
+    log.warning("could not abort a stalled WebSocket; it stays open until the peer reads")
+
+
+class _RedactQuery(logging.Filter):
+    """uvicorn logs each upgrade's path *with* its query string: hide keys and session ids."""
+
+    _SECRET = re.compile(r"(?<=[?&])(token|session)=[^&\s\"]*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, str) for a in record.args):
+            record.args = tuple(
+                self._SECRET.sub(r"\1=<redacted>", a) if isinstance(a, str) else a
+                for a in record.args
+            )
+        return True
+
+
+_REDACT = _RedactQuery()
+for _name in ("uvicorn.error", "uvicorn.access"):
+    logging.getLogger(_name).addFilter(_REDACT)
