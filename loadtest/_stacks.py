@@ -47,6 +47,7 @@ _UVICORN_FLAGS = [
     "--loop=uvloop",
     "--http=httptools",
     "--no-access-log",
+    "--no-server-header",  # rankd sends none either
     "--log-level=warning",
 ]
 

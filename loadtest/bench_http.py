@@ -41,6 +41,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
 
+import redis
+from redis.utils import HIREDIS_AVAILABLE
+
 from loadtest._procs import Children
 from loadtest._stacks import (
     MemoryResult,
@@ -143,7 +146,9 @@ def render(rows: list[Row], memory: list[MemoryResult], args: argparse.Namespace
     out = [
         f"rankd HTTP benchmark — {platform.node()} {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}; wrk -t{args.threads} -c{args.connections} "
-        f"-d{args.duration:g}s (warm-up {args.warmup:g}s), board of {args.members:,} members",
+        f"-d{args.duration:g}s (warm-up {args.warmup:g}s), board of {args.members:,} members; "
+        f"redis-py {redis.__version__} ({'hiredis' if HIREDIS_AVAILABLE else 'pure-Python'} "
+        "parser)",
         "",
     ]
     if rows:
@@ -183,7 +188,7 @@ def render(rows: list[Row], memory: list[MemoryResult], args: argparse.Namespace
         ]
         out += [
             f"| {m.store} | {m.members:,} | {m.measure} | {m.delta_bytes / 2**20:.1f} | "
-            f"{m.bytes_per_member:.0f} | {m.load_seconds:.1f} |"
+            f"{m.bytes_per_member:.0f} | {m.load_seconds:.2f} |"
             for m in memory
         ]
     return "\n".join(out)

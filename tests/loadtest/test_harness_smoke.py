@@ -1,0 +1,182 @@
+"""The load-test tools run end to end on tiny sizes, so they cannot rot unnoticed.
+
+Both tests drive the real programs as a user would (``python -m loadtest.bench_http``,
+``locust -f loadtest/locustfile.py``) against real servers on loopback. They need
+redis-server and wrk (Debian packages; ``scripts/test`` installs them): a missing one
+is a failure that says how to install it, never a skip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _require(*tools: str) -> None:
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        pytest.fail(
+            f"{', '.join(missing)} not on PATH: the load-test smoke tests drive them for real; "
+            f"install with `apt-get install {' '.join(missing)}` (scripts/test does this)"
+        )
+
+
+def _processes_with_env(entry: str) -> list[str]:
+    """Command lines of live processes whose environment holds ``entry`` (``NAME=value``).
+
+    Children inherit the harness's environment, and unlike argv (redis-server rewrites
+    its own) the environment block keeps it, so this finds any server left running.
+    """
+    needle = entry.encode() + b"\0"
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            env = (proc / "environ").read_bytes() + b"\0"
+            argv = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # exited while we looked, or not ours to read
+        if env.startswith(needle) or b"\0" + needle in env:
+            found.append(f"{proc.name}: {argv}")
+    return found
+
+
+def test_bench_http_quick_runs_every_stack_and_cleans_up(tmp_path: Path) -> None:
+    _require("wrk", "redis-server")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    out = tmp_path / "bench.json"
+    # TMPDIR puts the harness's work dir under scratch/ and marks every child it starts,
+    # so a server or wrk it failed to kill is findable afterwards.
+    proc = subprocess.run(
+        [sys.executable, "-m", "loadtest.bench_http", "--quick", "--json", str(out)],
+        cwd=REPO,
+        env={**os.environ, "TMPDIR": str(scratch)},
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    assert _processes_with_env(f"TMPDIR={scratch}") == []
+    assert "| workload | stack | req/s | p50 ms | p99 ms | errors |" in proc.stdout
+    assert "| workload | rankd/bare req/s | rankd/redis req/s |" in proc.stdout
+
+    raw = json.loads(out.read_text())
+    runs = {(r["stack"], r["workload"]): r for r in raw["http"]}
+    workloads = {"post_score", "get_top", "get_member"}
+    expected = {(s, w) for s in ("bare", "rankd", "redis") for w in workloads}
+    expected.add(("rankd-everysec", "post_score"))
+    assert set(runs) == expected
+    for key, run in runs.items():
+        assert run["errors"] == 0, (key, run)
+        assert run["requests"] > 0 and run["rps"] > 0, (key, run)
+        assert 0 < run["p50_ms"] <= run["p99_ms"], (key, run)
+
+    memory = {(m["store"], m["measure"]): m for m in raw["memory"]}
+    assert set(memory) == {
+        ("rankd", "VmRSS delta"),
+        ("redis-server", "used_memory delta"),
+        ("redis-server", "used_memory_rss delta"),
+    }
+    assert all(m["members"] == 2000 for m in memory.values())
+    # Redis accounts allocations exactly; 2000 zset members cost well over 40 bytes each.
+    assert memory[("redis-server", "used_memory delta")]["bytes_per_member"] > 40
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"rankd exited early:\n{log.read_text()[-3000:]}"
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        try:
+            conn.request("GET", "/readyz")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass  # not listening yet
+        finally:
+            conn.close()
+        time.sleep(0.1)
+    pytest.fail(f"rankd not ready on :{port} within 60 s:\n{log.read_text()[-3000:]}")
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_locust_headless_run_has_no_failures(tmp_path: Path) -> None:
+    port = _free_port()
+    log = tmp_path / "rankd.log"
+    argv = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--data-dir", str(tmp_path / "data"), "--fsync", "no"]
+    with log.open("wb") as log_file:
+        rankd = subprocess.Popen(
+            argv, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        _wait_ready(rankd, port, log)
+        prefix = tmp_path / "run"
+        # 10 users at weights 6:3:1 gives every user class at least one user.
+        cmd = [sys.executable, "-m", "locust", "-f", "loadtest/locustfile.py", "--headless"]
+        cmd += ["-u", "10", "-r", "10", "-t", "5s", "--stop-timeout", "2"]
+        cmd += ["--host", f"http://127.0.0.1:{port}", "--csv", str(prefix), "--loglevel", "WARNING"]
+        locust = subprocess.run(
+            cmd,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        report = f"locust stdout:\n{locust.stdout[-3000:]}\nstderr:\n{locust.stderr[-3000:]}"
+        stats = {(r["Type"], r["Name"]): r for r in _read_csv(Path(f"{prefix}_stats.csv"))}
+        failures = _read_csv(Path(f"{prefix}_failures.csv"))
+        exceptions = _read_csv(Path(f"{prefix}_exceptions.csv"))
+        assert failures == [], report
+        assert exceptions == [], report
+        total = stats[("", "Aggregated")]
+        assert int(total["Failure Count"]) == 0, report
+        assert int(total["Request Count"]) > 50, report
+        # Every user class did its job: game writes, sessions, and WebSocket deliveries.
+        names = {name for _, name in stats}
+        for expected in (
+            "/v1/boards/[b]/scores",
+            "/v1/boards/[b]/members/[m]/around",
+            "/v1/sessions",
+            "/v1/sessions/[id] PATCH",
+            "ws score ack",
+            "rank frame delay",
+        ):
+            assert expected in names, f"no {expected!r} requests in {sorted(names)}\n{report}"
+        assert locust.returncode == 0, report
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(rankd.pid, signal.SIGTERM)
+        try:
+            rankd.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(rankd.pid, signal.SIGKILL)
+            rankd.wait(timeout=10)
