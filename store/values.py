@@ -35,18 +35,17 @@ class Limits:
 
 def check_score(score: object) -> Score:
     """Return the score to store, or raise InvalidArgument; -0.0 becomes 0.0."""
-    kind = type(score)
-    if kind is int:
-        if -SCORE_LIMIT < score < SCORE_LIMIT:  # type: ignore[operator]
-            return score  # type: ignore[return-value]
-        raise InvalidArgument(f"score must have magnitude below 2**63, but got {score!r}")
-    if kind is float:
-        if not math.isfinite(score):  # type: ignore[arg-type]
+    if type(score) is int:
+        if -SCORE_LIMIT < score < SCORE_LIMIT:
+            return score
+    elif type(score) is float:
+        if not math.isfinite(score):
             raise InvalidArgument(f"score must be a finite number, but got {score!r}")
-        if -SCORE_LIMIT < score < SCORE_LIMIT:  # type: ignore[operator]
-            return score + 0.0  # type: ignore[operator, no-any-return]
-        raise InvalidArgument(f"score must have magnitude below 2**63, but got {score!r}")
-    raise InvalidArgument(f"score must be a number, but got {score!r}")
+        if -SCORE_LIMIT < score < SCORE_LIMIT:
+            return score + 0.0
+    else:
+        raise InvalidArgument(f"score must be a number, but got {score!r}")
+    raise InvalidArgument(f"score must have magnitude below 2**63, but got {score!r}")
 
 
 def check_member(member: object, limits: Limits) -> str:

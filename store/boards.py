@@ -1,0 +1,361 @@
+"""Leaderboards: a dict member -> sort key, plus a SkipList of the same keys.
+
+Two structures, one truth (the shape of Redis's zset): the dict answers "what is alice's entry"
+in O(1); the SkipList answers "who is 5th" and "what rank is alice" in O(log n). The dict owns
+nothing the SkipList lacks: its value *is* the key object stored in the SkipList, so an entry
+costs one tuple, and removing it means finding that same tuple again.
+
+The sort key (store/sortkey.py) is one ``bytes`` object that sorts best first (index 0 =
+rank 1): the score (negated on ``desc`` boards), then on ``ties=first`` the board's write counter
+``seq`` when the score was reached, then the member id. ``seq`` is data, not object identity, so
+"who reached the score first" survives a snapshot and a journal replay. A write that changes
+nothing (a non-improving ``best``, an equal ``latest``, a ``sum`` of 0) takes no sequence number
+and keeps its place among equal scores.
+
+Ranks in this module's public results are 1-based (rank 1 is the best); SkipList positions are
+0-based, so ``rank = position + 1`` at every boundary.
+
+Every mutation is reported to ``Board.emit`` (set by the Keyspace) as a tuple carrying the
+resulting state, so a journal can replay it idempotently and a WebSocket hub can tell whether a
+top-N view moved:
+
+    ("bset", board, member, score, seq, metadata | None, rank, previous_rank | None)
+    ("bdel", board, member, seq, previous_rank)
+"""
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+from store.errors import InvalidArgument, MemberNotFound
+from store.skiplist import SkipList
+from store.sortkey import SEQ_LIMIT, encode_num, key_member, key_score, key_seq
+from store.values import SCORE_LIMIT, Limits, Score, check_member, check_metadata, check_score
+
+Key = bytes
+Event = tuple[Any, ...]
+Entry = dict[str, Any]
+
+Order = Literal["desc", "asc"]
+Update = Literal["best", "latest", "sum"]
+Ties = Literal["first", "member"]
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "order": ("desc", "asc"),
+    "update": ("best", "latest", "sum"),
+    "ties": ("first", "member"),
+}
+
+
+def _ignore(event: Event) -> None:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class BoardConfig:
+    order: Order = "desc"
+    update: Update = "best"
+    ties: Ties = "first"
+
+    @classmethod
+    def from_options(
+        cls, options: dict[str, Any], base: "BoardConfig | None" = None
+    ) -> "BoardConfig":
+        """Build from client options; an unknown option or value is an InvalidArgument."""
+        base = base or cls()
+        values: dict[str, str] = {"order": base.order, "update": base.update, "ties": base.ties}
+        for name, value in options.items():
+            choices = _CHOICES.get(name)
+            if choices is None:
+                raise InvalidArgument(
+                    f"unknown board option {name!r}; expected one of {sorted(_CHOICES)}"
+                )
+            if value not in choices:
+                raise InvalidArgument(
+                    f"board option {name!r} must be one of {choices}, but got {value!r}"
+                )
+            values[name] = value
+        return cls(
+            order=cast(Order, values["order"]),
+            update=cast(Update, values["update"]),
+            ties=cast(Ties, values["ties"]),
+        )
+
+    def as_dict(self) -> dict[str, str]:
+        return {"order": self.order, "update": self.update, "ties": self.ties}
+
+
+class Board:
+    __slots__ = (
+        "_desc",
+        "_first",
+        "_index",
+        "_keys",
+        "_limits",
+        "_meta",
+        "config",
+        "emit",
+        "name",
+        "seq",
+    )
+
+    def __init__(self, name: str, config: BoardConfig, limits: Limits) -> None:
+        self.name = name
+        self.config = config
+        self.seq = 0
+        self.emit: Callable[[Event], None] = _ignore
+        self._limits = limits
+        self._desc = config.order == "desc"
+        self._first = config.ties == "first"
+        self._keys: dict[str, Key] = {}
+        self._meta: dict[str, dict[str, Any]] = {}
+        self._index = SkipList()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def set_config(self, config: BoardConfig) -> None:
+        """Change options; the caller guarantees order/ties change only while empty."""
+        assert not self._keys or (config.order, config.ties) == (
+            self.config.order,
+            self.config.ties,
+        )
+        self.config = config
+        self._desc = config.order == "desc"
+        self._first = config.ties == "first"
+
+    def __contains__(self, member: object) -> bool:
+        return member in self._keys
+
+    # -- keys ------------------------------------------------------------------------------
+
+    def _key(self, score: Score, seq: int, member: str) -> Key:
+        num = encode_num(-score if self._desc else score)
+        tail = b"\x01" if type(score) is float else b"\x00"
+        if self._first:
+            return num + seq.to_bytes(6, "big") + member.encode() + tail
+        return num + member.encode() + tail
+
+    def _score(self, key: Key) -> Score:
+        return key_score(key, self._desc)
+
+    def _member(self, key: Key) -> str:
+        return key_member(key, self._first)
+
+    def _better(self, a: Score, b: Score) -> bool:
+        return a > b if self._desc else a < b
+
+    def _entry(self, rank: int, key: Key) -> Entry:
+        member = key_member(key, self._first)
+        entry = {"rank": rank, "member": member, "score": key_score(key, self._desc)}
+        meta = self._meta.get(member)
+        if meta is not None:
+            entry["metadata"] = meta
+        return entry
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def write(self, member: object, score: object, metadata: object = None) -> Entry:
+        """Apply one score write under the board's update rule; return the write result.
+
+        Result: {member, score, rank (1-based), previous: {score, rank} | None, changed}.
+        Metadata replaces the entry's metadata only when the score changes (omitted: kept).
+        Runtime complexity: O(log n).
+        """
+        member = check_member(member, self._limits)
+        score = check_score(score)
+        meta = check_metadata(metadata, self._limits) if metadata is not None else None
+        return self._write(member, score, meta)
+
+    def _write(self, member: str, score: Score, meta: dict[str, Any] | None) -> Entry:
+        index = self._index
+        old = self._keys.get(member)
+        if old is None:
+            previous = None
+            prev_rank = None
+            new_score = score
+        else:
+            old_score = self._score(old)
+            update = self.config.update
+            if update == "best":
+                new_score = score if self._better(score, old_score) else old_score
+            elif update == "latest":
+                new_score = score
+            else:
+                new_score = _checked_sum(old_score, score)
+            prev_rank = index.index(old) + 1
+            previous = {"score": old_score, "rank": prev_rank}
+            if new_score == old_score:
+                return {
+                    "member": member,
+                    "score": old_score,
+                    "rank": prev_rank,
+                    "previous": previous,
+                    "changed": False,
+                }
+            del index[prev_rank - 1]
+        self.seq = seq = self.seq + 1
+        assert seq < SEQ_LIMIT, "board write counter exhausted"
+        key = self._key(new_score, seq, member)
+        index.add(key)
+        self._keys[member] = key
+        if meta is not None:
+            self._meta[member] = meta
+        rank = index.bisect_left(key) + 1
+        self.emit(
+            ("bset", self.name, member, new_score, seq, self._meta.get(member), rank, prev_rank)
+        )
+        return {
+            "member": member,
+            "score": new_score,
+            "rank": rank,
+            "previous": previous,
+            "changed": True,
+        }
+
+    def write_many(self, items: list[tuple[object, object, object]]) -> list[Entry]:
+        """Apply writes in order, all or nothing: every item is validated before the first write.
+
+        ``sum`` overflow is checked in the same pre-pass against running totals, so a batch never
+        stops half-applied. Runtime complexity: O(k log n).
+        """
+        if len(items) > self._limits.batch_items:
+            raise InvalidArgument(
+                f"a batch holds at most {self._limits.batch_items} items, but got {len(items)}"
+            )
+        checked: list[tuple[str, Score, dict[str, Any] | None]] = []
+        totals: dict[str, Score] = {}
+        for member, score, metadata in items:
+            m = check_member(member, self._limits)
+            s = check_score(score)
+            meta = check_metadata(metadata, self._limits)
+            if self.config.update == "sum":
+                old = totals.get(m)
+                if old is None and m in self._keys:
+                    old = self._score(self._keys[m])
+                totals[m] = s if old is None else _checked_sum(old, s)
+            checked.append((m, s, meta))
+        return [self._write(m, s, meta) for m, s, meta in checked]
+
+    def remove(self, member: str) -> None:
+        """Delete an entry; MemberNotFound if absent. Runtime complexity: O(log n)."""
+        key = self._keys.pop(member, None)
+        if key is None:
+            raise MemberNotFound(f"member {member!r} is not on board {self.name!r}")
+        pos = self._index.index(key)
+        del self._index[pos]
+        self._meta.pop(member, None)
+        self.seq += 1
+        self.emit(("bdel", self.name, member, self.seq, pos + 1))
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def entry(self, member: str) -> Entry:
+        """{rank, member, score, metadata?}; MemberNotFound if absent. O(log n)."""
+        key = self._keys.get(member)
+        if key is None:
+            raise MemberNotFound(f"member {member!r} is not on board {self.name!r}")
+        return self._entry(self._index.index(key) + 1, key)
+
+    def rank(self, member: str) -> int | None:
+        key = self._keys.get(member)
+        return None if key is None else self._index.index(key) + 1
+
+    def top(self, offset: int = 0, limit: int = 10) -> list[Entry]:
+        """Entries ranked offset+1 .. offset+limit. Runtime complexity: O(log n + limit)."""
+        keys = self._index[offset : offset + limit]
+        return [self._entry(offset + i, key) for i, key in enumerate(keys, 1)]
+
+    def around(self, member: str, radius: int) -> list[Entry]:
+        """Up to ``radius`` entries on each side of member, member included. O(log n + radius)."""
+        key = self._keys.get(member)
+        if key is None:
+            raise MemberNotFound(f"member {member!r} is not on board {self.name!r}")
+        pos = self._index.index(key)
+        lo = max(0, pos - radius)
+        return self.top(lo, pos + radius + 1 - lo)
+
+    def rank_for_score(self, score: object) -> int:
+        """The rank a newcomer posting ``score`` now would get.
+
+        ties=first: behind everyone already at that score (they reached it first).
+        ties=member: the best rank among equal scores (the member id decides the rest).
+        """
+        s = check_score(score)
+        probe = encode_num(-s if self._desc else s)
+        if self._first:
+            probe += (self.seq + 1).to_bytes(6, "big")
+        rank: int = self._index.bisect_left(probe) + 1
+        return rank
+
+    # -- persistence -----------------------------------------------------------------------
+
+    def dump(self) -> Iterator[tuple[str, Score, int, dict[str, Any] | None]]:
+        """(member, score, seq, metadata) in rank order; seq is 0 on ties=member boards."""
+        first, desc, meta = self._first, self._desc, self._meta
+        for key in self._index:
+            member = key_member(key, first)
+            yield member, key_score(key, desc), key_seq(key) if first else 0, meta.get(member)
+
+    def load(
+        self, entries: Iterable[tuple[str, Score, int, dict[str, Any] | None]], seq: int
+    ) -> None:
+        """Replace the content with entries in rank order (as ``dump`` yields) and the board's
+        write counter; O(n)."""
+        keys: list[Key] = []
+        self._keys = {}
+        self._meta = {}
+        self.seq = seq
+        for member, score, seq, meta in entries:
+            key = self._key(score, seq, member)
+            keys.append(key)
+            self._keys[member] = key
+            if meta is not None:
+                self._meta[member] = meta
+            if seq > self.seq:
+                self.seq = seq
+        self._index = SkipList(keys)
+
+    def apply_set(self, member: str, score: Score, seq: int, meta: dict[str, Any] | None) -> None:
+        """Journal replay of a "bset": idempotent, emits nothing."""
+        old = self._keys.get(member)
+        if old is not None:
+            self._index.remove(old)
+        key = self._key(score, seq, member)
+        self._index.add(key)
+        self._keys[member] = key
+        if meta is None:
+            self._meta.pop(member, None)
+        else:
+            self._meta[member] = meta
+        if seq > self.seq:
+            self.seq = seq
+
+    def apply_delete(self, member: str, seq: int) -> None:
+        """Journal replay of a "bdel": idempotent, emits nothing."""
+        if seq > self.seq:
+            self.seq = seq
+        key = self._keys.pop(member, None)
+        if key is not None:
+            self._index.remove(key)
+            self._meta.pop(member, None)
+
+    def _check(self) -> None:
+        index = self._index
+        index._check()
+        assert len(index) == len(self._keys), (len(index), len(self._keys))
+        for member, key in self._keys.items():
+            assert self._member(key) == member, (member, key)
+            assert key in index, key
+            assert key == self._key(self._score(key), key_seq(key), member), key
+            if self._first:
+                assert 0 < key_seq(key) <= self.seq, (key, self.seq)
+        assert set(self._meta) <= set(self._keys)
+        assert all(abs(self._score(k)) < SCORE_LIMIT for k in index)
+
+
+def _checked_sum(a: Score, b: Score) -> Score:
+    total = a + b
+    if -SCORE_LIMIT < total < SCORE_LIMIT:
+        return total
+    raise InvalidArgument(f"sum {a!r} + {b!r} would reach magnitude 2**63")

@@ -1,0 +1,127 @@
+"""The keyspace: every board of one rankd process, and the one place mutations are announced.
+
+Observers (the journal, the WebSocket hub) register in ``observers`` and are called
+synchronously, in mutation order, with event tuples that carry resulting state:
+
+    ("bcfg",  board, {"order", "update", "ties"})     board created or reconfigured
+    ("bdrop", board)                                  board dropped with all its entries
+    ("bset",  board, member, score, seq, metadata, rank, previous_rank)
+    ("bdel",  board, member, seq, previous_rank)
+
+``seq`` is the board's write counter after the change (it also orders ties on ties=first boards),
+so replaying events restores it exactly and new writes keep ranking behind older equal scores.
+
+Observers must not raise for ordinary events and must not mutate the keyspace from inside the
+callback; an observer that needs to refuse writes (persistence unhealthy) does it up front via
+``writable`` before the store is touched, never half-way through.
+"""
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from store.boards import Board, BoardConfig, Entry, Event
+from store.errors import BoardNotFound, Conflict
+from store.values import Limits, check_board_name
+
+
+class Keyspace:
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+        self.boards: dict[str, Board] = {}
+        self.observers: list[Callable[[Event], None]] = []
+
+    def __len__(self) -> int:
+        return len(self.boards)
+
+    def __iter__(self) -> Iterator[Board]:
+        return iter(self.boards.values())
+
+    def _emit(self, event: Event) -> None:
+        for observer in self.observers:
+            observer(event)
+
+    def _new_board(self, name: str, config: BoardConfig) -> Board:
+        board = Board(name, config, self.limits)
+        board.emit = self._emit
+        self.boards[name] = board
+        return board
+
+    def get(self, name: str) -> Board:
+        board = self.boards.get(name)
+        if board is None:
+            raise BoardNotFound(f"board {name!r} does not exist")
+        return board
+
+    def configure(self, name: str, options: dict[str, Any]) -> tuple[Board, bool]:
+        """Create a board or change its options; returns (board, created).
+
+        ``order`` and ``ties`` decide the sort key, so they can change only while the board is
+        empty (a silent re-sort would reshuffle every tie); ``update`` may change at any time.
+        """
+        check_board_name(name)
+        board = self.boards.get(name)
+        if board is None:
+            board = self._new_board(name, BoardConfig.from_options(options))
+            self._emit(("bcfg", name, board.config.as_dict()))
+            return board, True
+        config = BoardConfig.from_options(options, base=board.config)
+        if config == board.config:
+            return board, False
+        if len(board) and (config.order, config.ties) != (board.config.order, board.config.ties):
+            raise Conflict(
+                f"board {name!r} holds {len(board)} entries; order and ties can change only "
+                f"while it is empty"
+            )
+        board.set_config(config)
+        self._emit(("bcfg", name, config.as_dict()))
+        return board, False
+
+    def board_for_write(self, name: str) -> Board:
+        """The named board, created with default options if absent (as a score POST expects)."""
+        board = self.boards.get(name)
+        if board is None:
+            board, _ = self.configure(name, {})
+        return board
+
+    def write(self, name: str, member: object, score: object, metadata: object = None) -> Entry:
+        return self.board_for_write(name).write(member, score, metadata)
+
+    def drop(self, name: str) -> None:
+        if self.boards.pop(name, None) is None:
+            raise BoardNotFound(f"board {name!r} does not exist")
+        self._emit(("bdrop", name))
+
+    # -- persistence: replay and restore emit nothing ----------------------------------------
+
+    def restore_board(self, name: str, config: BoardConfig) -> Board:
+        """Create or reconfigure a board during recovery, keeping its entries."""
+        board = self.boards.get(name)
+        if board is None:
+            return self._new_board(name, config)
+        if len(board) and (config.order, config.ties) != (board.config.order, board.config.ties):
+            # configure() never lets this happen, so a journal that says so is not ours.
+            raise ValueError(f"board {name!r}: order/ties change on a non-empty board")
+        board.set_config(config)
+        return board
+
+    def apply(self, event: Event) -> None:
+        """Apply a journalled event (idempotent); the inverse of what observers receive."""
+        op = event[0]
+        if op == "bset":
+            _, name, member, score, seq, meta = event[:6]
+            self.boards[name].apply_set(member, score, seq, meta)
+        elif op == "bdel":
+            board = self.boards.get(event[1])
+            if board is not None:
+                board.apply_delete(event[2], event[3])
+        elif op == "bcfg":
+            self.restore_board(event[1], BoardConfig.from_options(event[2]))
+        elif op == "bdrop":
+            self.boards.pop(event[1], None)
+        else:
+            raise ValueError(f"not a keyspace event: {op!r}")
+
+    def _check(self) -> None:
+        for name, board in self.boards.items():
+            assert board.name == name
+            board._check()
