@@ -1,0 +1,316 @@
+"""The journal: one record per mutation, carrying the resulting state, in numbered segments.
+
+File model (integers little-endian; frames as in store/frames.py)::
+
+    journal-00000000000000000007.rkj
+    offset 0   MAGIC "RANKDJNL" (8) | version u32 | flags u32 | segment number u64 | crc32 (u32)
+    offset 28  frame, frame, ...          one per mutation, in the order the store made them
+
+    record    code  payload (orjson)                                      replay
+    bcfg      0x01  [board, {"order", "update", "ties"}]                  create / reconfigure
+    bdrop     0x02  [board]                                               drop if present
+    bset      0x03  [board, member, score, seq, metadata | null]          set entry to this state
+    bdel      0x04  [board, member, seq]                                  delete if present
+    sput      0x11  [id, user, data, created_at, ttl, idle_deadline,      set session to this
+                     max_expires_at, version]                             state
+    stouch    0x12  [id, idle_deadline]                                   set the idle deadline
+    sdel      0x13  [id, reason]                                          delete if present
+
+Every record states a result, never a delta ("alice has 42, seq 17", not "alice +5"), so
+replaying a record twice, or over a snapshot that already contains it, is harmless. That is
+what lets a snapshot and the segment that starts at its fork instant add up to an exact state.
+
+Segments: a new one starts whenever a snapshot starts (the snapshot's ``base_segment``) and
+when a process starts -- a process never appends to a file an earlier process wrote, so a torn
+tail it truncated stays the end of that file. Segments below the snapshot's base are obsolete
+and are deleted once that snapshot is durable.
+
+FLAG_AFTER_GAP: set on a segment created while the journal had lost records (a write or fsync
+failed, so persistence refused writes). Its records continue the *in-memory* state, which no
+older file describes, so it is only valid on top of the snapshot whose base it is. Recovery
+that meets such a segment after any other base stops there: it and the later segments are
+orphans of a snapshot that never completed, and hold no acknowledged write, because writes
+are refused from the failure until such a snapshot is durable (service/persistence.py).
+
+Torn tails (store/frames.py defines them) are truncated at recovery; a segment other than the
+last may end torn only when the next one has FLAG_AFTER_GAP (the writer stopped there after a
+failure). Anything else is corruption and refuses to start.
+"""
+
+import contextlib
+import os
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from store import datadir, frames
+from store.boards import BoardConfig
+from store.frames import CorruptData, FutureVersion
+from store.keyspace import Keyspace
+from store.sessions import Session, SessionStore
+
+MAGIC = b"RANKDJNL"
+VERSION = 1
+_HEAD = struct.Struct("<8sIIQ")
+HEADER_SIZE = _HEAD.size + 4  # 28
+FLAG_AFTER_GAP = 0x1
+_KNOWN_FLAGS = FLAG_AFTER_GAP
+
+# On-disk record codes (never reuse or renumber).
+BCFG = 0x01
+BDROP = 0x02
+BSET = 0x03
+BDEL = 0x04
+SPUT = 0x11
+STOUCH = 0x12
+SDEL = 0x13
+
+_dumps = orjson.dumps
+
+
+# -- encoding (the hot path: runs inside every write, synchronously) --------------------------
+
+
+def _bset(e: tuple[Any, ...]) -> bytes:
+    return _dumps((e[1], e[2], e[3], e[4], e[5]))
+
+
+def _bdel(e: tuple[Any, ...]) -> bytes:
+    return _dumps((e[1], e[2], e[3]))
+
+
+def _bcfg(e: tuple[Any, ...]) -> bytes:
+    return _dumps((e[1], e[2]))
+
+
+def _bdrop(e: tuple[Any, ...]) -> bytes:
+    return _dumps((e[1],))
+
+
+def _sput(e: tuple[Any, ...]) -> bytes:
+    # Encoded now: the Session object is the store's own and changes after this returns.
+    s: Session = e[1]
+    return _dumps(
+        (s.id, s.user, s.data, s.created_at, s.ttl, s.idle_deadline, s.max_expires_at, s.version)
+    )
+
+
+def _stouch(e: tuple[Any, ...]) -> bytes:
+    return _dumps((e[1], e[2]))
+
+
+def _sdel(e: tuple[Any, ...]) -> bytes:
+    return _dumps((e[1], e[2]))
+
+
+ENCODERS: dict[str, tuple[int, Callable[[tuple[Any, ...]], bytes]]] = {
+    "bset": (BSET, _bset),
+    "bdel": (BDEL, _bdel),
+    "bcfg": (BCFG, _bcfg),
+    "bdrop": (BDROP, _bdrop),
+    "sput": (SPUT, _sput),
+    "stouch": (STOUCH, _stouch),
+    "sdel": (SDEL, _sdel),
+}
+
+
+def append_event(buf: bytearray, event: tuple[Any, ...]) -> int:
+    """Encode one store event as a frame at the end of ``buf``; returns the frame's size."""
+    code, encode = ENCODERS[event[0]]
+    return frames.append(buf, code, encode(event))
+
+
+# -- replay ------------------------------------------------------------------------------------
+
+
+def apply_record(code: int, payload: bytes, keyspace: Keyspace, sessions: SessionStore) -> None:
+    """Apply one record (idempotent). Malformed content raises ValueError/TypeError/KeyError."""
+    v = orjson.loads(payload)
+    if code == BSET:
+        board, member, score, seq, meta = v
+        keyspace.boards[board].apply_set(member, score, seq, meta)
+    elif code == SPUT:
+        sessions.load(Session(*v))
+    elif code == STOUCH:
+        sid, idle = v
+        sessions.apply_touch(sid, idle)
+    elif code == SDEL:
+        sessions.apply_delete(v[0])
+    elif code == BDEL:
+        board, member, seq = v
+        b = keyspace.boards.get(board)
+        if b is not None:
+            b.apply_delete(member, seq)
+    elif code == BCFG:
+        board, options = v
+        keyspace.restore_board(board, BoardConfig.from_options(options))
+    elif code == BDROP:
+        keyspace.boards.pop(v[0], None)
+    else:
+        raise ValueError(f"unknown record code {code}")
+
+
+@dataclass(slots=True)
+class SegmentReplay:
+    number: int
+    flags: int
+    records: int
+    end: int  # offset just past the last whole record
+    size: int  # file size before any truncation
+    torn: bool  # bytes after ``end`` are a torn tail
+
+    @property
+    def torn_bytes(self) -> int:
+        return self.size - self.end
+
+
+def header(number: int, flags: int) -> bytes:
+    head = _HEAD.pack(MAGIC, VERSION, flags, number)
+    return head + zlib.crc32(head).to_bytes(4, "little")
+
+
+def _check_header(name: str, head: bytes, number: int) -> int:
+    """The segment's flags; raises for anything but a complete, valid header of ``number``."""
+    if head[:8] != MAGIC:
+        raise CorruptData(name, 0, "not a rankd journal segment (bad magic)")
+    if zlib.crc32(head[:24]) != int.from_bytes(head[24:28], "little"):
+        raise CorruptData(name, 0, "journal header checksum mismatch")
+    _, version, flags, found = _HEAD.unpack(head[:24])
+    if version > VERSION:
+        raise FutureVersion(
+            name, 8, f"journal format version {version} is newer than this rankd's ({VERSION})"
+        )
+    if version < 1:
+        raise CorruptData(name, 8, f"unknown journal format version {version}")
+    if flags & ~_KNOWN_FLAGS:
+        raise CorruptData(name, 12, f"unknown journal flags {flags:#x}")
+    if found != number:
+        raise CorruptData(name, 16, f"header says segment {found}, file name says {number}")
+    flags_out: int = flags
+    return flags_out
+
+
+def read_flags(path: Path, number: int) -> int | None:
+    """The segment's header flags, or None if the header itself is torn (shorter than 28)."""
+    with open(path, "rb") as f:
+        head = f.read(HEADER_SIZE)
+    if len(head) < HEADER_SIZE:
+        return None
+    return _check_header(str(path), head, number)
+
+
+def replay(
+    path: Path,
+    number: int,
+    keyspace: Keyspace,
+    sessions: SessionStore,
+    progress: Callable[[int], None] | None = None,
+) -> SegmentReplay:
+    """Apply every whole record of one segment, in order; the caller handles a torn tail.
+
+    A header shorter than 28 bytes (a crash while creating the file) is a torn tail at 0.
+    Runtime complexity: O(records).
+    """
+    name = str(path)
+    size = path.stat().st_size
+    with open(path, "rb", buffering=1 << 20) as f:
+        head = f.read(HEADER_SIZE)
+        if len(head) < HEADER_SIZE:
+            return SegmentReplay(number, 0, 0, 0, size, size > 0)
+        flags = _check_header(name, head, number)
+        reader = frames.Reader(f, name, HEADER_SIZE)
+        records = 0
+        for offset, code, payload in reader.frames():
+            try:
+                apply_record(code, payload, keyspace, sessions)
+            except (ValueError, TypeError, KeyError, IndexError) as exc:
+                raise CorruptData(name, offset, f"record does not apply: {exc!r:.200}") from None
+            records += 1
+            if progress is not None and not records & 0xFFFF:
+                progress(records)
+        return SegmentReplay(number, flags, records, reader.end, size, reader.torn)
+
+
+def truncate(path: Path, length: int) -> None:
+    """Cut a torn tail off, durably (fsync), so new records never follow garbage."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.ftruncate(fd, length)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# -- the writing side (one thread owns it: the persistence flusher) ---------------------------
+
+
+class SegmentWriter:
+    """The open segment file. Not thread-safe: exactly one thread calls it, in order.
+
+    Every method raises OSError on failure and leaves the writer unusable for the segment it
+    was writing (the caller marks persistence unhealthy and starts over with a snapshot).
+    """
+
+    def __init__(self, directory: Path, *, sync: bool, created: int) -> None:
+        self.directory = directory
+        self.sync_enabled = sync  # False for fsync=no: never fsync the journal
+        self.created = created  # highest segment number created successfully so far
+        self.number: int | None = None
+        self.fd: int | None = None
+        self.dirty = False  # written since the last fsync
+
+    def open(self, number: int, flags: int) -> None:
+        """Finish the current segment (fsync unless fsync=no) and create segment ``number``."""
+        self.close()
+        path = datadir.segment_path(self.directory, number)
+        # O_TRUNC, not O_EXCL: a file of this number can only be a creation that failed half-way
+        # (numbers advance only after a successful creation) and holds nothing durable.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC)
+        try:
+            datadir.write_all(fd, header(number, flags))
+            # Always durable, even with fsync=no: a missing segment in the middle of the
+            # numbering would make every later one unreadable.
+            os.fsync(fd)
+            datadir.fsync_dir(self.directory)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+        self.number = number
+        self.created = max(self.created, number)
+        self.dirty = False
+
+    def write(self, data: bytes | bytearray) -> None:
+        assert self.fd is not None
+        datadir.write_all(self.fd, data)
+        self.dirty = True
+
+    def fsync(self) -> None:
+        if self.fd is not None and self.dirty and self.sync_enabled:
+            os.fsync(self.fd)
+        self.dirty = False
+
+    def close(self) -> None:
+        """fsync (per policy) and close; after a failure, close without claiming anything."""
+        fd, self.fd, self.number = self.fd, None, None
+        if fd is None:
+            return
+        try:
+            if self.dirty and self.sync_enabled:
+                os.fsync(fd)
+        finally:
+            self.dirty = False
+            os.close(fd)
+
+    def abandon(self) -> None:
+        """Drop the segment after a failed write or fsync: close, never fsync again."""
+        fd, self.fd, self.number = self.fd, None, None
+        self.dirty = False
+        if fd is not None:
+            with contextlib.suppress(OSError):  # already failed; that error was raised
+                os.close(fd)
