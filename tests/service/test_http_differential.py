@@ -1,0 +1,182 @@
+"""Differential test: random writes and deletes over HTTP against a plain-Python model.
+
+One board per option combination (order x update x ties = 12). The model of a board is a
+dict ``member -> (score, seq, metadata)`` and ``sorted()``; ``seq`` is the model's own write
+counter, bumped exactly when a write changes a score, which is what "ties=first" means. Every
+write result is compared as it comes back; at checkpoints every rank, every top page and an
+around-me page for every member are compared too. Fixed seed: a failure replays exactly.
+"""
+
+import itertools
+import random
+from typing import Any
+
+import httpx
+
+ORDERS = ("desc", "asc")
+UPDATES = ("best", "latest", "sum")
+TIES = ("first", "member")
+SEED = 20240611
+MEMBERS = 40
+
+
+class ModelBoard:
+    def __init__(self, order: str, update: str, ties: str) -> None:
+        self.order, self.update, self.ties = order, update, ties
+        self.entries: dict[str, tuple[int | float, int, dict | None]] = {}
+        self.seq = 0
+
+    def _key(self, member: str) -> tuple:
+        score, seq, _ = self.entries[member]
+        s = -score if self.order == "desc" else score
+        return (s, seq, member) if self.ties == "first" else (s, member)
+
+    def ranking(self) -> list[str]:
+        return sorted(self.entries, key=self._key)
+
+    def rank(self, member: str) -> int:
+        return self.ranking().index(member) + 1
+
+    def better(self, a: float, b: float) -> bool:
+        return a > b if self.order == "desc" else a < b
+
+    def write(self, member: str, score: int | float, meta: dict | None) -> dict[str, Any]:
+        old = self.entries.get(member)
+        if old is None:
+            previous = None
+            new = score
+        else:
+            previous = {"score": old[0], "rank": self.rank(member)}
+            if self.update == "best":
+                new = score if self.better(score, old[0]) else old[0]
+            elif self.update == "latest":
+                new = score
+            else:
+                new = old[0] + score
+            if new == old[0]:
+                return {
+                    "member": member,
+                    "score": old[0],
+                    "rank": previous["rank"],
+                    "previous": previous,
+                    "changed": False,
+                }
+        self.seq += 1
+        kept_meta = meta if meta is not None else (old[2] if old else None)
+        self.entries[member] = (new, self.seq, kept_meta)
+        return {
+            "member": member,
+            "score": new,
+            "rank": self.rank(member),
+            "previous": previous,
+            "changed": True,
+        }
+
+    def delete(self, member: str) -> None:
+        del self.entries[member]
+        self.seq += 1
+
+    def entry(self, member: str, rank: int) -> dict[str, Any]:
+        score, _, meta = self.entries[member]
+        e: dict[str, Any] = {"rank": rank, "member": member, "score": score}
+        if meta is not None:
+            e["metadata"] = meta
+        return e
+
+    def page(self, offset: int, limit: int) -> list[dict[str, Any]]:
+        ranking = self.ranking()
+        return [
+            self.entry(m, offset + i + 1) for i, m in enumerate(ranking[offset : offset + limit])
+        ]
+
+    def around(self, member: str, radius: int) -> list[dict[str, Any]]:
+        pos = self.ranking().index(member)
+        lo = max(0, pos - radius)
+        return self.page(lo, pos + radius + 1 - lo)
+
+    def rank_for_score(self, score: int | float) -> int:
+        if self.ties == "first":
+            ahead = [s for s, _, _ in self.entries.values() if not self.better(score, s)]
+        else:
+            ahead = [s for s, _, _ in self.entries.values() if self.better(s, score)]
+        return len(ahead) + 1
+
+
+def _score(rng: random.Random) -> int | float:
+    # Few distinct values, so ties are common; some floats and negatives for "sum".
+    roll = rng.random()
+    if roll < 0.15:
+        return rng.randint(-3, 3) + 0.5
+    if roll < 0.25:
+        return 0
+    return rng.randint(-5, 30)
+
+
+def _item(rng: random.Random) -> tuple[str, int | float, dict | None]:
+    meta = {"v": rng.randint(0, 9)} if rng.random() < 0.2 else None
+    return f"m{rng.randrange(MEMBERS)}", _score(rng), meta
+
+
+def _body(member: str, score: int | float, meta: dict | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"member": member, "score": score}
+    if meta is not None:
+        body["metadata"] = meta
+    return body
+
+
+def _check_board(http: httpx.Client, rng: random.Random, path: str, model: ModelBoard) -> None:
+    ranking = model.ranking()
+    total = len(ranking)
+    for offset in range(0, max(total, 1), 7):
+        got = http.get(f"{path}/top", params={"offset": offset, "limit": 7}).json()
+        assert got["total"] == total
+        assert got["entries"] == model.page(offset, 7), (path, offset)
+    assert http.get(f"{path}/top", params={"limit": 1000}).json()["entries"] == model.page(0, 1000)
+    for rank, member in enumerate(ranking, 1):
+        assert http.get(f"{path}/members/{member}").json() == model.entry(member, rank)
+        radius = rng.randint(0, 6)
+        got = http.get(f"{path}/members/{member}/around", params={"radius": radius}).json()
+        assert got["entries"] == model.around(member, radius), (path, member, radius)
+    for _ in range(5):
+        s = _score(rng)
+        got = http.get(f"{path}/rank", params={"score": repr(s)}).json()
+        assert got["rank"] == model.rank_for_score(s), (path, s)
+    assert http.get(path).json()["size"] == total
+
+
+def test_random_writes_match_the_model(http: httpx.Client, name: str) -> None:
+    rng = random.Random(SEED)
+    boards: dict[str, ModelBoard] = {}
+    for order, update, ties in itertools.product(ORDERS, UPDATES, TIES):
+        path = f"/v1/boards/{name}-{order}-{update}-{ties}"
+        r = http.put(path, json={"order": order, "update": update, "ties": ties})
+        assert r.status_code == 201
+        boards[path] = ModelBoard(order, update, ties)
+
+    writes = deletes = 0
+    for _round in range(3):
+        for path, model in boards.items():
+            # Batches: many writes, cheaply, each result checked in order.
+            for _ in range(3):
+                items = [_item(rng) for _ in range(rng.randint(20, 60))]
+                got = http.post(f"{path}/scores:batch", json=[_body(*i) for i in items]).json()
+                assert got == [model.write(*i) for i in items], path
+                writes += len(items)
+            # Single POSTs and deletes interleaved.
+            for _ in range(30):
+                if model.entries and rng.random() < 0.2:
+                    member = rng.choice(sorted(model.entries))
+                    assert http.delete(f"{path}/members/{member}").status_code == 204
+                    model.delete(member)
+                    deletes += 1
+                else:
+                    item = _item(rng)
+                    got = http.post(f"{path}/scores", json=_body(*item)).json()
+                    assert got == model.write(*item), (path, item)
+                    writes += 1
+            # A batch that fails validation changes nothing.
+            bad = [_body(*_item(rng)), {"member": "x", "score": "NaN"}]
+            assert http.post(f"{path}/scores:batch", json=bad).status_code == 400
+        for path, model in boards.items():
+            _check_board(http, rng, path, model)
+    assert writes + deletes >= 5000, (writes, deletes)
