@@ -1,0 +1,520 @@
+"""Web sessions: a TTL map of ``Session`` plus a per-user index.
+
+    _ttl      TTLMap  sid -> Session, deadline = session.expires_at   (lazy + bounded purge)
+    _by_user  dict    user -> {sid: None}                             (insertion-ordered set)
+
+Ownership rule: a session enters the store only through ``_insert`` and leaves only through
+``_drop`` -- including when the TTL map expires it (``_on_expire`` calls ``_drop``) -- so the
+per-user index is updated in the one function that creates, deletes, revokes, rotates or expires
+a session and cannot drift from the map.
+
+Two clocks per session: an idle deadline (last use + ``ttl``), pushed forward by every use, and
+``max_expires_at`` (creation + ``max_lifetime``), never moved. A session dies at the earlier of
+the two. Expired sessions are invisible from the exact instant (every read compares
+``expires_at <= now``) and a dead id never comes back: every mutation starts by looking the id
+up as a live session, and a rotated session gets a fresh id.
+
+Events (``observers``) carry resulting state, since they become journal records. They are queued
+while a method mutates and delivered when it has finished, so an observer that calls back into
+the store (the WebSocket hub closing a revoked session) always sees a consistent store, and
+events arrive in mutation order even then.
+
+Returned ``Session`` objects are the store's own: read them, do not mutate them. ``data`` dicts
+are never changed in place (a write installs a new dict), so a ``data`` reference stays valid.
+"""
+
+import reprlib
+import secrets
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from store.clock import Clock
+from store.errors import InvalidArgument, LimitExceeded, SessionNotFound, VersionConflict
+from store.ttl import TTLMap
+
+Event = tuple[Any, ...]
+
+# A purge that reclaims a session up to one second late is invisible: reads check exactly.
+PURGE_RESOLUTION = 1.0
+
+_repr = reprlib.Repr()
+_repr.maxstring = 60
+_repr.maxother = 60
+
+
+def _show(value: object) -> str:
+    """A short repr for error messages; never raises, never huge."""
+    try:
+        return _repr.repr(value)
+    except ValueError:  # int too large to print (sys.set_int_max_str_digits)
+        return f"<{type(value).__name__} too large to print>"
+
+
+def new_session_id() -> str:
+    """256 random bits, URL-safe base64 (43 chars). Module-level so tests use the same source."""
+    return secrets.token_urlsafe(32)
+
+
+@dataclass(slots=True)
+class Session:
+    id: str
+    user: str | None
+    data: dict[str, Any]
+    created_at: float
+    ttl: int  # idle timeout, seconds
+    idle_deadline: float  # last use + ttl
+    max_expires_at: float  # created_at + max_lifetime, never extended
+    version: int  # starts at 1, +1 on every data change
+
+    @property
+    def expires_at(self) -> float:
+        return min(self.idle_deadline, self.max_expires_at)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "user": self.user,
+            "data": self.data,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "ttl": self.ttl,
+            "max_expires_at": self.max_expires_at,
+            "version": self.version,
+        }
+
+
+def _seconds(name: str, value: object, limit: int) -> int:
+    # type() rather than isinstance(): True is an int, and a float ttl would silently truncate.
+    if type(value) is not int:
+        raise InvalidArgument(
+            f"{name} must be an integer number of seconds, but got {_show(value)}"
+        )
+    if value < 1:
+        raise InvalidArgument(f"{name} must be at least 1 second, but got {_show(value)}")
+    if value > limit:
+        raise LimitExceeded(f"{name} must be at most {limit} seconds, but got {_show(value)}")
+    return value
+
+
+class SessionStore:
+    """Sessions with idle and absolute timeouts, a per-user index and change events.
+
+    ``max_sessions_per_user``: creating one more session for a user already at the limit raises
+    LimitExceeded; nothing is evicted silently (the client decides which sessions to revoke).
+    """
+
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        default_ttl: int = 1800,
+        max_ttl: int = 30 * 86400,
+        default_max_lifetime: int = 7 * 86400,
+        max_lifetime_limit: int = 365 * 86400,
+        max_data_bytes: int = 16384,
+        max_user_bytes: int = 256,
+        max_sessions_per_user: int = 1000,
+    ) -> None:
+        for name, value in [
+            ("max_ttl", max_ttl),
+            ("max_lifetime_limit", max_lifetime_limit),
+            ("max_data_bytes", max_data_bytes),
+            ("max_user_bytes", max_user_bytes),
+            ("max_sessions_per_user", max_sessions_per_user),
+        ]:
+            if type(value) is not int or value < 1:
+                raise InvalidArgument(f"{name} must be a positive int, but got {_show(value)}")
+        self.default_ttl = _seconds("default_ttl", default_ttl, max_ttl)
+        self.default_max_lifetime = _seconds(
+            "default_max_lifetime", default_max_lifetime, max_lifetime_limit
+        )
+        self.max_ttl = max_ttl
+        self.max_lifetime_limit = max_lifetime_limit
+        self.max_data_bytes = max_data_bytes
+        self.max_user_bytes = max_user_bytes
+        self.max_sessions_per_user = max_sessions_per_user
+        self.observers: list[Callable[[Event], None]] = []
+        # Called with the new next_deadline() when it moved earlier: a purge task sleeping
+        # until the old one sets its wake-up event here. Must not call back into the store.
+        self.deadline_watchers: list[Callable[[float], None]] = []
+        self.counters: dict[str, int] = dict.fromkeys(
+            ("created", "expired", "deleted", "revoked", "rotated", "expired_at_load"), 0
+        )
+        self._clock = clock
+        self._ttl: TTLMap[str, Session] = TTLMap(
+            resolution=PURGE_RESOLUTION, on_expire=self._on_expire, on_earlier=self._on_earlier
+        )
+        self._by_user: dict[str, dict[str, None]] = {}
+        self._pending: deque[Event] = deque()
+        self._wake_at: float | None = None
+        # Sessions a snapshot held that were expired at load: a later journal "stouch" may show
+        # they were in fact extended before the crash, so they wait here until finish_load().
+        self._held: dict[str, Session] = {}
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def get(self, sid: str, *, touch: bool = True) -> Session:
+        """The live session (SessionNotFound if absent or expired); ``touch`` refreshes it.
+
+        Runtime complexity: O(1).
+        """
+        now = self._clock.now()
+        s = self._live(sid, now)
+        if touch:
+            self._touch(s, now)
+        self._flush()
+        return s
+
+    def touch(self, sid: str) -> Session:
+        return self.get(sid, touch=True)
+
+    def list_user(self, user: str) -> list[Session]:
+        """The user's live sessions, oldest first. Runtime complexity: O(k log k), k <= limit."""
+        self._check_user(user)
+        now = self._clock.now()
+        live = []
+        for sid in list(self._by_user.get(user, ())):  # a lazy expiry edits the index
+            s = self._ttl.get(sid, now)
+            if s is not None:
+                live.append(s)
+        self._flush()
+        live.sort(key=lambda s: s.created_at)  # stable: ties keep index (insertion) order
+        return live
+
+    def __len__(self) -> int:
+        """Stored sessions, including expired ones not purged yet."""
+        return len(self._ttl)
+
+    def __contains__(self, sid: object) -> bool:
+        return type(sid) is str and self._ttl.peek(sid, self._clock.now()) is not None
+
+    def next_deadline(self) -> float | None:
+        """When the next purge has work (<= 1 s after the earliest expiry), or None."""
+        return self._ttl.next_deadline()
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def create(
+        self,
+        *,
+        user: str | None = None,
+        data: dict[str, Any] | None = None,
+        ttl: int | None = None,
+        max_lifetime: int | None = None,
+    ) -> Session:
+        """A new session (id from ``new_session_id``). LimitExceeded when the user is full."""
+        ttl = self.default_ttl if ttl is None else _seconds("ttl", ttl, self.max_ttl)
+        lifetime = (
+            self.default_max_lifetime
+            if max_lifetime is None
+            else _seconds("max_lifetime", max_lifetime, self.max_lifetime_limit)
+        )
+        if user is not None:
+            self._check_user(user)
+        clean = {} if data is None else self._check_data(data)
+        now = self._clock.now()
+        if user is not None:
+            self._check_room(user, now)
+        sid = new_session_id()
+        while (
+            self._ttl.stored(sid) is not None
+        ):  # 2^-256: never, but a reused id would hijack a session
+            sid = new_session_id()
+        s = Session(sid, user, clean, now, ttl, now + ttl, now + lifetime, 1)
+        self._insert(s)
+        self.counters["created"] += 1
+        self._pending.append(("sput", s))
+        self._flush()
+        return s
+
+    def patch(self, sid: str, data: dict[str, Any], *, if_version: int | None = None) -> Session:
+        """Merge ``data`` into the session's data; a None value deletes that key."""
+        self._check_object(data)
+        now = self._clock.now()
+        s = self._live(sid, now)
+        self._check_version(s, if_version)
+        merged = dict(s.data)
+        for key, value in data.items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        return self._write(s, self._check_data(merged), now)
+
+    def replace(self, sid: str, data: dict[str, Any], *, if_version: int | None = None) -> Session:
+        """Replace the session's data."""
+        clean = self._check_data(data)
+        now = self._clock.now()
+        s = self._live(sid, now)
+        self._check_version(s, if_version)
+        return self._write(s, clean, now)
+
+    def rotate(self, sid: str) -> Session:
+        """Move the session to a fresh id (after a login or privilege change); the old id is
+        dead at once. Keeps user, data, version, created_at and max_expires_at; counts as a use.
+        """
+        now = self._clock.now()
+        s = self._live(sid, now)
+        new = new_session_id()
+        while self._ttl.stored(new) is not None:
+            new = new_session_id()
+        idle = max(s.idle_deadline, now + s.ttl)
+        fresh = Session(new, s.user, s.data, s.created_at, s.ttl, idle, s.max_expires_at, s.version)
+        # Old id first: if the journal is cut between the two records, the user is logged out
+        # rather than left with two valid ids.
+        self._drop((s,), "rotated")
+        self._insert(fresh)
+        self._pending.append(("sput", fresh))
+        self._flush()
+        return fresh
+
+    def delete(self, sid: str) -> None:
+        """Remove a live session (logout). SessionNotFound if absent or already expired."""
+        s = self._live(sid, self._clock.now())
+        self._drop((s,), "deleted")
+        self._flush()
+
+    def revoke_user(self, user: str, *, except_id: str | None = None) -> int:
+        """Delete every live session of ``user`` but ``except_id``; returns how many."""
+        self._check_user(user)
+        now = self._clock.now()
+        victims = []
+        for sid in list(self._by_user.get(user, ())):
+            if sid != except_id:
+                s = self._ttl.get(sid, now)  # an expired one is dropped as "expired", not counted
+                if s is not None:
+                    victims.append(s)
+        self._drop(victims, "revoked")
+        self._flush()
+        return len(victims)
+
+    def purge(self, now: float | None = None, max_items: int = 1000) -> float | None:
+        """Reclaim expired sessions, at most ``max_items`` per call (see TTLMap.purge).
+        Returns next_deadline(); a value <= now means more is due: call again after yielding.
+        """
+        r = self._ttl.purge(self._clock.now() if now is None else now, max_items)
+        self._flush()
+        return r
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    def sessions(self) -> Iterator[Session]:
+        """Every stored session, expired or not, any order.
+
+        A list of references taken now, so the caller may yield to the event loop between
+        items while writes go on. Sessions mutate in place, so such a snapshot is fuzzy; the
+        journal (resulting-state records) replayed over it makes it exact.
+        """
+        return iter([s for _, s in self._ttl.items()])
+
+    def load(self, s: Session) -> None:
+        """Insert a restored session as-is, replacing one with the same id. No events.
+
+        Already expired at ``clock.now()``: dropped and counted in ``expired_at_load`` -- but
+        held until ``finish_load()``, because a journal ``stouch`` replayed after the snapshot
+        may show it was extended before the crash (``apply_touch`` then brings it back).
+        """
+        if not isinstance(s, Session):
+            raise InvalidArgument(f"load() takes a Session, but got {type(s).__name__}")
+        self._forget(s.id)
+        if s.expires_at <= self._clock.now():
+            self._held[s.id] = s
+            self.counters["expired_at_load"] += 1
+            return
+        self._insert(s)
+
+    def apply_touch(self, sid: str, idle_deadline: float) -> None:
+        """Replay a ``("stouch", sid, idle_deadline)`` record. Idempotent, no events."""
+        s = self._ttl.stored(sid)
+        if s is not None:
+            s.idle_deadline = idle_deadline
+            self._ttl.set_deadline(sid, s.expires_at)
+            return
+        held = self._held.get(sid)
+        if held is not None:
+            held.idle_deadline = idle_deadline
+            if held.expires_at > self._clock.now():
+                del self._held[sid]
+                self.counters["expired_at_load"] -= 1
+                self._insert(held)
+
+    def apply_delete(self, sid: str) -> None:
+        """Replay an ``("sdel", sid, reason)`` record. Idempotent, no events."""
+        self._forget(sid)
+
+    def finish_load(self) -> None:
+        """End of snapshot + journal replay: sessions still expired are gone for good."""
+        self._held.clear()
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _live(self, sid: str, now: float) -> Session:
+        if type(sid) is not str:
+            # No repr: whatever was passed may be a credential.
+            raise InvalidArgument(f"session id must be a string, but got {type(sid).__name__}")
+        s = self._ttl.get(sid, now)
+        if s is None:
+            self._flush()  # the lookup may have expired it: deliver that "sdel" first
+            raise SessionNotFound("session not found")  # never echo the id: it is a credential
+        return s
+
+    def _touch(self, s: Session, now: float) -> None:
+        idle = now + s.ttl
+        # Never shorten: a wall clock stepping back must not cut sessions short.
+        if idle > s.idle_deadline:
+            s.idle_deadline = idle
+            self._ttl.set_deadline(s.id, idle if idle < s.max_expires_at else s.max_expires_at)
+            self._pending.append(("stouch", s.id, idle))
+
+    def _write(self, s: Session, data: dict[str, Any], now: float) -> Session:
+        if data == s.data:  # no change, no new version: a retried write stays a no-op
+            self._touch(s, now)
+        else:
+            s.data = data
+            s.version += 1
+            idle = now + s.ttl
+            if idle > s.idle_deadline:
+                s.idle_deadline = idle
+                self._ttl.set_deadline(s.id, s.expires_at)
+            self._pending.append(("sput", s))  # carries the new deadline too
+        self._flush()
+        return s
+
+    def _insert(self, s: Session) -> None:
+        self._ttl.set(s.id, s, s.expires_at)
+        if s.user is not None:
+            self._by_user.setdefault(s.user, {})[s.id] = None
+
+    def _drop(self, dead: Iterable[Session], reason: str | None, *, in_map: bool = True) -> None:
+        """The one way out of the store. ``reason`` None: silent (journal replay).
+        ``in_map`` False: the TTL map has already removed them (expiry). Takes many sessions
+        because the purge drops a thousand at a time and per-call overhead shows there.
+        """
+        pop, by_user, emit = self._ttl.pop, self._by_user, self._pending.append
+        n = 0
+        for s in dead:
+            if in_map:
+                pop(s.id)
+            user = s.user
+            if user is not None:
+                ids = by_user[user]
+                del ids[s.id]
+                if not ids:
+                    del by_user[user]
+            if reason is not None:
+                emit(("sdel", s.id, reason))
+            n += 1
+        if reason is not None:
+            self.counters[reason] += n
+
+    def _forget(self, sid: str) -> None:
+        self._held.pop(sid, None)
+        s = self._ttl.stored(sid)
+        if s is not None:
+            self._drop((s,), None)
+
+    def _on_expire(self, expired: list[tuple[str, Session]]) -> None:
+        self._drop([s for _, s in expired], "expired", in_map=False)
+
+    def _on_earlier(self, when: float) -> None:
+        self._wake_at = when
+
+    def _flush(self) -> None:
+        pending = self._pending
+        if not self.observers:
+            pending.clear()
+        while pending:
+            event = pending.popleft()
+            for observer in self.observers:
+                observer(event)
+        if self._wake_at is not None:
+            when, self._wake_at = self._wake_at, None
+            for watcher in self.deadline_watchers:
+                watcher(when)
+
+    def _check_room(self, user: str, now: float) -> None:
+        ids = self._by_user.get(user)
+        if ids is None or len(ids) < self.max_sessions_per_user:
+            return
+        for sid in list(ids):  # expired ones should not count: reclaim them (bounded by limit)
+            self._ttl.get(sid, now)
+        n = len(self._by_user.get(user, ()))
+        if n >= self.max_sessions_per_user:
+            self._flush()
+            raise LimitExceeded(
+                f"user {_show(user)} already has {n} sessions, "
+                f"the limit is {self.max_sessions_per_user}"
+            )
+
+    def _check_user(self, user: object) -> None:
+        if type(user) is not str or not user:
+            raise InvalidArgument(f"user must be a non-empty string, but got {_show(user)}")
+        try:
+            size = len(user.encode())
+        except UnicodeEncodeError:
+            raise InvalidArgument(f"user must be valid UTF-8, but got {_show(user)}") from None
+        if size > self.max_user_bytes:
+            raise LimitExceeded(
+                f"user must be at most {self.max_user_bytes} UTF-8 bytes, "
+                f"but got {size}: {_show(user)}"
+            )
+
+    @staticmethod
+    def _check_object(data: object) -> None:
+        if not isinstance(data, dict) or not all(type(k) is str for k in data):
+            raise InvalidArgument(
+                f"data must be a JSON object with string keys, but got {_show(data)}"
+            )
+
+    def _check_data(self, data: object) -> dict[str, Any]:
+        """A private copy of ``data`` if it is a JSON object within the size limit.
+
+        The round trip through orjson is the check: a value JSON cannot hold exactly (NaN,
+        inf, datetime, tuple, a dataclass, ...) would come back different -- and would differ
+        after a journal replay -- so it is refused instead of silently converted.
+        """
+        self._check_object(data)
+        try:
+            encoded = orjson.dumps(data)
+        except orjson.JSONEncodeError as e:
+            raise InvalidArgument(
+                f"data must be JSON-serializable, but got {_show(data)}: {e}"
+            ) from None
+        if len(encoded) > self.max_data_bytes:
+            raise LimitExceeded(
+                f"data must be at most {self.max_data_bytes} bytes as JSON, "
+                f"but got {len(encoded)} bytes"
+            )
+        clean: dict[str, Any] = orjson.loads(encoded)
+        if clean != data:
+            raise InvalidArgument(f"data must hold only JSON values, but got {_show(data)}")
+        return clean
+
+    @staticmethod
+    def _check_version(s: Session, if_version: int | None) -> None:
+        if if_version is None:
+            return
+        if type(if_version) is not int:
+            raise InvalidArgument(f"if_version must be an int, but got {_show(if_version)}")
+        if if_version != s.version:
+            raise VersionConflict(
+                f"version mismatch: expected {if_version}, but the session is at {s.version}"
+            )
+
+    def _check(self) -> None:
+        """Assert deadline index <=> sessions and user index <=> sessions."""
+        self._ttl._check()
+        with_user: dict[str, set[str]] = {}
+        for sid, s in self._ttl.items():
+            assert s.id == sid
+            assert self._ttl.deadline(sid) == s.expires_at, sid
+            assert s.version >= 1 and s.ttl >= 1
+            assert s.max_expires_at >= s.created_at
+            assert sid not in self._held
+            if s.user is not None:
+                with_user.setdefault(s.user, set()).add(sid)
+        assert {u: set(ids) for u, ids in self._by_user.items()} == with_user

@@ -1,0 +1,249 @@
+"""A map whose entries die at an absolute wall-clock deadline.
+
+Two structures, one owner (this class)::
+
+    entries   key -> _Entry(value, deadline, bucket)        exact deadline, checked on every read
+    buckets   bucket -> {keys}        bucket = deadline // resolution, at the time it was indexed
+    heap      [bucket, ...]           min-heap of every bucket id in `buckets`, no duplicates
+
+    resolution = 1 s, now = 103.4
+
+    heap    [100, 101, 104]
+    buckets 100: {a}      a.deadline = 100.7                        -> expired, removed
+            101: {b, c}   b.deadline = 101.2                        -> expired, removed
+                          c.deadline = 109.0 (touched; lazily kept) -> moved to bucket 109
+            104: {d}      bucket 104 ends at 105 > now              -> purge stops here
+    purge(103.4) removes a and b, moves c, returns 105.0 (the next time purge has work)
+
+Why buckets and not an exact ordered set of ``(deadline, key)``. Measured at 10^6 entries on
+the dev box: ``SortedList`` front deletion runs at ~0.64 M/s and ``remove``+``add`` (moving a
+deadline) costs ~9 us; ``heapq.heappop`` runs at ~0.2 M/s and a heap cannot delete an arbitrary
+key without tombstones, whose compaction is an O(n) stall. Both miss the targets (purge
+>= 1 M entries/s, get+touch <= 5 us). A bucket is a dict used as an insertion-ordered set, so
+insert, delete and purge are O(1) per key and the heap only orders the (far fewer) distinct
+buckets -- a calendar queue, the idea behind hashed timing wheels (Varghese & Lauck, 1987).
+
+The price is that the purge reclaims an entry up to ``resolution`` after its deadline: it only
+empties a bucket once the whole bucket has elapsed, so it never has to scan a bucket for the
+few keys that are already due. Reads never see that slack -- every read compares the exact
+deadline (lazy expiry), so an entry is invisible from the instant ``deadline <= now``.
+
+Moving a deadline later (a session touch, the hot path) is lazy: only ``entry.deadline``
+changes and the key stays in its older, earlier bucket. When the purge reaches that bucket it
+finds the key alive and moves it to the bucket of its current deadline -- at most one move per
+key per bucket span, instead of an index update per touch. Moving a deadline earlier re-buckets
+at once, since an entry must never sit in a bucket later than its deadline (the purge would
+miss it). Invariant: ``entry.bucket <= entry.deadline // resolution``.
+
+Sleeping purge task (as mini-redis): ``next_deadline()`` is when the next purge has work;
+``set`` returns True (and calls ``on_earlier``) exactly when it made that time earlier, so the
+task is woken only by a nearer deadline.
+"""
+
+from collections.abc import Callable, Hashable, Iterator
+from heapq import heappop, heappush
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class _Entry(Generic[V]):
+    __slots__ = ("bucket", "deadline", "value")
+
+    def __init__(self, value: V, deadline: float, bucket: float) -> None:
+        self.value = value
+        self.deadline = deadline
+        self.bucket = bucket
+
+
+class TTLMap(Generic[K, V]):
+    """Key -> value with a per-key absolute deadline (wall-clock seconds).
+
+    An entry is expired when ``deadline <= now``. ``on_expire([(key, value), ...])`` is called
+    with the entries the map itself removed because they expired (one purge call, or a lazy
+    read), after the map is consistent again, so the callback may read the map. ``pop`` never
+    calls it: a caller that removes a key knows why. ``on_earlier(t)`` is called when
+    ``next_deadline()`` became earlier (t is the new value).
+    """
+
+    def __init__(
+        self,
+        *,
+        resolution: float = 1.0,
+        on_expire: Callable[[list[tuple[K, V]]], None] | None = None,
+        on_earlier: Callable[[float], None] | None = None,
+    ) -> None:
+        if not resolution > 0:
+            raise ValueError(f"resolution must be > 0 seconds, but got {resolution!r}")
+        self.resolution = resolution
+        self.on_expire = on_expire
+        self.on_earlier = on_earlier
+        self._entries: dict[K, _Entry[V]] = {}
+        self._buckets: dict[float, dict[K, None]] = {}
+        self._heap: list[float] = []
+
+    def __len__(self) -> int:
+        """Stored entries, including expired ones the purge has not reclaimed yet."""
+        return len(self._entries)
+
+    def get(self, key: K, now: float) -> V | None:
+        """The live value, or None. An expired entry is removed (and reported) on the spot.
+
+        Runtime complexity: O(1).
+        """
+        e = self._entries.get(key)
+        if e is None:
+            return None
+        if e.deadline <= now:
+            self._unlink(key, e)
+            if self.on_expire is not None:
+                self.on_expire([(key, e.value)])
+            return None
+        return e.value
+
+    def peek(self, key: K, now: float) -> V | None:
+        """The live value, or None; never mutates. Runtime complexity: O(1)."""
+        e = self._entries.get(key)
+        if e is None or e.deadline <= now:
+            return None
+        return e.value
+
+    def stored(self, key: K) -> V | None:
+        """The stored value, expired or not; None when absent."""
+        e = self._entries.get(key)
+        return None if e is None else e.value
+
+    def deadline(self, key: K) -> float | None:
+        """The stored deadline, expired or not; None when absent."""
+        e = self._entries.get(key)
+        return None if e is None else e.deadline
+
+    def set(self, key: K, value: V, deadline: float) -> bool:
+        """Insert or replace ``key``. True when this made ``next_deadline()`` earlier.
+
+        Runtime complexity: O(1), plus O(log b) when a new bucket is created (b = buckets).
+        """
+        e = self._entries.get(key)
+        if e is None:
+            bucket = deadline // self.resolution
+            self._entries[key] = _Entry(value, deadline, bucket)
+            return self._index(key, bucket)
+        e.value = value
+        return self._redeadline(key, e, deadline)
+
+    def set_deadline(self, key: K, deadline: float) -> bool:
+        """Move the deadline of a stored key (KeyError if absent). Later: O(1), lazy.
+        Earlier: re-bucketed now. True when this made ``next_deadline()`` earlier.
+        """
+        return self._redeadline(key, self._entries[key], deadline)
+
+    def pop(self, key: K) -> V | None:
+        """Remove ``key`` whatever its deadline; None if absent. Runtime complexity: O(1)."""
+        e = self._entries.get(key)
+        if e is None:
+            return None
+        self._unlink(key, e)
+        return e.value
+
+    def items(self) -> Iterator[tuple[K, V]]:
+        """Every stored (key, value), expired or not. Do not mutate the map while iterating."""
+        for key, e in self._entries.items():
+            yield key, e.value
+
+    def next_deadline(self) -> float | None:
+        """When the next purge will have work, or None when empty.
+
+        Never later than the earliest deadline plus ``resolution``; may be earlier (the first
+        bucket can hold only touched or deleted keys), which costs one spurious wake-up.
+        """
+        return (self._heap[0] + 1) * self.resolution if self._heap else None
+
+    def purge(self, now: float, max_items: int) -> float | None:
+        """Reclaim expired entries, doing at most ``max_items`` units of work.
+
+        A unit is one key taken from a bucket (removed if expired, else moved to the bucket of
+        its current deadline) or one empty bucket dropped, so one call removes at most
+        ``max_items`` entries and never scans the map. Returns ``next_deadline()``: a value
+        ``<= now`` means work is left (call again after yielding).
+
+        Runtime complexity: O(max_items), plus O(log b) per bucket emptied.
+        """
+        if type(max_items) is not int or max_items < 1:
+            raise ValueError(f"max_items must be a positive int, but got {max_items!r}")
+        heap, buckets, entries, res = self._heap, self._buckets, self._entries, self.resolution
+        expired: list[tuple[K, V]] = []
+        budget = max_items
+        # Buckets below `current` have fully elapsed: every key in them was due by the bucket's
+        # end, so no key is looked at twice while time stands still. Comparing floor-divided
+        # values (not `(bucket + 1) * res <= now`) keeps a moved key's new bucket strictly
+        # above the one being emptied, whatever the float rounding.
+        current = now // res
+        take, found = entries.pop, expired.append  # hot loop: ~1 us per key matters here
+        while heap and budget > 0:
+            bucket = heap[0]
+            if bucket >= current:
+                break
+            keys = buckets[bucket]
+            if not keys:
+                budget -= 1  # emptied by deletes; dropping it is the unit of work
+            # popitem takes the newest first: sessions indexed together were allocated together,
+            # so walking the bucket in (reverse) insertion order frees memory with far fewer
+            # cache misses than a set's hash order (measured 2x at 10^6 sessions).
+            while keys and budget > 0:
+                key, _ = keys.popitem()
+                budget -= 1
+                e = take(key)
+                if e.deadline <= now:
+                    found((key, e.value))
+                else:
+                    # Deadline moved later since indexing (lazy touch): index it where it is now.
+                    entries[key] = e
+                    e.bucket = e.deadline // res
+                    self._index(key, e.bucket)
+            if not keys:
+                heappop(heap)
+                del buckets[bucket]
+        # Callbacks run only now, with the map consistent, so they may read it.
+        if expired and self.on_expire is not None:
+            self.on_expire(expired)
+        return self.next_deadline()
+
+    def _redeadline(self, key: K, e: _Entry[V], deadline: float) -> bool:
+        e.deadline = deadline
+        bucket = deadline // self.resolution
+        if bucket >= e.bucket:
+            return False  # later (or same bucket): the purge will move it when it gets there
+        # Earlier: the old bucket would be purged too late, so move now.
+        del self._buckets[e.bucket][key]
+        e.bucket = bucket
+        return self._index(key, bucket)
+
+    def _index(self, key: K, bucket: float) -> bool:
+        keys = self._buckets.get(bucket)
+        if keys is not None:
+            keys[key] = None
+            return False
+        earlier = not self._heap or bucket < self._heap[0]
+        self._buckets[bucket] = {key: None}
+        heappush(self._heap, bucket)
+        if earlier and self.on_earlier is not None:
+            self.on_earlier((bucket + 1) * self.resolution)
+        return earlier
+
+    def _unlink(self, key: K, e: _Entry[V]) -> None:
+        del self._entries[key]
+        # The bucket stays even if now empty: the heap has no delete, and the purge drops it
+        # when its time comes. That keeps "bucket in heap <=> bucket in buckets" exact.
+        del self._buckets[e.bucket][key]
+
+    def _check(self) -> None:
+        """Assert deadline index <=> entries, and the heap's shape."""
+        res, buckets, heap = self.resolution, self._buckets, self._heap
+        for key, e in self._entries.items():
+            assert key in buckets[e.bucket], (key, e.bucket)
+            assert e.bucket <= e.deadline // res, (key, e.bucket, e.deadline)
+        assert sum(len(keys) for keys in buckets.values()) == len(self._entries)
+        assert len(heap) == len(buckets) and set(heap) == set(buckets)
+        for i in range(1, len(heap)):
+            assert heap[(i - 1) // 2] <= heap[i], (i, heap)
