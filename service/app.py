@@ -38,6 +38,7 @@ from service.errors import Problem, http_exception, response_for, server_error
 from service.http import RouteSpec
 from service.hub import Hub
 from service.live import live_page
+from service.persistence import Persistence
 from service.runtime import Runtime
 from service.settings import Settings
 from service.ws import ws_endpoint
@@ -147,22 +148,14 @@ async def _start(rt: Runtime, tasks: list[asyncio.Task[Any]], started: list[str]
     settings = rt.settings
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            from service.persistence import (  # type: ignore[import-not-found, unused-ignore]
-                Persistence,
-            )
-        except ImportError:
-            # TEMPORARY until service/persistence.py lands: serve from memory only.
-            log.warning("service.persistence is missing: running WITHOUT persistence")
-        else:
-            p = Persistence(settings, rt.keyspace, rt.sessions, rt.clock)
-            rt.persistence = p
-            began = time.perf_counter()
-            # A worker thread: /healthz keeps answering while a large snapshot loads.
-            rt.recovery = await asyncio.to_thread(p.recover)
-            log.info("recovered data in %.3f s: %s", time.perf_counter() - began, rt.recovery)
-            await p.start()
-            started.append("persistence")
+        p = Persistence(settings, rt.keyspace, rt.sessions, rt.clock)
+        rt.persistence = p
+        began = time.perf_counter()
+        # A worker thread: /healthz keeps answering while a large snapshot loads.
+        rt.recovery = await asyncio.to_thread(p.recover)
+        log.info("recovered data in %.3f s: %s", time.perf_counter() - began, rt.recovery)
+        await p.start()
+        started.append("persistence")
         if rt.hub is not None:
             await rt.hub.start()
             started.append("hub")
