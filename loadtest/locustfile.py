@@ -238,7 +238,7 @@ class RankWatcher(User):
         self.pending: dict[int, float] = {}  # score -> send time (rank frame timing)
         self.seen_t: dict[str, float] = {}  # member -> newest metadata.t seen in a top frame
         self.started = time.time()
-        url = self.host.replace("http://", "ws://").replace("https://", "wss://") + "/v1/ws"
+        url = (self.host or "").replace("http://", "ws://").replace("https://", "wss://") + "/v1/ws"
         t0 = time.perf_counter()
         try:
             self.ws = websocket.create_connection(url, timeout=10)

@@ -161,12 +161,13 @@ def test_locust_headless_run_has_no_failures(tmp_path: Path) -> None:
         assert int(total["Failure Count"]) == 0, report
         assert int(total["Request Count"]) > 50, report
         # Every user class did its job: game writes, sessions, and WebSocket deliveries.
+        # (Only frequent actions: a rare one may by chance not happen in 5 s.)
         names = {name for _, name in stats}
         for expected in (
             "/v1/boards/[b]/scores",
             "/v1/boards/[b]/members/[m]/around",
             "/v1/sessions",
-            "/v1/sessions/[id] PATCH",
+            "/v1/sessions/[id]",
             "ws score ack",
             "rank frame delay",
         ):
