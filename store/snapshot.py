@@ -234,7 +234,8 @@ def load(
                 raise CorruptData(name, offset, f"malformed record: {exc}") from None
             crc_before = f.crc
         if reader.torn:
-            raise CorruptData(name, reader.end, "file ends inside a record")
+            what = "data after the END record" if loader.done else "file ends inside a record"
+            raise CorruptData(name, reader.end, what)
         if not loader.done:
             raise CorruptData(name, reader.end, "file ends before the END record")
         assert loader.meta is not None

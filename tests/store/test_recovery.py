@@ -1,0 +1,172 @@
+"""Recovery policy: which history is replayed, what is truncated, refused or moved aside."""
+
+import logging
+import os
+import random
+from pathlib import Path
+
+import pytest
+from test_journal import Recorder, recovered, write_segment
+from test_snapshot import T0, digest, drive, fresh, put, random_state
+
+from store import datadir, journal, recovery, snapshot
+from store.clock import ManualClock
+from store.frames import CorruptData
+
+
+def _corrupt(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x40
+    put(path, bytes(data))
+
+
+def _history(tmp_path: Path) -> tuple[ManualClock, list[dict[str, object]]]:
+    """snapshot (base 2) + segments 2, 3, 4; returns the digest after each segment."""
+    ks, ss, clock = random_state(21, ops=300)
+    rec = Recorder(ks, ss)
+    snapshot.save(tmp_path, ks, ss, base_segment=2, now=clock.now())
+    states = []
+    for n in (2, 3, 4):
+        drive(ks, ss, clock, random.Random(n), 200)
+        write_segment(tmp_path, n, rec.take())
+        states.append(digest(ks, ss, clock.now()))
+    return clock, states
+
+
+def test_refuse_names_the_file_and_offset(tmp_path: Path) -> None:
+    clock, _ = _history(tmp_path)
+    seg = datadir.segment_path(tmp_path, 3)
+    _corrupt(seg, 200)
+    with pytest.raises(CorruptData) as info:
+        recovered(tmp_path, clock)
+    message = str(info.value)
+    assert message.startswith(f"{seg}: frame") and "at byte offset" in message
+    assert info.value.offset <= 200
+    assert sorted(p.name for p in tmp_path.iterdir() if ".bad-" in p.name) == []
+
+
+def test_move_aside_keeps_the_valid_prefix_of_a_damaged_segment(tmp_path: Path) -> None:
+    clock, states = _history(tmp_path)
+    seg3 = datadir.segment_path(tmp_path, 3)
+    _corrupt(seg3, seg3.stat().st_size - 5)  # the last record of segment 3
+    ks, ss, report = recovered(tmp_path, clock, on_bad_data="move-aside")
+    # Segment 2 whole, segment 3 but its last record: a state that really existed.
+    assert digest(ks, ss) not in (states[1], states[2])
+    assert report.needs_snapshot and report.journal_segments == 1
+    moved = sorted(Path(p).name.split(".bad-")[0] for p in report.moved_aside)
+    assert moved == [seg3.name, datadir.segment_path(tmp_path, 4).name]
+    assert [n for n, _ in datadir.segments(tmp_path)] == [2]
+    assert report.next_segment == 5  # never reuse the numbers moved aside
+    # Its prefix: everything of segment 3 but the damaged last record.
+    ks_ref, ss_ref = fresh(clock)
+    snapshot.load(datadir.snapshot_path(tmp_path), ks_ref, ss_ref)
+    journal.replay(datadir.segment_path(tmp_path, 2), 2, ks_ref, ss_ref)
+    bad = next(Path(p) for p in report.moved_aside if seg3.name in p)
+    with pytest.raises(CorruptData):
+        journal.replay(bad, 3, ks_ref, ss_ref)  # applies the prefix, then stops
+    ss_ref.finish_load()
+    assert digest(ks, ss) == digest(ks_ref, ss_ref)
+
+
+def test_move_aside_of_a_bad_snapshot_starts_empty(tmp_path: Path) -> None:
+    clock, _ = _history(tmp_path)
+    _corrupt(datadir.snapshot_path(tmp_path), 100)
+    ks, ss, report = recovered(tmp_path, clock, on_bad_data="move-aside")
+    assert len(ks) == 0 and len(ss) == 0
+    assert report.needs_snapshot and len(report.moved_aside) == 4
+    assert datadir.segments(tmp_path) == [] and not datadir.snapshot_path(tmp_path).exists()
+    assert all(Path(p).exists() for p in report.moved_aside)  # moved, never deleted
+    assert report.next_segment == 5
+
+
+def test_session_extended_by_the_journal_survives_a_stale_snapshot_deadline(
+    tmp_path: Path,
+) -> None:
+    clock = ManualClock(T0)
+    ks, ss = fresh(clock)
+    kept = ss.create(ttl=10)
+    dropped = ss.create(ttl=10)
+    rec = Recorder(ks, ss)
+    snapshot.save(tmp_path, ks, ss, base_segment=1, now=clock.now())
+    clock.advance(8)
+    ss.get(kept.id)  # touch: now idle until T0 + 18
+    write_segment(tmp_path, 1, rec.take())
+    clock.advance(4)  # T0 + 12: the snapshot says both expired, the journal says one lives
+    _, ss2, report = recovered(tmp_path, clock)
+    assert kept.id in ss2 and dropped.id not in ss2
+    assert report.expired_at_load == 1
+    ss2._check()
+
+
+def test_orphan_segments_after_a_failure_are_moved_aside(tmp_path: Path) -> None:
+    """Segment 2 tore (a failed write), 3 was started for a snapshot that never completed."""
+    clock = ManualClock(T0)
+    ks, ss = fresh(clock)
+    rec = Recorder(ks, ss)
+    ks.write("b", "kept", 1)
+    write_segment(tmp_path, 1, rec.take())
+    ks.write("b", "torn", 2)
+    write_segment(tmp_path, 2, rec.take()[:-3])
+    ks.write("b", "orphan", 3)
+    write_segment(tmp_path, 3, rec.take(), flags=journal.FLAG_AFTER_GAP)
+    write_segment(tmp_path, 4, b"")
+    ks2, _, report = recovered(tmp_path, clock)
+    assert [e["member"] for e in ks2.get("b").top()] == ["kept"]
+    assert len(report.moved_aside) == 2 and report.next_segment == 5
+
+
+def test_a_tear_in_the_middle_without_a_gap_mark_is_refused(tmp_path: Path) -> None:
+    clock = ManualClock(T0)
+    ks, ss = fresh(clock)
+    rec = Recorder(ks, ss)
+    ks.write("b", "a", 1)
+    write_segment(tmp_path, 1, rec.take()[:-3])
+    ks.write("b", "b", 2)
+    write_segment(tmp_path, 2, rec.take())
+    with pytest.raises(CorruptData, match="torn record in the middle of the journal"):
+        recovered(tmp_path, clock)
+
+
+def test_a_gap_segment_that_is_the_snapshot_base_is_replayed(tmp_path: Path) -> None:
+    clock = ManualClock(T0)
+    ks, ss = fresh(clock)
+    rec = Recorder(ks, ss)
+    ks.write("b", "a", 1)
+    rec.take()
+    snapshot.save(tmp_path, ks, ss, base_segment=3, now=T0)
+    ks.write("b", "b", 2)
+    write_segment(tmp_path, 3, rec.take(), flags=journal.FLAG_AFTER_GAP)
+    ks2, ss2, _ = recovered(tmp_path, clock)
+    assert digest(ks2, ss2) == digest(ks, ss)
+
+
+def test_history_must_start_somewhere(tmp_path: Path) -> None:
+    write_segment(tmp_path, 5, b"")  # no snapshot holds segments 1..4
+    with pytest.raises(CorruptData, match="missing"):
+        recovered(tmp_path, ManualClock(T0))
+
+
+def test_big_loads_log_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = ManualClock(T0)
+    ks, ss = fresh(clock)
+    for b in range(30):
+        ks.board_for_write(f"b{b}").write_many([(f"m{i}", i, None) for i in range(100)])
+    snapshot.save(tmp_path, ks, ss, base_segment=1, now=T0)
+    monkeypatch.setattr(recovery, "PROGRESS_EVERY", 0.0)
+    with caplog.at_level(logging.INFO, logger="rankd.recovery"):
+        recovered(tmp_path, clock)
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(line.startswith("loading snapshot: ") and "/s)" in line for line in lines)
+    assert any("3000 entries" in line for line in lines)
+
+
+def test_the_data_directory_has_one_owner(tmp_path: Path) -> None:
+    fd = datadir.open_dir(tmp_path)
+    try:
+        with pytest.raises(datadir.DataDirLocked, match="in use by another rankd"):
+            datadir.open_dir(tmp_path)
+    finally:
+        os.close(fd)
+    os.close(datadir.open_dir(tmp_path))  # released with the descriptor
