@@ -282,8 +282,8 @@ class Hub:
             else:
                 low, high = (rank, prev) if rank < prev else (prev, rank)
             member = event[2]
-        elif op == "bdel":
-            low, high, member = event[3], INF, event[2]
+        elif op == "bdel":  # ("bdel", board, member, seq, previous_rank)
+            low, high, member = event[4], INF, event[2]
         else:  # "bdrop", "bcfg": the whole board may have changed
             low, high, member = 1, INF, None
         if low <= watch.max_top:
@@ -312,10 +312,16 @@ class Hub:
 
     # -- flush ---------------------------------------------------------------------------------
 
+    def flush(self) -> None:
+        """Run the pending flush now instead of at its tick (tests drive the hub this way)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._flush()
+
     def _flush(self) -> None:
         self._timer = None
-        assert self._loop is not None
-        self._last_flush = self._loop.time()
+        if self._loop is not None:
+            self._last_flush = self._loop.time()
         dirty, self._dirty = self._dirty, []
         boards = self.runtime.keyspace.boards
         for watch in dirty:

@@ -37,9 +37,12 @@ cannot be written, the TCP connection is aborted, so a stalled peer never pins m
 """
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import re
+import socket
+import struct
 from typing import Any
 
 import orjson
@@ -62,6 +65,7 @@ MAX_ID_CHARS = 128
 MAX_SAFE_INT = 2**53  # ids must survive a JavaScript client
 
 NORMAL, GOING_AWAY, POLICY, TRY_AGAIN = 1000, 1001, 1008, 1013
+_LINGER_0 = struct.pack("ii", 1, 0)  # struct linger {l_onoff = 1, l_linger = 0}
 
 _FIELDS = {
     "subscribe": frozenset({"op", "id", "board", "top", "member"}),
@@ -366,6 +370,13 @@ def _abort(websocket: WebSocket) -> None:
     for _ in range(8):
         transport = getattr(getattr(fn, "__self__", None), "transport", None)
         if transport is not None and hasattr(transport, "abort"):
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                # Linger 0: close() then sends RST and drops the unsent queue. Without it the
+                # kernel keeps the orphaned socket and its megabytes of unsent frames until
+                # the peer reads or TCP gives up, minutes later.
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_0)
             transport.abort()
             return
         inner = None

@@ -1,0 +1,181 @@
+"""The hub's change detection against an oracle, in-process (no server, no sockets).
+
+The hub skips work on purpose: a write below every subscribed top N wakes nobody, and a rank
+group outside the span of ranks crossed since the last flush is not even looked up. Each of
+those shortcuts is a chance to miss a change, so a seeded random workload (writes under every
+update rule, deletes, drops, reconfigures, subscribes and unsubscribes) checks after every
+flush that each subscription's latest frame shows exactly the board's current state, and that
+no subscription ever got two frames in a row showing the same state.
+"""
+
+import asyncio
+import random
+from typing import Any
+
+import orjson
+import pytest
+
+from service.hub import Hub, RankSub, Subscription, TopSub
+from service.runtime import Runtime
+from service.settings import Settings
+from store.keyspace import Keyspace
+
+BOARDS = ("a", "b", "c")
+MEMBERS = [f"m{i}" for i in range(40)]
+
+
+class FakePeer:
+    """Records what the hub offers; the real Connection conflates, this one keeps everything."""
+
+    def __init__(self) -> None:
+        self.frames: dict[object, list[dict[str, Any]]] = {}
+        self.closed: tuple[int, str] | None = None
+
+    def offer(self, key: object, frame: str) -> None:
+        self.frames.setdefault(key, []).append(orjson.loads(frame))
+
+    def close_soon(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+
+def _state(frame: dict[str, Any]) -> object:
+    if frame["type"] == "top":
+        return frame["entries"]
+    return (frame["rank"], frame["score"])
+
+
+def _check_sub(ks: Keyspace, peer: FakePeer, sub: Subscription, epoch: str) -> None:
+    frames = peer.frames[sub]
+    last = frames[-1]
+    board = ks.boards.get(sub.board)
+    assert last["board"] == sub.board and last["epoch"] == epoch
+    if isinstance(sub, TopSub):
+        n = sub.group.n
+        assert last["type"] == "top"
+        assert last["entries"] == (board.top(0, n) if board else []), (sub.board, n)
+    else:
+        assert isinstance(sub, RankSub)
+        member = sub.group.member
+        want = (None, None)
+        if board is not None and member in board:
+            e = board.entry(member)
+            want = (e["rank"], e["score"])
+        assert (last["rank"], last["score"]) == want, (sub.board, member)
+    if len(frames) > 1:
+        assert _state(frames[-2]) != _state(last), "a frame that changed nothing"
+
+
+def _write(ks: Keyspace, rng: random.Random) -> None:
+    name = rng.choice(BOARDS)
+    board = ks.boards.get(name)
+    roll = rng.random()
+    if roll < 0.80:
+        meta = {"n": rng.randrange(3)} if rng.random() < 0.3 else None
+        ks.write(name, rng.choice(MEMBERS), rng.randrange(-50, 200), meta)
+    elif roll < 0.92:
+        if board is not None and len(board):
+            board.remove(rng.choice([e["member"] for e in board.top(0, 1000)]))
+    elif roll < 0.96:
+        if board is not None:
+            ks.configure(name, {"update": rng.choice(["best", "latest", "sum"])})
+    elif board is not None:
+        ks.drop(name)
+        if rng.random() < 0.5:
+            ks.configure(
+                name,
+                {"order": rng.choice(["asc", "desc"]), "ties": rng.choice(["first", "member"])},
+            )
+
+
+async def _workload(seed: int) -> None:
+    rng = random.Random(seed)
+    rt = Runtime(Settings())
+    ks = rt.keyspace
+    hub = Hub(rt)
+    await hub.start()
+    peers = [FakePeer() for _ in range(4)]
+    live: list[tuple[FakePeer, Subscription]] = []
+    n_id = 0
+    for _ in range(400):
+        for _ in range(rng.randrange(12)):
+            _write(ks, rng)
+        if rng.random() < 0.3 or not live:
+            peer = rng.choice(peers)
+            n_id += 1
+            head = '{"type":"%s","id":' + str(n_id)
+            board = rng.choice(BOARDS)
+            if rng.random() < 0.5:
+                n = rng.choice([1, 2, 3, 5, 10, 25, 100])
+                sub: Subscription = hub.subscribe_top(peer, head % "top", board, n)
+            else:
+                sub = hub.subscribe_rank(peer, head % "rank", board, rng.choice(MEMBERS))
+            live.append((peer, sub))
+            # The full state on subscribe is already the truth, before any flush.
+            _check_sub(ks, peer, sub, rt.epoch)
+        if rng.random() < 0.15 and live:
+            _, gone = live.pop(rng.randrange(len(live)))
+            hub.unsubscribe(gone)
+        for _ in range(rng.randrange(6)):
+            _write(ks, rng)
+        hub.flush()
+        hub._check()
+        ks._check()
+        for peer, sub in live:
+            _check_sub(ks, peer, sub, rt.epoch)
+    offered = sum(len(f) for p in peers for f in p.frames.values())
+    assert hub.frames_offered == offered
+    await hub.stop()
+    assert hub._on_board_event not in ks.observers
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_every_subscription_sees_the_truth_after_each_flush(seed: int) -> None:
+    asyncio.run(_workload(seed))
+
+
+async def _skips_far_writes() -> None:
+    rt = Runtime(Settings())
+    ks = rt.keyspace
+    hub = Hub(rt)
+    await hub.start()
+    for i in range(200):
+        ks.write("b", f"m{i}", 1000 - i)
+    peer = FakePeer()
+    top = hub.subscribe_top(peer, '{"type":"top","id":1', "b", 10)
+    near = hub.subscribe_rank(peer, '{"type":"rank","id":2', "b", "m5")
+    hub.flush()
+    # New members and moves far below both views: nothing for anyone, no lookup needed.
+    ks.write("b", "new", 1)
+    ks.write("b", "m150", 1000 - 120)
+    assert hub._watches["b"].lo > 10 and not hub._watches["b"].top_dirty
+    hub.flush()
+    assert len(peer.frames[top]) == 1 and len(peer.frames[near]) == 1
+    # Overtaking m5 changes both.
+    ks.write("b", "m100", 999)
+    hub.flush()
+    assert len(peer.frames[top]) == 2 and len(peer.frames[near]) == 2
+    assert peer.frames[near][-1]["rank"] == 7
+    await hub.stop()
+
+
+def test_writes_outside_every_view_wake_nobody() -> None:
+    asyncio.run(_skips_far_writes())
+
+
+async def _session_events() -> None:
+    rt = Runtime(Settings())
+    hub = Hub(rt)
+    await hub.start()
+    bound, other = FakePeer(), FakePeer()
+    s = rt.sessions.create(user="u")
+    assert hub.attach(bound, s.id) and hub.attach(other, None)
+    rt.sessions.rotate(s.id)
+    assert bound.closed == (1008, "session rotated") and other.closed is None
+    hub.detach(bound, s.id, [])
+    hub.detach(other, None, [])
+    assert not hub.peers and not hub._by_session
+    await hub.stop()
+
+
+def test_session_death_closes_bound_connections() -> None:
+    asyncio.run(_session_events())
