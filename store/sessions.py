@@ -27,7 +27,7 @@ import reprlib
 import secrets
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -61,7 +61,7 @@ def new_session_id() -> str:
 
 @dataclass(slots=True)
 class Session:
-    id: str
+    id: str = field(repr=False)  # a bearer credential: keep it out of logs and tracebacks
     user: str | None
     data: dict[str, Any]
     created_at: float

@@ -1,0 +1,183 @@
+"""TTLMap: exact lazy expiry, bounded purge, lazy re-deadlining, wake-ups; against a dict model."""
+
+import random
+
+import pytest
+
+from store.ttl import TTLMap
+
+T0 = 1_700_000_000.0
+
+
+def make() -> tuple[TTLMap[str, int], list[list[tuple[str, int]]]]:
+    batches: list[list[tuple[str, int]]] = []
+    m: TTLMap[str, int] = TTLMap(on_expire=lambda items: batches.append(list(items)))
+    return m, batches
+
+
+def test_expired_is_invisible_from_the_exact_deadline() -> None:
+    m, batches = make()
+    m.set("a", 1, T0 + 10)
+    assert m.get("a", T0 + 9.999) == 1
+    assert m.peek("a", T0 + 10) is None  # deadline <= now: gone, at the instant
+    assert len(m) == 1  # peek never mutates
+    assert batches == []
+    assert m.get("a", T0 + 10) is None  # get removes and reports it
+    assert batches == [[("a", 1)]] and len(m) == 0
+    m._check()
+
+
+def test_purge_takes_only_fully_elapsed_buckets_and_returns_next() -> None:
+    m, batches = make()
+    m.set("a", 1, T0 + 0.7)
+    m.set("b", 2, T0 + 1.2)
+    m.set("c", 3, T0 + 4.5)
+    assert m.next_deadline() == T0 + 1  # end of the first bucket
+    assert m.purge(T0 + 0.9, 100) == T0 + 1  # bucket T0 not over yet: nothing to do
+    assert batches == []
+    assert m.purge(T0 + 1.5, 100) == T0 + 2
+    assert batches == [[("a", 1)]]
+    assert m.get("b", T0 + 1.5) is None  # b is due already; reads never see the slack
+    assert m.purge(T0 + 10, 100) is None
+    assert [k for b in batches for k, _ in b] == ["a", "b", "c"]
+    m._check()
+
+
+def test_later_deadline_is_lazy_and_the_purge_moves_the_key() -> None:
+    m, batches = make()
+    m.set("a", 1, T0 + 1)
+    assert m.set_deadline("a", T0 + 50) is False
+    m._check()
+    assert m.next_deadline() == T0 + 2  # still indexed in its old bucket: an early wake-up
+    assert m.purge(T0 + 5, 100) == T0 + 51  # moved, not expired
+    assert batches == [] and m.get("a", T0 + 5) == 1
+    m._check()
+
+
+def test_earlier_deadline_rebuckets_at_once() -> None:
+    m, batches = make()
+    m.set("a", 1, T0 + 100)
+    m.set("b", 2, T0 + 100)
+    assert m.set_deadline("a", T0 + 3) is True
+    m._check()
+    m.purge(T0 + 4, 100)
+    assert batches == [[("a", 1)]]
+    assert m.get("b", T0 + 4) == 2
+
+
+def test_set_reports_only_a_nearer_deadline() -> None:
+    woken: list[float] = []
+    m: TTLMap[str, int] = TTLMap(on_earlier=woken.append)
+    assert m.set("a", 1, T0 + 10) is True  # first deadline: the sleeper had none
+    assert m.set("b", 1, T0 + 20) is False
+    assert m.set("c", 1, T0 + 10.5) is False  # same bucket as the current first
+    assert m.set("d", 1, T0 + 5) is True
+    assert woken == [T0 + 11, T0 + 6]
+    assert m.set("a", 2, T0 + 2) is True  # replacing with an earlier deadline counts too
+    assert woken[-1] == T0 + 3
+    m._check()
+
+
+def test_pop_removes_silently_and_emptied_buckets_cost_one_unit() -> None:
+    m, batches = make()
+    for i in range(5):
+        m.set(f"k{i}", i, T0 + i)  # five buckets
+    for i in range(5):
+        assert m.pop(f"k{i}") == i
+    assert m.pop("k0") is None
+    assert len(m) == 0 and batches == []
+    m._check()
+    # five empty buckets left for the purge; each costs one unit of work
+    assert m.purge(T0 + 100, 2) is not None
+    assert m.purge(T0 + 100, 2) is not None
+    assert m.purge(T0 + 100, 2) is None
+    m._check()
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "10"])
+def test_purge_rejects_a_bad_batch_size(bad: object) -> None:
+    m, _ = make()
+    with pytest.raises(ValueError, match="max_items"):
+        m.purge(T0, bad)  # type: ignore[arg-type]
+
+
+def test_callbacks_may_read_the_map() -> None:
+    seen: list[int] = []
+
+    def on_expire(items: list[tuple[str, int]]) -> None:
+        m._check()  # consistent when called
+        seen.append(len(m))
+
+    m: TTLMap[str, int] = TTLMap(on_expire=on_expire)
+    for i in range(10):
+        m.set(str(i), i, T0 + (i % 2) * 100)
+    m.purge(T0 + 5, 100)
+    assert seen == [5]
+
+
+@pytest.mark.slow
+def test_a_million_entries_due_in_the_same_second_purge_in_bounded_batches() -> None:
+    n, batch = 1_000_000, 10_000
+    m, batches = make()
+    for i in range(n):
+        m.set(f"{i:07d}", i, T0 + 0.5 + i / (4 * n))  # all in one one-second bucket
+    now = T0 + 2
+    calls = 0
+    while (due := m.purge(now, batch)) is not None:
+        calls += 1
+        assert len(batches[-1]) == batch  # per-call work is capped
+        assert due <= now  # and the caller is told more is due
+    calls += 1
+    assert calls == n // batch
+    assert all(len(b) <= batch for b in batches)
+    assert sum(len(b) for b in batches) == n and len(m) == 0
+    m._check()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_ops_against_a_dict_model(seed: int) -> None:
+    """Seeded stress: every read agrees with a plain dict; purge removes exactly what is due."""
+    rng = random.Random(seed)
+    expired: list[tuple[str, int]] = []
+    m: TTLMap[str, int] = TTLMap(resolution=rng.choice([0.25, 1.0, 7.0]), on_expire=expired.extend)
+    model: dict[str, tuple[int, float]] = {}
+    now = T0
+    for step in range(3000):
+        key = f"k{rng.randrange(60)}"
+        op = rng.random()
+        if op < 0.35:
+            d = now + rng.uniform(-2, 30)
+            m.set(key, step, d)
+            model[key] = (step, d)
+        elif op < 0.5 and key in model:
+            d = now + rng.uniform(-2, 30)
+            m.set_deadline(key, d)
+            model[key] = (model[key][0], d)
+        elif op < 0.6:
+            got = m.pop(key)
+            assert got == (model.pop(key)[0] if key in model else None)
+        elif op < 0.8:
+            want = model.get(key)
+            live = want is not None and want[1] > now
+            assert m.get(key, now) == (want[0] if live else None)
+            if want is not None and not live:
+                del model[key]
+        elif op < 0.9:
+            expired.clear()
+            m.purge(now, rng.randint(1, 20))
+            for k, v in expired:
+                assert model[k][0] == v and model[k][1] <= now  # only what was due
+                del model[k]
+        else:
+            now += rng.uniform(0, 5)
+        for k, (v, d) in model.items():
+            assert m.deadline(k) == d and m.stored(k) == v
+        assert len(m) == len(model)
+        m._check()
+    # a purge with room for everything leaves nothing whose bucket has elapsed
+    expired.clear()
+    m.purge(now, 10_000)
+    for k, _ in expired:
+        model.pop(k)
+    assert all(d // m.resolution >= now // m.resolution for _, d in model.values())
+    m._check()
