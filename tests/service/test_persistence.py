@@ -1,0 +1,439 @@
+"""service.persistence in-process: group commit, fsync policies, snapshots while writing, and
+honest failure (ENOSPC, EIO, a directory in the way, a snapshot child that dies).
+
+Faults are injected by replacing ``os.write`` / ``os.fsync`` / ``os.replace`` (every persistence
+write path goes through them, including the forked snapshot child, which inherits the patch).
+Real files, a real fork, a real event loop; nothing is mocked but the failing syscall.
+"""
+
+import asyncio
+import errno
+import os
+import signal
+import struct
+import zlib
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.persistence import Persistence
+from service.settings import Settings
+from store import Unavailable, datadir, journal, snapshot
+from store.clock import SystemClock
+from store.frames import FutureVersion
+from store.keyspace import Keyspace
+from store.sessions import SessionStore
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def make(
+    data_dir: Path, fsync: str = "always", interval: float = 0.0, on_bad_data: str = "refuse"
+) -> tuple[Persistence, Keyspace, SessionStore]:
+    clock = SystemClock()
+    ks, ss = Keyspace(), SessionStore(clock)
+    settings = Settings(
+        data_dir=data_dir,
+        fsync=fsync,  # type: ignore[arg-type]
+        snapshot_interval=interval,
+        on_bad_data=on_bad_data,  # type: ignore[arg-type]
+    )
+    p = Persistence(settings, ks, ss, clock)
+    p.heal_delay, p.heal_delay_max = 0.02, 0.1
+    return p, ks, ss
+
+
+def state(ks: Keyspace, ss: SessionStore) -> dict[str, Any]:
+    return {
+        "boards": {b.name: (b.config.as_dict(), b.seq, list(b.dump())) for b in ks},
+        "sessions": sorted(
+            (s.id, s.user, s.data, s.idle_deadline, s.version) for s in ss.sessions()
+        ),
+    }
+
+
+def run(main: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    return asyncio.run(main())
+
+
+def reloaded(data_dir: Path) -> dict[str, Any]:
+    """What a restarted process would load (recover + stop, no new writes)."""
+    p, ks, ss = make(data_dir)
+    p.recover()
+
+    async def main() -> None:
+        await p.start()
+        await p.stop()
+
+    run(main)
+    return state(ks, ss)
+
+
+async def write(p: Persistence, ks: Keyspace, board: str, member: str, score: int) -> None:
+    """The service's write path (service/writes.py): check, store call, commit."""
+    p.check_writable()
+    ks.write(board, member, score)
+    if p.needs_commit:
+        await p.commit()
+
+
+class FsyncSpy:
+    """Counts fsyncs of journal segments and records each one's file size at that moment."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.sizes: list[int] = []
+        real = os.fsync
+
+        def fsync(fd: int) -> None:
+            if os.readlink(f"/proc/self/fd/{fd}").endswith(".rkj"):
+                self.sizes.append(os.fstat(fd).st_size)
+            real(fd)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+
+
+def failing(err: int) -> Callable[..., Any]:
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(err, os.strerror(err))
+
+    return fail
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition never came true"
+        await asyncio.sleep(0.01)
+
+
+# -- durability ----------------------------------------------------------------------------
+
+
+def test_always_replies_after_fsync_and_groups_a_turn_into_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p, ks, ss = make(tmp_path, "always")
+    p.recover()
+    spy = FsyncSpy(monkeypatch)
+
+    async def main() -> None:
+        await p.start()
+        before = len(spy.sizes)
+        await write(p, ks, "b", "first", 1)
+        assert len(spy.sizes) == before + 1  # answered only after an fsync...
+        seg = datadir.segments(tmp_path)[-1][1]
+        assert spy.sizes[-1] == seg.stat().st_size  # ...that covered the record
+        before = len(spy.sizes)
+        await asyncio.gather(*(write(p, ks, "b", f"m{i}", i) for i in range(300)))
+        assert len(spy.sizes) == before + 1  # 300 writes of one loop turn: one fsync
+        await p.stop()
+
+    run(main)
+    assert reloaded(tmp_path) == state(ks, ss)
+
+
+def test_writes_during_an_fsync_share_the_next_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p, ks, _ = make(tmp_path, "always")
+    p.recover()
+    spy = FsyncSpy(monkeypatch)
+
+    async def main() -> None:
+        await p.start()
+        before = len(spy.sizes)
+
+        async def writer(n: int) -> None:
+            for i in range(20):
+                await write(p, ks, "b", f"w{n}", i)
+
+        await asyncio.gather(*(writer(n) for n in range(50)))  # 1000 writes
+        assert len(spy.sizes) - before <= 40
+        await p.stop()
+
+    run(main)
+
+
+def test_everysec_writes_at_once_and_fsyncs_once_a_second(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p, ks, ss = make(tmp_path, "everysec")
+    p.recover()
+    spy = FsyncSpy(monkeypatch)
+
+    async def main() -> None:
+        await p.start()
+        assert not p.needs_commit
+        before = len(spy.sizes)
+        seg = datadir.segments(tmp_path)[-1][1]
+        size = seg.stat().st_size
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        while loop.time() - began < 1.5:
+            await write(p, ks, "b", "m", int((loop.time() - began) * 1000))
+            await asyncio.sleep(0.005)
+            # In the file within a loop turn or two (a crash of the process loses nothing).
+        await asyncio.sleep(0.02)
+        assert seg.stat().st_size > size
+        assert 1 <= len(spy.sizes) - before <= 2
+        await until(lambda: len(spy.sizes) - before >= 2)  # the tail gets its fsync too
+        await p.stop()
+
+    run(main)
+    assert reloaded(tmp_path) == state(ks, ss)
+
+
+def test_no_never_fsyncs_the_journal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    p, ks, ss = make(tmp_path, "no")
+    p.recover()
+    spy = FsyncSpy(monkeypatch)
+
+    async def main() -> None:
+        await p.start()
+        for i in range(50):
+            await write(p, ks, "b", f"m{i}", i)
+            await asyncio.sleep(0)
+        await p.stop()
+
+    run(main)
+    # Segment creation (the header) is always durable; records never get an fsync.
+    assert spy.sizes and set(spy.sizes) == {journal.HEADER_SIZE}
+    assert reloaded(tmp_path) == state(ks, ss)
+
+
+# -- snapshots -------------------------------------------------------------------------------
+
+
+def test_snapshot_while_writing_is_exact_after_replay(tmp_path: Path) -> None:
+    p, ks, ss = make(tmp_path, "everysec")
+    p.recover()
+
+    async def main() -> None:
+        await p.start()
+        stop = asyncio.Event()
+
+        async def writer(n: int) -> None:
+            i = 0
+            while not stop.is_set():
+                await write(p, ks, f"b{n % 3}", f"m{i % 500}", i)
+                if i % 7 == 0:
+                    s = ss.create(user=f"u{n}", data={"i": i})
+                    ss.patch(s.id, {"j": i})
+                i += 1
+                await asyncio.sleep(0)
+
+        tasks = [asyncio.create_task(writer(n)) for n in range(4)]
+        await asyncio.sleep(0.2)
+        first = await p.snapshot()
+        second = await p.snapshot()
+        await asyncio.sleep(0.1)
+        stop.set()
+        await asyncio.gather(*tasks)
+        assert first["entries"] > 0 and second["entries"] >= first["entries"]
+        assert p.last_snapshot_seconds is not None and p.healthy
+        assert len(datadir.segments(tmp_path)) == 1  # older segments went with the snapshot
+        await p.stop()
+
+    run(main)
+    assert reloaded(tmp_path) == state(ks, ss)
+
+
+def test_periodic_snapshots(tmp_path: Path) -> None:
+    p, ks, _ = make(tmp_path, "everysec", interval=0.1)
+    p.recover()
+
+    async def main() -> None:
+        await p.start()
+        await write(p, ks, "b", "m", 1)
+        await until(lambda: p.last_snapshot_at is not None)
+        await p.stop()
+
+    run(main)
+    assert datadir.snapshot_path(tmp_path).exists()
+
+
+# -- failures --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("function", "err"), [("write", errno.ENOSPC), ("fsync", errno.EIO)])
+def test_disk_failure_refuses_writes_serves_reads_and_heals(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, function: str, err: int
+) -> None:
+    p, ks, ss = make(tmp_path, "always")
+    p.recover()
+
+    async def main() -> None:
+        await p.start()
+        await write(p, ks, "b", "acked", 1)
+        with monkeypatch.context() as m:
+            m.setattr(os, function, failing(err))
+            with pytest.raises(Unavailable, match="could not be made durable"):
+                await write(p, ks, "b", "unacked", 2)
+            assert not p.healthy and errno.errorcode[err] in (p.reason or "")
+            with pytest.raises(Unavailable, match="writes are refused"):
+                p.check_writable()
+            assert ks.get("b").entry("acked")["rank"] == 2  # reads go on
+            await asyncio.sleep(0.3)  # the healer tries, and fails while the fault lasts
+            assert not p.healthy
+        await until(lambda: p.healthy)  # fault cleared: a snapshot + new segment heals
+        await write(p, ks, "b", "later", 3)
+        await p.stop()
+
+    run(main)
+    after = reloaded(tmp_path)
+    assert after == state(ks, ss)
+    assert [m for m, *_ in after["boards"]["b"][2]] == ["later", "unacked", "acked"]
+
+
+def test_a_failed_fsync_is_never_retried_into_success(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p, ks, _ = make(tmp_path, "always")
+    p.recover()
+    real = os.fsync
+    calls = {"n": 0}
+
+    def fail_once(fd: int) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError(errno.EIO, "Input/output error")
+        real(fd)
+
+    async def main() -> None:
+        await p.start()
+        p.heal_delay = p.heal_delay_max = 3600  # only an explicit snapshot may heal here
+        monkeypatch.setattr(os, "fsync", fail_once)
+        with pytest.raises(Unavailable):
+            await write(p, ks, "b", "m", 1)
+        # fsync works again, but the journal's content is unknown: still refused.
+        with pytest.raises(Unavailable):
+            await write(p, ks, "b", "m", 2)
+        assert p.last_snapshot_at is None
+        await p.snapshot()
+        assert p.healthy and p.last_snapshot_at is not None
+        await write(p, ks, "b", "m", 3)
+        await p.stop()
+
+    run(main)
+
+
+def test_a_directory_in_the_way_fails_the_snapshot_until_removed(tmp_path: Path) -> None:
+    p, ks, ss = make(tmp_path, "always")
+    p.recover()
+
+    async def main() -> None:
+        await p.start()
+        await write(p, ks, "b", "m", 1)
+        datadir.snapshot_path(tmp_path).mkdir()
+        with pytest.raises(Unavailable, match="snapshot failed: snapshot child exited"):
+            await p.snapshot()
+        assert not p.healthy and p.last_snapshot_at is None
+        assert [x.name for x in tmp_path.iterdir() if ".tmp-" in x.name] == []
+        datadir.snapshot_path(tmp_path).rmdir()
+        await until(lambda: p.healthy)
+        await write(p, ks, "b", "m", 2)
+        await p.stop()
+
+    run(main)
+    assert reloaded(tmp_path) == state(ks, ss)
+
+
+def test_a_killed_snapshot_child_is_not_a_save(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kill -9 in the middle of a snapshot: the previous snapshot stays loadable."""
+    p, ks, ss = make(tmp_path, "always")
+    p.recover()
+    me = os.getpid()
+    real_write = snapshot.write
+
+    def write_half_then_hang(fd: int, *args: Any, **kwargs: Any) -> Any:
+        assert os.getpid() != me, "only the forked child may get here"
+        os.write(fd, b"RANKDSNP half a snapshot")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    async def main() -> None:
+        await p.start()
+        await write(p, ks, "b", "m", 1)
+        await p.snapshot()
+        previous = datadir.snapshot_path(tmp_path).read_bytes()
+        await write(p, ks, "b", "m", 2)
+        monkeypatch.setattr(snapshot, "write", write_half_then_hang)
+        with pytest.raises(Unavailable, match="killed by signal SIGKILL"):
+            await p.snapshot()
+        assert datadir.snapshot_path(tmp_path).read_bytes() == previous
+        assert [x.name for x in tmp_path.iterdir() if ".tmp-" in x.name] == []
+        assert not p.healthy
+        monkeypatch.setattr(snapshot, "write", real_write)
+        await until(lambda: p.healthy)
+        await p.stop()
+
+    run(main)
+    assert reloaded(tmp_path) == state(ks, ss)
+
+
+def test_commit_fails_fast_while_not_recording(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p, ks, _ = make(tmp_path, "always")
+    p.recover()
+
+    async def main() -> None:
+        await p.start()
+        p.heal_delay = p.heal_delay_max = 3600
+        with monkeypatch.context() as m:
+            m.setattr(os, "write", failing(errno.ENOSPC))
+            with pytest.raises(Unavailable):
+                await write(p, ks, "b", "m", 1)
+        ks.write("b", "m", 2)  # a write that skipped check_writable: still never acknowledged
+        with pytest.raises(Unavailable):
+            await p.commit()
+        await p.snapshot()
+        await p.stop()
+
+    run(main)
+
+
+# -- start-up ----------------------------------------------------------------------------------
+
+
+def test_move_aside_snapshots_before_serving(tmp_path: Path) -> None:
+    p, ks, _ = make(tmp_path, "always")
+    p.recover()
+
+    async def main() -> None:
+        await p.start()
+        await write(p, ks, "b", "m", 1)
+        await p.stop()
+
+    run(main)
+    seg = datadir.segments(tmp_path)[-1][1]
+    seg.write_bytes(seg.read_bytes() + b"\x01" * 40)  # garbage that is not a torn tail
+    with pytest.raises(Exception, match="byte offset"):
+        make(tmp_path)[0].recover()
+    p2, ks2, _ = make(tmp_path, on_bad_data="move-aside")
+    report = p2.recover()
+    assert len(report["moved_aside"]) == 1
+    assert ks2.get("b").entry("m")["score"] == 1
+
+    async def main2() -> None:
+        await p2.start()
+        await write(p2, ks2, "b", "m", 5)
+        await p2.stop()
+
+    run(main2)
+    assert reloaded(tmp_path)["boards"]["b"][2][0][1] == 5
+
+
+def test_future_version_refuses_even_with_move_aside(tmp_path: Path) -> None:
+    path = datadir.snapshot_path(tmp_path)
+    head = struct.pack("<8sI", snapshot.MAGIC, snapshot.VERSION + 7)
+    path.write_bytes(head + zlib.crc32(head).to_bytes(4, "little"))
+    p, _, _ = make(tmp_path, on_bad_data="move-aside")
+    with pytest.raises(FutureVersion):
+        p.recover()
+    assert path.exists()
+    # The lock went with the failed start: a fixed process may take the directory.
+    os.close(datadir.open_dir(tmp_path))
