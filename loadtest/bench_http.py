@@ -1,20 +1,26 @@
 """Side-by-side HTTP benchmark: bare Starlette vs rankd vs Starlette + Redis.
 
-One run, one machine, one stack at a time (so they never share the CPU):
+One run, one machine:
 
     stack            what runs                                   workloads
-    bare             uvicorn + bare_app (no store)               post_score get_top get_member
-    rankd            rankd --fsync no                            post_score get_top get_member
+    bare             uvicorn + bare_app (no store)               get_top get_member post_score
+    rankd            rankd --fsync no                            get_top get_member post_score
     rankd-everysec   rankd --fsync everysec (the default)        post_score (GETs never journal)
-    redis            redis-server + uvicorn + redis_app          post_score get_top get_member
+    redis            redis-server + uvicorn + redis_app          get_top get_member post_score
     memory           N members into a fresh rankd and a fresh redis-server
 
-Each HTTP stack gets a board of ``--members`` entries, then wrk drives each workload for
-``--duration`` seconds with the same ``--connections``/``--threads`` (see _wrk.py for
-what each workload sends). The report is a markdown table of req/s, p50 and p99, plus
-the ratios rankd/bare (how much of the framework's budget rankd keeps) and
-rankd/redis (how rankd compares with the stack people build without it), and the
-memory cost of one leaderboard member in each store.
+All HTTP stacks start up front, each with a board of ``--members`` entries; an idle
+server costs no CPU, so only the one being driven competes with wrk. Then, per
+workload, wrk drives each stack in turn for ``--duration`` seconds with the same
+``--connections``/``--threads`` (see _wrk.py for what each workload sends), for
+``--rounds`` rounds in rotating order; each cell reports the round with the median
+req/s. Interleaving is what makes the ratios trustworthy on a shared machine: a burst of
+background load hits every stack's rounds alike instead of one stack's whole run.
+
+The report is a markdown table of req/s, p50 and p99, plus the ratios rankd/bare (how
+much of the framework's budget rankd keeps) and rankd/redis (how rankd compares with
+the stack people build without it), and the memory cost of one leaderboard member in
+each store.
 
     python -m loadtest.bench_http                      # full run, a few minutes
     python -m loadtest.bench_http --quick              # seconds: smoke test sizes
@@ -28,6 +34,7 @@ whole run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -74,7 +81,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m loadtest.bench_http",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
-    p.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run [10]")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run [5]")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved runs per cell [3]")
     p.add_argument("--warmup", type=float, default=1.0, help="discarded seconds before each [1]")
     p.add_argument("--connections", type=int, default=64, help="wrk connections [64]")
     p.add_argument("--threads", type=int, default=1, help="wrk threads [1: 2-core box]")
@@ -83,20 +91,23 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--memory-members", type=int, default=1_000_000, help="N for the memory test [1M]"
     )
     p.add_argument("--only", default=",".join(TARGETS), help=f"subset of {','.join(TARGETS)}")
-    p.add_argument("--quick", action="store_true", help="2 s runs, 1k members, 2k memory test")
+    p.add_argument(
+        "--quick", action="store_true", help="1 round of 2 s, 1k members, 2k memory test"
+    )
     p.add_argument("--json", type=Path, help="also write raw results here")
     p.add_argument("--deadline", type=int, help="abort the whole run after this many seconds")
     args = p.parse_args(argv)
     if args.quick:
-        args.duration, args.warmup, args.members, args.memory_members = 2.0, 0.0, 1000, 2000
+        args.duration, args.warmup, args.rounds = 2.0, 0.0, 1
+        args.members, args.memory_members = 1000, 2000
     args.only = [t.strip() for t in args.only.split(",") if t.strip()]
     unknown = sorted(set(args.only) - set(TARGETS))
     if unknown:
         p.error(f"--only expects names from {','.join(TARGETS)} but got {','.join(unknown)}")
-    if args.duration <= 0 or args.connections < 1 or args.threads < 1 or args.members < 1:
-        p.error("--duration, --connections, --threads and --members must be positive")
+    if min(args.duration, args.connections, args.threads, args.members, args.rounds) <= 0:
+        p.error("--duration, --rounds, --connections, --threads and --members must be positive")
     if args.deadline is None:
-        runs = len(args.only) * len(WORKLOADS)
+        runs = len(args.only) * len(WORKLOADS) * args.rounds
         per_run = args.duration + args.warmup + 20  # wrk + server start/fill slack
         memory = 60 + args.memory_members / 5_000 if "memory" in args.only else 0
         args.deadline = int(60 + runs * per_run + memory)
@@ -108,9 +119,7 @@ def _require(tool: str) -> None:
         sys.exit(f"bench_http: `{tool}` is not on PATH; install it: apt-get install {tool}")
 
 
-def _bench_stack(
-    kids: Children, stack: str, args: argparse.Namespace, scripts: dict[str, Path]
-) -> list[Row]:
+def _start(kids: Children, stack: str, members: int) -> Running:
     starters: dict[str, Callable[[], Running]] = {
         "bare": lambda: start_bare(kids),
         "rankd": lambda: start_rankd(kids, "rankd", "no"),
@@ -119,22 +128,40 @@ def _bench_stack(
     }
     run = starters[stack]()
     if stack.startswith("rankd"):
-        fill_rankd(run.port, BOARD, args.members)
-    elif stack == "redis":
-        assert run.redis_port is not None
-        fill_redis(run.redis_port, BOARD, args.members)
-    # Reads first, on the freshly filled board; then the writes that reshuffle it.
-    order = ["get_top", "get_member", "post_score"]
-    if stack == "rankd-everysec":
-        order = ["post_score"]  # fsync policy only touches the write path
+        fill_rankd(run.port, BOARD, members)
+    elif run.redis_port is not None:
+        fill_redis(run.redis_port, BOARD, members)
+    return run
+
+
+def _bench_http(kids: Children, args: argparse.Namespace, scripts: dict[str, Path]) -> list[Row]:
+    stacks = [s for s in STACKS if s in args.only]
+    running = {stack: _start(kids, stack, args.members) for stack in stacks}
+    opts = {"connections": args.connections, "threads": args.threads}
     rows = []
-    for workload in order:
-        opts = {"connections": args.connections, "threads": args.threads}
-        if args.warmup > 0:
-            run_wrk(scripts[workload], run.port, duration=args.warmup, **opts)
-        result = run_wrk(scripts[workload], run.port, duration=args.duration, **opts)
-        rows.append(Row(stack, workload, result))
-        print(f"  {stack:15} {workload:11} {result.rps:9.0f} req/s", file=sys.stderr)
+    # Reads first, on the freshly filled boards; then the writes that reshuffle them.
+    for workload in ("get_top", "get_member", "post_score"):
+        # The fsync policy only touches the write path: no GET runs for rankd-everysec.
+        cell = [s for s in stacks if workload == "post_score" or s != "rankd-everysec"]
+        results: dict[str, list[WrkResult]] = {s: [] for s in cell}
+        for rnd in range(args.rounds):
+            # Rotate who goes first so no stack always runs right after the same neighbour.
+            for stack in cell[rnd % len(cell) :] + cell[: rnd % len(cell)]:
+                port = running[stack].port
+                if args.warmup > 0 and rnd == 0:
+                    run_wrk(scripts[workload], port, duration=args.warmup, **opts)
+                result = run_wrk(scripts[workload], port, duration=args.duration, **opts)
+                results[stack].append(result)
+                print(
+                    f"  round {rnd + 1}/{args.rounds} {stack:15} {workload:11} "
+                    f"{result.rps:9.0f} req/s  p99 {result.p99_ms:7.2f} ms",
+                    file=sys.stderr,
+                )
+        for stack, runs in results.items():
+            median = sorted(runs, key=lambda r: r.rps)[len(runs) // 2]
+            # A run with errors must show, even if it is not the median one.
+            errors = sum(r.errors for r in runs)
+            rows.append(Row(stack, workload, dataclasses.replace(median, errors=errors)))
     return rows
 
 
@@ -146,7 +173,8 @@ def render(rows: list[Row], memory: list[MemoryResult], args: argparse.Namespace
     out = [
         f"rankd HTTP benchmark — {platform.node()} {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}; wrk -t{args.threads} -c{args.connections} "
-        f"-d{args.duration:g}s (warm-up {args.warmup:g}s), board of {args.members:,} members; "
+        f"-d{args.duration:g}s x {args.rounds} interleaved rounds, median shown "
+        f"(warm-up {args.warmup:g}s), board of {args.members:,} members; "
         f"redis-py {redis.__version__} ({'hiredis' if HIREDIS_AVAILABLE else 'pure-Python'} "
         "parser)",
         "",
@@ -217,9 +245,9 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="rankd-bench-") as tmp:
             workdir = Path(tmp)
             scripts = {w: write_script(workdir, w, args.members) for w in WORKLOADS}
-            for stack in (s for s in STACKS if s in args.only):
+            if any(s in args.only for s in STACKS):
                 with Children(workdir) as kids:
-                    rows += _bench_stack(kids, stack, args, scripts)
+                    rows = _bench_http(kids, args, scripts)
             if "memory" in args.only:
                 with Children(workdir) as kids:
                     memory += memory_rankd(kids, args.memory_members)
