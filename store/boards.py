@@ -109,7 +109,7 @@ class Board:
         self._first = config.ties == "first"
         self._keys: dict[str, Key] = {}
         self._meta: dict[str, dict[str, Any]] = {}
-        self._index = SkipList()
+        self._index: SkipList[Key] = SkipList()
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -219,6 +219,12 @@ class Board:
         ``sum`` overflow is checked in the same pre-pass against running totals, so a batch never
         stops half-applied. Runtime complexity: O(k log n).
         """
+        return [self._write(m, s, meta) for m, s, meta in self.check_batch(items)]
+
+    def check_batch(
+        self, items: list[tuple[object, object, object]]
+    ) -> list[tuple[str, Score, dict[str, Any] | None]]:
+        """Validate a batch against this board without changing anything."""
         if len(items) > self._limits.batch_items:
             raise InvalidArgument(
                 f"a batch holds at most {self._limits.batch_items} items, but got {len(items)}"
@@ -235,7 +241,7 @@ class Board:
                     old = self._score(self._keys[m])
                 totals[m] = s if old is None else _checked_sum(old, s)
             checked.append((m, s, meta))
-        return [self._write(m, s, meta) for m, s, meta in checked]
+        return checked
 
     def remove(self, member: str) -> None:
         """Delete an entry; MemberNotFound if absent. Runtime complexity: O(log n)."""

@@ -21,7 +21,7 @@ from typing import Any
 
 from store.boards import Board, BoardConfig, Entry, Event
 from store.errors import BoardNotFound, Conflict
-from store.values import Limits, check_board_name
+from store.values import Limits, check_board_name, check_member, check_metadata, check_score
 
 
 class Keyspace:
@@ -84,7 +84,25 @@ class Keyspace:
         return board
 
     def write(self, name: str, member: object, score: object, metadata: object = None) -> Entry:
-        return self.board_for_write(name).write(member, score, metadata)
+        """Write one score; an absent board is created with defaults, but only for a valid write
+        (a refused write must not leave an empty board behind)."""
+        board = self.boards.get(name)
+        if board is None:
+            check_board_name(name)
+            check_member(member, self.limits)
+            check_score(score)
+            check_metadata(metadata, self.limits)
+            board, _ = self.configure(name, {})
+        return board.write(member, score, metadata)
+
+    def write_many(self, name: str, items: list[tuple[object, object, object]]) -> list[Entry]:
+        """Write a batch in order, all or nothing; creates an absent board as ``write`` does."""
+        board = self.boards.get(name)
+        if board is None:
+            check_board_name(name)
+            Board(name, BoardConfig(), self.limits).check_batch(items)
+            board, _ = self.configure(name, {})
+        return board.write_many(items)
 
     def drop(self, name: str) -> None:
         if self.boards.pop(name, None) is None:

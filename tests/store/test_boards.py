@@ -312,3 +312,19 @@ def test_dump_load_and_replay_reproduce_state(order: str, update: str, ties: str
         # New writes after a restore still rank behind earlier equal scores.
         assert twin.write("late", 20)["rank"] == board.write("late", 20)["rank"]
         board.remove("late")
+
+
+def test_refused_write_creates_no_board() -> None:
+    ks = Keyspace()
+    events: list[tuple[Any, ...]] = []
+    ks.observers.append(events.append)
+    with pytest.raises(InvalidArgument):
+        ks.write("new", "m", math.nan)
+    with pytest.raises(InvalidArgument):
+        ks.write_many("new", [("a", 1, None), ("b", "x", None)])
+    with pytest.raises(InvalidArgument):
+        ks.write("bad name", "m", 1)
+    assert len(ks) == 0 and events == []
+    assert [r["rank"] for r in ks.write_many("new", [("a", 1, None), ("b", 2, None)])] == [1, 1]
+    assert ks.write("other", "m", 1)["rank"] == 1
+    assert sorted(ks.boards) == ["new", "other"]
