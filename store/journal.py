@@ -44,7 +44,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -210,10 +210,10 @@ def _check_header(name: str, head: bytes, number: int) -> int:
 
 
 def read_flags(path: Path, number: int) -> int | None:
-    """The segment's header flags, or None if the header itself is torn (shorter than 28)."""
+    """The segment's header flags, or None if the header itself is torn (short or zeros)."""
     with open(path, "rb") as f:
         head = f.read(HEADER_SIZE)
-    if len(head) < HEADER_SIZE:
+    if len(head) < HEADER_SIZE or head.count(0) == HEADER_SIZE:
         return None
     return _check_header(str(path), head, number)
 
@@ -227,14 +227,16 @@ def replay(
 ) -> SegmentReplay:
     """Apply every whole record of one segment, in order; the caller handles a torn tail.
 
-    A header shorter than 28 bytes (a crash while creating the file) is a torn tail at 0.
+    A header shorter than 28 bytes, or a file of nothing but zeros, is a torn tail at 0.
     Runtime complexity: O(records).
     """
     name = str(path)
     size = path.stat().st_size
     with open(path, "rb", buffering=1 << 20) as f:
         head = f.read(HEADER_SIZE)
-        if len(head) < HEADER_SIZE:
+        if len(head) < HEADER_SIZE or _all_zero(head, f):
+            # Created but its header never reached the disk (a crash or power cut during
+            # creation): it cannot hold a record, since records follow the header's fsync.
             return SegmentReplay(number, 0, 0, 0, size, size > 0)
         flags = _check_header(name, head, number)
         reader = frames.Reader(f, name, HEADER_SIZE)
@@ -248,6 +250,16 @@ def replay(
             if progress is not None and not records & 0xFFFF:
                 progress(records)
         return SegmentReplay(number, flags, records, reader.end, size, reader.torn)
+
+
+def _all_zero(head: bytes, f: BinaryIO) -> bool:
+    """True if ``head`` and the rest of ``f`` are zero bytes (leaves ``f`` at the end if so)."""
+    if head.count(0) != len(head):
+        return False
+    while chunk := f.read(1 << 20):
+        if chunk.count(0) != len(chunk):
+            return False
+    return True
 
 
 def truncate(path: Path, length: int) -> None:

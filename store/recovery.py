@@ -187,7 +187,8 @@ def _replay(
                 for _, p in live[i:]:
                     report.moved_aside.append(str(datadir.move_aside(p, now())))
                 return
-            if previous is not None and previous.torn:
+            # A tear at 0 (the header itself) holds no record: nothing was lost before this.
+            if previous is not None and previous.torn and previous.end > 0:
                 raise CorruptData(
                     str(live[i - 1][1]), previous.end, "torn record in the middle of the journal"
                 )

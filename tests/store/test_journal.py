@@ -138,6 +138,28 @@ def test_torn_header_of_a_new_segment(tmp_path: Path) -> None:
         assert len(ks) == 0 and report.truncated_bytes == n
 
 
+def test_a_segment_whose_header_never_landed(tmp_path: Path) -> None:
+    """Power cut while creating segment 2: its size grew, its bytes are zeros. It holds no
+    record (records follow the header's fsync), so it is a torn tail at 0, even mid-journal."""
+    clock = ManualClock(T0)
+    ks, ss = fresh(clock)
+    rec = Recorder(ks, ss)
+    ks.write("b", "one", 1)
+    write_segment(tmp_path, 1, rec.take())
+    put(datadir.segment_path(tmp_path, 2), bytes(4096))
+    ks2, _, report = recovered(tmp_path, clock)
+    assert report.truncated_bytes == 4096 and report.next_segment == 3
+    assert datadir.segment_path(tmp_path, 2).stat().st_size == 0
+    ks.write("b", "two", 2)
+    write_segment(tmp_path, 3, rec.take())
+    put(datadir.segment_path(tmp_path, 2), bytes(100))
+    ks2, ss2, report = recovered(tmp_path, clock)
+    assert digest(ks2, ss2) == digest(ks, ss)
+    put(datadir.segment_path(tmp_path, 2), bytes(100) + b"x")  # not all zeros: damage
+    with pytest.raises(CorruptData, match="bad magic"):
+        recovered(tmp_path, clock)
+
+
 def test_zero_filled_tail_is_torn(tmp_path: Path) -> None:
     """After a power cut a file can end in zeros (its size grew, its data never landed)."""
     clock = ManualClock(T0)
