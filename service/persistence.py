@@ -483,6 +483,21 @@ class Persistence:
             if self._tasks.get("healer") is asyncio.current_task():
                 del self._tasks["healer"]
 
+    def _check(self) -> None:
+        """Assert the journal bookkeeping invariants (tests call it after every scenario)."""
+        assert self._durable <= self._cut_upto <= self._appended, (
+            self._durable,
+            self._cut_upto,
+            self._appended,
+        )
+        assert self._lost_upto <= self._appended
+        assert all(target > self._durable for target, _ in self._waiters)
+        assert not self._buf or self._recording  # nothing is buffered while not recording
+        assert all(number >= self._segment - 1 for number, _, _ in self._chunks)
+        if self._writer is not None:
+            assert self._writer.created <= self._segment
+        assert self.healthy == (self.reason is None)
+
     async def _periodic(self) -> None:
         while True:
             await asyncio.sleep(self._interval)

@@ -65,6 +65,7 @@ def reloaded(data_dir: Path) -> dict[str, Any]:
 
     async def main() -> None:
         await p.start()
+        p._check()
         await p.stop()
 
     run(main)
@@ -128,6 +129,7 @@ def test_always_replies_after_fsync_and_groups_a_turn_into_one(
         before = len(spy.sizes)
         await asyncio.gather(*(write(p, ks, "b", f"m{i}", i) for i in range(300)))
         assert len(spy.sizes) == before + 1  # 300 writes of one loop turn: one fsync
+        p._check()
         await p.stop()
 
     run(main)
@@ -151,6 +153,7 @@ def test_writes_during_an_fsync_share_the_next_one(
 
         await asyncio.gather(*(writer(n) for n in range(50)))  # 1000 writes
         assert len(spy.sizes) - before <= 40
+        p._check()
         await p.stop()
 
     run(main)
@@ -179,6 +182,7 @@ def test_everysec_writes_at_once_and_fsyncs_once_a_second(
         assert seg.stat().st_size > size
         assert 1 <= len(spy.sizes) - before <= 2
         await until(lambda: len(spy.sizes) - before >= 2)  # the tail gets its fsync too
+        p._check()
         await p.stop()
 
     run(main)
@@ -195,6 +199,7 @@ def test_no_never_fsyncs_the_journal(tmp_path: Path, monkeypatch: pytest.MonkeyP
         for i in range(50):
             await write(p, ks, "b", f"m{i}", i)
             await asyncio.sleep(0)
+        p._check()
         await p.stop()
 
     run(main)
@@ -234,6 +239,7 @@ def test_snapshot_while_writing_is_exact_after_replay(tmp_path: Path) -> None:
         assert first["entries"] > 0 and second["entries"] >= first["entries"]
         assert p.last_snapshot_seconds is not None and p.healthy
         assert len(datadir.segments(tmp_path)) == 1  # older segments went with the snapshot
+        p._check()
         await p.stop()
 
     run(main)
@@ -248,6 +254,7 @@ def test_periodic_snapshots(tmp_path: Path) -> None:
         await p.start()
         await write(p, ks, "b", "m", 1)
         await until(lambda: p.last_snapshot_at is not None)
+        p._check()
         await p.stop()
 
     run(main)
@@ -279,6 +286,7 @@ def test_disk_failure_refuses_writes_serves_reads_and_heals(
             assert not p.healthy
         await until(lambda: p.healthy)  # fault cleared: a snapshot + new segment heals
         await write(p, ks, "b", "later", 3)
+        p._check()
         await p.stop()
 
     run(main)
@@ -314,6 +322,7 @@ def test_a_failed_fsync_is_never_retried_into_success(
         await p.snapshot()
         assert p.healthy and p.last_snapshot_at is not None
         await write(p, ks, "b", "m", 3)
+        p._check()
         await p.stop()
 
     run(main)
@@ -334,6 +343,7 @@ def test_a_directory_in_the_way_fails_the_snapshot_until_removed(tmp_path: Path)
         datadir.snapshot_path(tmp_path).rmdir()
         await until(lambda: p.healthy)
         await write(p, ks, "b", "m", 2)
+        p._check()
         await p.stop()
 
     run(main)
@@ -368,6 +378,7 @@ def test_a_killed_snapshot_child_is_not_a_save(
         assert not p.healthy
         monkeypatch.setattr(snapshot, "write", real_write)
         await until(lambda: p.healthy)
+        p._check()
         await p.stop()
 
     run(main)
@@ -391,6 +402,7 @@ def test_commit_fails_fast_while_not_recording(
         with pytest.raises(Unavailable):
             await p.commit()
         await p.snapshot()
+        p._check()
         await p.stop()
 
     run(main)
@@ -406,6 +418,7 @@ def test_move_aside_snapshots_before_serving(tmp_path: Path) -> None:
     async def main() -> None:
         await p.start()
         await write(p, ks, "b", "m", 1)
+        p._check()
         await p.stop()
 
     run(main)
@@ -421,6 +434,7 @@ def test_move_aside_snapshots_before_serving(tmp_path: Path) -> None:
     async def main2() -> None:
         await p2.start()
         await write(p2, ks2, "b", "m", 5)
+        p2._check()
         await p2.stop()
 
     run(main2)
