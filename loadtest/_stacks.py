@@ -58,6 +58,12 @@ class Running:
     port: int
     server: Child  # the process whose RSS is the store's (rankd) or the app's
     redis_port: int | None = None
+    helpers: tuple[Child, ...] = ()  # redis-server behind the redis stack
+
+    @property
+    def pids(self) -> tuple[int, ...]:
+        """Every process that does the stack's work, for CPU accounting."""
+        return (self.server.pid, *(h.pid for h in self.helpers))
 
 
 def _uvicorn(app: str, port: int) -> list[str]:
@@ -96,12 +102,12 @@ def start_redis_server(kids: Children, name: str, appendfsync: str) -> tuple[Chi
 
 
 def start_redis_stack(kids: Children, appendfsync: str = "no") -> Running:
-    _, redis_port = start_redis_server(kids, "redis-server", appendfsync)
+    server, redis_port = start_redis_server(kids, "redis-server", appendfsync)
     port = free_port()
     env = {"REDIS_URL": f"redis://{LOOPBACK}:{redis_port}/0"}
     child = kids.start("redis-app", _uvicorn("loadtest.redis_app:app", port), env=env, cwd=REPO)
     wait_http(child, port, f"/v1/boards/{BOARD}/top")
-    return Running("redis", port, child, redis_port)
+    return Running("redis", port, child, redis_port, (server,))
 
 
 def seeded_entries(n: int, seed: int = 7) -> Iterator[tuple[str, int]]:

@@ -36,22 +36,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import platform
 import shutil
 import signal
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
 
-import redis
-from redis.utils import HIREDIS_AVAILABLE
-
-from loadtest._procs import Children
+from loadtest._procs import Children, cpu_seconds
+from loadtest._report import STACKS, Row, header, http_tables, memory_table
 from loadtest._stacks import (
     MemoryResult,
     Running,
@@ -65,15 +61,7 @@ from loadtest._stacks import (
 )
 from loadtest._wrk import BOARD, WORKLOADS, WrkResult, run_wrk, write_script
 
-STACKS = ("bare", "rankd", "rankd-everysec", "redis")
 TARGETS = (*STACKS, "memory")
-
-
-@dataclass(frozen=True)
-class Row:
-    stack: str
-    workload: str
-    result: WrkResult
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -150,75 +138,43 @@ def _bench_http(kids: Children, args: argparse.Namespace, scripts: dict[str, Pat
                 port = running[stack].port
                 if args.warmup > 0 and rnd == 0:
                     run_wrk(scripts[workload], port, duration=args.warmup, **opts)
+                pids = running[stack].pids
+                cpu_before = sum(cpu_seconds(pid) for pid in pids)
                 result = run_wrk(scripts[workload], port, duration=args.duration, **opts)
-                results[stack].append(result)
+                cpu = sum(cpu_seconds(pid) for pid in pids) - cpu_before
+                cpu_us = cpu / max(result.requests, 1) * 1e6
+                results[stack].append((result, cpu_us))
                 print(
                     f"  round {rnd + 1}/{args.rounds} {stack:15} {workload:11} "
-                    f"{result.rps:9.0f} req/s  p99 {result.p99_ms:7.2f} ms",
+                    f"{result.rps:7.0f} req/s  p99 {result.p99_ms:7.2f} ms  "
+                    f"{cpu_us:5.0f} CPU µs/req",
                     file=sys.stderr,
                 )
         for stack, runs in results.items():
-            median = sorted(runs, key=lambda r: r.rps)[len(runs) // 2]
+            mid = len(runs) // 2
+            median = sorted((r for r, _ in runs), key=lambda r: r.rps)[mid]
             # A run with errors must show, even if it is not the median one.
-            errors = sum(r.errors for r in runs)
-            rows.append(Row(stack, workload, dataclasses.replace(median, errors=errors)))
+            errors = sum(r.errors for r, _ in runs)
+            cpu_us = sorted(c for _, c in runs)[mid]
+            rows.append(Row(stack, workload, dataclasses.replace(median, errors=errors), cpu_us))
     return rows
-
-
-def _ratio(a: float | None, b: float | None) -> str:
-    return f"{a / b:.2f}" if a and b else "n/a"
 
 
 def render(rows: list[Row], memory: list[MemoryResult], args: argparse.Namespace) -> str:
     out = [
-        f"rankd HTTP benchmark — {platform.node()} {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}; wrk -t{args.threads} -c{args.connections} "
-        f"-d{args.duration:g}s x {args.rounds} interleaved rounds, median shown "
-        f"(warm-up {args.warmup:g}s), board of {args.members:,} members; "
-        f"redis-py {redis.__version__} ({'hiredis' if HIREDIS_AVAILABLE else 'pure-Python'} "
-        "parser)",
-        "",
+        header(
+            threads=args.threads,
+            connections=args.connections,
+            duration=args.duration,
+            rounds=args.rounds,
+            warmup=args.warmup,
+            members=args.members,
+        )
     ]
     if rows:
-        out += [
-            "| workload | stack | req/s | p50 ms | p99 ms | errors |",
-            "| --- | --- | ---: | ---: | ---: | ---: |",
-        ]
-        for r in sorted(rows, key=lambda r: (WORKLOADS.index(r.workload), STACKS.index(r.stack))):
-            res = r.result
-            out.append(
-                f"| {r.workload} | {r.stack} | {res.rps:,.0f} | {res.p50_ms:.2f} | "
-                f"{res.p99_ms:.2f} | {res.errors} |"
-            )
-        rps = {(r.stack, r.workload): r.result.rps for r in rows}
-        p99 = {(r.stack, r.workload): r.result.p99_ms for r in rows}
-        out += [
-            "",
-            "| workload | rankd/bare req/s | rankd/redis req/s | rankd/redis p99 "
-            "| rankd everysec/no req/s |",
-            "| --- | ---: | ---: | ---: | ---: |",
-        ]
-        for w in WORKLOADS:
-            if not any(r.workload == w for r in rows):
-                continue
-            mine = rps.get(("rankd", w))
-            out.append(
-                f"| {w} | {_ratio(mine, rps.get(('bare', w)))} | "
-                f"{_ratio(mine, rps.get(('redis', w)))} | "
-                f"{_ratio(p99.get(('rankd', w)), p99.get(('redis', w)))} | "
-                f"{_ratio(rps.get(('rankd-everysec', w)), mine)} |"
-            )
+        out += ["", *http_tables(rows)]
     if memory:
-        out += [
-            "",
-            "| store | members | measure | delta MiB | bytes/member | load s |",
-            "| --- | ---: | --- | ---: | ---: | ---: |",
-        ]
-        out += [
-            f"| {m.store} | {m.members:,} | {m.measure} | {m.delta_bytes / 2**20:.1f} | "
-            f"{m.bytes_per_member:.0f} | {m.load_seconds:.2f} |"
-            for m in memory
-        ]
+        out += ["", *memory_table(memory)]
     return "\n".join(out)
 
 
@@ -260,7 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         raw = {
             "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-            "http": [{"stack": r.stack, "workload": r.workload, **asdict(r.result)} for r in rows],
+            "http": [
+                {"stack": r.stack, "workload": r.workload, "cpu_us": r.cpu_us, **asdict(r.result)}
+                for r in rows
+            ],
             "memory": [{**asdict(m), "bytes_per_member": m.bytes_per_member} for m in memory],
         }
         args.json.write_text(json.dumps(raw, indent=2))

@@ -74,7 +74,7 @@ def test_bench_http_quick_runs_every_stack_and_cleans_up(tmp_path: Path) -> None
     )
     assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
     assert _processes_with_env(f"TMPDIR={scratch}") == []
-    assert "| workload | stack | req/s | p50 ms | p99 ms | errors |" in proc.stdout
+    assert "| workload | stack | req/s | p50 ms | p99 ms | CPU µs/req | errors |" in proc.stdout
     assert "| workload | rankd/bare req/s | rankd/redis req/s |" in proc.stdout
 
     raw = json.loads(out.read_text())
@@ -87,6 +87,7 @@ def test_bench_http_quick_runs_every_stack_and_cleans_up(tmp_path: Path) -> None
         assert run["errors"] == 0, (key, run)
         assert run["requests"] > 0 and run["rps"] > 0, (key, run)
         assert 0 < run["p50_ms"] <= run["p99_ms"], (key, run)
+        assert run["cpu_us"] > 0, (key, run)  # the servers did the work, and we saw it
 
     memory = {(m["store"], m["measure"]): m for m in raw["memory"]}
     assert set(memory) == {
