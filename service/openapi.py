@@ -38,7 +38,10 @@ _SCORE: Schema = {
     "description": "A finite JSON number; integers stay exact. Magnitude below 2**63.",
 }
 _MEMBER: Schema = {"type": "string", "minLength": 1, "maxLength": 128}
-_METADATA: Schema = {"type": "object", "description": "Small JSON object (at most 1 KiB)."}
+_METADATA: Schema = {
+    "type": ["object", "null"],
+    "description": "Small JSON object (at most 1 KiB); null or absent keeps the current one.",
+}
 _EPOCH: Schema = {"type": "number", "description": "Unix epoch seconds."}
 
 SCHEMAS: dict[str, Schema] = {
@@ -189,7 +192,12 @@ def _limit(default: int) -> Schema:
     )
 
 
-_IF_MATCH = _param("If-Match", "header", {"type": "string"}, doc='Session version, 3 or "3".')
+_IF_MATCH = _param(
+    "If-Match",
+    "header",
+    {"type": "string", "pattern": '^(\\*|[0-9]{1,18}|"[0-9]{1,18}")$'},
+    doc='The session version: 3, "3" (its ETag) or * (any).',
+)
 
 
 def _op(
@@ -211,7 +219,7 @@ def _op(
     if body is not None:
         op["requestBody"] = {
             "required": body_required,
-            "content": {_JSON: {"schema": _ref(body) if body[0].isupper() else {}}},
+            "content": {_JSON: {"schema": _ref(body)}},
         }
     for code in sorted(set(errors)):
         op["responses"][code] = _problem(code)
@@ -222,219 +230,112 @@ _V1 = ("400", "404", "503")  # every gated /v1 route may answer these
 _W = (*_V1, "413")
 
 
+def _body(schema: Schema) -> dict[str, Schema]:
+    return {_JSON: {"schema": schema}}
+
+
+def _content(media: str, description: str, schema: Schema) -> Schema:
+    return {"description": description, "content": {media: {"schema": schema}}}
+
+
+_NO_CONTENT = {"204": {"description": "Done."}}
+_SESSION = {"200": _json("Session", "The session.", _ETAG)}
+_RADIUS = _param("radius", "query", {"type": "integer", "minimum": 0, "maximum": 100}, doc="5")
+_TOUCH = _param("touch", "query", {"type": "boolean"}, doc="false: read without refreshing")
+_EXCEPT = _param("except", "query", {"type": "string"}, doc="a session id to keep")
+_SCORE_Q = _param("score", "query", _SCORE, required=True)
+_BATCH = {"type": "array", "maxItems": 1000, "items": _ref("ScoreWrite")}
+_RESULTS = {"type": "array", "items": _ref("WriteResult")}
+
+
 def _paths() -> dict[str, Schema]:
-    batch_body: Schema = {
-        "required": True,
-        "content": {
-            _JSON: {"schema": {"type": "array", "maxItems": 1000, "items": _ref("ScoreWrite")}}
-        },
-    }
-    batch_ok = {
-        "description": "Write results, in request order.",
-        "content": {_JSON: {"schema": {"type": "array", "items": _ref("WriteResult")}}},
-    }
-    no_content = {"204": {"description": "Done."}}
-    sess = {"200": _json("Session", "The session.", _ETAG)}
-    paths: dict[str, Schema] = {
-        "/v1/boards": {
-            "get": _op(
-                "List boards by name",
-                {"200": _json("BoardList", "A page of boards.")},
-                "read",
-                [_OFFSET, _limit(100)],
-                errors=_V1,
-            ),
-        },
-        "/v1/boards/{board}": {
-            "parameters": [_BOARD],
-            "put": _op(
-                "Create or reconfigure a board",
-                {
-                    "200": _json("Board", "Reconfigured."),
-                    "201": _json("Board", "Created.", _LOCATION),
-                },
-                "write",
-                body="BoardOptions",
-                body_required=False,
-                errors=(*_W, "409"),
-            ),
-            "get": _op(
-                "Describe a board", {"200": _json("Board", "The board.")}, "read", errors=_V1
-            ),
-            "delete": _op("Drop a board", no_content, "write", errors=_V1),
-        },
-        "/v1/boards/{board}/scores": {
-            "parameters": [_BOARD],
-            "post": _op(
-                "Write a score",
-                {"200": _json("WriteResult", "The write result.")},
-                "write",
-                body="ScoreWrite",
-                errors=_W,
-            ),
-        },
-        "/v1/boards/{board}/scores:batch": {
-            "parameters": [_BOARD],
-            "post": {
-                **_op(
-                    "Write scores in order, all or nothing", {"200": batch_ok}, "write", errors=_W
-                ),
-                "requestBody": batch_body,
-            },
-        },
-        "/v1/boards/{board}/top": {
-            "parameters": [_BOARD],
-            "get": _op(
-                "A page of the ranking",
-                {"200": _json("Page", "Entries by rank.")},
-                "read",
-                [_OFFSET, _limit(10)],
-                errors=_V1,
-            ),
-        },
-        "/v1/boards/{board}/rank": {
-            "parameters": [_BOARD],
-            "get": _op(
-                "The rank a new score would get",
-                {"200": _json("RankAnswer", "The rank.")},
-                "read",
-                [_param("score", "query", _SCORE, required=True)],
-                errors=_V1,
-            ),
-        },
-        "/v1/boards/{board}/members/{member}": {
-            "parameters": [_BOARD, _MEMBER_P],
-            "get": _op(
-                "One member's entry", {"200": _json("Entry", "The entry.")}, "read", errors=_V1
-            ),
-            "delete": _op("Remove a member", no_content, "write", errors=_V1),
-        },
-        "/v1/boards/{board}/members/{member}/around": {
-            "parameters": [_BOARD, _MEMBER_P],
-            "get": _op(
-                "Entries around a member",
-                {"200": _json("Page", "Up to radius entries each side.")},
-                "read",
-                [
-                    _param(
-                        "radius",
-                        "query",
-                        {"type": "integer", "minimum": 0, "maximum": 100},
-                        doc="5 if absent",
-                    )
-                ],
-                errors=_V1,
-            ),
-        },
-        "/v1/sessions": {
-            "post": _op(
-                "Create a session",
-                {"201": _json("Session", "Created.", {**_ETAG, **_LOCATION})},
-                "sessions",
-                body="SessionCreate",
-                body_required=False,
-                errors=_W,
-            ),
-        },
-        "/v1/sessions/{id}": {
-            "parameters": [_SID],
-            "get": _op(
-                "Read a session (refreshes it unless touch=false)",
-                sess,
-                "sessions",
-                [_param("touch", "query", {"type": "boolean"})],
-                errors=_V1,
-            ),
-            "patch": _op(
-                "Merge into data (null deletes a key)",
-                sess,
-                "sessions",
-                [_IF_MATCH],
-                body="SessionData",
-                errors=(*_W, "409"),
-            ),
-            "put": _op(
-                "Replace data",
-                sess,
-                "sessions",
-                [_IF_MATCH],
-                body="SessionData",
-                errors=(*_W, "409"),
-            ),
-            "delete": _op("Delete a session", no_content, "sessions", errors=_V1),
-        },
-        "/v1/sessions/{id}/touch": {
-            "parameters": [_SID],
-            "post": _op("Refresh the idle deadline", sess, "sessions", errors=_V1),
-        },
-        "/v1/sessions/{id}/rotate": {
-            "parameters": [_SID],
-            "post": _op(
-                "Move to a new id",
-                {"200": _json("Session", "The session under its new id.", {**_ETAG, **_LOCATION})},
-                "sessions",
-                errors=_V1,
-            ),
-        },
-        "/v1/users/{user}/sessions": {
-            "parameters": [_USER],
-            "get": _op(
-                "A user's live sessions",
-                {"200": _json("UserSessions", "Oldest first.")},
-                "sessions",
-                errors=_V1,
-            ),
-            "delete": _op(
-                "Revoke a user's sessions",
-                {"200": _json("Revoked", "How many.")},
-                "sessions",
-                [_param("except", "query", {"type": "string"}, doc="session id to keep")],
-                errors=_V1,
-            ),
-        },
-        "/v1/admin/snapshot": {
-            "post": _op(
-                "Take a snapshot now",
-                {"200": _json("SnapshotReport", "What was written.")},
-                "admin",
-                errors=("503",),
-            ),
-        },
-        "/healthz": {
-            "get": _op("Liveness", {"200": _json("Status", "The process runs.")}, None, errors=())
-        },
-        "/readyz": {
-            "get": _op(
-                "Readiness", {"200": _json("Status", "Recovery done.")}, None, errors=("503",)
-            )
-        },
-        "/metrics": {
-            "get": _op(
-                "Prometheus metrics",
-                {
-                    "200": {
-                        "description": "Text exposition format.",
-                        "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
-                },
-                "admin",
-                errors=(),
-            )
-        },
-        "/openapi.json": {
-            "get": _op(
-                "This document",
-                {
-                    "200": {
-                        "description": "OpenAPI 3.1.",
-                        "content": {_JSON: {"schema": {"type": "object"}}},
-                    }
-                },
-                None,
-                errors=(),
-            )
-        },
-    }
+    b = "/v1/boards/{board}"
+    m = b + "/members/{member}"
+    s = "/v1/sessions/{id}"
+    u = "/v1/users/{user}/sessions"
+    conflict = (*_W, "409")
+    batch = _op("Write scores in order, all or nothing", {}, "write", errors=_W)
+    batch["requestBody"] = {"required": True, "content": _body(_BATCH)}
+    batch["responses"]["200"] = _content(_JSON, "Write results, in request order.", _RESULTS)
+    created = {**_ETAG, **_LOCATION}
+    # fmt: off
+    ops: list[tuple[str, str, list[Schema], Schema]] = [
+        ("/v1/boards", "get", [], _op(
+            "List boards by name", {"200": _json("BoardList", "A page.")}, "read",
+            [_OFFSET, _limit(100)], errors=_V1)),
+        (b, "put", [_BOARD], _op(
+            "Create or reconfigure a board",
+            {"200": _json("Board", "Reconfigured."), "201": _json("Board", "Created.", _LOCATION)},
+            "write", body="BoardOptions", body_required=False, errors=conflict)),
+        (b, "get", [_BOARD], _op(
+            "Describe a board", {"200": _json("Board", "The board.")}, "read", errors=_V1)),
+        (b, "delete", [_BOARD], _op("Drop a board", _NO_CONTENT, "write", errors=_V1)),
+        (b + "/scores", "post", [_BOARD], _op(
+            "Write a score", {"200": _json("WriteResult", "The write result.")}, "write",
+            body="ScoreWrite", errors=_W)),
+        (b + "/scores:batch", "post", [_BOARD], batch),
+        (b + "/top", "get", [_BOARD], _op(
+            "A page of the ranking", {"200": _json("Page", "Entries by rank.")}, "read",
+            [_OFFSET, _limit(10)], errors=_V1)),
+        (b + "/rank", "get", [_BOARD], _op(
+            "The rank a new score would get now", {"200": _json("RankAnswer", "The rank.")},
+            "read", [_SCORE_Q], errors=_V1)),
+        (m, "get", [_BOARD, _MEMBER_P], _op(
+            "One member's entry", {"200": _json("Entry", "The entry.")}, "read", errors=_V1)),
+        (m, "delete", [_BOARD, _MEMBER_P], _op(
+            "Remove a member", _NO_CONTENT, "write", errors=_V1)),
+        (m + "/around", "get", [_BOARD, _MEMBER_P], _op(
+            "Entries around a member", {"200": _json("Page", "Up to radius each side.")},
+            "read", [_RADIUS], errors=_V1)),
+        ("/v1/sessions", "post", [], _op(
+            "Create a session", {"201": _json("Session", "Created.", created)}, "sessions",
+            body="SessionCreate", body_required=False, errors=_W)),
+        (s, "get", [_SID], _op(
+            "Read a session (refreshes it unless touch=false)", _SESSION, "sessions",
+            [_TOUCH], errors=_V1)),
+        (s, "patch", [_SID], _op(
+            "Merge into data (null deletes a key)", _SESSION, "sessions", [_IF_MATCH],
+            body="SessionData", errors=conflict)),
+        (s, "put", [_SID], _op(
+            "Replace data", _SESSION, "sessions", [_IF_MATCH], body="SessionData",
+            errors=conflict)),
+        (s, "delete", [_SID], _op("Delete a session", _NO_CONTENT, "sessions", errors=_V1)),
+        (s + "/touch", "post", [_SID], _op(
+            "Refresh the idle deadline", _SESSION, "sessions", errors=_V1)),
+        (s + "/rotate", "post", [_SID], _op(
+            "Move to a new id; the old one dies",
+            {"200": _json("Session", "Under its new id.", created)}, "sessions", errors=_V1)),
+        (u, "get", [_USER], _op(
+            "A user's live sessions", {"200": _json("UserSessions", "Oldest first.")},
+            "sessions", errors=_V1)),
+        (u, "delete", [_USER], _op(
+            "Revoke a user's sessions", {"200": _json("Revoked", "How many.")}, "sessions",
+            [_EXCEPT], errors=_V1)),
+        ("/v1/admin/snapshot", "post", [], _op(
+            "Take a snapshot now", {"200": _json("SnapshotReport", "What was written.")},
+            "admin", errors=("503",))),
+        ("/healthz", "get", [], _op(
+            "Liveness", {"200": _json("Status", "The process runs.")}, None, errors=())),
+        ("/readyz", "get", [], _op(
+            "Readiness", {"200": _json("Status", "Recovery done.")}, None, errors=("503",))),
+        ("/metrics", "get", [], _op(
+            "Prometheus metrics",
+            {"200": _content("text/plain", "Text exposition format.", {"type": "string"})},
+            "admin", errors=())),
+        ("/openapi.json", "get", [], _op(
+            "This document", {"200": _content(_JSON, "OpenAPI 3.1.", {"type": "object"})},
+            None, errors=())),
+        ("/", "get", [], _op(
+            "Live leaderboard page; its data comes over the /v1/ws WebSocket",
+            {"200": _content("text/html", "HTML.", {"type": "string"})}, None, errors=())),
+    ]
+    # fmt: on
+    paths: dict[str, Schema] = {}
+    for path, method, params, op in ops:
+        item = paths.setdefault(path, {})
+        if params:
+            item["parameters"] = params
+        item[method] = op
     return paths
 
 
