@@ -1,10 +1,11 @@
 """A map whose entries die at an absolute wall-clock deadline.
 
-Two structures, one owner (this class)::
+Three structures, one owner (this class)::
 
-    entries   key -> _Entry(value, deadline, bucket)        exact deadline, checked on every read
-    buckets   bucket -> {keys}        bucket = deadline // resolution, at the time it was indexed
-    heap      [bucket, ...]           min-heap of every bucket id in `buckets`, no duplicates
+    entries   key -> _Entry(value, deadline, bucket)    exact deadline, checked on every read
+    buckets   at -> _Bucket {keys}    at = deadline // resolution when the key was indexed;
+                                      the entry points at its _Bucket object
+    heap      [at, ...]               min-heap of every key of `buckets`, no duplicates
 
     resolution = 1 s, now = 103.4
 
@@ -33,7 +34,7 @@ changes and the key stays in its older, earlier bucket. When the purge reaches t
 finds the key alive and moves it to the bucket of its current deadline -- at most one move per
 key per bucket span, instead of an index update per touch. Moving a deadline earlier re-buckets
 at once, since an entry must never sit in a bucket later than its deadline (the purge would
-miss it). Invariant: ``entry.bucket <= entry.deadline // resolution``.
+miss it). Invariant: ``entry.bucket.at <= entry.deadline // resolution``.
 
 Sleeping purge task (as mini-redis): ``next_deadline()`` is when the next purge has work;
 ``set`` returns True (and calls ``on_earlier``) exactly when it made that time earlier, so the
@@ -42,16 +43,30 @@ task is woken only by a nearer deadline.
 
 from collections.abc import Callable, Hashable, Iterator
 from heapq import heappop, heappush
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
+class _Bucket(dict[Any, None]):
+    """The keys indexed under one bucket (a dict as an insertion-ordered set), and its number.
+
+    Entries point at their bucket object rather than holding the number: no float per entry,
+    and a delete needs no lookup in ``buckets``.
+    """
+
+    __slots__ = ("at",)
+
+    def __init__(self, at: float) -> None:
+        super().__init__()
+        self.at = at
+
+
 class _Entry(Generic[V]):
     __slots__ = ("bucket", "deadline", "value")
 
-    def __init__(self, value: V, deadline: float, bucket: float) -> None:
+    def __init__(self, value: V, deadline: float, bucket: _Bucket) -> None:
         self.value = value
         self.deadline = deadline
         self.bucket = bucket
@@ -80,7 +95,7 @@ class TTLMap(Generic[K, V]):
         self.on_expire = on_expire
         self.on_earlier = on_earlier
         self._entries: dict[K, _Entry[V]] = {}
-        self._buckets: dict[float, dict[K, None]] = {}
+        self._buckets: dict[float, _Bucket] = {}
         self._heap: list[float] = []
 
     def __len__(self) -> int:
@@ -126,9 +141,9 @@ class TTLMap(Generic[K, V]):
         """
         e = self._entries.get(key)
         if e is None:
-            bucket = deadline // self.resolution
+            bucket, earlier = self._index(key, deadline // self.resolution)
             self._entries[key] = _Entry(value, deadline, bucket)
-            return self._index(key, bucket)
+            return earlier
         e.value = value
         return self._redeadline(key, e, deadline)
 
@@ -199,8 +214,7 @@ class TTLMap(Generic[K, V]):
                 else:
                     # Deadline moved later since indexing (lazy touch): index it where it is now.
                     entries[key] = e
-                    e.bucket = e.deadline // res
-                    self._index(key, e.bucket)
+                    e.bucket = self._index(key, e.deadline // res)[0]
             if not keys:
                 heappop(heap)
                 del buckets[bucket]
@@ -211,38 +225,42 @@ class TTLMap(Generic[K, V]):
 
     def _redeadline(self, key: K, e: _Entry[V], deadline: float) -> bool:
         e.deadline = deadline
-        bucket = deadline // self.resolution
-        if bucket >= e.bucket:
+        at = deadline // self.resolution
+        if at >= e.bucket.at:
             return False  # later (or same bucket): the purge will move it when it gets there
         # Earlier: the old bucket would be purged too late, so move now.
-        del self._buckets[e.bucket][key]
-        e.bucket = bucket
-        return self._index(key, bucket)
-
-    def _index(self, key: K, bucket: float) -> bool:
-        keys = self._buckets.get(bucket)
-        if keys is not None:
-            keys[key] = None
-            return False
-        earlier = not self._heap or bucket < self._heap[0]
-        self._buckets[bucket] = {key: None}
-        heappush(self._heap, bucket)
-        if earlier and self.on_earlier is not None:
-            self.on_earlier((bucket + 1) * self.resolution)
+        del e.bucket[key]
+        e.bucket, earlier = self._index(key, at)
         return earlier
+
+    def _index(self, key: K, at: float) -> tuple[_Bucket, bool]:
+        """Put ``key`` in bucket ``at``; True when that is a new first bucket."""
+        bucket = self._buckets.get(at)
+        if bucket is not None:
+            bucket[key] = None
+            return bucket, False
+        earlier = not self._heap or at < self._heap[0]
+        bucket = self._buckets[at] = _Bucket(at)
+        bucket[key] = None
+        heappush(self._heap, at)
+        if earlier and self.on_earlier is not None:
+            self.on_earlier((at + 1) * self.resolution)
+        return bucket, earlier
 
     def _unlink(self, key: K, e: _Entry[V]) -> None:
         del self._entries[key]
         # The bucket stays even if now empty: the heap has no delete, and the purge drops it
         # when its time comes. That keeps "bucket in heap <=> bucket in buckets" exact.
-        del self._buckets[e.bucket][key]
+        del e.bucket[key]
 
     def _check(self) -> None:
         """Assert deadline index <=> entries, and the heap's shape."""
         res, buckets, heap = self.resolution, self._buckets, self._heap
+        for at, bucket in buckets.items():
+            assert bucket.at == at
         for key, e in self._entries.items():
-            assert key in buckets[e.bucket], (key, e.bucket)
-            assert e.bucket <= e.deadline // res, (key, e.bucket, e.deadline)
+            assert buckets[e.bucket.at] is e.bucket and key in e.bucket, (key, e.bucket.at)
+            assert e.bucket.at <= e.deadline // res, (key, e.bucket.at, e.deadline)
         assert sum(len(keys) for keys in buckets.values()) == len(self._entries)
         assert len(heap) == len(buckets) and set(heap) == set(buckets)
         for i in range(1, len(heap)):
