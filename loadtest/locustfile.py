@@ -238,24 +238,36 @@ class RankWatcher(User):
         self.pending: dict[int, float] = {}  # score -> send time (rank frame timing)
         self.seen_t: dict[str, float] = {}  # member -> newest metadata.t seen in a top frame
         self.started = time.time()
+        self.stopping = False
+        self.ws: websocket.WebSocket | None = None
+        self.receiver: gevent.Greenlet | None = None
+        self._connect()
+
+    def _connect(self) -> bool:
+        """Open the socket and subscribe; a failure is reported, and retried by the task."""
         url = (self.host or "").replace("http://", "ws://").replace("https://", "wss://") + "/v1/ws"
         t0 = time.perf_counter()
         try:
-            self.ws = websocket.create_connection(url, timeout=10)
+            ws = websocket.create_connection(url, timeout=10)
+            for sub in (
+                {"op": "subscribe", "id": "me", "board": self.board, "member": self.me},
+                {"op": "subscribe", "id": "top", "board": self.board, "top": 10},
+            ):
+                ws.send(orjson.dumps(sub).decode())
         except Exception as exc:
             self._report("connect", t0, 0, exc)
-            raise
+            return False
         self._report("connect", t0, 0)
-        self._send({"op": "subscribe", "id": "me", "board": self.board, "member": self.me})
-        self._send({"op": "subscribe", "id": "top", "board": self.board, "top": 10})
-        self.receiver = gevent.spawn(self._receive_loop)
+        self.ws = ws
+        self.receiver = gevent.spawn(self._receive_loop, ws)
+        return True
 
     def on_stop(self) -> None:
-        self.receiver.kill(block=False)
-        self.ws.close()
-
-    def _send(self, frame: dict[str, Any]) -> None:
-        self.ws.send(orjson.dumps(frame).decode())
+        self.stopping = True
+        if self.receiver is not None:
+            self.receiver.kill(block=False)
+        if self.ws is not None:
+            self.ws.close()
 
     def _report(self, name: str, t0: float, length: int, exc: Exception | None = None) -> None:
         self.environment.events.request.fire(
@@ -269,6 +281,8 @@ class RankWatcher(User):
 
     @task
     def write_own_score(self) -> None:
+        if self.ws is None and not self._connect():
+            return  # like a real client: retry on the next tick
         self.score += 1 + self.rng.randrange(5)
         op_id = f"r{next(self.ops)}"
         now = time.perf_counter()
@@ -277,26 +291,43 @@ class RankWatcher(User):
             self.sent_at.clear()
         self.pending[self.score] = now
         self.sent_at[op_id] = now
-        self._send(
-            {
-                "op": "score",
-                "id": op_id,
-                "board": self.board,
-                "member": self.me,
-                "score": self.score,
-            }
-        )
+        frame = {"op": "score", "id": op_id, "board": self.board, "member": self.me}
+        ws = self.ws
+        assert ws is not None
+        try:
+            ws.send(orjson.dumps({**frame, "score": self.score}).decode())
+        except Exception as exc:
+            self._report("send", now, 0, exc)
+            self._drop(ws)
 
-    def _receive_loop(self) -> None:
+    def _drop(self, ws: websocket.WebSocket) -> None:
+        if self.ws is ws:
+            self.ws = None  # the next task reconnects
+        ws.close()
+
+    def _receive_loop(self, ws: websocket.WebSocket) -> None:
+        abnf = websocket.ABNF
         while True:
             try:
-                raw = self.ws.recv()
+                opcode, data = ws.recv_data(control_frame=True)
             except websocket.WebSocketConnectionClosedException:
-                return
+                opcode, data = abnf.OPCODE_CLOSE, b""
             except Exception as exc:
                 self._report("recv", time.perf_counter(), 0, exc)
+                self._drop(ws)
                 return
-            self._on_frame(orjson.loads(raw), len(raw))
+            if opcode == abnf.OPCODE_CLOSE:
+                if not self.stopping:
+                    # rankd closes slow consumers (1013/1008): a watcher that could not
+                    # keep up is a failure of the run, not a quiet end.
+                    code = int.from_bytes(data[:2], "big") if len(data) >= 2 else None
+                    reason = data[2:].decode(errors="replace")
+                    why = RuntimeError(f"server closed the WebSocket: {code} {reason}")
+                    self._report("closed by server", time.perf_counter(), 0, why)
+                self._drop(ws)
+                return
+            if opcode in (abnf.OPCODE_TEXT, abnf.OPCODE_BINARY):
+                self._on_frame(orjson.loads(data), len(data))
 
     def _on_frame(self, frame: dict[str, Any], length: int) -> None:
         kind = frame.get("type")
