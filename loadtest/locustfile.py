@@ -25,7 +25,9 @@ what real users do so the numbers answer "does rankd keep up with a game + a web
     - ``top frame delay``: GameClient writes carry ``metadata.t`` (the wall clock at
       send); when a ``top`` frame shows an entry whose ``t`` is new, now - t is the
       write-to-watcher fan-out delay (same host, so one clock).
-  Plus ``ws score ack`` (the op's round trip). Error frames count as failures.
+  Plus ``ws score ack`` (the op's round trip). Error frames count as failures, and so
+  does the server closing the socket (``closed by server``, with the close code: rankd
+  closes a watcher that cannot keep up); the watcher then reconnects on its next tick.
 
 locust has no WebSocket user; this one uses ``websocket-client`` (it comes with locust,
 via python-socketio's client extra), whose blocking socket calls gevent has patched by
