@@ -160,30 +160,38 @@ class SkipList(Generic[K]):
     def add(self, key: K) -> None:
         """Insert ``key``, after any equal keys. Runtime complexity: O(log n)."""
         path = self._path
-        levels = self._levels
         node = self._head
-        for lvl in levels:
-            nxt = node.nxt[lvl]
-            while nxt is not None and not key < nxt.min:
-                node = nxt
+        try:
+            for lvl in self._levels:
                 nxt = node.nxt[lvl]
-            path[lvl] = node
-        keys = node.keys
-        if keys:
-            insort(keys, key)
-        else:  # key sorts before every run: it opens the first one (or starts the list)
-            if nxt is None:
-                node = _Node([key], self._height())
-                self._link_first(node)
+                while nxt is not None and not key < nxt.min:
+                    node = nxt
+                    nxt = node.nxt[lvl]
+                path[lvl] = node
+                # Counted on the way down (the key will land under this link) rather than in
+                # a second loop over ``path``: one pass per level instead of two.
+                node.span[lvl] += 1
+            keys = node.keys
+            if keys:
+                insort(keys, key)
+        except BaseException:  # a comparison raised: nothing was inserted
+            self._respan()
+            raise
+        self._len += 1
+        if not keys:  # key sorts before every run: it opens the first one
+            if nxt is None:  # or starts the list
+                self._len -= 1
+                self._link_first(_Node([key], self._height()))
                 return
             node = nxt
             keys = node.keys
             keys.insert(0, key)
             node.min = key
-            path[: len(node.nxt)] = [node] * len(node.nxt)
-        self._len += 1
-        for lvl in levels:
-            path[lvl].span[lvl] += 1
+            head = self._head
+            for lvl in range(len(node.nxt)):  # the key sits under node's links, not head's
+                head.span[lvl] -= 1
+                node.span[lvl] += 1
+                path[lvl] = node
         if len(keys) > self._max:
             self._split(node)
 
@@ -215,32 +223,39 @@ class SkipList(Generic[K]):
 
     def _unlink_key(self, key: K) -> bool:
         path = self._path
-        levels = self._levels
         node = self._head
-        for lvl in levels:
-            nxt = node.nxt[lvl]
-            while nxt is not None and nxt.min < key:
-                node = nxt
+        try:
+            for lvl in self._levels:
                 nxt = node.nxt[lvl]
-            path[lvl] = node
-        keys = node.keys
-        idx = bisect_left(keys, key)
+                while nxt is not None and nxt.min < key:
+                    node = nxt
+                    nxt = node.nxt[lvl]
+                path[lvl] = node
+                node.span[lvl] -= 1  # optimistic, as in add; undone below if absent
+            keys = node.keys
+            idx = bisect_left(keys, key)
+            # Past the end of this run, the leftmost match can only open the next one.
+            found = keys[idx] == key if idx < len(keys) else nxt is not None and nxt.min == key
+        except BaseException:
+            self._respan()
+            raise
+        if not found:
+            for lvl in self._levels:
+                path[lvl].span[lvl] += 1
+            return False
         if idx < len(keys):
-            if keys[idx] != key:
-                return False
             del keys[idx]
-        else:  # the leftmost match can only be the first key of the next run
-            if nxt is None or nxt.min != key:
-                return False
-            node = nxt
+        else:
+            node = nxt  # type: ignore[assignment]  # found implies nxt is a node
             keys = node.keys
             del keys[0]
             if keys:
                 node.min = keys[0]
-            path[: len(node.nxt)] = [node] * len(node.nxt)
+            for lvl in range(len(node.nxt)):  # the key sat under node's links
+                path[lvl].span[lvl] += 1
+                node.span[lvl] -= 1
+                path[lvl] = node
         self._len -= 1
-        for lvl in levels:
-            path[lvl].span[lvl] -= 1
         if len(keys) < self._half:
             self._rebalance(node)
         return True
@@ -542,6 +557,21 @@ class SkipList(Generic[K]):
         if len(node.keys) > self._max:
             path[: len(node.nxt)] = [node] * len(node.nxt)
             self._split(node)
+
+    def _respan(self) -> None:
+        """Recount every span from the run sizes: the slow, rare way back to a consistent
+        tower after a user comparison raised halfway through a walk that had counted."""
+        head = self._head
+        for lvl in self._levels:
+            node, span = head, 0
+            walk = head.nxt[0]
+            while walk is not None:
+                if len(walk.nxt) > lvl:
+                    node.span[lvl] = span
+                    node, span = walk, 0
+                span += len(walk.keys)
+                walk = walk.nxt[0]
+            node.span[lvl] = span
 
     def _check(self) -> None:
         """Assert every invariant. Runtime complexity: O(n)."""

@@ -172,6 +172,53 @@ def test_incomparable_key_leaves_the_list_intact() -> None:
         s[::0]
 
 
+class Tripwire:
+    """Orders like ``value`` among ints, but its ``trip``-th comparison raises."""
+
+    def __init__(self, value: int, trip: int) -> None:
+        self.value, self.left = value, trip
+
+    def _cmp(self, other: int | Tripwire) -> int:
+        self.left -= 1
+        if not self.left:
+            raise TypeError("tripwire")
+        return self.value - (other.value if isinstance(other, Tripwire) else other)
+
+    def __lt__(self, other: int | Tripwire) -> bool:
+        return self._cmp(other) < 0
+
+    def __gt__(self, other: int | Tripwire) -> bool:
+        return self._cmp(other) > 0
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, int | Tripwire) and self._cmp(other) == 0
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize("method", ["add", "remove", "discard", "index", "__contains__"])
+def test_comparison_raising_mid_walk_leaves_the_list_intact(method: str) -> None:
+    # The walks count spans on the way down; a comparison that raises halfway must not
+    # leave those counts behind. Every trip point along the walk is tried.
+    values = list(range(0, 400, 2))
+    s = SkipList(values, load=1)
+    tripped = 0
+    for trip in range(1, 40):
+        wire = Tripwire(201, trip)
+        try:
+            getattr(s, method)(wire)
+        except TypeError:
+            tripped += 1
+        except ValueError:  # remove / index of the absent key, walked without tripping
+            pass
+        wire.left = -1  # disarmed: it now compares like 201
+        if method == "add" and wire in s:
+            s.remove(wire)
+        s._check()
+        assert list(s) == values
+    assert tripped >= 10, "the walks compared too few times to test anything"
+
+
 # -- positions -------------------------------------------------------------------------------
 
 
