@@ -14,10 +14,16 @@ the two. Expired sessions are invisible from the exact instant (every read compa
 ``expires_at <= now``) and a dead id never comes back: every mutation starts by looking the id
 up as a live session, and a rotated session gets a fresh id.
 
-Events (``observers``) carry resulting state, since they become journal records. They are queued
-while a method mutates and delivered when it has finished, so an observer that calls back into
-the store (the WebSocket hub closing a revoked session) always sees a consistent store, and
-events arrive in mutation order even then.
+Events (``observers``) carry resulting state, since they become journal records::
+
+    ("sput", session)                 create, patch/replace that changed data, rotate (new id)
+    ("stouch", sid, idle_deadline)    a use moved the idle deadline (get, touch, no-op write)
+    ("sdel", sid, reason)             reason: deleted | revoked | rotated (old id) | expired
+
+They are queued while a method mutates and delivered when it has finished, so an observer that
+calls back into the store (the WebSocket hub closing a revoked session) always sees a consistent
+store, and events arrive in mutation order even then. Observers must not raise: the mutation
+has already happened. ``expired`` comes from the purge or from the read that found it due.
 
 Returned ``Session`` objects are the store's own: read them, do not mutate them. ``data`` dicts
 are never changed in place (a write installs a new dict), so a ``data`` reference stays valid.
