@@ -22,28 +22,35 @@ to the start of the node it points at (to the end of the list for a link to None
 span is therefore the node's own size, and the spans along any level sum to ``len(s)``.
 For the drawing above (HEAD owns no keys, so its spans count the keys it skips)::
 
-    level 2   HEAD -5-> [F G H] -3-> None              5 + 3         = 8
-    level 1   HEAD -2-> [C D] -3-> [F G H] -3-> None   2 + 3 + 3     = 8
-    level 0   HEAD -0-> [A B] -2-> [C D] -2-> [E] -1-> [F G H] -3->  = 8
+    level 2   HEAD -5------------------------------> [F G H] -3-> None   5 + 3 = 8
+    level 1   HEAD -2--------------> [C D] -3--------> [F G H] -3-> None   2 + 3 + 3 = 8
+    level 0   HEAD -0-> [A B] -2-> [C D] -2-> [E] -1-> [F G H] -3-> None   0+2+2+1+3 = 8
 
 So the rank of a node's first key is the sum of the spans crossed to reach it, and the
 rank of any key is that sum plus its ``bisect`` position inside the node.
 
-Traced ``index("E")``: at level 2, HEAD's next is [F G H], ``F < E`` is false: go down.
-At level 1, next is [C D], ``C < E``: cross its span, rank = 2, now at [C D]; next is
-[F G H]: go down. At level 0 from [C D], next is [E]: ``E < E`` is false, stop.
-``bisect_left([C D], E) = 2``, so the index is 2 + 2 = 4, which is where E sits:
-the miss at level 0 lands on the end of the previous run, never needs a second probe.
-``s[i]`` walks the same way but steps forward while ``i >= span`` (subtracting it).
+Traced ``index("E")`` (walk while the next node's ``min < key``, summing spans crossed)::
+
+    level 2  at HEAD, next [F G H]: F < E? no              -> down     rank 0
+    level 1  at HEAD, next [C D]:   C < E? yes, cross 2    -> [C D]    rank 2
+             at [C D], next [F G H]: F < E? no             -> down
+    level 0  at [C D], next [E]:    E < E? no              -> stop
+    rank 2 + bisect_left([C D], E) = 2 + 2 = 4             (A B C D E: E is at 4)
+
+A key equal to the next run's ``min`` lands one past the end of the current run, which is
+the same position, so no second probe is needed. ``s[i]`` walks the same tower but steps
+forward while ``i >= span``, subtracting each span it crosses.
 
 Departures from Pugh / Redis
 ----------------------------
-* Unrolled: a node holds a run of keys, so at 1M keys there are ~700 nodes and the
-  Python-level walk is ~15-20 steps; the rest is C. Splits happen when a run grows past
-  ``2 * load`` (halves of ``load``); a run that shrinks below ``load // 2`` absorbs its
-  successor (or, the last run, is absorbed by its predecessor), then re-splits if too big.
-  An emptied node is never left linked.
-* Spans count keys, not nodes, and level-0 spans are kept too (one loop updates every level).
+* Unrolled: a node holds a run of keys, so at 1M keys there are 700-1000 nodes, 5 levels
+  and a Python-level walk of ~12 steps over hot nodes; the per-key rest is C. A run that
+  grows past ``2 * load`` splits in two (the new half gets a random height); one that
+  shrinks below ``load // 2`` absorbs its successor (the last run is absorbed by its
+  predecessor instead), then re-splits if too big. No empty node is ever left linked.
+* Spans count keys, not nodes, and level-0 spans are kept too, so one walk updates every
+  level: ``add``/``remove`` adjust spans on the way down instead of in a second loop over
+  the path, and recount them all (rare, O(n / load)) if a user comparison raises midway.
 * No backward pointers: ``reversed`` collects the (few) runs first. Heights use p = 1/4
   (fewer levels to update per write than 1/2, same expected comparisons); a bulk build gives
   a perfectly balanced tower (node j gets one extra level per factor of 4 dividing j).
@@ -150,6 +157,7 @@ class SkipList(Generic[K]):
         self._build([])
 
     def __len__(self) -> int:
+        """Runtime complexity: O(1)."""
         return self._len
 
     def __repr__(self) -> str:
@@ -292,13 +300,12 @@ class SkipList(Generic[K]):
                 node = node.nxt[lvl]  # type: ignore[assignment]  # spans end the walk first
                 span = node.span[lvl]
             path[lvl] = node
+            node.span[lvl] -= 1  # the position exists, so the key under this link will go
         keys = node.keys
         del keys[index]
         if not index and keys:
             node.min = keys[0]
         self._len -= 1
-        for lvl in self._levels:
-            path[lvl].span[lvl] -= 1
         if len(keys) < self._half:
             self._rebalance(node)
 
@@ -421,7 +428,15 @@ class SkipList(Generic[K]):
         return node, index
 
     def _slice(self, start: int, stop: int) -> list[K]:
-        node, idx = self._locate(start)
+        """Keys at positions ``0 <= start < stop <= len``, as a new list."""
+        node = self._head
+        idx = start
+        for lvl in self._levels:  # _locate, inlined: top-N and around-me pages live here
+            span = node.span[lvl]
+            while idx >= span:
+                idx -= span
+                node = node.nxt[lvl]  # type: ignore[assignment]  # spans end the walk first
+                span = node.span[lvl]
         end = idx + stop - start
         result = node.keys[idx:end]
         while len(result) < stop - start:
