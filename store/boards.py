@@ -32,6 +32,8 @@ from store.skiplist import SkipList
 from store.sortkey import SEQ_LIMIT, encode_num, key_member, key_score, key_seq
 from store.values import SCORE_LIMIT, Limits, Score, check_member, check_metadata, check_score
 
+TOP_CACHE = 100
+
 Key = bytes
 Event = tuple[Any, ...]
 Entry = dict[str, Any]
@@ -93,6 +95,7 @@ class Board:
         "_keys",
         "_limits",
         "_meta",
+        "_top",
         "config",
         "emit",
         "name",
@@ -110,6 +113,9 @@ class Board:
         self._keys: dict[str, Key] = {}
         self._meta: dict[str, dict[str, Any]] = {}
         self._index: SkipList[Key] = SkipList()
+        # Decoded entries of ranks 1..len(_top), or None. Most writes land far below the
+        # top, so the page every dashboard polls is decoded once per change, not per read.
+        self._top: list[Entry] | None = None
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -123,6 +129,7 @@ class Board:
         self.config = config
         self._desc = config.order == "desc"
         self._first = config.ties == "first"
+        self._top = None
 
     def __contains__(self, member: object) -> bool:
         return member in self._keys
@@ -202,6 +209,9 @@ class Board:
         if meta is not None:
             self._meta[member] = meta
         rank = index.bisect_left(key) + 1
+        top = self._top
+        if top is not None and min(rank, prev_rank or rank) <= len(top):
+            self._top = None
         self.emit(
             ("bset", self.name, member, new_score, seq, self._meta.get(member), rank, prev_rank)
         )
@@ -251,6 +261,8 @@ class Board:
         pos = self._index.index(key)
         del self._index[pos]
         self._meta.pop(member, None)
+        if self._top is not None and pos < len(self._top):
+            self._top = None
         self.seq += 1
         self.emit(("bdel", self.name, member, self.seq, pos + 1))
 
@@ -268,9 +280,30 @@ class Board:
         return None if key is None else self._index.index(key) + 1
 
     def top(self, offset: int = 0, limit: int = 10) -> list[Entry]:
-        """Entries ranked offset+1 .. offset+limit. Runtime complexity: O(log n + limit)."""
-        keys = self._index[offset : offset + limit]
-        return [self._entry(offset + i, key) for i, key in enumerate(keys, 1)]
+        """Entries ranked offset+1 .. offset+limit. Runtime complexity: O(log n + limit).
+
+        Pages within the first TOP_CACHE ranks come from a cache that only writes reaching
+        into it invalidate; the entry dicts are shared, so callers must treat them as read-only.
+        """
+        end = offset + limit
+        if end > TOP_CACHE:
+            return self._page(offset, limit)
+        top = self._top
+        if top is None or (len(top) < end and len(top) < len(self._keys)):
+            top = self._top = self._page(0, max(end, len(top) if top else 0))
+        return top[offset:end]
+
+    def _page(self, offset: int, limit: int) -> list[Entry]:
+        first, desc, meta = self._first, self._desc, self._meta
+        page: list[Entry] = []
+        for rank, key in enumerate(self._index[offset : offset + limit], offset + 1):
+            member = key_member(key, first)
+            entry = {"rank": rank, "member": member, "score": key_score(key, desc)}
+            m = meta.get(member)
+            if m is not None:
+                entry["metadata"] = m
+            page.append(entry)
+        return page
 
     def around(self, member: str, radius: int) -> list[Entry]:
         """Up to ``radius`` entries on each side of member, member included. O(log n + radius)."""
@@ -321,9 +354,11 @@ class Board:
             if seq > self.seq:
                 self.seq = seq
         self._index = SkipList(keys)
+        self._top = None
 
     def apply_set(self, member: str, score: Score, seq: int, meta: dict[str, Any] | None) -> None:
         """Journal replay of a "bset": idempotent, emits nothing."""
+        self._top = None
         old = self._keys.get(member)
         if old is not None:
             self._index.remove(old)
@@ -339,6 +374,7 @@ class Board:
 
     def apply_delete(self, member: str, seq: int) -> None:
         """Journal replay of a "bdel": idempotent, emits nothing."""
+        self._top = None
         if seq > self.seq:
             self.seq = seq
         key = self._keys.pop(member, None)
@@ -357,6 +393,8 @@ class Board:
             if self._first:
                 assert 0 < key_seq(key) <= self.seq, (key, self.seq)
         assert set(self._meta) <= set(self._keys)
+        if self._top is not None:
+            assert self._top == self._page(0, len(self._top)), "stale top cache"
         assert all(abs(self._score(k)) < SCORE_LIMIT for k in index)
 
 
