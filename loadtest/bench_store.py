@@ -97,12 +97,14 @@ def _build(size: int, keys: list[Key], opts: Options) -> Row:
 
 
 def _mutations(size: int, pair: tuple[Any, Any], opts: Options, rnd: random.Random) -> list[Row]:
-    """add, remove and update (remove + add of a nearby key); every round leaves the size at
-    ``size`` so later rounds and sections see the same structure size."""
+    """add, remove, update (remove + add of a nearby key) and update+index (the same, then
+    the new rank, as a leaderboard write does). Every round leaves the size at ``size``;
+    update+index moves the keys back, so rounds also start from the same content."""
     ops = min(opts.ops, size)
     add_t: list[list[float]] = [[], []]
     rem_t: list[list[float]] = [[], []]
     upd_t: list[list[float]] = [[], []]
+    rank_t: list[list[float]] = [[], []]
     for r in range(opts.repeat):
         batch = _keys(ops, rnd, first_seq=size + r * ops)
         gone = batch[:]
@@ -117,9 +119,17 @@ def _mutations(size: int, pair: tuple[Any, Any], opts: Options, rnd: random.Rand
         moved = [(score - rnd.randrange(1, 1000), seq, member) for score, seq, member in old]
         for which in order:
             upd_t[which].append(_timed(_mover(pair[which], old, moved), ops, opts.clock))
-        for which in order:  # untimed: put the keys back for the next round
-            _mover(pair[which], moved, old)()
-    return [_row("add", size, add_t), _row("remove", size, rem_t), _row("update", size, upd_t)]
+        # The whole leaderboard write: move the key, then read the member's new rank.
+        for which in order:
+            rank_t[which].append(
+                _timed(_mover(pair[which], moved, old, rank=True), ops, opts.clock)
+            )
+    return [
+        _row("add", size, add_t),
+        _row("remove", size, rem_t),
+        _row("update", size, upd_t),
+        _row("update+index", size, rank_t),
+    ]
 
 
 def _adder(s: Any, batch: list[Key]) -> Callable[[], None]:
@@ -140,14 +150,21 @@ def _remover(s: Any, batch: list[Key]) -> Callable[[], None]:
     return run
 
 
-def _mover(s: Any, old: list[Key], new: list[Key]) -> Callable[[], None]:
+def _mover(s: Any, old: list[Key], new: list[Key], rank: bool = False) -> Callable[[], None]:
     def run() -> None:
         remove, add = s.remove, s.add
         for before, after in zip(old, new, strict=True):
             remove(before)
             add(after)
 
-    return run
+    def run_and_rank() -> None:
+        remove, add, index = s.remove, s.add, s.index
+        for before, after in zip(old, new, strict=True):
+            remove(before)
+            add(after)
+            index(after)
+
+    return run_and_rank if rank else run
 
 
 def _queries(size: int, pair: tuple[Any, Any], opts: Options, rnd: random.Random) -> list[Row]:
