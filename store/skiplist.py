@@ -185,10 +185,8 @@ class SkipList(Generic[K]):
         except BaseException:  # a comparison raised: nothing was inserted
             self._respan()
             raise
-        self._len += 1
         if not keys:  # key sorts before every run: it opens the first one
             if nxt is None:  # or starts the list
-                self._len -= 1
                 self._link_first(_Node([key], self._height()))
                 return
             node = nxt
@@ -200,6 +198,7 @@ class SkipList(Generic[K]):
                 head.span[lvl] -= 1
                 node.span[lvl] += 1
                 path[lvl] = node
+        self._len += 1
         if len(keys) > self._max:
             self._split(node)
 
