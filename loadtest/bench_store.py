@@ -1,10 +1,11 @@
 """Side-by-side benchmarks of the store, one section per structure.
 
     .venv/bin/python loadtest/bench_store.py [--sizes 10000,100000,1000000] [--repeat 5]
-        [--ops 5000] [--clock cpu|wall] [--section skiplist]
+        [--ops 5000] [--clock cpu|wall] [--keys tuple|bytes] [--section skiplist]
 
 Section "skiplist": ``store.skiplist.SkipList`` against ``sortedcontainers.SortedList`` on
-leaderboard-shaped keys ``(-score, seq, member)``, both built from the same sorted keys and
+leaderboard-shaped keys ``(-score, seq, member)`` (``--keys bytes``: the same keys encoded as
+a board stores them, see store.sortkey), both built from the same sorted keys and
 alive in the same process. Each timed round runs ``--ops`` operations on one structure and
 then the same operations on the other (which goes first alternates), so a noisy neighbour
 hits both. The table shows, per op, the median over ``--repeat`` rounds of ns per operation
@@ -37,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 from sortedcontainers import SortedList
 
 from store.skiplist import SkipList
+from store.sortkey import decode_num, encode_num, make_key
 
 Key = tuple[int, int, str]
 
@@ -48,6 +50,7 @@ class Options:
     ops: int
     seed: int
     clock: Callable[[], int] = time.process_time_ns
+    shape: Callable[[list[Key]], list[Any]] = list  # tuple keys as generated, or _as_bytes
 
 
 @dataclass
@@ -68,11 +71,24 @@ def _keys(count: int, rnd: random.Random, first_seq: int = 0) -> list[Key]:
     ]
 
 
+def _as_bytes(keys: list[Key]) -> list[Any]:
+    """The same keys as a board stores them: one order-preserving ``bytes`` (store.sortkey)."""
+    return [make_key(encode_num(neg), seq, member, neg) for neg, seq, member in keys]
+
+
+def _nearby(key: Any, rnd: random.Random) -> Any:
+    """The key of the same member after a small score change (same seq, so still unique)."""
+    if isinstance(key, bytes):
+        return encode_num(decode_num(key, False) - rnd.randrange(1, 1000)) + key[10:]
+    neg, seq, member = key
+    return (neg - rnd.randrange(1, 1000), seq, member)
+
+
 def bench_skiplist(opts: Options) -> list[Row]:
     rows: list[Row] = []
     for size in opts.sizes:
         rnd = random.Random(opts.seed)
-        keys = sorted(_keys(size, rnd))
+        keys = sorted(opts.shape(_keys(size, rnd)))
         rows.append(_build(size, keys, opts))
         pair = (SortedList(keys), SkipList(keys))
         rows.extend(_mutations(size, pair, opts, rnd))
@@ -82,7 +98,7 @@ def bench_skiplist(opts: Options) -> list[Row]:
     return rows
 
 
-def _build(size: int, keys: list[Key], opts: Options) -> Row:
+def _build(size: int, keys: list[Any], opts: Options) -> Row:
     """Bulk build from sorted input, in ns per key (the table also prints keys/s)."""
     times: list[list[float]] = [[], []]
     for r in range(opts.repeat):
@@ -106,7 +122,7 @@ def _mutations(size: int, pair: tuple[Any, Any], opts: Options, rnd: random.Rand
     upd_t: list[list[float]] = [[], []]
     rank_t: list[list[float]] = [[], []]
     for r in range(opts.repeat):
-        batch = _keys(ops, rnd, first_seq=size + r * ops)
+        batch = opts.shape(_keys(ops, rnd, first_seq=size + r * ops))
         gone = batch[:]
         rnd.shuffle(gone)
         order = (0, 1) if r % 2 == 0 else (1, 0)
@@ -116,7 +132,7 @@ def _mutations(size: int, pair: tuple[Any, Any], opts: Options, rnd: random.Rand
             rem_t[which].append(_timed(_remover(pair[which], gone), ops, opts.clock))
         # A leaderboard write: the member's key moves to a nearby score.
         old = [pair[0][p] for p in rnd.sample(range(size), ops)]
-        moved = [(score - rnd.randrange(1, 1000), seq, member) for score, seq, member in old]
+        moved = [_nearby(key, rnd) for key in old]
         for which in order:
             upd_t[which].append(_timed(_mover(pair[which], old, moved), ops, opts.clock))
         # The whole leaderboard write: move the key, then read the member's new rank.
@@ -132,7 +148,7 @@ def _mutations(size: int, pair: tuple[Any, Any], opts: Options, rnd: random.Rand
     ]
 
 
-def _adder(s: Any, batch: list[Key]) -> Callable[[], None]:
+def _adder(s: Any, batch: list[Any]) -> Callable[[], None]:
     def run() -> None:
         add = s.add
         for key in batch:
@@ -141,7 +157,7 @@ def _adder(s: Any, batch: list[Key]) -> Callable[[], None]:
     return run
 
 
-def _remover(s: Any, batch: list[Key]) -> Callable[[], None]:
+def _remover(s: Any, batch: list[Any]) -> Callable[[], None]:
     def run() -> None:
         remove = s.remove
         for key in batch:
@@ -150,7 +166,7 @@ def _remover(s: Any, batch: list[Key]) -> Callable[[], None]:
     return run
 
 
-def _mover(s: Any, old: list[Key], new: list[Key], rank: bool = False) -> Callable[[], None]:
+def _mover(s: Any, old: list[Any], new: list[Any], rank: bool = False) -> Callable[[], None]:
     def run() -> None:
         remove, add = s.remove, s.add
         for before, after in zip(old, new, strict=True):
@@ -187,7 +203,7 @@ def _queries(size: int, pair: tuple[Any, Any], opts: Options, rnd: random.Random
     return [_row("index", size, idx_t), _row("s[i]", size, get_t), _row("s[i:i+10]", size, sli_t)]
 
 
-def _indexer(s: Any, probe: list[Key]) -> Callable[[], None]:
+def _indexer(s: Any, probe: list[Any]) -> Callable[[], None]:
     def run() -> None:
         index = s.index
         for key in probe:
@@ -283,6 +299,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--ops", type=int, default=5_000, help="operations per round")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
+    parser.add_argument(
+        "--keys",
+        choices=["tuple", "bytes"],
+        default="tuple",
+        help="(-score, seq, member) tuples, or the board's byte keys (store.sortkey)",
+    )
     parser.add_argument("--section", choices=sorted(SECTIONS), action="append")
     args = parser.parse_args(argv)
     opts = Options(
@@ -291,9 +313,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         ops=max(1, args.ops),
         seed=args.seed,
         clock=time.process_time_ns if args.clock == "cpu" else time.perf_counter_ns,
+        shape=_as_bytes if args.keys == "bytes" else list,
     )
     print(f"# {' '.join(sys.argv)}")
-    print(f"# {machine()}; clock: {args.clock}")
+    print(f"# {machine()}; clock: {args.clock}; keys: {args.keys}")
     for section in args.section or list(SECTIONS):
         rows = SECTIONS[section](opts)
         print_table(section, rows)
