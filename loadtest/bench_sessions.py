@@ -26,7 +26,7 @@ Recorded (2 shared vCPUs, load average 3-5 from other jobs; the reference loop r
 
 Where purge time goes at 10^6 (cpu, measured separately): the index loop itself is at the
 floor of a Python loop doing popitem + dict.pop + compare; about a third is freeing each
-session's objects (Session, id, 3 floats, data dict and contents) and a fifth the per-user
+session's objects (Session, id, 3 floats, data dict and contents) and ~15-20% the per-user
 index -- cache misses, not bytecode.
 """
 
