@@ -32,12 +32,15 @@ A subscription therefore sees at most one frame per tick, plus the full state on
 
 Delivery never awaits: ``Peer.offer`` drops the frame into the connection's conflating outbox
 (keyed by subscription, so an unsent older state is replaced) and wakes its sender task. A slow
-connection holds at most one pending frame per subscription and never delays anyone else.
+connection holds at most one pending frame per subscription and never delays anyone else. A
+client that stops reading entirely leaves its sender stuck in one send; a watchdog scans the
+connections once a second and closes those stuck for ``SEND_TIMEOUT``.
 
 Observers run on the event-loop thread, as every store call in the service does.
 """
 
 import asyncio
+import contextlib
 import logging
 import math
 from typing import Any, Protocol
@@ -57,9 +60,14 @@ MAX_TOP = 100
 POLICY = 1008
 GOING_AWAY = 1001
 
+SEND_TIMEOUT = 5.0  # seconds one frame may wait for a client to make room before it is closed
+WATCHDOG_INTERVAL = 1.0
+
 
 class Peer(Protocol):
     """The hub's view of one connection (service/ws.py ``Connection``)."""
+
+    send_started: float | None  # loop time of the send in progress, None when idle
 
     def offer(self, key: object, frame: str) -> None: ...
     def close_soon(self, code: int, reason: str) -> None: ...
@@ -158,13 +166,20 @@ class Hub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._last_flush = -INF
+        self._watchdog: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.runtime.keyspace.observers.append(self._on_board_event)
         self.runtime.sessions.observers.append(self._on_session_event)
+        self._watchdog = asyncio.create_task(self._watch_sends(), name="rankd-ws-watchdog")
 
     async def stop(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+            self._watchdog = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -198,6 +213,25 @@ class Hub:
                 bound.discard(peer)
                 if not bound:
                     del self._by_session[session]
+
+    async def _watch_sends(self) -> None:
+        """Close connections whose current send has waited SEND_TIMEOUT for the client to read.
+
+        One scan per second, O(connections), instead of a timer armed and cancelled around every
+        frame sent: the fan-out sends far more frames than there are connections.
+        """
+        assert self._loop is not None
+        clock = self._loop.time
+        while True:
+            await asyncio.sleep(WATCHDOG_INTERVAL)
+            stalled = clock() - SEND_TIMEOUT
+            for peer in list(self.peers):
+                started = peer.send_started
+                if started is not None and started < stalled:
+                    self.closed_slow += 1
+                    peer.close_soon(
+                        POLICY, f"client not reading: a frame waited {SEND_TIMEOUT:g} s"
+                    )
 
     # -- subscriptions -------------------------------------------------------------------------
 

@@ -31,9 +31,10 @@ outbox, an insertion-ordered dict: a state frame is keyed by its subscription, s
 replaces an unsent older one in place (conflation), and replies (acks, errors) take fresh keys
 and keep their order. Replies are bounded by ``ws_outbox_frames``: at the bound the reader stops
 reading, which pushes back on the client through TCP. State frames are bounded by the number
-of subscriptions. A send that cannot complete within ``SEND_TIMEOUT`` (the client stopped
-reading and every buffer is full) closes the connection with 1008; if even the close frame
-cannot be written, the TCP connection is aborted, so a stalled peer never pins memory or a slot.
+of subscriptions. A send still blocked after ``hub.SEND_TIMEOUT`` (the client stopped reading
+and every buffer is full) gets the connection closed with 1008 by the hub's watchdog; if even
+the close frame cannot be written within ``CLOSE_TIMEOUT``, the TCP connection is aborted, so a
+stalled peer never pins memory or a slot.
 """
 
 import asyncio
@@ -58,7 +59,6 @@ from store.values import check_board_name, check_member
 
 log = logging.getLogger("rankd.ws")
 
-SEND_TIMEOUT = 5.0  # seconds one frame may wait for the client to make room
 CLOSE_TIMEOUT = 1.0  # then the close frame gets this long before the TCP connection is aborted
 BINARY_LIMIT = 8  # binary frames answered with an error before the connection is closed
 MAX_ID_CHARS = 128
@@ -146,6 +146,7 @@ class Connection:
         self._busy = False
         self._gone = False  # the client disconnected: nothing more can be sent
         self._closing: tuple[int, str] | None = None
+        self.send_started: float | None = None  # loop time the frame being sent was handed over
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- the hub's side: never awaits ----------------------------------------------------------
@@ -201,6 +202,7 @@ class Connection:
 
     async def _send_loop(self) -> None:
         send = self.websocket.send
+        clock = asyncio.get_running_loop().time
         while True:
             if not self._outbox:
                 self._wake.clear()
@@ -210,18 +212,15 @@ class Connection:
             self._replies = 0
             self._room.set()
             for frame in batch.values():
+                # The hub's watchdog closes us if this stays set for SEND_TIMEOUT: one
+                # attribute store per frame instead of a timer per send.
+                self.send_started = clock()
                 try:
-                    async with asyncio.timeout(SEND_TIMEOUT):
-                        await send({"type": "websocket.send", "text": frame})
-                except TimeoutError:
-                    self.hub.closed_slow += 1
-                    self.close_soon(
-                        POLICY, f"client not reading: a frame waited {SEND_TIMEOUT:g} s"
-                    )
-                    return
+                    await send({"type": "websocket.send", "text": frame})
                 except WebSocketDisconnect:
                     self._gone = True
                     return
+                self.send_started = None
 
     async def _read_loop(self) -> None:
         receive = self.websocket.receive

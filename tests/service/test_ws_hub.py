@@ -28,6 +28,7 @@ class FakePeer:
     """Records what the hub offers; the real Connection conflates, this one keeps everything."""
 
     def __init__(self) -> None:
+        self.send_started: float | None = None
         self.frames: dict[object, list[dict[str, Any]]] = {}
         self.closed: tuple[int, str] | None = None
 
