@@ -455,8 +455,8 @@ def stress(seed: int, load: int, steps: int, keyspace: int, cap: int, check_ever
 @pytest.mark.parametrize("load", TINY_LOADS)
 @pytest.mark.parametrize("seed", range(3))
 def test_stress_tiny_loads(seed: int, load: int) -> None:
-    # 15 runs x 3000 steps, _check after every mutation.
-    stress(seed, load, steps=3000, keyspace=60 * load, cap=40 * load, check_every=1)
+    # 15 runs x 4000 steps, _check after every mutation.
+    stress(seed, load, steps=4000, keyspace=60 * load, cap=40 * load, check_every=1)
 
 
 @pytest.mark.parametrize("load", [16, 100])
