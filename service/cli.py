@@ -35,6 +35,7 @@ from service.settings import (
 
 EXIT_STARTUP_FAILED = 1
 EXIT_USAGE = 2
+WS_HARD_CAP_FACTOR = 4
 
 # 43-char session ids, and any long URL-safe token; "Bearer <anything>".
 _TOKEN = re.compile(r"[A-Za-z0-9_\-]{32,}")
@@ -154,7 +155,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         access_log=False,
         log_config=None,  # keep our handler (and its redaction) for uvicorn's loggers too
         server_header=False,
-        ws_max_size=settings.limits.ws_frame_bytes,
+        # The hard cap on a WebSocket frame sits above the soft limit the app enforces: a frame
+        # a little too big gets a 413 error frame and the connection lives on; only one 4x
+        # over the limit is cut off by the transport (close 1009) before it is buffered.
+        ws_max_size=WS_HARD_CAP_FACTOR * settings.limits.ws_frame_bytes,
         # Open WebSockets would otherwise hold a SIGTERM off forever.
         timeout_graceful_shutdown=10,
     )
