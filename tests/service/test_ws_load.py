@@ -98,8 +98,11 @@ def test_coalescing_at_most_one_frame_per_tick(server: Any, name: str) -> None:
             assert n > 100
             for kind in ("t", "me"):
                 frames = [(t, f) for t, f in received if f["id"] == kind]
-                # At most one per tick over the burst, plus the trailing one.
-                assert 3 <= len(frames) <= duration / 0.1 + 1, (kind, len(frames), duration)
+                # At most one per tick: flushes are >= one tick apart, the first comes after the
+                # first write, and each frame arrives after its flush.
+                window = frames[-1][0] - started
+                assert 3 <= len(frames) <= window / 0.1 + 1, (kind, len(frames), window)
+                assert window < duration + 0.5  # ... and the trailing frame came promptly
                 seqs = [f["seq"] for _, f in frames]
                 assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
             last_top = [f for _, f in received if f["id"] == "t"][-1]
@@ -207,8 +210,10 @@ def test_a_client_that_never_reads_is_dropped_and_nobody_waits_for_it(rankd_serv
         assert dropped_after is not None, "the non-reading client was never disconnected"
         assert dropped_after < 15, dropped_after
         assert len(gaps) > 20
-        assert max(gaps) < 1.0, sorted(gaps)[-5:]  # tick 0.1 s; generous for a loaded CI box
-        assert max(acks) < 1.0, sorted(acks)[-5:]
+        # Typically a frame every 0.1 s tick and acks in a few ms; bounds leave room for a
+        # loaded CI box, and are still far below the 5 s a blocked writer would show.
+        assert max(gaps) < 0.5, sorted(gaps)[-5:]
+        assert max(acks) < 0.5, sorted(acks)[-5:]
 
     run(main)
     logs = srv.logs()
