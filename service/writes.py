@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 
 from service.runtime import Runtime
 from store.boards import Entry
-from store.values import check_member, check_metadata, check_score
 
 T = TypeVar("T")
 
@@ -37,8 +36,6 @@ async def mutate(rt: Runtime, fn: Callable[..., T], *args: Any, **kwargs: Any) -
 async def score(rt: Runtime, board: str, member: object, value: object, metadata: object) -> Entry:
     """POST a score (board created with defaults if absent); returns the write result."""
     # Spelled out rather than via mutate(): this is the hottest path of the service.
-    if board not in rt.keyspace.boards:
-        _precheck(rt, [(member, value, metadata)])
     p = rt.persistence
     if p is None:
         return rt.keyspace.write(board, member, value, metadata)
@@ -53,23 +50,5 @@ async def score_batch(
     rt: Runtime, board: str, items: list[tuple[object, object, object]]
 ) -> list[Entry]:
     """Apply (member, score, metadata) writes in order, all or nothing (validated first)."""
-    return await mutate(rt, _write_many, rt, board, items)
-
-
-def _write_many(rt: Runtime, board: str, items: list[tuple[object, object, object]]) -> list[Entry]:
-    if board not in rt.keyspace.boards:
-        _precheck(rt, items)
-    return rt.keyspace.board_for_write(board).write_many(items)
-
-
-def _precheck(rt: Runtime, items: list[tuple[object, object, object]]) -> None:
-    """Validate writes aimed at a board that does not exist yet.
-
-    The keyspace creates the board before the board validates the write, so without this a
-    rejected write (400) would still leave a new, empty board behind.
-    """
-    limits = rt.keyspace.limits
-    for member, value, metadata in items:
-        check_member(member, limits)
-        check_score(value)
-        check_metadata(metadata, limits)
+    # The keyspace validates the whole batch before it creates an absent board.
+    return await mutate(rt, rt.keyspace.write_many, board, items)

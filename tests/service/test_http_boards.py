@@ -121,6 +121,8 @@ def test_unknown_board_is_created_by_a_score_but_read_as_404(
     # A rejected write must not leave a new empty board behind.
     problem(http.post(f"{b}/scores", json={"member": "", "score": 1}), 400)
     problem(http.post(f"{b}/scores:batch", json=[{"member": "a", "score": "1"}]), 400)
+    batch = [{"member": "a", "score": 1}, {"member": "b", "score": 2**63}]  # bad only at the end
+    problem(http.post(f"{b}/scores:batch", json=batch), 400)
     problem(http.get(b), 404)
     assert http.post(f"{b}/scores", json={"member": "x", "score": 1}).status_code == 200
     assert http.get(b).json()["update"] == "best"
