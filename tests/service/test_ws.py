@@ -293,11 +293,6 @@ def test_subscription_limit_per_connection(rankd_server: Any) -> None:
     run(main)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="service/cli.py passes ws_max_size=ws_frame_bytes to uvicorn, so the transport "
-    "closes with 1009 before the app can answer 413; needs a hard cap above the soft limit",
-)
 def test_a_frame_over_the_limit_gets_413(rankd_server: Any) -> None:
     srv = rankd_server(ws_frame_bytes=1024)
 
