@@ -86,6 +86,14 @@ _FIXED_DETAIL = {
 }
 
 
+def store_error(exc: store.StoreError) -> tuple[int, str, str]:
+    """(status, problem kind, detail) for a store error; shared by HTTP and WebSocket answers."""
+    for cls, status, kind in _STORE_ERRORS:
+        if isinstance(exc, cls):
+            return status, kind, _FIXED_DETAIL.get(kind, str(exc))
+    return 400, "invalid-argument", str(exc)  # a StoreError subclass not in the table
+
+
 def problem_response(
     status: int, kind: str, detail: str, headers: dict[str, str] | None = None
 ) -> Response:
@@ -105,9 +113,7 @@ def response_for(exc: Exception, where: str) -> Response:
     if isinstance(exc, Problem):
         return problem_response(exc.status, exc.kind, exc.detail, exc.headers)
     if isinstance(exc, store.StoreError):
-        for cls, status, kind in _STORE_ERRORS:
-            if isinstance(exc, cls):
-                return problem_response(status, kind, _FIXED_DETAIL.get(kind, str(exc)))
+        return problem_response(*store_error(exc))
     if isinstance(exc, ClientDisconnect):
         # Nobody will read this answer; 400 keeps it out of the 5xx (server fault) counters.
         return problem_response(400, "client-disconnected", "the client went away mid-request")

@@ -15,6 +15,9 @@ are read from the live objects at scrape time, so nothing is updated that nobody
     rankd_journal_fsync_seconds                               histogram (from persistence)
     rankd_journal_bytes, rankd_persistence_healthy            gauges
     rankd_snapshot_age_seconds, rankd_snapshot_duration_seconds
+    rankd_ws_connections, rankd_ws_subscriptions                      gauges
+    rankd_ws_frames_offered_total, rankd_ws_frames_conflated_total    counters (conflated: replaced
+    rankd_ws_closed_slow_total                                        unsent by a newer state)
 
 Routes are labelled by template (``/v1/sessions/{id}``), never by concrete path: paths carry
 session ids, and one series per member would blow up the registry.
@@ -22,7 +25,7 @@ session ids, and one series per member would blow up the registry.
 
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -112,6 +115,35 @@ class _Collector:
         yield from self._http()
         yield from self._store()
         yield from self._persistence()
+        yield from self._ws()
+
+    def _ws(self) -> Iterable[Metric]:
+        hub = self.metrics.runtime.hub
+        if hub is None:
+            return ()
+        return (
+            GaugeMetricFamily(
+                "rankd_ws_connections", "Open WebSocket connections.", value=len(hub.peers)
+            ),
+            GaugeMetricFamily(
+                "rankd_ws_subscriptions", "Live WebSocket subscriptions.", value=hub.subscriptions
+            ),
+            CounterMetricFamily(
+                "rankd_ws_frames_offered",
+                "State frames handed to connection outboxes.",
+                value=hub.frames_offered,
+            ),
+            CounterMetricFamily(
+                "rankd_ws_frames_conflated",
+                "State frames replaced, unsent, by a newer state for the same subscription.",
+                value=hub.frames_conflated,
+            ),
+            CounterMetricFamily(
+                "rankd_ws_closed_slow",
+                "Connections closed because the client stopped reading.",
+                value=hub.closed_slow,
+            ),
+        )
 
     def _http(self) -> Iterable[Metric]:
         requests = CounterMetricFamily(
@@ -183,15 +215,15 @@ class _Collector:
             GaugeMetricFamily(
                 "rankd_persistence_healthy",
                 "1 while writes can be made durable; 0 means writes answer 503.",
-                value=1 if getattr(p, "healthy", True) else 0,
+                value=1 if p.healthy else 0,
             ),
             GaugeMetricFamily(
                 "rankd_journal_bytes",
                 "Size of the journal since the last snapshot.",
-                value=getattr(p, "journal_bytes", 0) or 0,
+                value=p.journal_bytes,
             ),
         ]
-        last_at = getattr(p, "last_snapshot_at", None)
+        last_at = p.last_snapshot_at
         if last_at is not None:
             out.append(
                 GaugeMetricFamily(
@@ -200,7 +232,7 @@ class _Collector:
                     value=max(0.0, rt.clock.now() - last_at),
                 )
             )
-        last_seconds = getattr(p, "last_snapshot_seconds", None)
+        last_seconds = p.last_snapshot_seconds
         if last_seconds is not None:
             out.append(
                 GaugeMetricFamily(
@@ -209,25 +241,10 @@ class _Collector:
                     value=last_seconds,
                 )
             )
-        fsync = _fsync_histogram(getattr(p, "fsync_seconds", None))
-        if fsync is not None:
-            family = HistogramMetricFamily(
-                "rankd_journal_fsync_seconds", "Latency of journal fsync calls."
-            )
-            family.add_metric([], fsync.cumulative(), fsync.sum)
-            out.append(family)
+        fsync = p.fsync_seconds
+        family = HistogramMetricFamily(
+            "rankd_journal_fsync_seconds", "Latency of journal fsync calls."
+        )
+        family.add_metric([], fsync.cumulative(), fsync.sum)
+        out.append(family)
         return out
-
-
-def _fsync_histogram(source: Any) -> Histogram | None:
-    """Persistence exposes fsync latency as a Histogram, a callable returning one, or samples."""
-    if callable(source):
-        source = source()
-    if source is None:
-        return None
-    if isinstance(source, Histogram):
-        return source
-    h = Histogram(BOUNDS)
-    for value in list(source):
-        h.observe(float(value))
-    return h

@@ -5,13 +5,13 @@ session store), the persistence engine and the WebSocket hub once they exist, an
 the edge needs: whether recovery has finished (``ready``) and the ``epoch`` that tells a
 WebSocket client the process restarted. It holds no request logic.
 
-Persistence and the hub are written by other modules (service/persistence.py, service/hub.py);
-they are typed here by the protocols below, which are the parts of them the service calls.
+Persistence and the hub are set by the app's start-up (they need a running loop); they are
+imported for typing only, because both modules import this one.
 """
 
 import secrets
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from service.metrics import Metrics
 from service.settings import Settings
@@ -19,25 +19,9 @@ from store.clock import Clock, SystemClock
 from store.keyspace import Keyspace
 from store.sessions import SessionStore
 
-
-class PersistenceAPI(Protocol):
-    needs_commit: bool
-    healthy: bool
-    last_snapshot_at: float | None
-    last_snapshot_seconds: float | None
-    journal_bytes: int
-
-    def recover(self) -> dict[str, Any]: ...
-    async def start(self) -> None: ...
-    async def stop(self) -> None: ...
-    def check_writable(self) -> None: ...
-    async def commit(self) -> None: ...
-    async def snapshot(self) -> dict[str, Any]: ...
-
-
-class HubAPI(Protocol):
-    async def start(self) -> None: ...
-    async def stop(self) -> None: ...
+if TYPE_CHECKING:
+    from service.hub import Hub
+    from service.persistence import Persistence
 
 
 def _no_shutdown() -> None:
@@ -59,8 +43,8 @@ class Runtime:
             max_data_bytes=limits.session_data_bytes,
             max_sessions_per_user=limits.sessions_per_user,
         )
-        self.persistence: PersistenceAPI | None = None
-        self.hub: HubAPI | None = None
+        self.persistence: Persistence | None = None
+        self.hub: Hub | None = None
         # Changes on every start, so a WebSocket client can tell a restart from a quiet board.
         self.epoch = secrets.token_hex(8)
         self.ready = False

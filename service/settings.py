@@ -48,7 +48,9 @@ class ServiceLimits:
     member_bytes: int = 128  # UTF-8 bytes of a member id
     metadata_bytes: int = 1024  # entry metadata, as compact JSON
     ws_subscriptions: int = 50  # subscriptions per WebSocket connection
-    ws_outbox_frames: int = 256  # frames queued for one connection before it is closed
+    # Replies (acks, errors) queued for one connection; at this bound the server stops reading
+    # that client's requests. A client that stops reading is closed by the 5 s send watchdog.
+    ws_outbox_frames: int = 256
     ws_connections: int = 10_000  # concurrent WebSocket connections
     ws_frame_bytes: int = 64 * 1024  # one client frame
     ws_tick: float = 0.1  # seconds between coalesced pushes per subscription

@@ -51,7 +51,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from service import writes
 from service.auth import ADMIN, READ, WRITE
-from service.errors import _FIXED_DETAIL, _STORE_ERRORS
+from service.errors import store_error
 from service.hub import MAX_TOP, Hub, Subscription
 from service.runtime import Runtime
 from store.errors import StoreError
@@ -282,10 +282,8 @@ class Connection:
         except _Bad as bad:
             self._error(rid, bad.status, bad.detail)
         except StoreError as exc:
-            for cls, status, kind in _STORE_ERRORS:
-                if isinstance(exc, cls):
-                    self._error(rid, status, _FIXED_DETAIL.get(kind, str(exc)))
-                    break
+            status, _, detail = store_error(exc)
+            self._error(rid, status, detail)
         except Exception:
             log.exception("WebSocket request failed")
             self._error(rid, 500, "internal error; the server log has the details")

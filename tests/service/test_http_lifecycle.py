@@ -7,6 +7,7 @@ must control time or the moment recovery finishes, which no outside client can.
 """
 
 import asyncio
+import json
 import signal
 import subprocess
 import threading
@@ -19,6 +20,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
+from websockets.sync.client import connect
 
 from service import app as app_module
 from service.app import create_app
@@ -200,7 +202,10 @@ def test_metrics_describe_requests_store_and_persistence(rankd_server) -> None:
         c.get(f"/v1/sessions/{sid}")
         report = c.post("/v1/admin/snapshot").json()
         assert report["entries"] == 5 and report["sessions"] == 1
-        r = c.get("/metrics")
+        with connect(srv.url.replace("http", "ws", 1) + "/v1/ws") as ws:
+            ws.send(json.dumps({"op": "subscribe", "id": "s", "board": "mx", "top": 3}))
+            assert json.loads(ws.recv(timeout=10))["type"] == "top"
+            r = c.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     assert sid not in r.text  # route templates, never concrete paths
     families = {f.name: f for f in text_string_to_metric_families(r.text)}
@@ -225,4 +230,8 @@ def test_metrics_describe_requests_store_and_persistence(rankd_server) -> None:
     assert value("rankd_journal_fsync_seconds_count") >= 5  # fsync=always: one per commit batch
     assert 0 <= value("rankd_snapshot_age_seconds") < 60
     assert value("rankd_snapshot_duration_seconds") > 0
+    assert value("rankd_ws_connections") == 1
+    assert value("rankd_ws_subscriptions") == 1
+    assert value("rankd_ws_frames_offered_total") >= 1
+    assert value("rankd_ws_closed_slow_total") == 0
     assert "process_cpu_seconds_total" in families or "process_cpu_seconds" in families
