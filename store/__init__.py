@@ -4,6 +4,7 @@ Pure and synchronous: no web imports, no event loop, time handed in. The only co
 data. The service layer translates HTTP and WebSocket requests into calls on these objects.
 """
 
+from store.boards import Board, BoardConfig
 from store.clock import Clock, ManualClock, SystemClock
 from store.errors import (
     BoardNotFound,
@@ -17,21 +18,32 @@ from store.errors import (
     Unavailable,
     VersionConflict,
 )
+from store.keyspace import Keyspace
+from store.sessions import Session, SessionStore
+from store.skiplist import SkipList
+from store.ttl import TTLMap
 from store.values import Limits
 
 __all__ = [
+    "Board",
+    "BoardConfig",
     "BoardNotFound",
     "Clock",
     "Conflict",
     "InvalidArgument",
+    "Keyspace",
     "LimitExceeded",
     "Limits",
     "ManualClock",
     "MemberNotFound",
     "NotFound",
+    "Session",
     "SessionNotFound",
+    "SessionStore",
+    "SkipList",
     "StoreError",
     "SystemClock",
+    "TTLMap",
     "Unavailable",
     "VersionConflict",
 ]

@@ -23,7 +23,7 @@ top-N view moved:
     ("bdel", board, member, seq, previous_rank)
 """
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, ItemsView, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -190,25 +190,24 @@ class Board:
                 new_score = score
             else:
                 new_score = _checked_sum(old_score, score)
-            prev_rank = index.index(old) + 1
-            previous = {"score": old_score, "rank": prev_rank}
             if new_score == old_score:
+                rank = index.index(old) + 1
                 return {
                     "member": member,
                     "score": old_score,
-                    "rank": prev_rank,
-                    "previous": previous,
+                    "rank": rank,
+                    "previous": {"score": old_score, "rank": rank},
                     "changed": False,
                 }
-            del index[prev_rank - 1]
+            prev_rank = index.index_remove(old) + 1  # one search, not index() + del
+            previous = {"score": old_score, "rank": prev_rank}
         self.seq = seq = self.seq + 1
         assert seq < SEQ_LIMIT, "board write counter exhausted"
         key = self._key(new_score, seq, member)
-        index.add(key)
+        rank = index.add(key) + 1
         self._keys[member] = key
         if meta is not None:
             self._meta[member] = meta
-        rank = index.bisect_left(key) + 1
         top = self._top
         if top is not None and min(rank, prev_rank or rank) <= len(top):
             self._top = None
@@ -258,8 +257,7 @@ class Board:
         key = self._keys.pop(member, None)
         if key is None:
             raise MemberNotFound(f"member {member!r} is not on board {self.name!r}")
-        pos = self._index.index(key)
-        del self._index[pos]
+        pos = self._index.index_remove(key)
         self._meta.pop(member, None)
         if self._top is not None and pos < len(self._top):
             self._top = None
@@ -294,16 +292,8 @@ class Board:
         return top[offset:end]
 
     def _page(self, offset: int, limit: int) -> list[Entry]:
-        first, desc, meta = self._first, self._desc, self._meta
-        page: list[Entry] = []
-        for rank, key in enumerate(self._index[offset : offset + limit], offset + 1):
-            member = key_member(key, first)
-            entry = {"rank": rank, "member": member, "score": key_score(key, desc)}
-            m = meta.get(member)
-            if m is not None:
-                entry["metadata"] = m
-            page.append(entry)
-        return page
+        entry = self._entry
+        return [entry(r, k) for r, k in enumerate(self._index[offset : offset + limit], offset + 1)]
 
     def around(self, member: str, radius: int) -> list[Entry]:
         """Up to ``radius`` entries on each side of member, member included. O(log n + radius)."""
@@ -354,6 +344,39 @@ class Board:
             if seq > self.seq:
                 self.seq = seq
         self._index = SkipList(keys)
+        self._top = None
+
+    def dump_keys(self) -> Iterator[Key]:
+        """The raw sort keys (store/sortkey.py layout) in rank order, for a snapshot.
+
+        Runtime complexity: O(1) to start, O(n) to exhaust. Not safe across mutations.
+        """
+        return iter(self._index)
+
+    def dump_metadata(self) -> ItemsView[str, dict[str, Any]]:
+        """(member, metadata) of every entry that has metadata, any order. A live view."""
+        return self._meta.items()
+
+    def load_keys(self, keys: list[Key], metadata: dict[str, dict[str, Any]], seq: int) -> None:
+        """Replace the content with raw sort keys (as ``dump_keys`` yields them, encoded for
+        this board's order and ties), the entries' metadata and the board's write counter.
+
+        Takes ownership of ``metadata``. Nothing is re-encoded: the member is a slice of its
+        key, and the SkipList is built from ``keys`` in O(n) when they come in rank order (any
+        order still builds a correct board, by an O(n log n) sort). Keys are trusted to be
+        canonical (``_check`` asserts it); ValueError if a member is not UTF-8 or appears
+        twice, or ``metadata`` names a member that has no key. Runtime complexity: O(n).
+        """
+        start = 16 if self._first else 10
+        members = dict(zip([key[start:-1].decode() for key in keys], keys, strict=True))
+        if len(members) != len(keys):
+            raise ValueError(f"board {self.name!r}: a member appears twice")
+        if not metadata.keys() <= members.keys():
+            raise ValueError(f"board {self.name!r}: metadata for a member not on the board")
+        self._keys = members
+        self._meta = metadata
+        self._index = SkipList(keys)
+        self.seq = seq
         self._top = None
 
     def apply_set(self, member: str, score: Score, seq: int, meta: dict[str, Any] | None) -> None:

@@ -64,7 +64,7 @@ undefined (as for ``SortedList``).
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right, insort
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
 from itertools import chain
 from random import Random
@@ -165,14 +165,19 @@ class SkipList(Generic[K]):
 
     # -- mutation ------------------------------------------------------------------------
 
-    def add(self, key: K) -> None:
-        """Insert ``key``, after any equal keys. Runtime complexity: O(log n)."""
+    def add(self, key: K) -> int:
+        """Insert ``key``, after any equal keys; return the position it landed at (SortedList
+        returns None: the position is free here, summed from the spans crossed on the way
+        down, and saves a leaderboard the second search for its new rank).
+        Runtime complexity: O(log n)."""
         path = self._path
         node = self._head
+        rank = 0
         try:
             for lvl in self._levels:
                 nxt = node.nxt[lvl]
                 while nxt is not None and not key < nxt.min:
+                    rank += node.span[lvl]
                     node = nxt
                     nxt = node.nxt[lvl]
                 path[lvl] = node
@@ -181,14 +186,16 @@ class SkipList(Generic[K]):
                 node.span[lvl] += 1
             keys = node.keys
             if keys:
-                insort(keys, key)
+                idx = bisect_right(keys, key)
+                keys.insert(idx, key)
+                rank += idx
         except BaseException:  # a comparison raised: nothing was inserted
             self._respan()
             raise
         if not keys:  # key sorts before every run: it opens the first one
             if nxt is None:  # or starts the list
                 self._link_first(_Node([key], self._height()))
-                return
+                return 0
             node = nxt
             keys = node.keys
             keys.insert(0, key)
@@ -201,6 +208,7 @@ class SkipList(Generic[K]):
         self._len += 1
         if len(keys) > self._max:
             self._split(node)
+        return rank
 
     def update(self, iterable: Iterable[K]) -> None:
         """Add every key of ``iterable``. Runtime complexity: O(k log n), or O(n + k log k)
@@ -221,20 +229,32 @@ class SkipList(Generic[K]):
     def remove(self, key: K) -> None:
         """Remove the leftmost key equal to ``key``; ValueError if absent.
         Runtime complexity: O(log n)."""
-        if not self._unlink_key(key):
+        if self._unlink_key(key) < 0:
             raise ValueError(f"{key!r} not in list")
 
     def discard(self, key: K) -> None:
         """Remove the leftmost key equal to ``key`` if present. Runtime complexity: O(log n)."""
         self._unlink_key(key)
 
-    def _unlink_key(self, key: K) -> bool:
+    def index_remove(self, key: K) -> int:
+        """Remove the leftmost key equal to ``key`` and return the position it had; ValueError
+        if absent. One search where ``index`` + ``del`` take two (not in SortedList).
+        Runtime complexity: O(log n)."""
+        pos = self._unlink_key(key)
+        if pos < 0:
+            raise ValueError(f"{key!r} not in list")
+        return pos
+
+    def _unlink_key(self, key: K) -> int:
+        """Unlink the leftmost key equal to ``key``: its former position, or -1 if absent."""
         path = self._path
         node = self._head
+        rank = 0
         try:
             for lvl in self._levels:
                 nxt = node.nxt[lvl]
                 while nxt is not None and nxt.min < key:
+                    rank += node.span[lvl]
                     node = nxt
                     nxt = node.nxt[lvl]
                 path[lvl] = node
@@ -249,7 +269,8 @@ class SkipList(Generic[K]):
         if not found:
             for lvl in self._levels:
                 path[lvl].span[lvl] += 1
-            return False
+            return -1
+        rank += idx  # past the end of this run, idx == len(keys): where the next run starts
         if idx < len(keys):
             del keys[idx]
         else:
@@ -265,7 +286,7 @@ class SkipList(Generic[K]):
         self._len -= 1
         if len(keys) < self._half:
             self._rebalance(node)
-        return True
+        return rank
 
     def __delitem__(self, index: int | slice) -> None:
         """Delete by position (0-based, negatives from the end) or by slice.

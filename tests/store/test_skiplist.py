@@ -405,10 +405,18 @@ def stress(seed: int, load: int, steps: int, keyspace: int, cap: int, check_ever
         key = rnd.randrange(keyspace)
         op = rnd.randrange(16) if n < cap else 8  # over the cap: delete by position
         if op < 4:
-            s.add(key)
             o.add(key)
-        elif op < 6:
+            assert s.add(key) == o.bisect_right(key) - 1  # add returns where the key landed
+        elif op < 5:
             call(s, o, "remove", key)
+        elif op < 6:
+            expected = o.index(key) if key in o else None
+            if expected is None:
+                with pytest.raises(ValueError, match="not in list"):
+                    s.index_remove(key)
+            else:
+                o.remove(key)
+                assert s.index_remove(key) == expected
         elif op == 6:
             s.discard(key)
             o.discard(key)
@@ -474,11 +482,11 @@ def test_stress_default_load_many_nodes() -> None:
         r = rnd.random()
         if r < 0.6:
             old = o[rnd.randrange(len(o))]
-            s.remove(old)
+            assert s.index_remove(old) == o.index(old)
             o.remove(old)
             new = (old[0] - rnd.randrange(1000), old[1], old[2])
-            s.add(new)
             o.add(new)
+            assert s.add(new) == o.index(new)
         elif r < 0.61:
             # Drain a region so nodes underflow and merge, then refill it so they split.
             start = rnd.randrange(len(o))
