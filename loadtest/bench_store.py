@@ -13,9 +13,17 @@ for each, and the median of the per-round ratios (SkipList / SortedList: below 1
 SkipList is faster). ``--clock cpu`` (default) times this process's CPU time, so time slices
 lost to other processes on a shared machine are not charged; ``--clock wall`` is elapsed time.
 
+Section "board": a ``store.boards.Board`` at the largest size: bytes per member in total
+(process RSS delta in a fresh interpreter, 8-12 character member ids, integer scores, no
+metadata) against the textbook Python board (dict member -> (-score, seq, member) tuple plus a
+SortedList of the tuples), and the cost of a changed write, an unchanged write, ``entry``
+(rank lookup) and ``around`` on random members.
+
+Section "sessions": ``loadtest/bench_sessions.py`` at the largest size (create, get+touch,
+patch, delete, purge throughput).
+
 Adding a section: write ``def bench_<name>(opts: Options) -> list[Row]`` and register it in
-``SECTIONS`` (see the hook there). Planned: "board" (bytes per leaderboard member at 1M keys,
-from the process RSS delta) and "sessions".
+``SECTIONS``.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import os
 import platform
 import random
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -251,26 +260,132 @@ def _row(op: str, size: int, times: list[list[float]], unit: str = "ns/op") -> R
     )
 
 
-# One function per section. Hook for the lead: register "board" (bytes per leaderboard
-# member at 1M keys, measured as the process RSS delta) and "sessions" here, each a
-# ``Callable[[Options], list[Row]]``; ``main`` and ``print_table`` need no change.
+def _members(count: int, rnd: random.Random) -> list[str]:
+    """Distinct 8-12 character ids, as game clients send them."""
+    return [f"p{i:0{rnd.randint(7, 11)}d}" for i in range(count)]
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def measure_board(count: int, kind: str, seed: int) -> float:
+    """Bytes per member of a ``kind`` board filled with ``count`` members (run in a fresh
+    process: RSS never shrinks back, so earlier work would hide the growth)."""
+    from store.keyspace import Keyspace
+
+    rnd = random.Random(seed)
+    gc.collect()
+    before = _rss()
+    if kind == "rankd":
+        board = Keyspace().board_for_write("b")
+        for member in _members(count, rnd):
+            board.write(member, rnd.randint(0, 10**9))
+    else:
+        keys: dict[str, tuple[int, int, str]] = {}
+        index: SortedList = SortedList()
+        for seq, member in enumerate(_members(count, rnd)):
+            key = (-rnd.randint(0, 10**9), seq, member)
+            keys[member] = key
+            index.add(key)
+    gc.collect()
+    return (_rss() - before) / count
+
+
+def _board_bytes(count: int, kind: str, seed: int) -> float:
+    root = Path(__file__).resolve().parent.parent
+    code = (
+        "from loadtest.bench_store import measure_board; "
+        f"print(measure_board({count}, {kind!r}, {seed}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    )
+    return float(done.stdout.strip())
+
+
+def bench_board(opts: Options) -> list[Row]:
+    from store.keyspace import Keyspace
+
+    size = max(opts.sizes)
+    ours = _board_bytes(size, "rankd", opts.seed)
+    base = _board_bytes(size, "tuples", opts.seed)
+    rows = [Row("bytes per member", size, base, ours, ours / base, "B")]
+    rnd = random.Random(opts.seed)
+    members = _members(size, rnd)
+    board = Keyspace().board_for_write("b")
+    for member in members:
+        board.write(member, rnd.randint(0, 10**9))
+    times: dict[str, list[float]] = {
+        "write (changed)": [],
+        "write (unchanged)": [],
+        "entry": [],
+        "around r=5": [],
+    }
+    for _ in range(opts.repeat):
+        pick = [rnd.choice(members) for _ in range(opts.ops)]
+        better = [board.entry(m)["score"] + rnd.randint(1, 1000) for m in pick]
+        worse = [s - 2000 for s in better]
+
+        def changed(pick: list[str] = pick, better: list[int] = better) -> None:
+            for m, s in zip(pick, better, strict=True):
+                board.write(m, s)
+
+        def unchanged(pick: list[str] = pick, worse: list[int] = worse) -> None:
+            for m, s in zip(pick, worse, strict=True):
+                board.write(m, s)
+
+        def entry(pick: list[str] = pick) -> None:
+            for m in pick:
+                board.entry(m)
+
+        def around(pick: list[str] = pick) -> None:
+            for m in pick:
+                board.around(m, 5)
+
+        for name, fn in (
+            ("write (changed)", changed),
+            ("write (unchanged)", unchanged),
+            ("entry", entry),
+            ("around r=5", around),
+        ):
+            times[name].append(_timed(fn, opts.ops, opts.clock))
+    for name, samples in times.items():
+        t = statistics.median(samples)
+        rows.append(Row(name, size, float("nan"), t, float("nan")))
+    return rows
+
+
+def bench_sessions_section(opts: Options) -> list[Row]:
+    from loadtest.bench_sessions import bench_sessions
+
+    print()
+    bench_sessions(max(opts.sizes), opts.repeat)
+    return []
+
+
 SECTIONS: dict[str, Callable[[Options], list[Row]]] = {
     "skiplist": bench_skiplist,
+    "board": bench_board,
+    "sessions": bench_sessions_section,
 }
 
 
 def print_table(section: str, rows: list[Row]) -> None:
-    base_name, ours_name = {"skiplist": ("SortedList", "SkipList")}.get(
-        section, ("baseline", "rankd")
-    )
+    if not rows:
+        return
+    base_name, ours_name = {
+        "skiplist": ("SortedList", "SkipList"),
+        "board": ("dict+SortedList of tuples", "Board"),
+    }.get(section, ("baseline", "rankd"))
     print(f"\n## {section}\n")
     print(f"| op | size | {base_name} | {ours_name} | unit | ratio |")
     print("| --- | ---: | ---: | ---: | --- | ---: |")
     for row in rows:
-        print(
-            f"| {row.op} | {row.size:,} | {row.base:,.0f} | {row.ours:,.0f} | {row.unit} "
-            f"| {row.ratio:.2f} |"
-        )
+        base = "—" if row.base != row.base else f"{row.base:,.0f}"  # NaN: no baseline
+        ratio = "—" if row.ratio != row.ratio else f"{row.ratio:.2f}"
+        print(f"| {row.op} | {row.size:,} | {base} | {row.ours:,.0f} | {row.unit} | {ratio} |")
     for row in rows:
         if row.unit == "ns/key":
             print(
