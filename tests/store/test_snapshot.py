@@ -14,6 +14,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from store import datadir, snapshot
@@ -191,7 +192,7 @@ def test_empty_state_and_empty_boards(tmp_path: Path) -> None:
 def test_multi_frame_boards(tmp_path: Path) -> None:
     clock = ManualClock(T0)
     ks, ss = fresh(clock)
-    n = snapshot.ENTRIES_PER_FRAME * 2 + 7
+    n = snapshot.KEYS_PER_FRAME * 2 + 7
     board = ks.board_for_write("big")
     board.write_many([(f"p{i}", i % 97, {"i": i} if i % 1000 == 0 else None) for i in range(999)])
     for i in range(999, n):
@@ -201,6 +202,19 @@ def test_multi_frame_boards(tmp_path: Path) -> None:
     ks2, ss2 = load(save(tmp_path, ks, ss), clock)
     assert digest(ks2, ss2) == digest(ks, ss)
     assert len(ks2.get("big")) == n
+
+
+def test_metadata_frames_are_cut_by_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(snapshot, "METADATA_FRAME_BYTES", 200)
+    clock = ManualClock(T0)
+    ks, ss = fresh(clock)
+    ks.write_many("m", [(f"p{i}", i, {"i": i, "pad": "x" * (i % 90)}) for i in range(300)])
+    path = save(tmp_path, ks, ss)
+    codes = [code for code, _ in _records(path.read_bytes())]
+    assert codes.count(snapshot.METADATA) > 50
+    ks2, ss2 = load(path, clock)
+    ks2._check()
+    assert digest(ks2, ss2) == digest(ks, ss)
 
 
 def test_deadlines_are_absolute_and_exact(tmp_path: Path) -> None:
@@ -361,3 +375,133 @@ def test_a_reordered_frame_is_caught_by_the_file_checksum(tmp_path: Path) -> Non
     path.write_bytes(swapped)
     with pytest.raises(CorruptData, match="whole-file checksum"):
         load(path, clock)
+
+
+# -- the on-disk key layout --------------------------------------------------------------------
+
+
+def _pinned_state() -> Keyspace:
+    ks = Keyspace()
+    ks.configure("d1", {"order": "desc", "ties": "first"})
+    ks.write("d1", "alice", 7)
+    ks.write("d1", "bob", 2**53 + 1)
+    ks.write("d1", "chloé", -2.5, {"lvl": 3})
+    ks.configure("a2", {"order": "asc", "ties": "member"})
+    ks.write("a2", "zed", 0.1)
+    ks.write("a2", "amy", -7)
+    return ks
+
+
+def test_sort_keys_are_pinned_to_literal_bytes() -> None:
+    """Snapshots store raw sort keys, so store/sortkey.py's layout is an on-disk format: if
+    this fails, the encoding changed and old snapshots would load as wrong scores. Bump
+    snapshot.VERSION (with a conversion on load) instead of editing these bytes.
+    """
+    ks = _pinned_state()
+    assert [k.hex(" ", -2) for k in ks.get("d1").dump_keys()] == [
+        # NUM: -(2**53 + 1) on a desc board; its float is -2**53, the correction -1 -> 7fff
+        "3cbf ffff ffff ffff 7fff 0000 0000 0002 626f 6200",  # seq 2, "bob", int
+        # NUM(-7) = 3fe3ffffffffffff 8000 (store/sortkey.py's worked example)
+        "3fe3 ffff ffff ffff 8000 0000 0000 0001 616c 6963 6500",  # seq 1, "alice", int
+        "c004 0000 0000 0000 8000 0000 0000 0003 6368 6c6f c3a9 01",  # 2.5, "chloé", float
+    ]
+    assert [k.hex(" ", -2) for k in ks.get("a2").dump_keys()] == [
+        "3fe3 ffff ffff ffff 8000 616d 7900",  # -7 asc, no seq on ties=member, "amy", int
+        "bfb9 9999 9999 999a 8000 7a65 6401",  # 0.1, "zed", float
+    ]
+
+
+def test_the_whole_file_format_is_pinned(tmp_path: Path) -> None:
+    """A golden file: any change to header, frames, record layout or key encoding shows here."""
+    ks = _pinned_state()
+    snapshot.save(tmp_path, ks, SessionStore(ManualClock(T0)), base_segment=3, now=T0)
+    expected = bytes.fromhex(
+        "52414e4b44534e50010000009592f06a"  # MAGIC, version 1, header crc
+        "2d0000001d13563ae519af9101"  # frame header + META
+        "7b22637265617465645f6174223a313730303030303030302e302c22626173655f7365676d656e74223a337d"
+        "3d000000b6401d34ea9db1ed02"  # BOARD d1: config, seq 3, 3 keys, 1 metadata
+        "5b226431222c7b226f72646572223a2264657363222c22757064617465223a2262657374222c2274696573"
+        "223a226669727374227d2c332c332c315d"
+        "17000000b4642490882f75cf06"  # METADATA [["chloé", {"lvl": 3}]]
+        "5b5b2263686c6fc3a9222c7b226c766c223a337d5d5d"
+        "4c000000ee8e129ac30235ae05"  # KEYS: count 3, lengths 20 22 23, the keys
+        "030000001400160017003cbfffffffffffff7fff000000000002626f62003fe3ffffffffffff800000000000"
+        "0001616c69636500c004000000000000800000000000000363686c6fc3a901"
+        "3d000000e34dd43fa6445094025b226132222c7b226f72646572223a22617363222c22757064617465223a"
+        "2262657374222c2274696573223a226d656d626572227d2c322c322c305d"  # BOARD a2
+        "250000003c4bf84673195c5105020000000e000e003fe3ffffffffffff8000616d7900bfb999999999999a"
+        "80007a656401"  # KEYS
+        "3700000024caa6a3cf47c0ee7f7b22626f61726473223a322c22656e7472696573223a352c227365737369"
+        "6f6e73223a302c22637263223a333735343433323038367d"  # END
+    )
+    assert datadir.snapshot_path(tmp_path).read_bytes() == expected
+
+
+# -- well-checksummed records that do not fit together -----------------------------------------
+
+
+def _records(data: bytes) -> list[tuple[int, bytes]]:
+    from store.frames import HEADER
+
+    out, at = [], snapshot.HEADER_SIZE
+    while at < len(data):
+        (length,) = HEADER.unpack_from(data, at)[:1]
+        body = data[at + 12 : at + 12 + length]
+        out.append((body[0], body[1:]))
+        at += 12 + length
+    return out
+
+
+def _rebuild(records: list[tuple[int, bytes]]) -> bytes:
+    """A file with valid frame checksums and a valid END crc around these records."""
+    from store.frames import encode
+
+    data = snapshot.header() + b"".join(encode(c, p) for c, p in records[:-1])
+    end = orjson.loads(records[-1][1])
+    end["crc"] = zlib.crc32(data)
+    return data + encode(snapshot.END, orjson.dumps(end))
+
+
+def _keys_payload(*keys: bytes) -> bytes:
+    return snapshot.encode_keys(list(keys))
+
+
+ALICE = bytes.fromhex("3fe3ffffffffffff8000000000000001") + b"alice\x00"
+BOB = bytes.fromhex("3cbfffffffffffff7fff000000000002") + b"bob\x00"
+CHLOE = bytes.fromhex("c0040000000000008000000000000003") + "chloé".encode() + b"\x01"
+
+
+@pytest.mark.parametrize(
+    ("code", "payload", "reason"),
+    [
+        (snapshot.KEYS, _keys_payload(BOB, ALICE, BOB[:-4] + b"alice\x00"), "appears twice"),
+        (snapshot.KEYS, _keys_payload(BOB, ALICE, CHLOE[:16] + b"\x01"), "too short"),
+        (snapshot.KEYS, _keys_payload(BOB, ALICE, CHLOE[:16] + b"\xff\x01"), "utf-8"),
+        (snapshot.KEYS, _keys_payload(BOB, ALICE, CHLOE) + b"x", "add up to"),
+        (snapshot.KEYS, _keys_payload(BOB, ALICE, CHLOE)[:-1], "add up to"),
+        (snapshot.KEYS, _keys_payload(BOB, ALICE, CHLOE, CHLOE), "more keys"),
+        (snapshot.KEYS, b"\x05\x00\x00\x00\x01", "keys declared"),
+        (snapshot.KEYS, b"\x01", "keys declared"),
+        (snapshot.METADATA, b'[["nobody", {"lvl": 1}]]', "not on the board"),
+        (snapshot.METADATA, b'[["chlo\xc3\xa9", 5]]', "not a JSON object"),
+        (snapshot.METADATA, b'[["chlo\xc3\xa9", {}], ["alice", {}]]', "metadata count"),
+        (snapshot.METADATA, b'{"chlo\xc3\xa9": {}}', "malformed METADATA"),
+        (snapshot.BOARD, b'["d1", {"order": "desc"}, 3, 3, 0]', "expected board 'd1''s KEYS"),
+        (snapshot.BOARD, b'["d1", {"order": "desc"}, 3, 3, 2]', "expected board 'd1''s METADATA"),
+        (snapshot.BOARD, b'["d1", {"order": "desc"}, 3, -1, 1]', "malformed BOARD"),
+    ],
+)
+def test_records_that_do_not_fit_together_are_refused(
+    tmp_path: Path, code: int, payload: bytes, reason: str
+) -> None:
+    """What the checksums cannot catch (a writer bug, a hand-made file) is still refused."""
+    path = save(tmp_path, _pinned_state(), SessionStore(ManualClock(T0)))
+    records = _records(path.read_bytes())
+    assert load(path, ManualClock(T0))  # intact, it loads
+    at = next(i for i, (c, _) in enumerate(records) if c == code)
+    records[at] = (code, payload)
+    put(path, _rebuild(records))
+    with pytest.raises(CorruptData) as info:
+        load(path, ManualClock(T0))
+    assert reason.lower() in str(info.value).lower()
+    assert str(path) in str(info.value) and "byte offset" in str(info.value)
