@@ -321,7 +321,10 @@ class SessionStore:
 
         Already expired at ``clock.now()``: dropped and counted in ``expired_at_load`` -- but
         held until ``finish_load()``, because a journal ``stouch`` replayed after the snapshot
-        may show it was extended before the crash (``apply_touch`` then brings it back).
+        may show it was extended before the crash (``apply_touch`` then brings it back). The
+        count is per session, not per record: a held session that a later record replaces,
+        revives or deletes is uncounted first, so after the replay ``expired_at_load`` is the
+        number of sessions dropped because they expired while the process was down.
         """
         if not isinstance(s, Session):
             raise InvalidArgument(f"load() takes a Session, but got {type(s).__name__}")
@@ -437,7 +440,11 @@ class SessionStore:
             self.counters[reason] += n
 
     def _forget(self, sid: str) -> None:
-        self._held.pop(sid, None)
+        if self._held.pop(sid, None) is not None:
+            # Counted when it was held: a later record for the same id (a journalled "sput"
+            # re-holds and re-counts it, an "sdel" means it did not expire while we were down)
+            # must not leave that count behind, or one session is counted once per record.
+            self.counters["expired_at_load"] -= 1
         s = self._ttl.stored(sid)
         if s is not None:
             self._drop((s,), None)

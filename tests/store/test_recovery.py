@@ -11,6 +11,7 @@ from test_snapshot import T0, digest, drive, fresh, put, random_state
 
 from store import datadir, journal, recovery, snapshot
 from store.clock import ManualClock
+from store.errors import SessionNotFound
 from store.frames import CorruptData
 
 
@@ -31,6 +32,31 @@ def _history(tmp_path: Path) -> tuple[ManualClock, list[dict[str, object]]]:
         write_segment(tmp_path, n, rec.take())
         states.append(digest(ks, ss, clock.now()))
     return clock, states
+
+
+def test_expired_at_load_counts_each_session_once(tmp_path: Path) -> None:
+    """One session in the snapshot and in two journal records, expired at restart: 1, not 3.
+    One deleted by the journal (purged before the crash) did not expire while down: 0."""
+    clock = ManualClock(T0)
+    ks, ss = fresh(clock)
+    patched = ss.create(ttl=10)
+    purged = ss.create(ttl=10)
+    kept = ss.create(ttl=1000)
+    rec = Recorder(ks, ss)
+    snapshot.save(tmp_path, ks, ss, base_segment=1, now=clock.now())
+    clock.advance(1)
+    ss.patch(patched.id, {"step": 1})  # "sput"
+    ss.patch(patched.id, {"step": 2})  # "sput"
+    clock.advance(9.5)
+    with pytest.raises(SessionNotFound):
+        ss.get(purged.id)  # found expired before the crash: "sdel expired" is journalled
+    assert patched.id in ss
+    write_segment(tmp_path, 1, rec.take())
+    clock.advance(60)  # down long enough for the patched session to expire too
+    _, ss2, report = recovered(tmp_path, clock)
+    assert patched.id not in ss2 and purged.id not in ss2 and kept.id in ss2
+    assert report.expired_at_load == ss2.counters["expired_at_load"] == 1
+    ss2._check()
 
 
 def test_refuse_names_the_file_and_offset(tmp_path: Path) -> None:
