@@ -224,7 +224,8 @@ def test_snapshot_while_writing_is_exact_after_replay(tmp_path: Path) -> None:
             while not stop.is_set():
                 await write(p, ks, f"b{n % 3}", f"m{i % 500}", i)
                 if i % 7 == 0:
-                    s = ss.create(user=f"u{n}", data={"i": i})
+                    # Spread over users: a fast run passes the 1000-sessions-per-user limit.
+                    s = ss.create(user=f"u{n}.{i % 97}", data={"i": i})
                     ss.patch(s.id, {"j": i})
                 i += 1
                 await asyncio.sleep(0)
