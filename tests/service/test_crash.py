@@ -8,6 +8,8 @@ its acknowledged (or in-flight) data. Snapshots run every 0.2 s, so kills also l
 snapshot child is writing.
 """
 
+import contextlib
+import os
 import random
 import signal
 import threading
@@ -141,33 +143,50 @@ def test_kill_9_in_the_middle_of_a_snapshot_keeps_the_previous_one(rankd_server:
     srv = rankd_server(fsync="always", snapshot_interval=0)
     batch = [{"member": f"m{i}", "score": i} for i in range(1000)]
     with srv.client(timeout=60) as c:
-        for b in range(150):  # 150,000 entries: a snapshot takes a noticeable while
+        for b in range(150):  # 150,000 entries: the child writes for tens of milliseconds
             r = c.post(f"/v1/boards/b{b % 3}/scores:batch", json=batch)
             assert r.status_code == 200, r.text
         assert c.post("/v1/admin/snapshot").status_code == 200
-        previous = datadir.snapshot_path(srv.data_dir).read_bytes()
         r = c.post("/v1/boards/late/scores", json={"member": "x", "score": 1})
         assert r.status_code == 200
-    done = threading.Event()
+    outcome: list[object] = []
 
     def snap() -> None:
-        with srv.client(timeout=60) as c2, pytest.raises(httpx.TransportError):
-            c2.post("/v1/admin/snapshot")
-        done.set()
+        with srv.client(timeout=60) as c2:
+            try:
+                outcome.append(c2.post("/v1/admin/snapshot").status_code)
+            except httpx.TransportError as exc:
+                outcome.append(exc)
 
-    t = threading.Thread(target=snap)
-    t.start()
-    deadline = time.monotonic() + 30
-    temp: list[Path] = []
-    while not temp:
-        assert time.monotonic() < deadline, "the snapshot never started"
-        temp = [p for p in srv.data_dir.iterdir() if ".tmp-" in p.name]
-        time.sleep(0.001)
-    child = int(temp[0].name.rsplit("-", 1)[1])
+    # Freeze the child the moment its temp file appears, so the kill lands mid-write however
+    # fast snapshots get. A child that renamed first (the temp file is gone) is let go and
+    # the attempt repeated.
+    for _ in range(5):
+        previous = datadir.snapshot_path(srv.data_dir).read_bytes()
+        outcome.clear()
+        t = threading.Thread(target=snap)
+        t.start()
+        deadline = time.monotonic() + 30
+        temp: list[Path] = []
+        while not temp:
+            assert time.monotonic() < deadline, "the snapshot never started"
+            temp = [p for p in srv.data_dir.iterdir() if ".tmp-" in p.name]
+        child = int(temp[0].name.rsplit("-", 1)[1])
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGSTOP)
+        if temp[0].exists():
+            break  # stopped before its rename: the snapshot on disk is still the previous one
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGCONT)
+        t.join(30)
+        assert outcome == [200]
+    else:
+        pytest.fail("every snapshot child renamed its file before it could be stopped")
     srv.stop(signal.SIGKILL)
     t.join(30)
-    assert done.is_set()
-    # The child dies with its parent (PR_SET_PDEATHSIG) instead of finishing behind its back.
+    assert len(outcome) == 1 and isinstance(outcome[0], httpx.TransportError)
+    # The child dies with its parent (PR_SET_PDEATHSIG) instead of finishing behind its back
+    # (a stopped child would otherwise stay stopped forever, and this loop would notice).
     deadline = time.monotonic() + 5
     while Path(f"/proc/{child}").exists() and _state(child) != "Z":
         assert time.monotonic() < deadline, "snapshot child outlived the killed server"
