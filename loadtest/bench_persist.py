@@ -178,14 +178,13 @@ def journal_rate(directory: Path, fsync: str, seconds: float) -> dict[str, float
         took = time.perf_counter() - began
         fsyncs = sum(p.fsync_seconds.counts) - fsyncs_before
         mean_fsync = p.fsync_seconds.sum / max(sum(p.fsync_seconds.counts), 1)
-        await p._barrier(sync=False)  # everything written before measuring the file
+        await p._journal.barrier(sync=False)  # everything written before measuring the file
         size = sum(f.stat().st_size for f in directory.glob("journal-*.rkj"))
-        p.heal_delay = 3600
         # Leave the journal in place for the replay measurement: no final snapshot.
         p._stopping = True
         for task in p._tasks.values():
             task.cancel()
-        p._io.shutdown(wait=True)
+        await p._journal.close()
         os.close(p._lock_fd)  # type: ignore[arg-type]
         return {
             "writes_per_s": done[0] / took,
