@@ -10,13 +10,35 @@ Steps (each printed as it finishes, then a summary table):
 3. recover   a fresh Persistence.recover() of that directory: entries/s and sessions/s
 4. bgsave    Persistence.snapshot() on a running uvloop while a writer keeps writing and a
              ticker coroutine (1 ms sleeps) records the longest gap between its wake-ups: the
-             longest event-loop stall during the snapshot, fork included
+             longest event-loop stall during the snapshot, fork included; ``child_s`` is the
+             child alone (fork to its report), the rest is the parent's journal round trips
 5. journal   write+commit throughput per fsync policy: 64 concurrent writers for ``--seconds``
-             each, in process (no HTTP), plus fsyncs per second and mean fsync latency
+             each, in process (no HTTP), plus fsyncs per second, mean fsync latency and the
+             longest time a record sat appended but not yet written to the file
 6. replay    recovery of the ``always`` run's journal: records/s
 
 Numbers depend on the disk (fsync latency) and on other load on the machine; the command
 line and the machine's core count are printed with the results.
+
+Recorded results, ``.venv/bin/python loadtest/bench_persist.py`` (1M entries + 1M sessions,
+2-core dev VM shared with other work; ``uptime`` load average before -> after each run):
+
+    metric                        before (c44cbf8)  raw keys (4ff2af5)  + GIL nudge (edba67e)
+    load average                  0.85 -> 1.08      0.39 -> 0.81        0.72 -> 1.52
+    save (in process, s)          4.33              3.04                3.29
+    recover entries/s             451,518           1,059,968           917,622
+    recover sessions/s            186,726           219,899             192,624
+    bgsave total / child (s)      13.16 / -         6.63 / 3.85         7.09 / 7.08
+    fork / longest loop stall ms  28.0 / 32         25.4 / 26           26.7 / 48
+    always: writes/s, fsyncs/s    49,276, 770       48,399, 756         39,648, 620
+    everysec: writes/s, fsyncs/s  85,863, 0         82,127, 0           82,123, 0.7
+    everysec / no: unwritten (s)  - / -             1.70 / 2.56         0.00 / 0.00
+    replay records/s              150,873           152,694             162,438
+
+Before edba67e the journal's I/O thread starved behind the busy loop (service/journal_flusher.py
+``run_io``): everysec never fsynced in 3 s, records waited seconds in memory, and the snapshot
+parent waited seconds for its new segment; the higher write rates of those runs were partly
+writes that had not reached the file. Run to run, recovery rates vary +-15% with the load.
 """
 
 import argparse
@@ -107,15 +129,24 @@ def bgsave_stall(p: Persistence, ks: Keyspace) -> dict[str, float]:
 
     ``p`` has recovered ``ks`` (and its sessions) and was not started yet."""
     fork_times: list[float] = []
-    real_start = bgsave.start
+    child_done: list[float] = []  # when the child's report pipe reached end of file
+    real_start, real_read = bgsave.start, bgsave.BackgroundSave.read
 
     def timed_start(*args: Any, **kwargs: Any) -> bgsave.BackgroundSave:
         t = time.perf_counter()
         job = real_start(*args, **kwargs)
+        fork_times.append(t)
         fork_times.append(time.perf_counter() - t)
         return job
 
+    def timed_read(job: bgsave.BackgroundSave) -> bool:
+        eof = real_read(job)
+        if eof and not child_done:
+            child_done.append(time.perf_counter())
+        return eof
+
     bgsave.start = timed_start  # type: ignore[assignment]
+    bgsave.BackgroundSave.read = timed_read  # type: ignore[method-assign, assignment]
 
     async def main() -> dict[str, float]:
         await p.start()
@@ -134,8 +165,11 @@ def bgsave_stall(p: Persistence, ks: Keyspace) -> dict[str, float]:
         await p.stop()
         return {
             "snapshot_s": result["seconds"],
+            # The child alone (fork to its report); the rest of snapshot_s is the parent
+            # waiting for the journal thread to create the new segment and delete old ones.
+            "child_s": child_done[0] - fork_times[0],
             "snapshot_mb": result["bytes"] / 1e6,
-            "fork_ms": fork_times[0] * 1e3,
+            "fork_ms": fork_times[1] * 1e3,
             "max_stall_ms": during * 1e3,
             "max_stall_before_ms": before * 1e3,
             "writes_during": writes[0],
@@ -145,6 +179,7 @@ def bgsave_stall(p: Persistence, ks: Keyspace) -> dict[str, float]:
         return _run(main())
     finally:
         bgsave.start = real_start  # type: ignore[assignment]
+        bgsave.BackgroundSave.read = real_read  # type: ignore[method-assign]
 
 
 def journal_rate(directory: Path, fsync: str, seconds: float) -> dict[str, float]:
@@ -169,9 +204,26 @@ def journal_rate(directory: Path, fsync: str, seconds: float) -> dict[str, float
                 i += 1
                 done[0] += 1
 
+        async def lag() -> None:
+            """Longest time records sat appended but not yet written to the file."""
+            j = p._journal
+            since: float | None = None
+            while not stop.is_set():
+                await asyncio.sleep(0.01)
+                now = time.perf_counter()
+                if j._durable >= j._appended:
+                    since = None
+                elif since is None or j._durable > progress[0]:
+                    since = now
+                progress[0] = j._durable
+                if since is not None:
+                    worst[0] = max(worst[0], now - since)
+
+        progress, worst = [0], [0.0]
         fsyncs_before = sum(p.fsync_seconds.counts)
         began = time.perf_counter()
         tasks = [asyncio.create_task(client(n)) for n in range(64)]
+        tasks.append(asyncio.create_task(lag()))
         await asyncio.sleep(seconds)
         stop.set()
         await asyncio.gather(*tasks)
@@ -192,6 +244,7 @@ def journal_rate(directory: Path, fsync: str, seconds: float) -> dict[str, float
             "mean_fsync_ms": mean_fsync * 1e3,
             "journal_mb": size / 1e6,
             "records": done[0],
+            "max_unwritten_s": worst[0],
         }
 
     return _run(main())
@@ -274,7 +327,8 @@ def main() -> None:
         stall = bgsave_stall(p, ks)
         out.update({f"bgsave_{k}": v for k, v in stall.items()})
         print(
-            f"bgsave: {stall['snapshot_s']:.2f} s, fork {stall['fork_ms']:.1f} ms, longest loop "
+            f"bgsave: {stall['snapshot_s']:.2f} s (child {stall['child_s']:.2f} s), fork "
+            f"{stall['fork_ms']:.1f} ms, longest loop "
             f"stall {stall['max_stall_ms']:.1f} ms (before: {stall['max_stall_before_ms']:.1f} ms)",
             flush=True,
         )
@@ -287,7 +341,8 @@ def main() -> None:
             out.update({f"journal_{policy}_{k}": v for k, v in r.items()})
             print(
                 f"journal fsync={policy}: {r['writes_per_s']:,.0f} writes/s, "
-                f"{r['fsyncs_per_s']:.0f} fsyncs/s (mean {r['mean_fsync_ms']:.2f} ms)",
+                f"{r['fsyncs_per_s']:.1f} fsyncs/s (mean {r['mean_fsync_ms']:.2f} ms), records "
+                f"unwritten for up to {r['max_unwritten_s']:.2f} s",
                 flush=True,
             )
         ks, ss = _stores()

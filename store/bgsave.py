@@ -4,12 +4,13 @@ Why fork and not chunked iteration on the event loop. A snapshot must be the exa
 instant, because the journal segment that starts at that instant holds everything after it.
 Chunked iteration would get there only with care (iterate in key order, de-duplicate members
 that moved behind the cursor, rely on replay to fix the rest), and it would spend the whole
-encoding cost -- ~10 s of CPU at 1M entries + 1M sessions -- on the serving thread, ~10 ms
-at a time. fork() costs the parent one page-table copy and moves all encoding to another
-process and core; the kernel's copy-on-write keeps the child's view frozen at the fork instant
-while the parent goes on. That copy is the one stall a snapshot puts on the event loop: ~50-60
-ms per GB of resident heap on the 2-core dev VM (23 ms at 0.5M+0.5M, 53-67 ms at 1M entries +
-1M sessions = 1.1 GB; loadtest/bench_persist.py), less on bare metal.
+encoding cost -- ~3 s at 1M entries + 1M sessions, mostly the sessions now that entries are
+copied as raw keys -- on the serving thread, ~10 ms at a time. fork() costs the parent one
+page-table copy and moves all encoding to another process and core; the kernel's copy-on-write
+keeps the child's view frozen at the fork instant while the parent goes on. That copy is the
+one stall a snapshot puts on the event loop: 25-65 ms at 1M entries + 1M sessions = 1.15 GB
+resident on the 2-core dev VM, depending on its load (loadtest/bench_persist.py), less on
+bare metal.
 
     parent (event loop)                       child
     rotate journal -> segment B               (B is the snapshot's base_segment)
