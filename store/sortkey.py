@@ -23,6 +23,10 @@ first-come first. MEMBER ends the key; it cannot contain bytes below 0x20 (store
 control characters), so TYPE (0 int, 1 float: how to hand the score back) sorts below any member
 byte and a member that is a prefix of another still sorts first, as ``str`` comparison would.
 UTF-8 byte order equals code point order, so ties=member matches Python's ``str`` order.
+
+This layout is also on-disk format: snapshots store board entries as these keys (see
+store/snapshot.py), so any change here needs a snapshot VERSION bump; tests pin sample keys to
+literal bytes so an accidental change fails loudly.
 """
 
 import struct
