@@ -11,23 +11,36 @@ Each figure is the best of ``repeat`` runs, as CPU time and as wall time: on a s
 wall figure includes time other processes held the core, the CPU figure does not (both include
 the cache misses, which dominate at 10^6 sessions).
 
-Recorded (2 shared vCPUs, load average 3-5 from other jobs; the reference loop ran 18.2 us,
-~2.3x a quiet laptop core), ``.venv/bin/python loadtest/bench_sessions.py``:
+Recorded (2 vCPU AMD EPYC, Python 3.11, load average ~1 from other jobs; the reference loop ran
+14.5 us, ~1.8x a quiet laptop core), ``.venv/bin/python loadtest/bench_sessions.py 1000000 3``:
 
     operation                 cpu us/op  wall us/op
-    create (filling to n)         14.86       29.25
-    get+touch                      2.25        2.81     target <= 5 us: met
-    patch                          8.45        8.57
-    delete                         5.48        5.63
-    create (at n live)            11.65       22.76
+    create (filling to n)         13.18       13.18
+    get+touch                      2.26        2.26     target <= 5 us: met
+    patch                          6.20        6.20
+    delete                         6.33        6.33
+    create (at n live)            11.64       11.65
                               cpu M/s    wall M/s
-    purge (SessionStore)           0.47        0.26     target >= 1 M/s: not met on this box
-    purge (TTLMap alone)           0.82        0.38     (1.12 M/s cpu when run on its own)
+    purge (SessionStore)           0.45        0.45     target >= 1 M/s: not met (see below)
+    purge (TTLMap alone)           0.62        0.62     deadlines spread at random over 30 s
 
-Where purge time goes at 10^6 (cpu, measured separately): the index loop itself is at the
-floor of a Python loop doing popitem + dict.pop + compare; about a third is freeing each
-session's objects (Session, id, 3 floats, data dict and contents) and ~15-20% the per-user
-index -- cache misses, not bytecode.
+Where purge time goes at 10^6 (cpu, best of 5, measured separately with variants of this
+script; run-to-run spread on the shared box is +-20%):
+- TTLMap, 10^6 deadlines in one second in insertion order (the issue's scenario, as
+  tests/store/test_ttl.py's slow test): 1.28 M/s -- the target is met at the map level. With
+  deadlines spread at random over 30 s (the line above, 0.86 M/s in a fresh process) each key
+  is a cache miss in the entries dict, its entry, its key and its value: memory-bound.
+- Floor for sessions: ``dict.pop`` of 10^6 sessions in (reverse) creation order and freeing
+  them (Session, id, 3 floats, data dict and list), nothing else: 1.1-2.0 M/s (pop: 2.6 M/s).
+- SessionStore in a fresh process: 0.6-0.8 M/s; with the per-user index and events skipped
+  1.2-1.3 M/s, so index + events cost ~0.8 us per session -- cache misses on the user's id set,
+  the user string and the sid string, which nothing else touches. In the run above the purge
+  follows 300k deletes/creates and 300k patches, which scatter the heap: 0.45 M/s.
+- Tried and dropped (no gain, or a loss, over 5 interleaved runs): the per-key purge work in C
+  (``starmap(bucket.popitem)`` chunks, ``map(entries.pop)``, one ``max`` over the deadlines):
+  1.26 vs 1.28 M/s in one second, 0.76 vs 0.86 M/s spread over 30 s (a second pass over 1000
+  scattered entries misses L1); the per-user index removal and events as C-level maps: same
+  purge rate within noise, and a single delete went from 1.6 to 4.7 us.
 """
 
 import random
