@@ -2,7 +2,8 @@
 
 Request path (no middleware of our own: each one would cost every request an extra ASGI hop)::
 
-    uvicorn -> Starlette (ServerError/Exception middleware) -> Router -> Route
+    uvicorn -> Starlette (ServerError/Exception middleware) -> IndexedRouter (one dict lookup)
+            -> Route -> _Handle (one Request, the method's wrapper)
             -> endpoint wrapper: auth (only if keys exist) -> readiness gate (/v1 only)
                                  -> handler(runtime, request) -> problem+json on any exception
                                  -> RouteStats.observe(status, seconds)
@@ -31,6 +32,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
 
 from service import routes_admin, routes_boards, routes_sessions
 from service.auth import Auth
@@ -39,6 +41,7 @@ from service.http import RouteSpec
 from service.hub import Hub
 from service.live import live_page
 from service.persistence import Persistence
+from service.router import IndexedRouter
 from service.runtime import Runtime
 from service.settings import Settings
 from service.ws import ws_endpoint
@@ -84,13 +87,24 @@ def _wrap(rt: Runtime, spec: RouteSpec, auth: Auth | None) -> Endpoint:
     return endpoint
 
 
-def _dispatch(by_method: dict[str, Endpoint]) -> Endpoint:
-    """One Route per path, so a wrong method gets a 405 whose Allow lists every method."""
+class _Handle:
+    """The ASGI app of one path: one Request, the method's wrapper, the response.
 
-    async def endpoint(request: Request) -> Response:
-        return await by_method[request.method](request)
+    Starlette's ``request_response`` would add a per-route exception-handling layer; every
+    wrapper already turns exceptions into problem+json, and the ExceptionMiddleware around the
+    router does the same for send errors, so the layer only cost each request two closures.
+    One object per path keeps a single Route per path, so a wrong method gets Starlette's 405
+    whose Allow lists every method.
+    """
 
-    return endpoint
+    __slots__ = ("by_method",)
+
+    def __init__(self, by_method: dict[str, Endpoint]) -> None:
+        self.by_method = by_method
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.by_method[scope["method"]](Request(scope, receive, send))
+        await response(scope, receive, send)
 
 
 def build_routes(rt: Runtime, specs: tuple[RouteSpec, ...] = SPECS) -> list[BaseRoute]:
@@ -102,9 +116,7 @@ def build_routes(rt: Runtime, specs: tuple[RouteSpec, ...] = SPECS) -> list[Base
     for path, by_method in by_path.items():
         if "GET" in by_method:
             by_method["HEAD"] = by_method["GET"]
-        methods = list(by_method)
-        endpoint = by_method[methods[0]] if len(by_method) == 1 else _dispatch(by_method)
-        routes.append(Route(path, endpoint, methods=methods, name=path))
+        routes.append(Route(path, _Handle(by_method), methods=list(by_method), name=path))
     return routes
 
 
@@ -113,11 +125,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
     rt.hub = Hub(rt)
     routes = build_routes(rt)
     routes += [WebSocketRoute("/v1/ws", ws_endpoint), Route("/", live_page)]
-    app = Starlette(
-        routes=routes,
-        exception_handlers={HTTPException: _unmatched(rt), Exception: server_error},
-        lifespan=_lifespan,
-    )
+    app = Starlette(exception_handlers={HTTPException: _unmatched(rt), Exception: server_error})
+    app.router = IndexedRouter(routes, lifespan=_lifespan)
     app.state.rankd = rt
     return app
 
