@@ -1,4 +1,4 @@
-"""Leaderboards against a plain model: a dict and sorted(), with every option combination."""
+"""Leaderboards against the plain model in tests/board_model.py, every option combination."""
 
 import itertools
 import math
@@ -6,78 +6,12 @@ import random
 from typing import Any
 
 import pytest
+from board_model import ModelBoard
 
 from store import BoardNotFound, Conflict, InvalidArgument, LimitExceeded, Limits, MemberNotFound
 from store.keyspace import Keyspace
 
 COMBOS = list(itertools.product(("desc", "asc"), ("best", "latest", "sum"), ("first", "member")))
-
-
-class Model:
-    """What a leaderboard means, written the slow obvious way."""
-
-    def __init__(self, order: str, update: str, ties: str) -> None:
-        self.order, self.update, self.ties = order, update, ties
-        self.entries: dict[str, list[Any]] = {}  # member -> [score, reached_at, metadata]
-        self.clock = 0
-
-    def ranked(self) -> list[tuple[str, Any]]:
-        sign = -1 if self.order == "desc" else 1
-
-        def key(item: tuple[str, list[Any]]) -> tuple[Any, ...]:
-            member, (score, reached, _) = item
-            return (sign * score, reached if self.ties == "first" else member)
-
-        return [(m, e[0]) for m, e in sorted(self.entries.items(), key=key)]
-
-    def rank(self, member: str) -> int:
-        return [m for m, _ in self.ranked()].index(member) + 1
-
-    def write(self, member: str, score: Any, meta: Any) -> dict[str, Any]:
-        old = self.entries.get(member)
-        previous = None if old is None else {"score": old[0], "rank": self.rank(member)}
-        if old is None:
-            new = score
-        elif self.update == "best":
-            better = score > old[0] if self.order == "desc" else score < old[0]
-            new = score if better else old[0]
-        elif self.update == "latest":
-            new = score
-        else:
-            new = old[0] + score
-        if old is not None and new == old[0]:
-            return {
-                "member": member,
-                "score": old[0],
-                "rank": previous["rank"],  # type: ignore[index]
-                "previous": previous,
-                "changed": False,
-            }
-        self.clock += 1
-        keep = old[2] if old is not None else None
-        self.entries[member] = [new, self.clock, meta if meta is not None else keep]
-        return {
-            "member": member,
-            "score": new,
-            "rank": self.rank(member),
-            "previous": previous,
-            "changed": True,
-        }
-
-    def top(self, offset: int, limit: int) -> list[dict[str, Any]]:
-        out = []
-        for i, (m, s) in enumerate(self.ranked()[offset : offset + limit], offset + 1):
-            e = {"rank": i, "member": m, "score": s}
-            if self.entries[m][2] is not None:
-                e["metadata"] = self.entries[m][2]
-            out.append(e)
-        return out
-
-    def rank_for_score(self, score: Any) -> int:
-        desc = self.order == "desc"
-        better = sum(1 for _, s in self.ranked() if (s > score if desc else s < score))
-        equal = sum(1 for _, s in self.ranked() if s == score)
-        return better + (equal if self.ties == "first" else 0) + 1
 
 
 @pytest.mark.parametrize(("order", "update", "ties"), COMBOS)
@@ -86,7 +20,7 @@ def test_random_writes_match_model(order: str, update: str, ties: str) -> None:
     ks = Keyspace()
     board, created = ks.configure("b", {"order": order, "update": update, "ties": ties})
     assert created
-    model = Model(order, update, ties)
+    model = ModelBoard(order, update, ties)
     members = [f"m{i}" for i in range(60)]
     for step in range(3000):
         op = rng.random()
@@ -101,7 +35,7 @@ def test_random_writes_match_model(order: str, update: str, ties: str) -> None:
         elif op < 0.85:
             if member in model.entries:
                 board.remove(member)
-                del model.entries[member]
+                model.delete(member)
             else:
                 with pytest.raises(MemberNotFound):
                     board.remove(member)
@@ -111,16 +45,14 @@ def test_random_writes_match_model(order: str, update: str, ties: str) -> None:
         elif op < 0.95 and model.entries:
             member = rng.choice(list(model.entries))
             radius = rng.randint(0, 4)
-            r = model.rank(member)
-            lo = max(1, r - radius)
-            assert board.around(member, radius) == model.top(lo - 1, r + radius - lo + 1)
-            assert board.entry(member) == model.top(r - 1, 1)[0]
+            assert board.around(member, radius) == model.around(member, radius)
+            assert board.entry(member) == model.entry(member, model.rank(member))
         else:
             offset, limit = rng.randint(0, 70), rng.randint(1, 20)
-            assert board.top(offset, limit) == model.top(offset, limit)
+            assert board.top(offset, limit) == model.page(offset, limit)
         if step % 100 == 0:
             board._check()
-    assert board.top(0, 1000) == model.top(0, 1000)
+    assert board.top(0, 1000) == model.page(0, 1000)
     board._check()
 
 
