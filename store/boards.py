@@ -29,7 +29,7 @@ from typing import Any, Literal, cast
 
 from store.errors import InvalidArgument, MemberNotFound
 from store.skiplist import SkipList
-from store.sortkey import SEQ_LIMIT, encode_num, key_member, key_score, key_seq
+from store.sortkey import SEQ_LIMIT, encode_num, key_member, key_score, key_seq, make_key
 from store.values import SCORE_LIMIT, Limits, Score, check_member, check_metadata, check_score
 
 TOP_CACHE = 100
@@ -138,10 +138,7 @@ class Board:
 
     def _key(self, score: Score, seq: int, member: str) -> Key:
         num = encode_num(-score if self._desc else score)
-        tail = b"\x01" if type(score) is float else b"\x00"
-        if self._first:
-            return num + seq.to_bytes(6, "big") + member.encode() + tail
-        return num + member.encode() + tail
+        return make_key(num, seq if self._first else None, member, score)
 
     def _score(self, key: Key) -> Score:
         return key_score(key, self._desc)
@@ -273,10 +270,6 @@ class Board:
             raise MemberNotFound(f"member {member!r} is not on board {self.name!r}")
         return self._entry(self._index.index(key) + 1, key)
 
-    def rank(self, member: str) -> int | None:
-        key = self._keys.get(member)
-        return None if key is None else self._index.index(key) + 1
-
     def top(self, offset: int = 0, limit: int = 10) -> list[Entry]:
         """Entries ranked offset+1 .. offset+limit. Runtime complexity: O(log n + limit).
 
@@ -325,26 +318,6 @@ class Board:
         for key in self._index:
             member = key_member(key, first)
             yield member, key_score(key, desc), key_seq(key) if first else 0, meta.get(member)
-
-    def load(
-        self, entries: Iterable[tuple[str, Score, int, dict[str, Any] | None]], seq: int
-    ) -> None:
-        """Replace the content with entries in rank order (as ``dump`` yields) and the board's
-        write counter; O(n)."""
-        keys: list[Key] = []
-        self._keys = {}
-        self._meta = {}
-        self.seq = seq
-        for member, score, seq, meta in entries:
-            key = self._key(score, seq, member)
-            keys.append(key)
-            self._keys[member] = key
-            if meta is not None:
-                self._meta[member] = meta
-            if seq > self.seq:
-                self.seq = seq
-        self._index = SkipList(keys)
-        self._top = None
 
     def dump_keys(self) -> Iterator[Key]:
         """The raw sort keys (store/sortkey.py layout) in rank order, for a snapshot.

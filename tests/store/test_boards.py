@@ -234,7 +234,9 @@ def test_dump_load_and_replay_reproduce_state(order: str, update: str, ties: str
     for event in events:  # idempotent: replaying twice changes nothing
         replayed.apply(event)
     restored = Keyspace()
-    restored.restore_board("b", board.config).load(board.dump(), board.seq)
+    restored.restore_board("b", board.config).load_keys(
+        [list(board.dump_keys())], dict(board.dump_metadata()), board.seq
+    )
     expected, seq = board.top(0, 1000), board.seq
     for other in (replayed, restored):
         twin = other.get("b")
