@@ -6,7 +6,9 @@
     snapshots   store/bgsave.py forks a child that writes the state at one instant
 
 Snapshots: at the fork instant the journal rotates to a new segment B, so snapshot (state at
-the fork) + segments >= B is the exact state. Old segments go once the snapshot is durable.
+the fork) + segments >= B is the exact state. The child verifies the file by loading it back
+before installing it; the previous generation and its segments stay (store/datadir.py), and
+older segments go once the new snapshot is installed.
 Snapshots run every ``snapshot_interval``, on ``snapshot()`` and at ``stop()``.
 
 Health. Any failed journal write, fsync or segment creation, and any failed snapshot, marks
@@ -36,7 +38,6 @@ from store.errors import Unavailable
 from store.keyspace import Keyspace
 from store.sessions import SessionStore
 from store.snapshot import SnapshotStats
-from store.snapshot import save as save_snapshot
 
 log = logging.getLogger("rankd.persistence")
 
@@ -101,14 +102,11 @@ class Persistence:
                 now=self._clock.now,
             )
             if report.needs_snapshot:
-                # History was moved aside: pin the state we kept before any new record.
+                # History was moved aside or fell back: pin the state we kept, as both
+                # generations, before any new record (a hole must never be written after).
                 now = self._clock.now()
-                save_snapshot(
-                    self._dir,
-                    self._keyspace,
-                    self._sessions,
-                    base_segment=report.next_segment,
-                    now=now,
+                recovery.pin(
+                    self._dir, self._keyspace, self._sessions, base=report.next_segment, now=now
                 )
                 report.snapshot_created_at = now
         except BaseException:
@@ -222,7 +220,7 @@ class Persistence:
             return self._snapshot_failed(
                 f"snapshot written, but the journal after it failed ({self.reason})"
             )
-        await self._journal.run_io(self._remove_segments_below, base)
+        await self._journal.run_io(self._remove_obsolete_segments)
         seconds = time.perf_counter() - began
         self.last_snapshot_at, self.last_snapshot_seconds = now, seconds
         if not self.healthy:
@@ -270,18 +268,16 @@ class Persistence:
         self._set_unhealthy(f"snapshot failed: {why}")
         raise Unavailable(f"snapshot failed: {why}")
 
-    def _remove_segments_below(self, base: int) -> None:
-        """I/O thread: delete segments the durable snapshot made obsolete (best effort)."""
+    def _remove_obsolete_segments(self) -> None:
+        """I/O thread: delete segments no snapshot generation needs any more (best effort).
+
+        The snapshot just installed was verified by loading it back (store/snapshot.py), so the
+        generation before it may go; the one it demoted and its journal stay (store/datadir.py).
+        """
         try:
-            removed = 0
-            for number, path in datadir.segments(self._dir):
-                if number < base:
-                    path.unlink()
-                    removed += 1
-            if removed:
-                datadir.fsync_dir(self._dir)
+            recovery.remove_obsolete_segments(self._dir)
         except OSError as exc:
-            # Harmless: recovery ignores (and deletes) segments below the snapshot's base.
+            # Harmless: recovery ignores (and deletes) segments below the oldest generation.
             log.warning("could not delete old journal segments: %s", describe(exc))
 
     # -- health --------------------------------------------------------------------------------

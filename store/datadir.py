@@ -1,12 +1,29 @@
 """The data directory: file names, the process lock and the durable file operations.
 
-    data/
+    data/                               0700; every file in it 0600 (session ids are credentials)
       LOCK                              flock()ed by the one process that owns the directory
-      snapshot.rkd                      the latest complete snapshot (store/snapshot.py)
+      snapshot.rkd                      the newest snapshot (store/snapshot.py), base segment B1
+      snapshot.prev.rkd                 the previous generation, base segment B0 <= B1
       snapshot.rkd.tmp-<pid>            a snapshot being written; a leftover is removed at start
+      snapshot.prev.rkd.tmp             a link being put in place; a leftover is removed at start
       journal-00000000000000000007.rkj  journal segments (store/journal.py), replayed in number
-                                        order from the snapshot's base segment
-      <name>.bad-<unix time>            a file moved aside by on_bad_data="move-aside"
+                                        order from a snapshot's base segment
+      <name>.bad-<unix time>            a file moved aside (recovery, ``rankd repair``)
+
+Generations. Two snapshots are kept, and every journal segment from the *previous* one's base:
+
+    snapshot.prev.rkd (B0) + journal B0, B0+1, ..., B1-1, B1, ..., last   = the state
+    snapshot.rkd      (B1) +                         journal B1, ..., last  = the same state
+
+so one damaged snapshot never costs data: recovery falls back to the other and replays the
+longer journal (store/recovery.py). A new snapshot is written under a temporary name, fsynced,
+**loaded back and verified** (store/snapshot.py ``verify``), and only then installed by
+``install_snapshot``: the current newest becomes the previous generation (a hard link renamed
+over ``snapshot.prev.rkd``), the new file is renamed over ``snapshot.rkd``, the directory is
+fsynced. Segments below the new previous generation's base are then obsolete and deleted by the
+serving process. At every instant of that sequence ``snapshot.rkd`` exists and every snapshot
+on disk has all the segments from its base, so a crash anywhere leaves a loadable directory.
+The price: journal segments of up to two snapshot intervals and two snapshots on disk.
 
 Durability rules (the same as Redis's rdb.c and every database that survives power loss):
 a file's contents are durable after fsync(file); its *name* (creation, rename, unlink) is
@@ -17,6 +34,7 @@ Every operation here goes through ``os.open/os.write/os.fsync/os.replace`` so th
 makes one of them fail (ENOSPC, EIO) reaches every write path, including a forked child's.
 """
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -25,8 +43,12 @@ import time
 from pathlib import Path
 
 SNAPSHOT = "snapshot.rkd"
+PREVIOUS = "snapshot.prev.rkd"
 LOCK = "LOCK"
+DIR_MODE = 0o700
+FILE_MODE = 0o600
 _TMP_PREFIX = SNAPSHOT + ".tmp-"
+_PREV_TMP = PREVIOUS + ".tmp"
 _SEGMENT = re.compile(r"journal-(\d{20})\.rkj")
 
 
@@ -36,6 +58,10 @@ class DataDirLocked(Exception):
 
 def snapshot_path(directory: Path) -> Path:
     return directory / SNAPSHOT
+
+
+def previous_snapshot_path(directory: Path) -> Path:
+    return directory / PREVIOUS
 
 
 def temp_snapshot_path(directory: Path) -> Path:
@@ -65,8 +91,19 @@ def open_dir(directory: Path) -> int:
     the descriptor; it closes its copy at once (store/bgsave.py) so a lingering child cannot
     keep a restarted server out.
     """
-    directory.mkdir(parents=True, exist_ok=True)
-    fd = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    fd = lock(directory)
+    try:
+        restrict_modes(directory)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def lock(directory: Path) -> int:
+    """Take the directory's lock (creating LOCK, 0600); DataDirLocked if a live process has it."""
+    fd = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -77,11 +114,23 @@ def open_dir(directory: Path) -> int:
     return fd
 
 
+def restrict_modes(directory: Path) -> None:
+    """Make the directory 0700 and every file in it 0600, fixing older data directories.
+
+    Snapshots and journal segments hold session ids, which are credentials; rankd before this
+    created them world-readable (segments even executable) under the usual umask.
+    """
+    os.chmod(directory, DIR_MODE)
+    for entry in os.scandir(directory):
+        if entry.is_file(follow_symlinks=False) and entry.stat().st_mode & 0o7777 != FILE_MODE:
+            os.chmod(entry.path, FILE_MODE)
+
+
 def remove_temp_files(directory: Path) -> list[str]:
     """Delete snapshot temp files a crash left behind; returns their names."""
     removed = []
     for entry in os.scandir(directory):
-        if entry.name.startswith(_TMP_PREFIX):
+        if entry.name.startswith(_TMP_PREFIX) or entry.name == _PREV_TMP:
             os.unlink(entry.path)
             removed.append(entry.name)
     if removed:
@@ -118,3 +167,26 @@ def move_aside(path: Path, now: float | None = None) -> Path:
     os.replace(path, target)
     fsync_dir(path.parent)
     return target
+
+
+def install_snapshot(directory: Path, new: Path) -> None:
+    """Make the complete, fsynced, verified snapshot ``new`` the newest generation and the
+    current newest the previous one (see the module docstring). Raises OSError.
+
+    A hard link, not a rename, demotes the newest: ``snapshot.rkd`` never stops existing, so a
+    crash between the two renames leaves both names on the same (good) file, never neither.
+    """
+    newest = snapshot_path(directory)
+    if newest.exists():
+        link = directory / _PREV_TMP
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(link)
+        os.link(newest, link)
+        try:
+            os.replace(link, previous_snapshot_path(directory))
+        except BaseException:
+            with contextlib.suppress(OSError):  # the next start removes it; raise the real error
+                os.unlink(link)
+            raise
+    os.replace(new, newest)
+    fsync_dir(directory)

@@ -19,21 +19,47 @@ exactly like a torn tail ("the file ends before the frame does") and recovery wo
 drop a committed record. With ``hcrc`` the two are distinguishable:
 
     torn tail   the file ends inside a frame: fewer than 12 header bytes are left, or the
-                header verifies but fewer than ``length`` body bytes follow; or every byte
-                from a frame boundary to the end is zero (a crash after the file size grew
-                but before the data blocks reached the disk, as ext4/XFS can leave)
-    corruption  a complete header whose hcrc fails, a length outside 1..MAX_BODY, or a
-                complete body whose crc fails
+                header verifies but fewer than ``length`` body bytes follow; or a bad frame
+                (hcrc or body crc fails) that a power cut can produce (below) and after which
+                **no valid frame starts at any later byte offset**
+    corruption  a bad frame followed, anywhere after it, by a valid frame; a length outside
+                1..MAX_BODY under a valid hcrc; or damage no power cut can produce: a non-zero
+                header that fails hcrc inside a 512-byte sector it shares with the valid frame
+                before it, or a body crc failure in a frame that lies within one sector
+
+Why garbage with nothing valid after it is a torn tail: after a power cut a file's size can
+reach the disk before its data blocks do, and the blocks past the last one written then read
+back as zeros or as *stale data* of an earlier file (filesystems that do not zero extents);
+a frame half-written when the power went leaves a valid header with a body that ends in such
+a block. Every one of those is the end of what was written, so nothing after it can be a
+valid frame. Damage in the middle of a journal has the writer's later frames after it, and
+those are found. Sectors narrow it further: a disk writes a 512-byte sector whole, so a sector
+that holds valid bytes of ours holds, after them, either our later bytes or the zeros it had --
+never stale data. A non-zero bad header in such a sector, or a bad body in a frame that fits in
+one sector, is therefore damage to written data, not a tear: most journal records are that
+small, so a flipped byte in the last record is refused, not cut. The price that remains:
+damage at the start of a sector in the last record(s) of the last segment reads as a torn tail
+and is cut (recovery logs the bytes cut, loudly). The scan for a valid frame after the bad one
+costs one length test (and rarely a crc32 of 8 bytes) per byte of tail, only in this case.
+Stale blocks recycled from an older journal may hold valid old frames: that is refused as
+corruption, the conservative side.
 
 A torn tail is what a crash (or a failed write) leaves at the end of a journal segment;
 corruption never is. Snapshots are renamed into place only when complete, so a snapshot
 treats a torn tail as corruption too.
+
+Out of memory is not corruption: orjson reports an allocation failure as a JSONDecodeError
+(a ValueError), so ``malformed`` decodes the payload again with the standard library before
+calling a record malformed; if that succeeds or runs out of memory itself, MemoryError.
 """
 
+import json
 import struct
 import zlib
 from collections.abc import Iterator
 from typing import BinaryIO
+
+import orjson
 
 HEADER = struct.Struct("<III")
 HEADER_SIZE = HEADER.size  # 12
@@ -42,6 +68,7 @@ _LEN_CRC = struct.Struct("<II")
 # A journal record is a few KiB at most (a 16 KiB session); a snapshot chunk a few MiB. A
 # length beyond this can only be damage, and refusing it keeps a bad length from allocating.
 MAX_BODY = 1 << 26  # 64 MiB
+SECTOR = 512  # the unit a disk writes whole; 4 KiB-sector disks are covered by it too
 
 _crc32 = zlib.crc32
 
@@ -123,10 +150,11 @@ class Reader:
                 return
             length, crc, hcrc = unpack(head)
             if hcrc != _crc32(head[:8]):
-                if head == bytes(HEADER_SIZE) and self._rest_is_zero():
-                    self.torn = True
-                    return
-                raise CorruptData(path, offset, "frame header checksum mismatch")
+                shared = offset % SECTOR and offset % SECTOR + HEADER_SIZE <= SECTOR
+                if shared and any(head):  # not a power cut's doing: see the module docstring
+                    raise CorruptData(path, offset, "frame header checksum mismatch")
+                self._bad(offset, head, "frame header checksum mismatch")
+                return
             if not 0 < length <= MAX_BODY:
                 raise CorruptData(path, offset, f"impossible frame length {length}")
             body = read(length)
@@ -134,14 +162,50 @@ class Reader:
                 self.torn = True
                 return
             if _crc32(body) != crc:
-                raise CorruptData(path, offset, "frame checksum mismatch")
+                if offset // SECTOR == (offset + HEADER_SIZE + length - 1) // SECTOR:
+                    raise CorruptData(path, offset, "frame checksum mismatch")
+                self._bad(offset, head + body, "frame checksum mismatch")
+                return
             self.end = offset + HEADER_SIZE + length
             yield offset, body[0], body[1:]
 
-    def _rest_is_zero(self) -> bool:
-        while True:
-            chunk = self._f.read(1 << 20)
-            if not chunk:
-                return True
-            if chunk.count(0) != len(chunk):
-                return False
+    def _bad(self, offset: int, read_so_far: bytes, reason: str) -> None:
+        """A bad frame at ``offset``: a torn tail if no valid frame starts after it (the
+        module docstring says why), else CorruptData."""
+        rest = read_so_far + self._f.read()
+        if valid_frame_after(rest, 1) is not None:
+            raise CorruptData(self.path, offset, reason)
+        self.torn = True
+
+
+def valid_frame_after(data: bytes, start: int) -> int | None:
+    """The first offset >= ``start`` in ``data`` where a whole, valid frame begins, or None."""
+    crc32 = _crc32
+    unpack = HEADER.unpack_from
+    for i in range(start, len(data) - HEADER_SIZE):
+        length, crc, hcrc = unpack(data, i)
+        if (
+            0 < length <= len(data) - i - HEADER_SIZE
+            and hcrc == crc32(data[i : i + 8])
+            and crc == crc32(data[i + HEADER_SIZE : i + HEADER_SIZE + length])
+        ):
+            return i
+    return None
+
+
+def malformed(path: str, offset: int, exc: BaseException, payload: bytes) -> Exception:
+    """What a record that failed to decode or apply means: CorruptData, or MemoryError when
+    the failure was orjson running out of memory (reported as a JSONDecodeError)."""
+    if isinstance(exc, orjson.JSONDecodeError):
+        try:
+            json.loads(payload)
+        except MemoryError:
+            return MemoryError(f"out of memory decoding {path} at byte offset {offset}")
+        except (ValueError, RecursionError):
+            pass
+        else:
+            return MemoryError(
+                f"out of memory decoding {path} at byte offset {offset} ({exc}); "
+                "the record itself is intact"
+            )
+    return CorruptData(path, offset, f"malformed record: {exc}")

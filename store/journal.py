@@ -244,6 +244,8 @@ def replay(
         for offset, code, payload in reader.frames():
             try:
                 apply_record(code, payload, keyspace, sessions)
+            except orjson.JSONDecodeError as exc:  # maybe out of memory: frames.malformed
+                raise frames.malformed(name, offset, exc, payload) from None
             except (ValueError, TypeError, KeyError, IndexError) as exc:
                 raise CorruptData(name, offset, f"record does not apply: {exc!r:.200}") from None
             records += 1
@@ -296,7 +298,8 @@ class SegmentWriter:
         path = datadir.segment_path(self.directory, number)
         # O_TRUNC, not O_EXCL: a file of this number can only be a creation that failed half-way
         # (numbers advance only after a successful creation) and holds nothing durable.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC)
+        mode = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC
+        fd = os.open(path, mode, datadir.FILE_MODE)
         try:
             datadir.write_all(fd, header(number, flags))
             # Always durable, even with fsync=no: a missing segment in the middle of the

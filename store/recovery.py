@@ -1,35 +1,53 @@
-"""Start-up recovery: the snapshot, then the journal segments after it, in order.
+"""Start-up recovery: a snapshot generation, then the journal segments after it, in order.
 
-History on disk is one sequence: ``snapshot.rkd`` (the state at the start of segment ``base``),
-then segments base, base+1, ... each continuing the previous one. Recovery replays it:
+History on disk (store/datadir.py draws the file model) is two snapshot generations and one
+journal: ``snapshot.rkd`` (the state at the start of segment B1), ``snapshot.prev.rkd`` (the
+state at the start of segment B0 <= B1), then segments B0, B0+1, ... each continuing the
+previous one. Recovery replays it:
 
 1. Remove snapshot temp files a crash left behind (never complete, never referenced).
-2. Load the snapshot, if any. Without one, history starts at segment 1 from empty.
-3. Replay segments >= base in number order; they must be contiguous. Segments below base are
-   obsolete (a crash between the snapshot's rename and their deletion) and are deleted.
+2. Load the newest snapshot and replay segments >= its base, in number order; they must be
+   contiguous. Without any snapshot, history starts at segment 1 from empty.
+3. **Fallback.** If the newest snapshot is damaged (or missing while the previous exists),
+   load the previous one and replay segments >= B0 to the end. When that replay is complete
+   and clean it reaches exactly the state the newest snapshot plus its journal would have:
+   nothing is lost, so it happens in every ``on_bad_data`` mode -- the damaged newest is moved
+   aside (renamed, never deleted), logged as an error, and a snapshot is taken before serving.
+   A damaged *previous* snapshot, or a damaged segment below B1, costs nothing while the newest
+   loads: they are not read (``rankd check`` reports them; the next snapshot retires them).
 4. A torn tail (store/frames.py) of the last segment is truncated to the last whole record,
-   durably, and logged with the bytes cut. A torn segment that is not the last is allowed only
-   when the next one carries FLAG_AFTER_GAP (store/journal.py): the writer stopped there after
-   a failure.
+   durably, and logged with the bytes cut -- only once the history to keep is decided, so a
+   refusal never changes a file. A torn segment that is not the last is allowed only when the
+   next one carries FLAG_AFTER_GAP (store/journal.py): the writer stopped there after a failure.
 5. A FLAG_AFTER_GAP segment other than the base is an orphan: it continued in-memory state of
    a snapshot that never completed, and holds no acknowledged write. It and all later segments
-   are moved aside (renamed ``*.bad-<time>``, never deleted) with a warning.
+   are moved aside with a warning, and a snapshot is taken before serving
+   (``report.needs_snapshot``): new segments must never follow the hole in the numbering (the
+   bug where disk full, then two crashes, left a directory that would not start). A fallback
+   that meets an orphan cannot tell it from the newest snapshot's own base, so it is lossy.
 6. Sessions still expired after the replay are dropped and counted (``expired_at_load``).
+7. Segments below the oldest snapshot generation's base are obsolete and deleted.
 
-Bad data -- a checksum mismatch, mid-file damage, a malformed record, a missing segment --
-raises CorruptData naming the file and byte offset (``on_bad_data="refuse"``, the default).
-With ``on_bad_data="move-aside"`` recovery keeps the longest valid prefix of history and
-renames the rest aside:
+Bad data that no fallback repairs -- a damaged segment at or after the newest base, both
+snapshots damaged, a missing segment -- raises CorruptData naming the file and byte offset
+(``on_bad_data="refuse"``, the default) and changes no file. With ``on_bad_data="move-aside"``
+recovery keeps the longest valid history and renames the rest aside:
 
-    bad snapshot        -> the snapshot and every segment are moved aside; start empty (the
-                           segments are deltas on that snapshot: replaying them onto nothing
+    no snapshot loads   -> every snapshot and segment is moved aside; start empty (the
+                           segments are deltas on a snapshot: replaying them onto nothing
                            would serve silently partial boards)
     bad record in seg k -> the records before it are kept (a state that really existed);
                            segment k and every later one are moved aside
 
-and then takes a fresh snapshot before serving (``report.needs_snapshot``), so new records
-never follow a hole. A FutureVersion file always refuses to start: it is not bad data, it
-belongs to a newer rankd, and moving it aside would lose it for that version.
+and then takes a fresh snapshot before serving. Whenever history is left non-contiguous the
+snapshot is required: ``needs_snapshot`` is the caller's contract (``pin`` does it).
+
+Never corruption: MemoryError (out of memory, including orjson's) and OSError (a failing disk)
+propagate as themselves, before anything is moved or truncated. A FutureVersion file always
+refuses to start: it belongs to a newer rankd, and moving it aside would lose it for that one.
+
+``dry_run=True`` (``rankd check``) decides the same way but changes no file: what would be
+moved aside or truncated is reported, not done.
 """
 
 import contextlib
@@ -58,14 +76,16 @@ class RecoveryReport:
     snapshot_sessions: int = 0
     snapshot_base: int = 1
     snapshot_created_at: float | None = None
+    snapshot_file: str | None = None  # the generation loaded
+    fell_back: bool = False  # the newest snapshot was damaged; the previous one was loaded
     journal_segments: int = 0
     journal_records: int = 0
     truncated_bytes: int = 0
     expired_at_load: int = 0
-    moved_aside: list[str] = field(default_factory=list)
+    moved_aside: list[str] = field(default_factory=list)  # in a dry run: what would be
     removed_temp_files: int = 0
     next_segment: int = 1  # the number the new process's first segment must take
-    needs_snapshot: bool = False  # move-aside dropped history: snapshot before serving
+    needs_snapshot: bool = False  # history was moved aside or fell back: snapshot before serving
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, object]:
@@ -97,6 +117,18 @@ class _Progress:
         return report
 
 
+@dataclass(slots=True)
+class _Replayed:
+    """What replaying segments found; nothing is changed on disk while replaying."""
+
+    segments: int = 0
+    records: int = 0
+    torn: list[tuple[Path, int, int]] = field(default_factory=list)  # (path, end, bytes cut)
+    bad: CorruptData | None = None
+    stop: int | None = None  # index of the first segment not kept (bad or orphan)
+    orphan: bool = False
+
+
 def recover(
     directory: Path,
     keyspace: Keyspace,
@@ -104,57 +136,128 @@ def recover(
     *,
     on_bad_data: OnBadData = "refuse",
     now: Callable[[], float] = time.time,
+    dry_run: bool = False,
 ) -> RecoveryReport:
     """Load ``directory`` into empty stores (see the module docstring). Synchronous."""
     began = time.perf_counter()
     report = RecoveryReport()
     progress = _Progress()
-    report.removed_temp_files = len(datadir.remove_temp_files(directory))
+
+    def move_aside(path: Path) -> None:
+        report.moved_aside.append(str(path if dry_run else datadir.move_aside(path, now())))
+
+    if not dry_run:
+        report.removed_temp_files = len(datadir.remove_temp_files(directory))
     all_segments = datadir.segments(directory)
     highest = all_segments[-1][0] if all_segments else 0
 
-    snap = datadir.snapshot_path(directory)
-    base = 1
-    if snap.exists():
+    damaged: list[tuple[Path, CorruptData]] = []
+    base: int | None = None
+    live: list[tuple[int, Path]] = []
+    replayed = _Replayed()
+    newest = datadir.snapshot_path(directory)
+    previous = datadir.previous_snapshot_path(directory)
+    for snap in (newest, previous):
+        if not snap.exists():
+            continue
         try:
             stats = snapshot.load(snap, keyspace, sessions, progress.snapshot)
         except CorruptData as exc:
-            if on_bad_data != "move-aside":
-                raise
-            log.error("%s; moving it and every journal segment aside, starting empty", exc)
+            log.error("%s", exc)
+            damaged.append((snap, exc))
             _reset(keyspace, sessions)
-            report.moved_aside.append(str(datadir.move_aside(snap, now())))
-            for _, path in all_segments:
-                report.moved_aside.append(str(datadir.move_aside(path, now())))
-            report.needs_snapshot = True
-            all_segments = []
-        else:
-            base = stats.base_segment
-            report.snapshot_created_at = stats.created_at
-            report.snapshot_entries = stats.entries
-            report.snapshot_sessions = stats.sessions
-            rate = (stats.entries + stats.sessions) / max(time.perf_counter() - began, 1e-9)
-            log.info(
-                "loaded %s: %d boards, %d entries, %d sessions (%.0f/s)",
-                snap,
-                stats.boards,
-                stats.entries,
-                stats.sessions,
-                rate,
-            )
-    report.snapshot_base = base
+            continue
+        base = stats.base_segment
+        report.snapshot_file = str(snap)
+        report.snapshot_created_at = stats.created_at
+        report.snapshot_entries = stats.entries
+        report.snapshot_sessions = stats.sessions
+        rate = (stats.entries + stats.sessions) / max(time.perf_counter() - began, 1e-9)
+        log.info(
+            "loaded %s: %d boards, %d entries, %d sessions (%.0f/s)",
+            snap,
+            stats.boards,
+            stats.entries,
+            stats.sessions,
+            rate,
+        )
+        break
+    if base is None and not damaged:
+        base = 1  # no snapshot at all: history starts at segment 1 from empty
+    if base is not None:
+        live = [(n, path) for n, path in all_segments if n >= base]
+        replayed = _replay(live, base, keyspace, sessions, progress)
+    lossy = replayed.bad is not None or (bool(damaged) and replayed.orphan)
 
-    obsolete = [path for n, path in all_segments if n < base]
-    live = [(n, path) for n, path in all_segments if n >= base]
-    _replay(live, base, keyspace, sessions, on_bad_data, now, report, progress)
+    if base is None or (lossy and on_bad_data != "move-aside"):
+        # Nothing loads, or what loads is missing acknowledged history: the operator decides.
+        first = damaged[0][1] if damaged else replayed.bad
+        if on_bad_data != "move-aside" or base is not None:
+            assert first is not None
+            raise first
+        log.error("no snapshot loads; moving every snapshot and journal segment aside")
+        _reset(keyspace, sessions)
+        for path in (newest, previous):
+            if path.exists():
+                move_aside(path)
+        for _, path in all_segments:
+            move_aside(path)
+        report.needs_snapshot = True
+        base = highest + 1
+    else:
+        if damaged:
+            report.fell_back = True
+            report.needs_snapshot = True
+            for path, _ in damaged:
+                move_aside(path)
+            if lossy:
+                log.error("fell back to %s; history after the damage is lost", previous)
+            else:
+                log.error(
+                    "fell back to the previous snapshot %s and its longer journal: "
+                    "nothing is lost; the damaged file was moved aside",
+                    previous,
+                )
+        elif not newest.exists() and previous.exists():
+            report.fell_back = True
+            report.needs_snapshot = True
+        if replayed.stop is not None:
+            if replayed.bad is not None:
+                log.error("%s; keeping the records before it, moving the rest aside", replayed.bad)
+            else:
+                log.warning(
+                    "%s continues a snapshot that never completed (no acknowledged writes); "
+                    "moving it and later segments aside",
+                    live[replayed.stop][1],
+                )
+            for _, path in live[replayed.stop :]:
+                if path.exists():
+                    move_aside(path)
+            report.needs_snapshot = True  # a hole in the numbering: never write after it
+        kept = {path for _, path in live[: replayed.stop]}
+        for path, end, cut in replayed.torn:
+            if path not in kept:
+                continue
+            # Loud: with fsync=always a cut record may have been acknowledged if the damage
+            # was not a crash (store/frames.py: the tail policy and its price).
+            log.warning(
+                "%s: torn tail of %d bytes after byte offset %d (a crash, a failed write or "
+                "stale blocks after a power cut); truncating to the last whole record",
+                path,
+                cut,
+                end,
+            )
+            if not dry_run:
+                journal.truncate(path, end)
+            report.truncated_bytes += cut
+    report.snapshot_base = base
+    report.journal_segments = replayed.segments
+    report.journal_records = replayed.records
 
     sessions.finish_load()
     report.expired_at_load = sessions.counters.get("expired_at_load", 0)
-    for path in obsolete:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-    if obsolete:
-        datadir.fsync_dir(directory)
+    if not dry_run and not report.needs_snapshot:
+        remove_obsolete_segments(directory)
     report.next_segment = max(highest + 1, base)
     report.seconds = time.perf_counter() - began
     return report
@@ -165,11 +268,9 @@ def _replay(
     base: int,
     keyspace: Keyspace,
     sessions: SessionStore,
-    on_bad_data: OnBadData,
-    now: Callable[[], float],
-    report: RecoveryReport,
     progress: _Progress,
-) -> None:
+) -> _Replayed:
+    out = _Replayed()
     expected = base
     previous: journal.SegmentReplay | None = None
     for i, (number, path) in enumerate(live):
@@ -179,45 +280,70 @@ def _replay(
                 raise CorruptData(str(missing), 0, "journal segment is missing")
             flags = journal.read_flags(path, number)
             if flags is not None and flags & journal.FLAG_AFTER_GAP and number != base:
-                log.warning(
-                    "%s continues a snapshot that never completed (no acknowledged writes); "
-                    "moving it and later segments aside",
-                    path,
-                )
-                for _, p in live[i:]:
-                    report.moved_aside.append(str(datadir.move_aside(p, now())))
-                return
+                out.stop, out.orphan = i, True
+                return out
             # A tear at 0 (the header itself) holds no record: nothing was lost before this.
             if previous is not None and previous.torn and previous.end > 0:
-                raise CorruptData(
+                # The damage is in the previous segment: it is the first one not kept (its
+                # records before the damage stay applied, as for any bad segment), and it is
+                # moved aside whole rather than truncated, so no byte of it is lost.
+                out.bad = CorruptData(
                     str(live[i - 1][1]), previous.end, "torn record in the middle of the journal"
                 )
+                out.stop = i - 1
+                out.segments -= 1
+                return out
             done = journal.replay(path, number, keyspace, sessions, progress.journal(path.name))
         except CorruptData as exc:
-            if on_bad_data != "move-aside":
-                raise
-            log.error("%s; keeping the records before it, moving the rest aside", exc)
-            for _, p in live[i:]:
-                if p.exists():
-                    report.moved_aside.append(str(datadir.move_aside(p, now())))
-            report.needs_snapshot = True
-            return
-        report.journal_segments += 1
-        report.journal_records += done.records
+            out.bad, out.stop = exc, i
+            return out
+        out.segments += 1
+        out.records += done.records
         if done.torn:
-            # Truncate now, even if a later segment makes this a mid-journal tear (then the
-            # next loop turn refuses or moves aside): a cut tail never comes back either way.
-            log.warning(
-                "%s: torn tail of %d bytes after byte offset %d (a crash or failed write); "
-                "truncating to the last whole record",
-                path,
-                done.torn_bytes,
-                done.end,
-            )
-            journal.truncate(path, done.end)
-            report.truncated_bytes += done.torn_bytes
+            out.torn.append((path, done.end, done.torn_bytes))
         previous = done
         expected = number + 1
+    return out
+
+
+def remove_obsolete_segments(directory: Path) -> int:
+    """Delete segments below the oldest snapshot generation's base; returns how many.
+
+    Nothing is deleted unless the newest snapshot's base can be read: in doubt, keep.
+    """
+    bases = []
+    for path in (datadir.snapshot_path(directory), datadir.previous_snapshot_path(directory)):
+        if path.exists():
+            b = snapshot.read_base(path)
+            if b is None and path.name == datadir.SNAPSHOT:
+                return 0
+            if b is not None:
+                bases.append(b)
+    if not bases:
+        return 0
+    removed = 0
+    for number, path in datadir.segments(directory):
+        if number < min(bases):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+                removed += 1
+    if removed:
+        datadir.fsync_dir(directory)
+    return removed
+
+
+def pin(
+    directory: Path, keyspace: Keyspace, sessions: SessionStore, *, base: int, now: float
+) -> None:
+    """Write the recovered state as *both* snapshot generations, then retire older segments.
+
+    Called when recovery left a hole in history or fell back (``needs_snapshot``): no older
+    snapshot can be replayed across the hole, so a single new file would have no fallback.
+    Two copies, written and verified one after the other, restore the one-damaged-file rule.
+    """
+    snapshot.save(directory, keyspace, sessions, base_segment=base, now=now)
+    snapshot.save(directory, keyspace, sessions, base_segment=base, now=now)
+    remove_obsolete_segments(directory)
 
 
 def _reset(keyspace: Keyspace, sessions: SessionStore) -> None:
@@ -226,3 +352,4 @@ def _reset(keyspace: Keyspace, sessions: SessionStore) -> None:
     for s in sessions.sessions():
         sessions.apply_delete(s.id)
     sessions.finish_load()
+    sessions.counters["expired_at_load"] = 0

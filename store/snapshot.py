@@ -15,6 +15,8 @@ File model (all integers little-endian; frames as in store/frames.py)::
                ... more BOARD + METADATA + KEYS groups ...
                SESSIONS  [[id, user, data, created_at, ttl, idle_deadline, max_expires_at,
                            version], ...]                                up to 1024 per frame
+                                                                        and ~1 MiB (one
+                                                                        session may exceed it)
                END       {"boards": b, "entries": e, "sessions": s, "crc": crc32 of every byte
                           of the file before this frame}
     (end of file: nothing may follow END)
@@ -53,11 +55,24 @@ Sessions hold absolute wall-clock deadlines; expired ones are handed to
 ``SessionStore.load_many`` anyway, which holds them until the journal has been replayed (a
 journalled touch may have extended them) and counts those still expired.
 
+Every frame is bounded by bytes, whatever the configured limits: a frame the loader would
+refuse (longer than frames.MAX_BODY, 64 MiB) must never be written. SESSIONS and METADATA are
+cut at ~1 MiB (FRAME_BYTES) except that one item always fits alone: a session's data is at most
+16 MiB and a metadata object 1 MiB (service/settings.py's maxima), plus a small row; KEYS at
+4096 keys of at most 17 + 1024 bytes (the largest member) is under 4.3 MiB. The writer checks
+the bound on every frame anyway and fails the save rather than write an unloadable file.
+
+A save is verified before it is installed: the temporary file is read back through ``verify``
+(the loader itself, keeping nothing), so rankd never installs a snapshot its own loader refuses.
+The read-back goes through the page cache, so it proves the writer and the loader agree, not
+that the medium kept the bytes; the previous generation (store/datadir.py) covers the medium.
+
 Why a whole-file checksum on top of per-frame ones: per-frame checksums catch damage inside a
 frame and name its offset; the END crc (and the counts) also catch whole frames that are
 missing, duplicated or reordered -- the misdirected-write failures a frame cannot see itself.
 """
 
+import collections
 import contextlib
 import itertools
 import os
@@ -74,6 +89,7 @@ import orjson
 
 from store import datadir, frames
 from store.boards import BoardConfig
+from store.clock import ManualClock
 from store.frames import CorruptData, FutureVersion
 from store.keyspace import Keyspace
 from store.sessions import Session, SessionStore
@@ -92,9 +108,10 @@ KEYS = 0x05
 METADATA = 0x06
 END = 0x7F
 
-KEYS_PER_FRAME = 4096  # ~130 KiB of 30-byte keys; at most ~4 MiB at the 1 KiB member limit
+KEYS_PER_FRAME = 4096  # ~130 KiB of 30-byte keys; at most ~4.3 MiB at the 1 KiB member limit
 SESSIONS_PER_FRAME = 1024
-METADATA_FRAME_BYTES = 1 << 20  # metadata can reach 1 MiB apiece: frames are cut by size
+FRAME_BYTES = 1 << 20  # SESSIONS and METADATA frames are cut near this size
+METADATA_FRAME_BYTES = FRAME_BYTES
 _FLUSH_BYTES = 1 << 20
 _COUNT = struct.Struct("<I")
 _BIG_ENDIAN = sys.byteorder == "big"  # key lengths are u16 little-endian on disk
@@ -130,6 +147,10 @@ class _Out:
         self.size = 0
 
     def frame(self, code: int, payload: bytes) -> None:
+        if len(payload) >= frames.MAX_BODY:
+            # Fail the save (the previous snapshot stays) rather than write a frame the loader
+            # refuses: the bug that made rankd write snapshots it then called corrupt.
+            raise ValueError(f"a snapshot record of {len(payload)} bytes exceeds the frame limit")
         frames.append(self.buf, code, payload)
         if len(self.buf) >= _FLUSH_BYTES:
             self.flush()
@@ -172,7 +193,8 @@ def write(
     n_sessions = 0
     every = sessions.sessions()
     while chunk_s := list(itertools.islice(every, SESSIONS_PER_FRAME)):
-        out.frame(SESSIONS, orjson.dumps([_session_row(s) for s in chunk_s]))
+        for payload in _session_frames(chunk_s):
+            out.frame(SESSIONS, payload)
         n_sessions += len(chunk_s)
     out.flush()
     end = {"boards": len(keyspace), "entries": n_entries, "sessions": n_sessions, "crc": out.crc}
@@ -220,6 +242,29 @@ def _metadata_frames(metadata: ItemsView[str, dict[str, Any]]) -> Iterator[bytes
         yield b"[" + b",".join(items) + b"]"
 
 
+def _session_frames(chunk: list[Session]) -> Iterator[bytes]:
+    """SESSIONS payloads for ``chunk``: one if it encodes within FRAME_BYTES (the common case,
+    one orjson call), else cut by size, one session alone when it exceeds FRAME_BYTES itself.
+
+    Cutting by count alone let 1024 sessions of 64 KiB+ data add up past frames.MAX_BODY.
+    """
+    whole = orjson.dumps([_session_row(s) for s in chunk])
+    if len(whole) <= FRAME_BYTES or len(chunk) == 1:
+        yield whole
+        return
+    items: list[bytes] = []
+    size = 0
+    for s in chunk:
+        item = orjson.dumps(_session_row(s))
+        if items and size + len(item) + 1 > FRAME_BYTES:
+            yield b"[" + b",".join(items) + b"]"
+            items, size = [], 0
+        items.append(item)
+        size += len(item) + 1
+    if items:
+        yield b"[" + b",".join(items) + b"]"
+
+
 def _session_row(s: Session) -> list[Any]:
     return [
         s.id,
@@ -241,24 +286,43 @@ def save(
     base_segment: int,
     now: float,
 ) -> SnapshotStats:
-    """Write, fsync, rename into place, fsync the directory. Raises OSError on any failure, in
-    which case the previous snapshot is untouched and the temp file is gone (best effort).
+    """Write, fsync, verify by loading it back, install as the newest generation (the newest
+    becomes the previous one: store/datadir.py). Raises OSError on any failure, CorruptData if
+    the file does not load back; either way the installed snapshots are untouched and the temp
+    file is gone (best effort).
     """
     tmp = datadir.temp_snapshot_path(directory)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+    fd = os.open(tmp, flags, datadir.FILE_MODE)
     try:
         try:
             stats = write(fd, keyspace, sessions, base_segment=base_segment, now=now)
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, datadir.snapshot_path(directory))
+        verify(tmp)
+        datadir.install_snapshot(directory, tmp)
     except BaseException:
         with contextlib.suppress(OSError):  # the next start removes it; raise the real error
             os.unlink(tmp)
         raise
-    datadir.fsync_dir(directory)
     return stats
+
+
+def read_base(path: Path) -> int | None:
+    """The snapshot's base segment from its META record, or None if that much is unreadable.
+
+    Enough to know which journal segments a snapshot needs without loading it.
+    """
+    try:
+        with open(path, "rb") as f:
+            _check_header(str(path), f.read(HEADER_SIZE))
+            for _, code, payload in frames.Reader(f, str(path), HEADER_SIZE).frames():
+                base = orjson.loads(payload).get("base_segment") if code == META else None
+                return base if type(base) is int else None
+    except (frames.DataError, ValueError, AttributeError, FileNotFoundError):
+        return None
+    return None
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -286,22 +350,42 @@ def load(
     """Load a snapshot into an empty keyspace and session store.
 
     Raises CorruptData / FutureVersion naming the file and the byte offset; the stores may
-    then hold part of the file and the caller must discard them.
+    then hold part of the file and the caller must discard them. MemoryError and OSError are
+    raised as themselves: running out of memory or a failing disk is not damage in the file.
     """
+    return _load(path, keyspace, sessions, progress, keep=True)
+
+
+def verify(path: Path) -> SnapshotStats:
+    """Everything ``load`` checks, keeping nothing: one board and one SESSIONS record in memory
+    at a time. The writer's read-back and ``rankd check``."""
+    return _load(path, Keyspace(), SessionStore(ManualClock(0.0)), None, keep=False)
+
+
+def _load(
+    path: Path,
+    keyspace: Keyspace,
+    sessions: SessionStore,
+    progress: Progress | None,
+    *,
+    keep: bool,
+) -> SnapshotStats:
     name = str(path)
     with open(path, "rb", buffering=1 << 20) as raw:
         f = _CrcFile(raw)
         _check_header(name, f.read(HEADER_SIZE))
         records = _Records(name, f)
-        parser = _Parser(records, keyspace, sessions, progress)
+        parser = _Parser(records, keyspace, sessions, progress, keep=keep)
         try:
             meta = parser.parse()
-        except (ValueError, TypeError, KeyError, IndexError) as exc:
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
             # CorruptData is a DataError, not a ValueError: only malformed content lands here.
-            raise CorruptData(name, records.offset, f"malformed record: {exc}") from None
+            # Except that orjson reports an allocation failure as a JSONDecodeError, a
+            # ValueError: frames.malformed decodes again to tell them apart.
+            raise frames.malformed(name, records.offset, exc, records.payload) from None
         return SnapshotStats(
             records.end,
-            len(keyspace),
+            parser.boards,
             parser.entries,
             parser.sessions,
             meta["base_segment"],
@@ -334,6 +418,7 @@ class _Records:
         self._frames = self._reader.frames()
         self._next: tuple[int, int, bytes, int] | None = None
         self.offset = HEADER_SIZE
+        self.payload = b""  # the current record's, to re-check a decoding failure
         self.crc_before = f.crc
 
     @property
@@ -357,6 +442,7 @@ class _Records:
             self.fail(what if found is None else f"{what}, found record code {found}")
         assert self._next is not None
         self.offset, _, payload, self.crc_before = self._next
+        self.payload = payload
         self._next = None
         return payload
 
@@ -391,11 +477,16 @@ class _Parser:
         keyspace: Keyspace,
         sessions: SessionStore,
         progress: Progress | None,
+        *,
+        keep: bool = True,
     ) -> None:
         self.records = records
         self.keyspace = keyspace
         self.store = sessions
         self.progress = progress
+        self.keep = keep  # False: verify only, dropping each board and session once checked
+        self.names: set[str] = set()
+        self.boards = 0
         self.entries = 0
         self.sessions = 0
 
@@ -410,11 +501,15 @@ class _Parser:
             self._board()
         while records.peek() == SESSIONS:
             rows = orjson.loads(records.take(SESSIONS, "a SESSIONS record"))
-            self.store.load_many(itertools.starmap(Session, rows))
+            loaded = itertools.starmap(Session, rows)
+            if self.keep:
+                self.store.load_many(loaded)
+            else:
+                collections.deque(loaded, maxlen=0)  # build each Session: the same checks
             self.sessions += len(rows)
             self._report(0)
         end = orjson.loads(records.take(END, "a BOARD, SESSIONS or END record"))
-        counts = (len(self.keyspace), self.entries, self.sessions)
+        counts = (self.boards, self.entries, self.sessions)
         if (end["boards"], end["entries"], end["sessions"]) != counts:
             self._corrupt(f"END counts {end} differ from the records read {counts}")
         if end["crc"] != records.crc_before:
@@ -426,8 +521,9 @@ class _Parser:
     def _board(self) -> None:
         records = self.records
         bname, options, seq, count, metadata_count = orjson.loads(records.take(BOARD, "BOARD"))
-        if bname in self.keyspace.boards:
+        if bname in self.names:
             self._corrupt(f"board {bname!r} appears twice")
+        self.names.add(bname)
         config = BoardConfig.from_options(options)
         if not all(type(n) is int and n >= 0 for n in (seq, count, metadata_count)):
             self._corrupt("malformed BOARD record")
@@ -448,6 +544,9 @@ class _Parser:
         board = self.keyspace.restore_board(bname, config)
         board.load_keys(self._key_runs(bname, count, min_key), metadata, seq)
         self.entries += count
+        self.boards += 1
+        if not self.keep:
+            del self.keyspace.boards[bname]
 
     def _key_runs(self, bname: str, count: int, min_key: int) -> Iterator[list[bytes]]:
         records = self.records

@@ -21,7 +21,7 @@ import pytest
 
 from service.persistence import Persistence
 from service.settings import Settings
-from store import Unavailable, datadir, journal, snapshot
+from store import Unavailable, datadir, frames, journal, snapshot
 from store.clock import SystemClock
 from store.frames import FutureVersion
 from store.keyspace import Keyspace
@@ -240,7 +240,10 @@ def test_snapshot_while_writing_is_exact_after_replay(tmp_path: Path) -> None:
         await asyncio.gather(*tasks)
         assert first["entries"] > 0 and second["entries"] >= first["entries"]
         assert p.last_snapshot_seconds is not None and p.healthy
-        assert len(datadir.segments(tmp_path)) == 1  # older segments went with the snapshot
+        # The first snapshot is now the previous generation: its segments stay, older ones go.
+        assert [n for n, _ in datadir.segments(tmp_path)][0] == snapshot.read_base(
+            datadir.previous_snapshot_path(tmp_path)
+        )
         p._check()
         await p.stop()
 
@@ -432,7 +435,11 @@ def test_move_aside_snapshots_before_serving(tmp_path: Path) -> None:
 
     run(main)
     seg = datadir.segments(tmp_path)[-1][1]
-    seg.write_bytes(seg.read_bytes() + b"\x01" * 40)  # garbage that is not a torn tail
+    # Damage followed by a valid frame is corruption, not a torn tail (store/frames.py). Until
+    # the tail policy, 40 bytes of 0x01 appended here counted as corruption: that refusal of a
+    # stale-block tail was defect 7 of issue 10, so the damage now sits before a valid frame.
+    valid = frames.encode(journal.BDROP, b'["other"]')
+    seg.write_bytes(seg.read_bytes() + b"\x01" * 40 + valid)
     with pytest.raises(Exception, match="byte offset"):
         make(tmp_path)[0].recover()
     p2, ks2, _ = make(tmp_path, on_bad_data="move-aside")
