@@ -241,7 +241,7 @@ def test_snapshot_while_writing_is_exact_after_replay(tmp_path: Path) -> None:
         assert first["entries"] > 0 and second["entries"] >= first["entries"]
         assert p.last_snapshot_seconds is not None and p.healthy
         # The first snapshot is now the previous generation: its segments stay, older ones go.
-        assert [n for n, _ in datadir.segments(tmp_path)][0] == snapshot.read_base(
+        assert datadir.segments(tmp_path)[0][0] == snapshot.read_base(
             datadir.previous_snapshot_path(tmp_path)
         )
         p._check()
