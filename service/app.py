@@ -34,7 +34,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
-from service import routes_admin, routes_boards, routes_sessions
+from service import offline, routes_admin, routes_boards, routes_sessions
 from service.auth import Auth
 from service.errors import Problem, http_exception, response_for, server_error
 from service.http import RouteSpec
@@ -172,7 +172,8 @@ async def _start(rt: Runtime, tasks: list[asyncio.Task[Any]], started: list[str]
         rt.ready = True
         log.info("ready (epoch %s)", rt.epoch)
     except Exception as exc:
-        rt.fatal = f"{type(exc).__name__}: {exc}"
+        # Out of memory, an I/O error and damage each name their own way out (service/offline.py).
+        rt.fatal = offline.describe_failure(exc, settings.data_dir)
         log.error("start-up failed, shutting down: %s", rt.fatal, exc_info=exc)
         rt.request_shutdown()
 

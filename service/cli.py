@@ -1,7 +1,11 @@
 """``rankd`` (and ``python -m service``): parse settings, refuse unsafe setups, run uvicorn.
 
+``rankd check`` and ``rankd repair`` are offline commands (service/offline.py): they never start
+the server.
+
 Exit codes: 0 after a clean stop, 1 when start-up failed (e.g. the data directory holds
-corrupt data), 2 for bad settings or protected mode (no API keys and a non-loopback bind),
+corrupt data; the message names ``rankd check``, ``rankd repair`` and ``--on-bad-data``),
+2 for bad settings or protected mode (no API keys and a non-loopback bind),
 3 when the port cannot be bound (uvicorn's). After SIGTERM/SIGINT uvicorn drains connections,
 the lifespan takes the final snapshot, and uvicorn re-raises the signal, so the process ends
 the way the signal says (status 143 for SIGTERM in a shell).
@@ -21,6 +25,7 @@ from typing import Any
 
 import uvicorn
 
+from service import offline
 from service.app import create_app
 from service.runtime import Runtime
 from service.settings import (
@@ -132,8 +137,11 @@ class _Server(uvicorn.Server):
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args and args[0] in offline.COMMANDS:
+        sys.exit(offline.main(args))
     try:
-        settings = settings_from(argv, dict(os.environ))
+        settings = settings_from(args, dict(os.environ))
     except SettingsError as exc:
         print(f"rankd: {exc}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
