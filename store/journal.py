@@ -32,9 +32,12 @@ that meets such a segment after any other base stops there: it and the later seg
 orphans of a snapshot that never completed, and hold no acknowledged write, because writes
 are refused from the failure until such a snapshot is durable (service/persistence.py).
 
-Torn tails (store/frames.py defines them) are truncated at recovery; a segment other than the
-last may end torn only when the next one has FLAG_AFTER_GAP (the writer stopped there after a
-failure). Anything else is corruption and refuses to start.
+Torn tails (store/frames.py defines them, including the policy for non-zero garbage: a bad
+frame with no valid frame after it, where a power cut can leave stale blocks) are truncated at
+recovery, with the bytes cut logged; a segment other than the last may end torn only when the
+next one has FLAG_AFTER_GAP (the writer stopped there after a failure). Anything else is
+corruption and refuses to start -- unless an older snapshot generation and its segments cover
+it (store/recovery.py). Segments are created 0600: they hold session ids.
 """
 
 import contextlib

@@ -1,15 +1,17 @@
 """Recovery policy: which history is replayed, what is truncated, refused or moved aside."""
 
+import errno
 import logging
 import os
 import random
 from pathlib import Path
 
+import orjson
 import pytest
 from test_journal import Recorder, recovered, write_segment
 from test_snapshot import T0, digest, drive, fresh, put, random_state
 
-from store import datadir, journal, recovery, snapshot
+from store import datadir, frames, journal, recovery, snapshot
 from store.clock import ManualClock
 from store.errors import SessionNotFound
 from store.frames import CorruptData
@@ -196,3 +198,96 @@ def test_the_data_directory_has_one_owner(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     os.close(datadir.open_dir(tmp_path))  # released with the descriptor
+
+
+# -- the tail policy (store/frames.py) ---------------------------------------------------------
+
+
+def _one_segment(tmp_path: Path) -> tuple[ManualClock, Path, bytes, dict[str, object]]:
+    clock = ManualClock(T0)
+    ks, ss = fresh(clock)
+    rec = Recorder(ks, ss)
+    for i in range(30):
+        ks.write("b", f"m{i}", i)
+    path = write_segment(tmp_path, 1, rec.take())
+    return clock, path, path.read_bytes(), digest(ks, ss, clock.now())
+
+
+def test_stale_non_zero_blocks_after_the_last_record_are_a_torn_tail(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A power cut can leave the file longer than what reached the disk, the rest stale data
+    of an earlier file: nothing valid follows, so it is cut -- loudly, with the byte count."""
+    clock, path, data, expected = _one_segment(tmp_path)
+    # The block holding the last record was written whole (zeros after the record); the next
+    # blocks were allocated but never written: they read back as whatever they held before.
+    stale = bytes(-len(data) % 4096) + random.Random(7).randbytes(2 * 4096)
+    put(path, data + stale)
+    with caplog.at_level(logging.WARNING, logger="rankd.recovery"):
+        ks, ss, report = recovered(tmp_path, clock)
+    assert digest(ks, ss) == expected and report.truncated_bytes == len(stale)
+    assert path.read_bytes() == data
+    assert f"torn tail of {len(stale)} bytes after byte offset {len(data)}" in caplog.text
+
+
+def test_garbage_followed_by_a_valid_frame_is_corruption(tmp_path: Path) -> None:
+    clock, path, data, _ = _one_segment(tmp_path)
+    valid = frames.encode(journal.BDROP, b'["zz"]')
+    put(path, data + b"\x01" * 40 + valid)
+    with pytest.raises(CorruptData, match="frame header checksum mismatch") as info:
+        recovered(tmp_path, clock)
+    assert info.value.offset == len(data)
+    assert path.read_bytes() == data + b"\x01" * 40 + valid  # a refusal changes nothing
+
+
+def test_damage_no_power_cut_can_leave_is_corruption_even_at_the_end(tmp_path: Path) -> None:
+    """The last record's body damaged inside one 512-byte sector: the disk wrote that sector
+    whole, with our valid header in it, so the body is damage -- refused, not cut."""
+    clock, path, data, _ = _one_segment(tmp_path)
+    damaged = bytearray(data)
+    damaged[-2] ^= 0x01
+    put(path, bytes(damaged))
+    with pytest.raises(CorruptData, match="frame checksum mismatch"):
+        recovered(tmp_path, clock)
+    assert path.read_bytes() == bytes(damaged)
+
+
+# -- failures that are not damage --------------------------------------------------------------
+
+
+def test_an_io_error_while_loading_moves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock, _ = _history(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+
+    def eio(*args: object, **kwargs: object) -> object:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(snapshot, "open", eio, raising=False)
+    with pytest.raises(OSError, match="Input/output error"):
+        recovered(tmp_path, clock, on_bad_data="move-aside")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_out_of_memory_inside_the_json_decoder_is_not_corruption(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """orjson reports a failed allocation as a JSONDecodeError; the record decodes fine once
+    memory is back, so it is MemoryError, never a reason to move the snapshot aside."""
+    clock, _ = _history(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    real = orjson.loads
+    calls = 0
+
+    def starved(data: bytes) -> object:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise orjson.JSONDecodeError("Not enough memory to allocate buffer for parsing", "", 0)
+        return real(data)
+
+    monkeypatch.setattr(snapshot.orjson, "loads", starved)
+    with pytest.raises(MemoryError, match="out of memory decoding"):
+        recovered(tmp_path, clock, on_bad_data="move-aside")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
