@@ -123,7 +123,9 @@ def restrict_modes(directory: Path) -> None:
     os.chmod(directory, DIR_MODE)
     for entry in os.scandir(directory):
         if entry.is_file(follow_symlinks=False) and entry.stat().st_mode & 0o7777 != FILE_MODE:
-            os.chmod(entry.path, FILE_MODE)
+            # Someone else's file (copied in by another user): not ours to refuse a start over.
+            with contextlib.suppress(PermissionError):
+                os.chmod(entry.path, FILE_MODE)
 
 
 def remove_temp_files(directory: Path) -> list[str]:
