@@ -24,6 +24,7 @@ import contextlib
 import gc
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -62,12 +63,16 @@ class Persistence:
         self.last_snapshot_at: float | None = None
         self.last_snapshot_seconds: float | None = None
         self.recovery: recovery.RecoveryReport | None = None
-        self._journal = JournalFlusher(settings.fsync, self._set_unhealthy, lambda: self.reason)
+        self._journal = JournalFlusher(
+            settings.fsync, self._set_unhealthy, lambda: self.reason, on_lost=self._undo
+        )
         self.fsync_seconds = self._journal.fsync_seconds
         self._lock_fd: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._snap_lock: asyncio.Lock | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}  # "periodic", "healer"
+        self._job: bgsave.BackgroundSave | None = None  # the running snapshot child
+        self._fork_records = 0  # journal records appended before its fork (in its image)
         self._stopping = False
         keyspace.observers.append(self._journal.append)
         sessions.observers.append(self._journal.append)
@@ -201,6 +206,7 @@ class Persistence:
         except OSError as exc:
             self._journal.bytes += journal_bytes
             return self._snapshot_failed(f"fork failed: {describe(exc)}")
+        self._job, self._fork_records = job, self._journal.appended
         try:
             stats = await asyncio.wait_for(self._wait_child(job), self.snapshot_timeout)
         except bgsave.SaveFailed as exc:
@@ -214,6 +220,8 @@ class Persistence:
             job.kill()
             self._journal.bytes += journal_bytes
             raise
+        finally:
+            self._job = None
         with contextlib.suppress(Unavailable):
             await self._journal.barrier(
                 sync=False
@@ -283,6 +291,32 @@ class Persistence:
         except OSError as exc:
             # Harmless: recovery ignores (and deletes) segments below the snapshot's base.
             log.warning("could not delete old journal segments: %s", describe(exc))
+
+    def _undo(self, events: list[tuple[Any, ...]], first: int) -> None:
+        """fsync=always, journal failure: revert the changes whose records were lost, newest
+        first, before their writers hear 503 (service/journal_flusher.py, "Undo")."""
+        keyspace, sessions = self._keyspace, self._sessions
+        try:
+            for event in reversed(events):
+                (keyspace if event[0][0] == "b" else sessions).undo(event)
+        except Exception:
+            # A bug, never a disk state: say so loudly; the waiters still get their 503.
+            log.exception("undoing %d lost journal records failed", len(events))
+        job = self._job
+        if job is not None and first < self._fork_records:
+            # The running snapshot child forked after some of those changes, so its image holds
+            # writes that were just refused: it must not become the snapshot. Killing it makes
+            # the save fail (the healer retries from the undone state). A child that already
+            # renamed its file escapes: see README "Durability" for that window.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(job.pid, signal.SIGKILL)
+        log.error(
+            "journal failure: undid the last %d changes (records %d..%d were not durable; "
+            "their writers are answered 503)",
+            len(events),
+            first + 1,
+            first + len(events),
+        )
 
     # -- health --------------------------------------------------------------------------------
 
