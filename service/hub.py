@@ -332,8 +332,8 @@ class Hub:
             # Even members last seen absent (rank None, outside any span): a board that comes
             # back (an undone drop, store/keyspace.py) brings its entries with it. Rare events,
             # so O(groups) here is fine.
-            for group in watch.members.values():
-                group.dirty = True
+            for every in watch.members.values():
+                every.dirty = True
         if low <= watch.max_top:
             watch.top_dirty = True
         if watch.members:
