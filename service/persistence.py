@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from service import heap
 from service.journal_flusher import JournalFlusher, describe
 from service.settings import Settings
 from store import bgsave, datadir, recovery
@@ -70,7 +71,7 @@ class Persistence:
         self._lock_fd: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._snap_lock: asyncio.Lock | None = None
-        self._tasks: dict[str, asyncio.Task[None]] = {}  # "periodic", "healer"
+        self._tasks: dict[str, asyncio.Task[None]] = {}  # "periodic", "healer", "freezer"
         self._job: bgsave.BackgroundSave | None = None  # the running snapshot child
         self._fork_records = 0  # journal records appended before its fork (in its image)
         self._stopping = False
@@ -146,13 +147,16 @@ class Persistence:
         self._loop = asyncio.get_running_loop()
         self._snap_lock = asyncio.Lock()
         await self._journal.start()
+        # Keeps what is created while serving out of full collections, as recover() did for
+        # what it loaded (service/heap.py).
+        self._tasks["freezer"] = asyncio.create_task(heap.grow_frozen(), name="rankd-freezer")
         if self._interval > 0:
             self._tasks["periodic"] = asyncio.create_task(self._periodic(), name="rankd-snapshots")
 
     async def stop(self) -> None:
         """Final snapshot, then drain and close the journal. Raises if the snapshot failed."""
         self._stopping = True
-        for name in ("periodic", "healer"):
+        for name in ("periodic", "healer", "freezer"):
             task = self._tasks.pop(name, None)
             if task is not None:
                 task.cancel()
@@ -354,19 +358,3 @@ class Persistence:
             if self.healthy:  # the healer owns retries while unhealthy
                 with contextlib.suppress(Unavailable):
                     await self.snapshot()
-            refreeze_heap()
-
-
-def refreeze_heap() -> None:
-    """Collect what was created since the last freeze, then freeze the survivors.
-
-    recover() freezes the loaded heap, but sessions and entries created while serving pile up
-    in the oldest generation, and an automatic full collection over a million of them stalls
-    the loop for seconds (measured ~3 s at 1M sessions). A full collection skips frozen objects,
-    so this one costs only the objects of one snapshot interval; freezing them afterwards keeps
-    every later collection that small. Frozen objects are still freed by reference counting;
-    collecting first means no garbage cycle is frozen (leaked). It also keeps the collector
-    from writing to every page of the heap, which forked snapshot children would then copy.
-    """
-    gc.collect()
-    gc.freeze()

@@ -255,12 +255,11 @@ def test_periodic_snapshots(tmp_path: Path) -> None:
 
     async def main() -> None:
         await p.start()
-        frozen = gc.get_freeze_count()
         await write(p, ks, "b", "m", 1)
         await until(lambda: p.last_snapshot_at is not None)
-        # The periodic task refreezes the heap after each snapshot (so full collections stay
-        # small): objects created since start-up move to the permanent generation.
-        await until(lambda: gc.get_freeze_count() > frozen)
+        # No collection after the snapshot any more (it stalled the loop for an interval's
+        # worth of new objects); service/heap.py freezes the heap as it grows instead.
+        assert "freezer" in p._tasks
         p._check()
         await p.stop()
 
