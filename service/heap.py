@@ -37,7 +37,7 @@ import time
 log = logging.getLogger("rankd.heap")
 
 CHECK = 0.1  # seconds between looks at the old generation
-BUDGET = 20_000  # unfrozen old objects that trigger collect + freeze (~10 ms to walk)
+BUDGET = 10_000  # unfrozen old objects that trigger collect + freeze (~5 ms to walk)
 
 
 def old_unfrozen() -> int:
