@@ -269,8 +269,13 @@ conn = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=30)
 end = time.time() + float(sys.argv[2])
 while time.time() < end:
     t = time.time()
-    conn.request("GET", "/healthz")
-    conn.getresponse().read()
+    try:
+        conn.request("GET", "/healthz")
+        conn.getresponse().read()
+    except (OSError, http.client.HTTPException) as exc:
+        print(f"poller: {exc!r}; reconnecting", file=sys.stderr, flush=True)
+        conn.close()
+        continue
     took = time.time() - t
     if took > 0.005:
         print(f"{t:.6f} {took:.6f}", flush=True)
@@ -320,7 +325,10 @@ def live_stall(new: int, intervals: int, refreeze: str) -> list[dict[str, Any]]:
         if refreeze == "old":
             p._tasks.pop("freezer").cancel()
         poller = subprocess.Popen(
-            [sys.executable, "-c", _POLLER, str(port), "3600"], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", _POLLER, str(port), "3600"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         stop = asyncio.Event()
         gaps: list[tuple[float, float]] = []  # (wall time it began, length) of gaps over 5 ms
@@ -375,8 +383,11 @@ def live_stall(new: int, intervals: int, refreeze: str) -> list[dict[str, Any]]:
         stop.set()
         await tick
         gc.callbacks.remove(on_gc)
+        alive = poller.poll() is None
         poller.kill()
-        out, _ = poller.communicate()
+        out, err = poller.communicate()
+        if err or not alive:
+            print(f"poller (alive until the end: {alive}): {err.strip()[-2000:]}", file=sys.stderr)
         waits = [tuple(map(float, line.split())) for line in out.splitlines() if line]
         server.should_exit = True
         await serving
