@@ -17,6 +17,18 @@ Steps (each printed as it finishes, then a summary table):
              longest time a record sat appended but not yet written to the file
 6. replay    recovery of the ``always`` run's journal: records/s
 
+``--stall`` runs one more experiment instead (issue #10, item 7): the real app served by
+uvicorn in this process, a poller *process* hitting ``GET /healthz`` back to back (the longest
+answer it waited for) and a 1 ms ticker on the loop (the longest gap between its wake-ups),
+while the loop creates ``--new`` sessions (CHUNK per loop turn), then runs the periodic
+snapshot step, ``--intervals`` times. ``--refreeze old`` reproduces the pre-fix policy for
+comparison (a full ``gc.collect()`` + ``gc.freeze()`` after each snapshot, no freezer task).
+"longest collection" is the longest cyclic-GC run in the phase (gc.callbacks). The wall-clock
+stall columns include time the process was descheduled by other load on the machine; the
+loop stall's CPU column (the loop thread's CPU time over the same gap) does not.
+
+    .venv/bin/python loadtest/bench_persist.py --stall --new 250000 --intervals 2
+
 Numbers depend on the disk (fsync latency) and on other load on the machine; the command
 line and the machine's core count are printed with the results.
 
@@ -61,6 +73,7 @@ from store.keyspace import Keyspace
 from store.sessions import SessionStore
 
 BATCH = 1000
+CHUNK = 250  # --stall: sessions created per loop turn (~2 ms of the loop's time)
 
 
 def _rss_mb() -> float:
@@ -250,6 +263,179 @@ def journal_rate(directory: Path, fsync: str, seconds: float) -> dict[str, float
     return _run(main())
 
 
+_POLLER = r"""
+import http.client, sys, time
+conn = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=30)
+end = time.time() + float(sys.argv[2])
+while time.time() < end:
+    t = time.time()
+    try:
+        conn.request("GET", "/healthz")
+        conn.getresponse().read()
+    except (OSError, http.client.HTTPException) as exc:
+        print(f"poller: {exc!r}; reconnecting", file=sys.stderr, flush=True)
+        conn.close()
+        continue
+    took = time.time() - t
+    if took > 0.005:
+        print(f"{t:.6f} {took:.6f}", flush=True)
+"""
+
+
+def live_stall(new: int, intervals: int, refreeze: str) -> list[dict[str, Any]]:
+    """Longest loop stall and /healthz wait while creating ``new`` sessions, then while the
+    periodic snapshot step runs, ``intervals`` times. Returns one row per phase."""
+    import socket
+    import subprocess
+
+    import uvicorn
+
+    from service import app as app_module
+    from service import heap
+
+    root = Path(tempfile.mkdtemp(prefix="bench-stall-"))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = Settings(data_dir=root, fsync="everysec", snapshot_interval=0, port=port)
+    application = app_module.create_app(settings)
+    rt = application.state.rankd
+    data = {"cart": [1, 2, 3], "theme": "dark"}
+    forks: list[float] = []
+    real_start = bgsave.start
+
+    def timed_start(*args: Any, **kwargs: Any) -> bgsave.BackgroundSave:
+        t = time.perf_counter()
+        job = real_start(*args, **kwargs)
+        forks.append(time.perf_counter() - t)
+        return job
+
+    bgsave.start = timed_start  # type: ignore[assignment]
+
+    async def main() -> list[dict[str, Any]]:
+        config = uvicorn.Config(
+            application, host="127.0.0.1", port=port, loop="none", http="httptools",
+            lifespan="on", access_log=False, log_level="warning",
+        )  # fmt: skip
+        server = uvicorn.Server(config)
+        serving = asyncio.create_task(server.serve())
+        while not rt.ready:
+            await asyncio.sleep(0.01)
+        p = rt.persistence
+        if refreeze == "old":
+            p._tasks.pop("freezer").cancel()
+        poller = subprocess.Popen(
+            [sys.executable, "-c", _POLLER, str(port), "3600"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        stop = asyncio.Event()
+        gaps: list[tuple[float, float]] = []  # (wall time it began, length) of gaps over 5 ms
+
+        cpu_gaps: list[tuple[float, float]] = []  # the same, in the loop thread's CPU time
+
+        async def ticker() -> None:
+            loop = asyncio.get_running_loop()
+            last, last_cpu = loop.time(), time.thread_time()
+            while not stop.is_set():
+                await asyncio.sleep(0.001)
+                now, cpu = loop.time(), time.thread_time()
+                if now - last - 0.001 > 0.005:
+                    gaps.append((time.time() - (now - last), now - last - 0.001))
+                    # What the loop itself computed without yielding; being descheduled by
+                    # other load on the machine adds wall time, not this.
+                    cpu_gaps.append((time.time() - (now - last), cpu - last_cpu))
+                last, last_cpu = now, cpu
+
+        collections: list[tuple[float, float]] = []  # (wall time it began, seconds)
+        began_gc = [0.0]
+
+        def on_gc(phase: str, info: dict[str, Any]) -> None:
+            if phase == "start":
+                began_gc[0] = time.perf_counter()
+            else:
+                took = time.perf_counter() - began_gc[0]
+                collections.append((time.time() - took, took))
+
+        gc.callbacks.append(on_gc)
+        tick = asyncio.create_task(ticker())
+        await asyncio.sleep(1.0)  # the poller's connection is up
+        phases: list[tuple[str, float, float, int]] = []
+        for k in range(intervals):
+            began = time.time()
+            for start in range(0, new, CHUNK):
+                for _ in range(min(CHUNK, new - start)):
+                    rt.sessions.create(data=data)
+                await asyncio.sleep(0)
+            phases.append((f"create {new:,} (interval {k + 1})", began, time.time(), -1))
+            began = time.time()
+            n = len(forks)
+            await p.snapshot()
+            if refreeze == "old":
+                gc.collect()
+                gc.freeze()
+            else:
+                await asyncio.sleep(2 * heap.CHECK)  # the freezer's next look falls in here
+            phases.append((f"snapshot {k + 1} ({len(rt.sessions):,} sessions)", began,
+                           time.time(), n))  # fmt: skip
+        await asyncio.sleep(0.5)
+        stop.set()
+        await tick
+        gc.callbacks.remove(on_gc)
+        alive = poller.poll() is None
+        poller.kill()
+        out, err = poller.communicate()
+        if err or not alive:
+            print(f"poller (alive until the end: {alive}): {err.strip()[-2000:]}", file=sys.stderr)
+        waits = [tuple(map(float, line.split())) for line in out.splitlines() if line]
+        server.should_exit = True
+        await serving
+
+        def longest(spans: list[tuple[float, float]], t0: float, t1: float) -> float:
+            """The longest (start, length) span that overlaps [t0, t1], in ms."""
+            return 1e3 * max((d for t, d in spans if t <= t1 and t + d >= t0), default=0.0)
+
+        return [
+            {
+                "phase": name,
+                "seconds": t1 - t0,
+                "loop_stall_ms": longest(gaps, t0, t1),
+                "loop_cpu_ms": longest(cpu_gaps, t0, t1),
+                "healthz_ms": longest(waits, t0, t1),  # type: ignore[arg-type]
+                "gc_ms": longest(collections, t0, t1),
+                "fork_ms": 1e3 * forks[fork_index] if fork_index >= 0 else None,
+            }
+            for name, t0, t1, fork_index in phases
+        ]
+
+    try:
+        return _run(main())  # type: ignore[no-any-return]
+    finally:
+        bgsave.start = real_start  # type: ignore[assignment]
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def stall_main(args: argparse.Namespace) -> None:
+    rows = live_stall(args.new, args.intervals, args.refreeze)
+    print(f"command: {' '.join([os.path.basename(sys.executable), *sys.argv])}")
+    print(
+        f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, load average "
+        f"{os.getloadavg()[0]:.1f}, 10M-iteration Python loop {calibrate():.2f} s"
+    )
+    print(
+        "| phase | s | longest loop stall ms (wall / CPU) | longest /healthz wait ms "
+        "| longest collection ms | fork ms |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        fork = "" if r["fork_ms"] is None else f"{r['fork_ms']:.1f}"
+        print(
+            f"| {r['phase']} | {r['seconds']:.1f} | {r['loop_stall_ms']:.0f} / "
+            f"{r['loop_cpu_ms']:.0f} | {r['healthz_ms']:.0f} | {r['gc_ms']:.1f} | {fork} |"
+        )
+
+
 def _run(coro: Any) -> Any:
     try:
         import uvloop
@@ -276,7 +462,13 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0, help="per fsync policy")
     ap.add_argument("--quick", action="store_true", help="100k + 100k, 1 s per policy")
     ap.add_argument("--dir", type=Path, help="where to write (default: a temp dir, removed)")
+    ap.add_argument("--stall", action="store_true", help="only the live loop-stall experiment")
+    ap.add_argument("--new", type=int, default=250_000, help="--stall: sessions per interval")
+    ap.add_argument("--intervals", type=int, default=2, help="--stall: snapshot intervals")
+    ap.add_argument("--refreeze", choices=("new", "old"), default="new", help="--stall: policy")
     args = ap.parse_args()
+    if args.stall:
+        return stall_main(args)
     if args.quick:
         args.entries, args.sessions, args.seconds = 100_000, 100_000, 1.0
     root = Path(tempfile.mkdtemp(prefix="bench-persist-", dir=args.dir))

@@ -12,12 +12,17 @@ Change detection costs O(1) per write, never O(subscribers). The hub is a keyspa
 * ``("bset", .., rank, prev_rank)`` can move a top-N view only if ``min(rank, prev_rank) <= N``
   (everything above both positions keeps its place), so one comparison against the largest N
   subscribed on the board (``max_top``) decides whether the board's top views are dirty.
-  ``"bdel"`` uses its previous rank; ``"bdrop"``/``"bcfg"`` dirty everything.
+  ``"bdel"`` uses its previous rank; ``"bdrop"``/``"bcfg"`` dirty everything; a ``"bbatch"``
+  is its ``"bset"`` events one by one.
 * A write moves other members' ranks only inside the span it crossed: ``[min, max]`` of its two
   ranks, ``[rank, inf)`` for an insert or a delete. The watch keeps the union of those spans
   since the last flush; a rank group whose last known rank lies outside it cannot have moved
   (by induction over the events: a rank that an event moves stays inside that event's span),
   so the flush skips it without a lookup. The written member's own group is flagged directly.
+
+A write undone after a journal failure (service/journal_flusher.py) needs nothing special: the
+store announces the restored state as ordinary events, at a higher ``seq``, so a subscriber
+that was shown the undone write gets the restored state on the next flush.
 
 ``total`` and ``seq`` ride along in every top frame, but a change of ``total`` alone (an insert
 far below the view) wakes nobody: otherwise every write anywhere would fan out to every top
@@ -309,6 +314,10 @@ class Hub:
         if watch is None:
             return
         op = event[0]
+        if op == "bbatch":
+            for write in event[2]:
+                self._on_board_event(write)
+            return
         if op == "bset":
             rank, prev = event[6], event[7]
             if prev is None:
@@ -320,6 +329,11 @@ class Hub:
             low, high, member = event[4], INF, event[2]
         else:  # "bdrop", "bcfg": the whole board may have changed
             low, high, member = 1, INF, None
+            # Even members last seen absent (rank None, outside any span): a board that comes
+            # back (an undone drop, store/keyspace.py) brings its entries with it. Rare events,
+            # so O(groups) here is fine.
+            for every in watch.members.values():
+                every.dirty = True
         if low <= watch.max_top:
             watch.top_dirty = True
         if watch.members:

@@ -24,6 +24,25 @@ fsync is never retried -- after a failure the kernel may have dropped the dirty 
 file's content is unknown. Recording resumes only at ``rotate()`` (a snapshot starts), whose
 new segment carries FLAG_AFTER_GAP if records were lost (store/journal.py).
 
+Undo (fsync=always): a 503 means nothing happened. The store applies a write before its record
+exists (the record *is* the store's event), so a lost record stands for a change that memory
+already shows. With ``always`` no lost record was ever acknowledged -- each writer still waits
+in ``commit()`` -- so the flusher keeps the events of every record after ``_durable`` and, on a
+failure, hands all of them to ``on_lost`` before any waiter hears of it; the owner reverts them
+newest first (Keyspace.undo, SessionStore.undo). That covers the failing batch and everything
+appended while it was in flight, from later loop turns too. It also cuts the segments this
+batch wrote back to where the batch began, so a record that reached the file before the
+failure (write done, fsync failed; or the first frames of a batch that hit ENOSPC) cannot come
+back at recovery for a write that was refused.
+
+Why undo rather than applying a write only once its record is durable: results (rank, sum,
+tie order, session version) depend on every earlier write of the same loop turn, which group
+commit has not made durable yet either, so "apply later" would need a second, pending view of
+the store on every read and write. Undo costs the hot path one list append per write, only
+with ``always``, and does its work only on the rare failure. With ``everysec``/``no`` nothing
+is undone: a write was acknowledged as soon as it was applied, so a lost record is not a
+refused write -- memory keeps it and the healing snapshot makes it durable.
+
 Everything here runs on the event loop thread except ``_io_batch`` and ``run_io`` callables
 (the I/O thread, which owns the SegmentWriter).
 """
@@ -39,12 +58,13 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from service.metrics import Histogram
-from store import journal
+from store import datadir, journal
 from store.errors import Unavailable
 
 log = logging.getLogger("rankd.persistence")
 
 Chunk = tuple[int, int, bytes]  # (segment number, segment flags, frames)
+Event = tuple[Any, ...]
 NUDGE_AFTER = 0.002  # seconds an I/O call may be pending before the loop lends it the GIL
 NUDGE_SLEEP = 0.0001
 FsyncPolicy = Literal["always", "everysec", "no"]
@@ -66,12 +86,20 @@ class JournalFlusher:
         policy: FsyncPolicy,
         on_failure: Callable[[str], None],
         reason: Callable[[], str | None],
+        on_lost: Callable[[list[Event], int], None] | None = None,
     ) -> None:
         """``on_failure(reason)``: records were lost. ``reason()``: why persistence is
-        unhealthy now, quoted by a ``commit()`` that cannot succeed."""
+        unhealthy now, quoted by a ``commit()`` that cannot succeed. ``on_lost(events,
+        first)`` (fsync=always): the events of the lost records, oldest first, the first of
+        them being record number ``first + 1``; called before any waiter fails."""
         self._policy = policy
         self._on_failure = on_failure
         self._reason = reason
+        self._on_lost = on_lost
+        self._keep = policy == "always" and on_lost is not None
+        self._events: list[Event] = []  # with _keep: events of records _events_base+1 .. _appended
+        self._events_base = 0
+        self._io_size = 0  # I/O thread: bytes in the open segment file (as written)
         self.fsync_seconds = Histogram()
         self.bytes = 0  # appended since the last rotation
         self.failures = 0  # journal failures, ever: a snapshot heals only if none in between
@@ -142,8 +170,15 @@ class JournalFlusher:
         if self._recording:
             self.bytes += journal.append_event(self._buf, event)
             self._appended += 1
+            if self._keep:
+                self._events.append(event)
             if self._wake is not None:
                 self._wake.set()
+
+    @property
+    def appended(self) -> int:
+        """Records appended, ever: the number of the newest one."""
+        return self._appended
 
     async def commit(self) -> None:
         """Resolve once every record appended so far is durable; Unavailable if it cannot be."""
@@ -255,18 +290,26 @@ class JournalFlusher:
             elif data:
                 self._unsynced = True
             self._durable = max(self._durable, upto)
+            if self._keep and upto > self._events_base:
+                del self._events[: upto - self._events_base]
+                self._events_base = upto
             self._resolve(barriers)
 
     def _io_batch(self, chunks: list[Chunk], sync: bool) -> float:
         """Runs on the I/O thread. Returns the fsync's duration, or -1 if none ran."""
         w = self._writer
         assert w is not None
+        # Where each segment this batch writes stood before it: what a failure cuts back to.
+        marks: dict[int, int] = {} if w.number is None else {w.number: self._io_size}
         try:
             for number, flags, data in chunks:
                 if w.number != number:
                     w.open(number, flags)
+                    self._io_size = journal.HEADER_SIZE
+                    marks.setdefault(number, journal.HEADER_SIZE)
                 if data:
                     w.write(data)
+                    self._io_size += len(data)
             if sync and w.dirty and w.sync_enabled:
                 began = time.perf_counter()
                 w.fsync()
@@ -274,7 +317,32 @@ class JournalFlusher:
             return -1.0
         except BaseException:
             w.abandon()
+            if self._keep:
+                self._cut_back(marks)
             raise
+
+    def _cut_back(self, marks: dict[int, int]) -> None:
+        """I/O thread, after a failure with undo: remove this batch's records from the files.
+
+        Their writes are undone in memory, so a record that did reach the file (written, then
+        the fsync failed; the first frames of a batch that hit ENOSPC) must not be replayed
+        after a crash. Best effort: if even the truncation fails the disk is beyond us, and
+        the log says what may come back.
+        """
+        assert self._writer is not None
+        for number, size in marks.items():
+            path = datadir.segment_path(self._writer.directory, number)
+            try:
+                if path.stat().st_size > size:
+                    journal.truncate(path, size)
+            except OSError as exc:
+                log.error(
+                    "could not cut refused records off %s at %d bytes (%s): after a crash "
+                    "before the next snapshot, writes answered 503 may reappear",
+                    path.name,
+                    size,
+                    describe(exc),
+                )
 
     def _resolve(self, barriers: list[tuple[bool, asyncio.Future[None]]]) -> None:
         durable = self._durable
@@ -293,12 +361,17 @@ class JournalFlusher:
     def _failed(self, exc: OSError, barriers: list[tuple[bool, asyncio.Future[None]]]) -> None:
         """Records after ``_durable`` are lost: stop recording, fail whoever waits for them."""
         self.failures += 1
-        self._recording = False
+        self._recording = False  # first: what the undo emits must not be journalled
         self._gap = True
         self._buf = bytearray()
         self._chunks.clear()
         self._cut_upto = self._lost_upto = self._appended
         self._unsynced = False
+        lost, first = self._events, self._events_base
+        self._events, self._events_base = [], self._appended
+        if lost:
+            assert self._on_lost is not None
+            self._on_lost(lost, first)
         reason = f"journal write failed: {describe(exc)}"
         self._on_failure(reason)
         error = Unavailable(f"the write could not be made durable ({reason})")
@@ -315,6 +388,9 @@ class JournalFlusher:
             self._appended,
         )
         assert self._lost_upto <= self._appended
+        if self._keep:
+            assert self._events_base == max(self._durable, self._lost_upto)
+            assert len(self._events) == self._appended - self._events_base
         assert all(target > self._durable for target, _ in self._waiters)
         assert not self._buf or self._recording  # nothing is buffered while not recording
         assert all(number >= self._segment - 1 for number, _, _ in self._chunks)

@@ -26,10 +26,12 @@ import contextlib
 import gc
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
 
+from service import heap
 from service.journal_flusher import JournalFlusher, describe
 from service.settings import Settings
 from store import bgsave, datadir, recovery
@@ -63,12 +65,16 @@ class Persistence:
         self.last_snapshot_at: float | None = None
         self.last_snapshot_seconds: float | None = None
         self.recovery: recovery.RecoveryReport | None = None
-        self._journal = JournalFlusher(settings.fsync, self._set_unhealthy, lambda: self.reason)
+        self._journal = JournalFlusher(
+            settings.fsync, self._set_unhealthy, lambda: self.reason, on_lost=self._undo
+        )
         self.fsync_seconds = self._journal.fsync_seconds
         self._lock_fd: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._snap_lock: asyncio.Lock | None = None
-        self._tasks: dict[str, asyncio.Task[None]] = {}  # "periodic", "healer"
+        self._tasks: dict[str, asyncio.Task[None]] = {}  # "periodic", "healer", "freezer"
+        self._job: bgsave.BackgroundSave | None = None  # the running snapshot child
+        self._fork_records = 0  # journal records appended before its fork (in its image)
         self._stopping = False
         keyspace.observers.append(self._journal.append)
         sessions.observers.append(self._journal.append)
@@ -139,13 +145,16 @@ class Persistence:
         self._loop = asyncio.get_running_loop()
         self._snap_lock = asyncio.Lock()
         await self._journal.start()
+        # Keeps what is created while serving out of full collections, as recover() did for
+        # what it loaded (service/heap.py).
+        self._tasks["freezer"] = asyncio.create_task(heap.grow_frozen(), name="rankd-freezer")
         if self._interval > 0:
             self._tasks["periodic"] = asyncio.create_task(self._periodic(), name="rankd-snapshots")
 
     async def stop(self) -> None:
         """Final snapshot, then drain and close the journal. Raises if the snapshot failed."""
         self._stopping = True
-        for name in ("periodic", "healer"):
+        for name in ("periodic", "healer", "freezer"):
             task = self._tasks.pop(name, None)
             if task is not None:
                 task.cancel()
@@ -199,6 +208,7 @@ class Persistence:
         except OSError as exc:
             self._journal.bytes += journal_bytes
             return self._snapshot_failed(f"fork failed: {describe(exc)}")
+        self._job, self._fork_records = job, self._journal.appended
         try:
             stats = await asyncio.wait_for(self._wait_child(job), self.snapshot_timeout)
         except bgsave.SaveFailed as exc:
@@ -212,6 +222,8 @@ class Persistence:
             job.kill()
             self._journal.bytes += journal_bytes
             raise
+        finally:
+            self._job = None
         with contextlib.suppress(Unavailable):
             await self._journal.barrier(
                 sync=False
@@ -280,6 +292,32 @@ class Persistence:
             # Harmless: recovery ignores (and deletes) segments below the oldest generation.
             log.warning("could not delete old journal segments: %s", describe(exc))
 
+    def _undo(self, events: list[tuple[Any, ...]], first: int) -> None:
+        """fsync=always, journal failure: revert the changes whose records were lost, newest
+        first, before their writers hear 503 (service/journal_flusher.py, "Undo")."""
+        keyspace, sessions = self._keyspace, self._sessions
+        try:
+            for event in reversed(events):
+                (keyspace if event[0][0] == "b" else sessions).undo(event)
+        except Exception:
+            # A bug, never a disk state: say so loudly; the waiters still get their 503.
+            log.exception("undoing %d lost journal records failed", len(events))
+        job = self._job
+        if job is not None and first < self._fork_records:
+            # The running snapshot child forked after some of those changes, so its image holds
+            # writes that were just refused: it must not become the snapshot. Killing it makes
+            # the save fail (the healer retries from the undone state). A child that already
+            # renamed its file escapes: see README "Durability" for that window.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(job.pid, signal.SIGKILL)
+        log.error(
+            "journal failure: undid the last %d changes (records %d..%d were not durable; "
+            "their writers are answered 503)",
+            len(events),
+            first + 1,
+            first + len(events),
+        )
+
     # -- health --------------------------------------------------------------------------------
 
     def _set_unhealthy(self, reason: str) -> None:
@@ -316,19 +354,3 @@ class Persistence:
             if self.healthy:  # the healer owns retries while unhealthy
                 with contextlib.suppress(Unavailable):
                     await self.snapshot()
-            refreeze_heap()
-
-
-def refreeze_heap() -> None:
-    """Collect what was created since the last freeze, then freeze the survivors.
-
-    recover() freezes the loaded heap, but sessions and entries created while serving pile up
-    in the oldest generation, and an automatic full collection over a million of them stalls
-    the loop for seconds (measured ~3 s at 1M sessions). A full collection skips frozen objects,
-    so this one costs only the objects of one snapshot interval; freezing them afterwards keeps
-    every later collection that small. Frozen objects are still freed by reference counting;
-    collecting first means no garbage cycle is frozen (leaked). It also keeps the collector
-    from writing to every page of the heap, which forked snapshot children would then copy.
-    """
-    gc.collect()
-    gc.freeze()

@@ -9,6 +9,14 @@ Every mutation goes through the same three steps, in this order:
     3. await persistence.commit()     only with fsync=always: the answer waits until the
                                       journal is durable (group commit: one fsync per loop turn)
 
+What a 503 means. Step 1 refuses before anything happens. Step 3 fails (fsync=always) when the
+journal write or fsync of the write's batch fails; by then the change is in memory, so the
+journal flusher undoes it -- it and every later change whose record was lost, newest first,
+before any of their writers resumes (service/journal_flusher.py, "Undo"). Either way the 503'd
+write is invisible to the next read, absent after a restart, and safe to retry (a ``sum``
+board does not count it twice; a failed session rotate leaves the old id working). A batch is
+one journal record, so it is applied, undone or replayed as a whole.
+
 Reads never come here. Without persistence (tests of the HTTP layer alone) steps 1 and 3 vanish.
 """
 

@@ -17,10 +17,17 @@ Ranks in this module's public results are 1-based (rank 1 is the best); SkipList
 
 Every mutation is reported to ``Board.emit`` (set by the Keyspace) as a tuple carrying the
 resulting state, so a journal can replay it idempotently and a WebSocket hub can tell whether a
-top-N view moved:
+top-N view moved -- and, at the end, the state it replaced, so a write whose journal record was
+lost can be undone (``undo``; service/journal_flusher.py says when):
 
-    ("bset", board, member, score, seq, metadata | None, rank, previous_rank | None)
-    ("bdel", board, member, seq, previous_rank)
+    ("bset", board, member, score, seq, metadata | None, rank, previous_rank | None,
+             old_key | None, old_metadata | None)
+    ("bdel", board, member, seq, previous_rank, old_key, old_metadata | None)
+    ("bbatch", board, [bset, ...])        one scores:batch: one journal record, all or nothing
+
+Undo restores the replaced key object itself (so a restored entry keeps its tie order) and
+takes a new ``seq``: the board's write counter never goes back, so a WebSocket client that saw
+the undone write at seq N gets the restored state at a seq above N, not a repeat of N.
 """
 
 from collections.abc import Callable, ItemsView, Iterable, Iterator
@@ -203,14 +210,15 @@ class Board:
         key = self._key(new_score, seq, member)
         rank = index.add(key) + 1
         self._keys[member] = key
+        old_meta = self._meta.get(member)
         if meta is not None:
             self._meta[member] = meta
+        else:
+            meta = old_meta
         top = self._top
         if top is not None and min(rank, prev_rank or rank) <= len(top):
             self._top = None
-        self.emit(
-            ("bset", self.name, member, new_score, seq, self._meta.get(member), rank, prev_rank)
-        )
+        self.emit(("bset", self.name, member, new_score, seq, meta, rank, prev_rank, old, old_meta))
         return {
             "member": member,
             "score": new_score,
@@ -225,7 +233,18 @@ class Board:
         ``sum`` overflow is checked in the same pre-pass against running totals, so a batch never
         stops half-applied. Runtime complexity: O(k log n).
         """
-        return [self._write(m, s, meta) for m, s, meta in self.check_batch(items)]
+        checked = self.check_batch(items)
+        emit = self.emit
+        events: list[Event] = []
+        # Collected, then announced as one event: the journal writes one record for the whole
+        # batch, so a crash leaves all of it or none (store/journal.py, "bbatch").
+        self.emit = events.append
+        try:
+            return [self._write(m, s, meta) for m, s, meta in checked]
+        finally:
+            self.emit = emit
+            if events:
+                emit(("bbatch", self.name, events))
 
     def check_batch(
         self, items: list[tuple[object, object, object]]
@@ -255,11 +274,11 @@ class Board:
         if key is None:
             raise MemberNotFound(f"member {member!r} is not on board {self.name!r}")
         pos = self._index.index_remove(key)
-        self._meta.pop(member, None)
+        old_meta = self._meta.pop(member, None)
         if self._top is not None and pos < len(self._top):
             self._top = None
         self.seq += 1
-        self.emit(("bdel", self.name, member, self.seq, pos + 1))
+        self.emit(("bdel", self.name, member, self.seq, pos + 1, key, old_meta))
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -385,6 +404,49 @@ class Board:
         if key is not None:
             self._index.remove(key)
             self._meta.pop(member, None)
+
+    # -- undo: a write whose journal record was lost ------------------------------------------
+
+    def undo(self, event: Event) -> None:
+        """Revert one of this board's own "bset"/"bdel"/"bbatch" events, newest first.
+
+        Called only for the board's latest changes, in reverse order, so the entry is exactly
+        as that event left it. Emits the resulting state ("bset"/"bdel") for the observers --
+        the WebSocket hub must not keep showing what was undone; the journal is not recording
+        at that moment (service/journal_flusher.py). Runtime complexity: O(log n) per write.
+        """
+        op = event[0]
+        if op == "bbatch":
+            for sub in reversed(event[2]):
+                self.undo(sub)
+            return
+        self._top = None
+        self.seq += 1
+        member = event[2]
+        if op == "bset":
+            old_key, old_meta = event[8], event[9]
+            now = self._keys[member]
+            prev_rank: int | None = self._index.index_remove(now) + 1
+        else:
+            assert op == "bdel", op
+            old_key, old_meta = event[5], event[6]
+            assert member not in self._keys, member
+            prev_rank = None
+        if old_key is None:
+            del self._keys[member]
+            self._meta.pop(member, None)
+            assert prev_rank is not None
+            self.emit(("bdel", self.name, member, self.seq, prev_rank, now, event[5]))
+            return
+        rank = self._index.add(old_key) + 1
+        self._keys[member] = old_key
+        if old_meta is None:
+            self._meta.pop(member, None)
+        else:
+            self._meta[member] = old_meta
+        score = self._score(old_key)
+        seq = key_seq(old_key) if self._first else self.seq
+        self.emit(("bset", self.name, member, score, seq, old_meta, rank, prev_rank, None, None))
 
     def _check(self) -> None:
         index = self._index

@@ -11,10 +11,17 @@ File model (integers little-endian; frames as in store/frames.py)::
     bdrop     0x02  [board]                                               drop if present
     bset      0x03  [board, member, score, seq, metadata | null]          set entry to this state
     bdel      0x04  [board, member, seq]                                  delete if present
+    bbatch    0x05  [board, [[member, score, seq, metadata | null], ...]] every bset of one
+                                                                          scores:batch (v2)
     sput      0x11  [id, user, data, created_at, ttl, idle_deadline,      set session to this
                      max_expires_at, version]                             state
     stouch    0x12  [id, idle_deadline]                                   set the idle deadline
     sdel      0x13  [id, reason]                                          delete if present
+
+A batch is one record so that it is all or nothing across a crash: the frame's checksum
+covers every item, and a torn or missing frame applies none of them. Version 2 introduced
+``bbatch``; a version-1 rankd meeting a version-2 segment refuses it as a newer format instead
+of calling a batch record corruption. Version-1 segments are read as ever.
 
 Every record states a result, never a delta ("alice has 42, seq 17", not "alice +5"), so
 replaying a record twice, or over a snapshot that already contains it, is harmless. That is
@@ -58,7 +65,7 @@ from store.keyspace import Keyspace
 from store.sessions import Session, SessionStore
 
 MAGIC = b"RANKDJNL"
-VERSION = 1
+VERSION = 2  # 2: bbatch
 _HEAD = struct.Struct("<8sIIQ")
 HEADER_SIZE = _HEAD.size + 4  # 28
 FLAG_AFTER_GAP = 0x1
@@ -69,6 +76,7 @@ BCFG = 0x01
 BDROP = 0x02
 BSET = 0x03
 BDEL = 0x04
+BBATCH = 0x05
 SPUT = 0x11
 STOUCH = 0x12
 SDEL = 0x13
@@ -85,6 +93,10 @@ def _bset(e: tuple[Any, ...]) -> bytes:
 
 def _bdel(e: tuple[Any, ...]) -> bytes:
     return _dumps((e[1], e[2], e[3]))
+
+
+def _bbatch(e: tuple[Any, ...]) -> bytes:
+    return _dumps((e[1], [(w[2], w[3], w[4], w[5]) for w in e[2]]))
 
 
 def _bcfg(e: tuple[Any, ...]) -> bytes:
@@ -114,6 +126,7 @@ def _sdel(e: tuple[Any, ...]) -> bytes:
 ENCODERS: dict[str, tuple[int, Callable[[tuple[Any, ...]], bytes]]] = {
     "bset": (BSET, _bset),
     "bdel": (BDEL, _bdel),
+    "bbatch": (BBATCH, _bbatch),
     "bcfg": (BCFG, _bcfg),
     "bdrop": (BDROP, _bdrop),
     "sput": (SPUT, _sput),
@@ -149,6 +162,11 @@ def apply_record(code: int, payload: bytes, keyspace: Keyspace, sessions: Sessio
         b = keyspace.boards.get(board)
         if b is not None:
             b.apply_delete(member, seq)
+    elif code == BBATCH:
+        board, writes = v
+        b = keyspace.boards[board]
+        for member, score, seq, meta in writes:
+            b.apply_set(member, score, seq, meta)
     elif code == BCFG:
         board, options = v
         config = BoardConfig.from_options(options)

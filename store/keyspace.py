@@ -3,10 +3,15 @@
 Observers (the journal, the WebSocket hub) register in ``observers`` and are called
 synchronously, in mutation order, with event tuples that carry resulting state:
 
-    ("bcfg",  board, {"order", "update", "ties"})     board created or reconfigured
-    ("bdrop", board)                                  board dropped with all its entries
-    ("bset",  board, member, score, seq, metadata, rank, previous_rank)
-    ("bdel",  board, member, seq, previous_rank)
+    ("bcfg",  board, {"order", "update", "ties"}, previous BoardConfig | None)
+                                                      board created (None) or reconfigured
+    ("bdrop", board, Board)                           board dropped with all its entries
+    ("bset",  board, member, score, seq, metadata, rank, previous_rank, old_key, old_metadata)
+    ("bdel",  board, member, seq, previous_rank, old_key, old_metadata)
+    ("bbatch", board, [bset, ...])                    one batch (store/boards.py)
+
+The trailing fields are the state each event replaced: ``undo(event)`` puts it back when the
+event's journal record was lost (service/journal_flusher.py), newest event first.
 
 ``seq`` is the board's write counter after the change (it also orders ties on ties=first boards),
 so replaying events restores it exactly and new writes keep ranking behind older equal scores.
@@ -62,7 +67,7 @@ class Keyspace:
         board = self.boards.get(name)
         if board is None:
             board = self._new_board(name, BoardConfig.from_options(options))
-            self._emit(("bcfg", name, board.config.as_dict()))
+            self._emit(("bcfg", name, board.config.as_dict(), None))
             return board, True
         config = BoardConfig.from_options(options, base=board.config)
         if config == board.config:
@@ -72,8 +77,9 @@ class Keyspace:
                 f"board {name!r} holds {len(board)} entries; order and ties can change only "
                 f"while it is empty"
             )
+        previous = board.config
         board.set_config(config)
-        self._emit(("bcfg", name, config.as_dict()))
+        self._emit(("bcfg", name, config.as_dict(), previous))
         return board, False
 
     def board_for_write(self, name: str) -> Board:
@@ -105,9 +111,35 @@ class Keyspace:
         return board.write_many(items)
 
     def drop(self, name: str) -> None:
-        if self.boards.pop(name, None) is None:
+        board = self.boards.pop(name, None)
+        if board is None:
             raise BoardNotFound(f"board {name!r} does not exist")
-        self._emit(("bdrop", name))
+        self._emit(("bdrop", name, board))
+
+    def undo(self, event: Event) -> None:
+        """Revert one event whose journal record was lost. Events must come newest first, so
+        each finds the keyspace exactly as it left it. Observers see the resulting state."""
+        op, name = event[0], event[1]
+        if op == "bcfg":
+            previous: BoardConfig | None = event[3]
+            board = self.boards[name]
+            if previous is None:
+                # Created by this event: every later write to it was undone before this.
+                assert not len(board), name
+                del self.boards[name]
+                self._emit(("bdrop", name, board))
+            else:
+                undone = board.config
+                board.set_config(previous)
+                self._emit(("bcfg", name, previous.as_dict(), undone))
+        elif op == "bdrop":
+            board = event[2]
+            assert name not in self.boards, name
+            self.boards[name] = board
+            board.seq += 1  # subscribers saw it vanish: the restored state is news to them
+            self._emit(("bcfg", name, board.config.as_dict(), None))
+        else:
+            self.boards[name].undo(event)
 
     # -- persistence: replay and restore emit nothing ----------------------------------------
 
@@ -128,6 +160,9 @@ class Keyspace:
         if op == "bset":
             _, name, member, score, seq, meta = event[:6]
             self.boards[name].apply_set(member, score, seq, meta)
+        elif op == "bbatch":
+            for write in event[2]:
+                self.apply(write)
         elif op == "bdel":
             board = self.boards.get(event[1])
             if board is not None:

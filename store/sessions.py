@@ -16,9 +16,15 @@ up as a live session, and a rotated session gets a fresh id.
 
 Events (``observers``) carry resulting state, since they become journal records::
 
-    ("sput", session)                 create, patch/replace that changed data, rotate (new id)
-    ("stouch", sid, idle_deadline)    a use moved the idle deadline (get, touch, no-op write)
-    ("sdel", sid, reason)             reason: deleted | revoked | rotated (old id) | expired
+    ("sput", session, prior)          create, patch/replace that changed data, rotate (new id);
+                                      prior: None (a new id) or (data, version, idle_deadline)
+    ("stouch", sid, idle_deadline, prior_idle_deadline)
+                                      a use moved the idle deadline (get, touch, no-op write)
+    ("sdel", sid, reason, session)    reason: deleted | revoked | rotated (old id) | expired
+
+The trailing fields are what the event replaced, for ``undo`` (a change whose journal record
+was lost is reverted, newest first: service/journal_flusher.py). An expiry is never undone:
+the session's time is up whether or not the disk heard of it, and a recovery drops it anyway.
 
 They are queued while a method mutates and delivered when it has finished, so an observer that
 calls back into the store (the WebSocket hub closing a revoked session) always sees a consistent
@@ -232,7 +238,7 @@ class SessionStore:
         s = Session(sid, user, clean, now, ttl, now + ttl, now + lifetime, 1)
         self._insert(s)
         self.counters["created"] += 1
-        self._pending.append(("sput", s))
+        self._pending.append(("sput", s, None))
         self._flush()
         return s
 
@@ -273,7 +279,7 @@ class SessionStore:
         # rather than left with two valid ids.
         self._drop((s,), "rotated")
         self._insert(fresh)
-        self._pending.append(("sput", fresh))
+        self._pending.append(("sput", fresh, None))
         self._flush()
         return fresh
 
@@ -304,6 +310,39 @@ class SessionStore:
         r = self._ttl.purge(self._clock.now() if now is None else now, max_items)
         self._flush()
         return r
+
+    def undo(self, event: Event) -> None:
+        """Revert one event whose journal record was lost; events must come newest first.
+
+        A session that expired since is left alone (its later state is "gone", which undoing an
+        earlier change cannot alter). A revoked, deleted or rotated-away session comes back
+        with the state it had: the client was told the request failed (503), so its old id
+        must keep working. Emits nothing: nobody holds an id whose creation is undone, and a
+        WebSocket already closed for a revoke stays closed (the client reconnects). Counters
+        keep counting operations performed, undone ones included. Runtime complexity: O(1).
+        """
+        op = event[0]
+        if op == "sput":
+            s: Session = event[1]
+            if self._ttl.stored(s.id) is not s:
+                return  # expired and purged since
+            prior = event[2]
+            if prior is None:
+                self._drop((s,), None)
+            else:
+                s.data, s.version, s.idle_deadline = prior
+                self._ttl.set_deadline(s.id, s.expires_at)
+        elif op == "stouch":
+            current = self._ttl.stored(event[1])
+            if current is not None:
+                current.idle_deadline = event[3]
+                self._ttl.set_deadline(current.id, current.expires_at)
+        elif op == "sdel":
+            if event[2] != "expired" and self._ttl.stored(event[1]) is None:
+                self._insert(event[3])
+        else:
+            raise ValueError(f"not a session event: {op!r}")
+        self._flush()  # an earlier deadline must wake the purge task
 
     # -- persistence ---------------------------------------------------------------------------
 
@@ -390,22 +429,24 @@ class SessionStore:
     def _touch(self, s: Session, now: float) -> None:
         idle = now + s.ttl
         # Never shorten: a wall clock stepping back must not cut sessions short.
-        if idle > s.idle_deadline:
+        old = s.idle_deadline
+        if idle > old:
             s.idle_deadline = idle
             self._ttl.set_deadline(s.id, idle if idle < s.max_expires_at else s.max_expires_at)
-            self._pending.append(("stouch", s.id, idle))
+            self._pending.append(("stouch", s.id, idle, old))
 
     def _write(self, s: Session, data: dict[str, Any], now: float) -> Session:
         if data == s.data:  # no change, no new version: a retried write stays a no-op
             self._touch(s, now)
         else:
+            prior = (s.data, s.version, s.idle_deadline)
             s.data = data
             s.version += 1
             idle = now + s.ttl
             if idle > s.idle_deadline:
                 s.idle_deadline = idle
                 self._ttl.set_deadline(s.id, s.expires_at)
-            self._pending.append(("sput", s))  # carries the new deadline too
+            self._pending.append(("sput", s, prior))  # carries the new deadline too
         self._flush()
         return s
 
@@ -434,7 +475,7 @@ class SessionStore:
                 if not ids:
                     del by_user[user]
             if reason is not None:
-                emit(("sdel", s.id, reason))
+                emit(("sdel", s.id, reason, s))
             n += 1
         if reason is not None:
             self.counters[reason] += n

@@ -60,7 +60,7 @@ def test_lazy_expiry_with_the_purge_off(
     events.clear()
     with pytest.raises(SessionNotFound):
         store.get(s.id)
-    assert events == [("sdel", s.id, "expired")]  # the read removed it, and said so
+    assert [e[:3] for e in events] == [("sdel", s.id, "expired")]  # the read said so
     assert len(store) == 0 and store.counters["expired"] == 1
     store._check()
 
@@ -175,7 +175,7 @@ def test_a_write_racing_a_logout_is_refused(store: SessionStore, events: list[Ev
         store.patch(seen.id, {"cart": [1, 2]}, if_version=seen.version)
     with pytest.raises(SessionNotFound):
         store.replace(seen.id, {"cart": []})
-    assert events[-1] == ("sdel", s.id, "deleted")
+    assert events[-1][:3] == ("sdel", s.id, "deleted")
     assert store.list_user("alice") == [] and len(store) == 0
     store._check()
 
@@ -344,7 +344,7 @@ def test_revoke_user_keeps_one_and_counts_only_live(
     clock.advance(1)
     events.clear()
     assert store.revoke_user("ann", except_id=keep.id) == 3
-    assert sorted(events) == sorted(
+    assert sorted(e[:3] for e in events) == sorted(
         [("sdel", s.id, "revoked") for s in others] + [("sdel", stale.id, "expired")]
     )
     assert [s.id for s in store.list_user("ann")] == [keep.id]
@@ -516,7 +516,7 @@ def test_a_write_that_changes_nothing_keeps_the_version(
     events.clear()
     store.patch(s.id, {"a": 1, "gone": None})
     assert s.version == 1
-    assert events == [("stouch", s.id, s.idle_deadline)]  # only the use is recorded
+    assert [e[:3] for e in events] == [("stouch", s.id, s.idle_deadline)]  # only the use
 
 
 def test_rotate_keeps_everything_but_the_id(store: SessionStore, clock: ManualClock) -> None:
@@ -560,26 +560,27 @@ def test_events_carry_resulting_state_in_mutation_order(
     store: SessionStore, clock: ManualClock, events: list[Event]
 ) -> None:
     s = store.create(user="ann", ttl=10)
-    assert events == [("sput", s)]
+    assert events == [("sput", s, None)]
     clock.advance(1)
     store.get(s.id)
-    assert events[-1] == ("stouch", s.id, clock.now() + 10)
+    assert events[-1] == ("stouch", s.id, clock.now() + 10, clock.now() + 9)
     n = len(events)
     store.get(s.id)  # same instant: the deadline did not move, nothing to record
     store.get(s.id, touch=False)
     assert len(events) == n
+    idle = s.idle_deadline
     store.patch(s.id, {"a": 1})
-    assert events[-1] == ("sput", s) and s.version == 2
+    assert events[-1] == ("sput", s, ({}, 1, idle)) and s.version == 2
     store.replace(s.id, {"b": 1})
-    assert events[-1] == ("sput", s) and s.version == 3
+    assert events[-1] == ("sput", s, ({"a": 1}, 2, idle)) and s.version == 3
     r = store.rotate(s.id)
-    assert events[-2:] == [("sdel", s.id, "rotated"), ("sput", r)]
+    assert events[-2:] == [("sdel", s.id, "rotated", s), ("sput", r, None)]
     store.delete(r.id)
-    assert events[-1] == ("sdel", r.id, "deleted")
+    assert events[-1] == ("sdel", r.id, "deleted", r)
     t = store.create(ttl=1)
     clock.advance(2)
     store.purge()
-    assert events[-1] == ("sdel", t.id, "expired")
+    assert events[-1] == ("sdel", t.id, "expired", t)
     assert store.counters == {
         "created": 2,
         "expired": 1,

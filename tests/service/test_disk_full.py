@@ -1,0 +1,209 @@
+"""A real disk filling up under the real server, fsync=always: every 503 means nothing happened.
+
+The data directory is a small tmpfs (mounted here; the tests run as root), nearly filled by a
+ballast file once the server is up, so the journal hits ENOSPC in the middle of concurrent
+writes of every kind. Each writer owns its members and sessions and stops at its first 503:
+
+* a 503'd score write is invisible on the very next read (its member keeps its acknowledged
+  total on a ``sum`` board, or stays absent) -- also for batches, item by item;
+* a 503'd session rotate leaves the old id working with its data; a 503'd patch leaves the
+  acknowledged data;
+* after kill -9 and a restart with room on the disk (ballast removed), every ``sum`` total is
+  exactly the sum of the acknowledged increments and every session is as acknowledged: a write
+  answered 503 came back neither from memory (a snapshot) nor from the journal.
+"""
+
+import contextlib
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.timeout(120)
+
+TMPFS_SIZE = 2 << 20
+ROOM = 24 << 10  # what the ballast leaves free: a few hundred journal records
+SCORERS = 4
+BATCHERS = 2
+PATCHERS = 2
+ROTATORS = 2
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A fresh, small tmpfs; mounting is part of the test, so a failure fails (never skips)."""
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE},mode=0700", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.fail(f"cannot mount a tmpfs (the test needs root): {done.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+@dataclass
+class Writer:
+    """One client thread's acknowledged history and what it saw right after its 503."""
+
+    kind: str
+    n: int
+    acked: dict[str, int] = field(default_factory=dict)  # member -> acknowledged total
+    session: tuple[str, dict[str, int]] | None = None  # (id, data) as acknowledged
+    refused: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def run(self, srv: Any) -> None:
+        with srv.client(timeout=30.0) as c:
+            try:
+                getattr(self, "_" + self.kind)(c)
+            except Exception as exc:  # reported by the test, never swallowed
+                self.errors.append(repr(exc))
+
+    def _member(self, i: int) -> str:
+        return f"{self.kind}{self.n}-{i % 5}"
+
+    def _check_refused(self, c: httpx.Client, r: httpx.Response, members: list[str]) -> None:
+        assert r.status_code == 503, (r.status_code, r.text)
+        self.refused += 1
+        for m in members:  # the very next read shows no trace of the refused write
+            got = c.get(f"/v1/boards/sum/members/{m}")
+            if m in self.acked:
+                assert got.status_code == 200 and got.json()["score"] == self.acked[m], (
+                    m,
+                    got.text,
+                    self.acked[m],
+                )
+            else:
+                assert got.status_code == 404, (m, got.text)
+
+    def _score(self, c: httpx.Client) -> None:
+        for i in range(100_000):
+            m = self._member(i)
+            r = c.post("/v1/boards/sum/scores", json={"member": m, "score": 1})
+            if r.status_code != 200:
+                return self._check_refused(c, r, [m])
+            self.acked[m] = self.acked.get(m, 0) + 1
+        raise AssertionError("the disk never filled")
+
+    def _batch(self, c: httpx.Client) -> None:
+        for i in range(100_000):
+            members = [self._member(i + k) for k in range(3)]
+            items = [{"member": m, "score": 2} for m in members]
+            r = c.post("/v1/boards/sum/scores:batch", json=items)
+            if r.status_code != 200:
+                return self._check_refused(c, r, sorted(set(members)))
+            for m in members:
+                self.acked[m] = self.acked.get(m, 0) + 2
+        raise AssertionError("the disk never filled")
+
+    def _patch(self, c: httpx.Client) -> None:
+        r = c.post("/v1/sessions", json={"user": f"p{self.n}", "data": {"v": 0}})
+        assert r.status_code == 201, r.text
+        sid = r.json()["id"]
+        self.session = (sid, {"v": 0})
+        for i in range(1, 100_000):
+            r = c.patch(f"/v1/sessions/{sid}", json={"data": {"v": i}})
+            if r.status_code != 200:
+                assert r.status_code == 503, r.text
+                self.refused += 1
+                got = c.get(f"/v1/sessions/{sid}", params={"touch": "false"})
+                assert got.status_code == 200 and got.json()["data"] == {"v": i - 1}, got.text
+                return
+            self.session = (sid, {"v": i})
+        raise AssertionError("the disk never filled")
+
+    def _rotate(self, c: httpx.Client) -> None:
+        r = c.post("/v1/sessions", json={"user": f"r{self.n}", "data": {"who": self.n}})
+        assert r.status_code == 201, r.text
+        sid = r.json()["id"]
+        self.session = (sid, {"who": self.n})
+        for _ in range(100_000):
+            r = c.post(f"/v1/sessions/{sid}/rotate")
+            if r.status_code != 200:
+                assert r.status_code == 503, r.text
+                self.refused += 1
+                # The old id still works: a failed rotate must not log the user out.
+                got = c.get(f"/v1/sessions/{sid}", params={"touch": "false"})
+                assert got.status_code == 200 and got.json()["data"] == {"who": self.n}, got.text
+                listed = c.get(f"/v1/users/r{self.n}/sessions").json()["sessions"]
+                assert [s["id"] for s in listed] == [sid]  # and no second id exists
+                return
+            sid = r.json()["id"]
+            self.session = (sid, {"who": self.n})
+        raise AssertionError("the disk never filled")
+
+
+def _expected_totals(writers: list[Writer]) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for w in writers:
+        for m, v in w.acked.items():
+            totals[m] = totals.get(m, 0) + v
+    return totals
+
+
+def _verify(srv: Any, writers: list[Writer], when: str) -> None:
+    expected = _expected_totals(writers)
+    with srv.client() as c:
+        top = c.get("/v1/boards/sum/top", params={"limit": 1000})
+        assert top.status_code == 200, top.text
+        board = {e["member"]: e["score"] for e in top.json()["entries"]}
+        assert board == expected, f"{when}: sum totals differ from the acknowledged increments"
+        for w in writers:
+            if w.session is None:
+                continue
+            sid, data = w.session
+            got = c.get(f"/v1/sessions/{sid}", params={"touch": "false"})
+            assert got.status_code == 200, (when, w.kind, got.text)
+            assert got.json()["data"] == data, (when, w.kind)
+            user = f"{w.kind[0]}{w.n}"
+            listed = c.get(f"/v1/users/{user}/sessions").json()["sessions"]
+            assert [s["id"] for s in listed] == [sid], (when, w.kind)
+
+
+def test_disk_full_under_concurrent_writes_every_503_changed_nothing(
+    rankd_server: Any, tmpfs: Path
+) -> None:
+    srv = rankd_server(data_dir=tmpfs / "data", fsync="always")
+    with srv.client() as c:
+        assert c.put("/v1/boards/sum", json={"update": "sum"}).status_code == 201
+    ballast = tmpfs / "ballast"
+    with ballast.open("wb") as f:  # leave ROOM bytes: the journal fills the rest
+        free = TMPFS_SIZE - sum(p.stat().st_size for p in tmpfs.rglob("*") if p.is_file())
+        f.write(b"\0" * max(0, free - ROOM))
+    writers = (
+        [Writer("score", n) for n in range(SCORERS)]
+        + [Writer("batch", n) for n in range(BATCHERS)]
+        + [Writer("patch", n) for n in range(PATCHERS)]
+        + [Writer("rotate", n) for n in range(ROTATORS)]
+    )
+    threads = [threading.Thread(target=w.run, args=(srv,)) for w in writers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    assert not any(t.is_alive() for t in threads), "a writer never got its 503"
+    assert [e for w in writers for e in w.errors] == []
+    assert all(w.refused == 1 for w in writers)
+    assert sum(len(w.acked) for w in writers) > 0
+    assert "No space left on device" in srv.logs() or "ENOSPC" in srv.logs()
+    _verify(srv, writers, "right after the failures")
+
+    assert srv.stop(signal.SIGKILL) == -signal.SIGKILL
+    ballast.unlink()  # the operator makes room; the next start may snapshot and serve
+    srv.start()
+    _verify(srv, writers, "after kill -9 and restart")
+    with contextlib.suppress(RuntimeError):
+        srv.stop(signal.SIGTERM)
