@@ -66,7 +66,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--connections", type=int, default=16, help="wrk connections [16]")
     p.add_argument("--members", type=int, default=10_000, help="board size [10000]")
     p.add_argument("--max-connections", type=int, default=1000, help="rankd's cap [1000]")
-    p.add_argument("--flood", type=int, default=200, help="idle sockets beyond the cap [200]")
+    p.add_argument(
+        "--flood", type=int, default=200, help="idle sockets beyond the cap; -1: no flood [200]"
+    )
     p.add_argument("--bombers", type=int, default=4, help="header-bomb connections [4]")
     p.add_argument("--bomb-mib", type=int, default=8, help="MiB per header bomb [8]")
     p.add_argument("--slow", type=int, default=100, help="slowloris heads and bodies, each [100]")
@@ -195,7 +197,8 @@ class Attacker:
         ]
         jobs += [self.deep_json() for _ in range(a.deep)]
         # Fill the cap (the attack's own connections above count too), then go beyond it.
-        jobs += [self.idle() for _ in range(a.max_connections + a.flood)]
+        if a.flood >= 0:
+            jobs += [self.idle() for _ in range(a.max_connections + a.flood)]
         await asyncio.gather(*jobs)
 
 
