@@ -263,7 +263,12 @@ class GuardedProtocol(HttpToolsProtocol):
                 self.refuse(self.refusals.head_timeout)
         elif phase == BODY:
             if age > limits.body_timeout:
-                self.refuse(self.refusals.body_timeout)
+                if self.cycle is not None and self.cycle.response_complete:
+                    # Answered early (e.g. 413) while the body still trickles in: one answer
+                    # per request, so no 408 after it.
+                    self.transport.close()
+                else:
+                    self.refuse(self.refusals.body_timeout)
         elif phase == LINGER:
             if age > LINGER_TIME:
                 self.transport.abort()
