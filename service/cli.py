@@ -6,9 +6,14 @@ the server.
 Exit codes: 0 after a clean stop, 1 when start-up failed (e.g. the data directory holds
 corrupt data; the message names ``rankd check``, ``rankd repair`` and ``--on-bad-data``),
 2 for bad settings or protected mode (no API keys and a non-loopback bind),
-3 when the port cannot be bound (uvicorn's). After SIGTERM/SIGINT uvicorn drains connections,
-the lifespan takes the final snapshot, and uvicorn re-raises the signal, so the process ends
-the way the signal says (status 143 for SIGTERM in a shell).
+3 when the port cannot be bound (uvicorn's). After SIGTERM/SIGINT uvicorn drains connections
+-- at most ``shutdown_grace`` seconds, then the sweeper cuts every connection still open
+(service/connections.py) -- the lifespan takes the final snapshot, and uvicorn re-raises the
+signal, so the process ends the way the signal says (status 143 for SIGTERM in a shell).
+
+HTTP runs on ``service.connections.GuardedProtocol`` (httptools with head caps, timeouts and
+the connection cap); the soft RLIMIT_NOFILE is raised to the hard limit first and the
+connection cap fitted under it (service/descriptors.py).
 
 Logging goes through one formatter that blanks API keys and anything shaped like a session id
 or bearer token: ids appear in paths and exception text, and a log is the first place a leaked
@@ -17,6 +22,7 @@ credential gets copied from. The access log is off for the same reason (and for 
 
 import argparse
 import logging
+import math
 import os
 import re
 import sys
@@ -25,8 +31,9 @@ from typing import Any
 
 import uvicorn
 
-from service import offline
+from service import descriptors, offline
 from service.app import create_app
+from service.connections import Sweeper, protocol_class
 from service.runtime import Runtime
 from service.settings import (
     BAD_DATA_POLICIES,
@@ -122,9 +129,11 @@ class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
         super().__init__(config)
         self.settings = settings
+        self.sweeper = Sweeper(self.server_state, settings.limits)
 
     async def startup(self, sockets: list[Any] | None = None) -> None:
         await super().startup(sockets)
+        self.sweeper.start()
         if self.started and self.servers and self.servers[0].sockets:
             host, port = self.servers[0].sockets[0].getsockname()[:2]
             shown = f"[{host}]" if ":" in host else host
@@ -134,6 +143,13 @@ class _Server(uvicorn.Server):
                 f"(data in {s.data_dir}, fsync {s.fsync})",
                 flush=True,
             )
+
+    async def shutdown(self, sockets: list[Any] | None = None) -> None:
+        self.sweeper.drain()
+        try:
+            await super().shutdown(sockets)
+        finally:
+            await self.sweeper.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -150,6 +166,31 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(refusal, file=sys.stderr)
         sys.exit(EXIT_USAGE)
     configure_logging(settings)
+    fds = descriptors.budget(settings.limits.max_connections)
+    if fds.max_connections < descriptors.MIN_CONNECTIONS:
+        print(
+            f"rankd: the file descriptor limit ({fds.soft}, hard {fds.hard}) leaves room for "
+            f"{fds.max_connections} connections after the {descriptors.RESERVED} rankd keeps "
+            f"for itself; raise it (ulimit -n, Docker --ulimit nofile=...) to at least "
+            f"{descriptors.RESERVED + descriptors.MIN_CONNECTIONS}",
+            file=sys.stderr,
+        )
+        sys.exit(EXIT_USAGE)
+    log = logging.getLogger("rankd")
+    log.info(
+        "file descriptors: limit %d (hard %d), %d reserved; max connections %d",
+        fds.soft,
+        fds.hard,
+        descriptors.RESERVED,
+        fds.max_connections,
+    )
+    if fds.max_connections < settings.limits.max_connections:
+        log.warning(
+            "max connections lowered from %d to %d to fit the descriptor limit; "
+            "raise the hard limit (ulimit -Hn) to allow more",
+            settings.limits.max_connections,
+            fds.max_connections,
+        )
 
     app = create_app(settings)
     runtime: Runtime = app.state.rankd
@@ -158,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=protocol_class(settings.limits, fds.max_connections),
         lifespan="on",
         access_log=False,
         log_config=None,  # keep our handler (and its redaction) for uvicorn's loggers too
@@ -167,8 +208,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         # a little too big gets a 413 error frame and the connection lives on; only one 4x
         # over the limit is cut off by the transport (close 1009) before it is buffered.
         ws_max_size=WS_HARD_CAP_FACTOR * settings.limits.ws_frame_bytes,
-        # Open WebSockets would otherwise hold a SIGTERM off forever.
-        timeout_graceful_shutdown=10,
+        # The sweeper cuts every connection when shutdown_grace ends; this is only the
+        # backstop for handler tasks that outlive their connection.
+        timeout_graceful_shutdown=math.ceil(settings.limits.shutdown_grace) + 1,
+        timeout_keep_alive=math.ceil(settings.limits.idle_timeout),  # unused: sweeper's job
     )
     server = _Server(config, settings)
     runtime.request_shutdown = lambda: setattr(server, "should_exit", True)

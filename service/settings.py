@@ -7,7 +7,8 @@ quotes the bad value instead of surfacing as a 500 hours later.
     RANKD_HOST, RANKD_PORT, RANKD_DATA_DIR, RANKD_FSYNC (always|everysec|no),
     RANKD_SNAPSHOT_INTERVAL (seconds, 0 disables), RANKD_API_KEYS ("key1:read,write;key2:admin"),
     RANKD_LOG_LEVEL, RANKD_ON_BAD_DATA (refuse|move-aside), and one RANKD_<LIMIT> per field of
-    ``ServiceLimits`` (RANKD_BODY_BYTES, RANKD_BATCH_ITEMS, RANKD_WS_TICK, ...).
+    ``ServiceLimits`` (RANKD_BODY_BYTES, RANKD_BATCH_ITEMS, RANKD_WS_TICK, RANKD_MAX_CONNECTIONS,
+    RANKD_IDLE_TIMEOUT, ...).
 
 API keys never appear in ``repr(settings)``: a settings object that ends up in a log line must
 not carry credentials with it.
@@ -60,6 +61,15 @@ class ServiceLimits:
     session_max_ttl: int = 30 * 86400  # largest idle timeout a client may ask for
     session_lifetime: int = 7 * 86400  # default absolute lifetime, seconds
     session_max_lifetime: int = 365 * 86400  # largest absolute lifetime a client may ask for
+    # The connection layer (service/connections.py), enforced while bytes arrive.
+    max_connections: int = 10_000  # HTTP + WebSocket; lowered at start to fit RLIMIT_NOFILE
+    target_bytes: int = 8 * 1024  # request target (path + query): 414 past it
+    header_count: int = 100  # header lines in one request head: 431 past it
+    header_bytes: int = 32 * 1024  # the whole head (request line + headers): 431 past it
+    idle_timeout: float = 5.0  # keep-alive (or fresh) connection with no request: closed
+    header_timeout: float = 10.0  # first byte of a head to its end: 408
+    body_timeout: float = 20.0  # end of the head to the end of the body: 408
+    shutdown_grace: float = 5.0  # SIGTERM: in-flight requests get this long, then cut
 
     def store(self) -> Limits:
         """The subset the store enforces itself (pages and radius keep the store defaults)."""
@@ -184,6 +194,14 @@ _LIMIT_RANGES: dict[str, tuple[float, float]] = {
     "session_max_ttl": (1, 10 * 365 * 86400),
     "session_lifetime": (1, 10 * 365 * 86400),
     "session_max_lifetime": (1, 10 * 365 * 86400),
+    "max_connections": (1, 1_000_000),
+    "target_bytes": (256, 1024 * 1024),
+    "header_count": (8, 10_000),
+    "header_bytes": (1024, 16 * 1024 * 1024),
+    "idle_timeout": (0.1, 3600.0),
+    "header_timeout": (0.1, 3600.0),
+    "body_timeout": (0.1, 3600.0),
+    "shutdown_grace": (0.0, 600.0),
 }
 
 
@@ -227,6 +245,12 @@ def load(env: Mapping[str, str], flags: Mapping[str, Any] | None = None) -> Sett
         raise SettingsError(
             f"session_lifetime ({limits.session_lifetime}) must not exceed "
             f"session_max_lifetime ({limits.session_max_lifetime})"
+        )
+
+    if limits.target_bytes > limits.header_bytes:
+        raise SettingsError(
+            f"target_bytes ({limits.target_bytes}) must not exceed "
+            f"header_bytes ({limits.header_bytes}): the target is part of the head"
         )
 
     host = str(given.get("host", defaults.host)).strip()

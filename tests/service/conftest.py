@@ -70,8 +70,10 @@ class RankdServer:
         flags: dict[str, Any],
         env: dict[str, str] | None = None,
         data_dir: Path | None = None,
+        preexec_fn: Callable[[], None] | None = None,
     ) -> None:
         self.workdir = workdir
+        self.preexec_fn = preexec_fn
         self.data_dir = data_dir or workdir / "data"
         self.flags = dict(flags)
         self.env = dict(env or {})
@@ -107,7 +109,12 @@ class RankdServer:
         env.update(self.env)
         with out.open("wb") as stdout, err.open("wb") as stderr:
             self.proc = subprocess.Popen(
-                self.argv(), stdout=stdout, stderr=stderr, cwd=self.workdir, env=env
+                self.argv(),
+                stdout=stdout,
+                stderr=stderr,
+                cwd=self.workdir,
+                env=env,
+                preexec_fn=self.preexec_fn,
             )
         self._wait_listening(out)
         if wait_ready:
@@ -184,18 +191,22 @@ ServerFactory = Callable[..., RankdServer]
 
 @pytest.fixture
 def rankd_server(tmp_path: Path) -> Iterator[ServerFactory]:
-    """Factory: ``rankd_server(env=None, data_dir=None, start=True, **flags) -> RankdServer``."""
+    """Factory: ``rankd_server(env=None, data_dir=None, start=True, preexec_fn=None, **flags)``.
+
+    ``preexec_fn`` runs in the child before exec (e.g. to lower RLIMIT_NOFILE).
+    """
     started: list[RankdServer] = []
 
     def factory(
         env: dict[str, str] | None = None,
         data_dir: Path | None = None,
         start: bool = True,
+        preexec_fn: Callable[[], None] | None = None,
         **flags: Any,
     ) -> RankdServer:
         workdir = tmp_path / f"rankd{len(started)}"
         workdir.mkdir()
-        srv = RankdServer(workdir, flags, env=env, data_dir=data_dir)
+        srv = RankdServer(workdir, flags, env=env, data_dir=data_dir, preexec_fn=preexec_fn)
         started.append(srv)
         return srv.start() if start else srv
 
