@@ -42,7 +42,7 @@ ROUTES = [
     ("POST", "/v1/sessions", {}, "sessions"),
     ("GET", "/v1/users/u/sessions", None, "sessions"),
     ("POST", "/v1/admin/snapshot", None, "admin"),
-    ("GET", "/metrics", None, "admin"),
+    ("GET", "/metrics", None, "metrics"),
 ]
 KEYS = {READ: {"read"}, WRITE: {"write"}, SESS: {"sessions"}, BOTH: {"read", "write"}}
 

@@ -136,7 +136,7 @@ def test_a_bug_is_a_logged_500_that_names_the_route_not_the_path(tmp_path, caplo
 
     async def call() -> httpx.Response:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
             return await c.get(f"/v1/things/{sid}")
 
     with caplog.at_level(logging.ERROR, logger="rankd.http"):
