@@ -169,6 +169,9 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
                 allow_methods=CORS_METHODS,
                 allow_headers=CORS_ALLOW_HEADERS,
                 expose_headers=CORS_EXPOSE_HEADERS,
+                # A listed page on a public origin calling a rankd on loopback or a LAN is what
+                # the operator asked for; Chrome's Private Network Access preflight says so.
+                allow_private_network=True,
             )
         )
     app = Starlette(

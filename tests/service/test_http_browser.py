@@ -154,6 +154,17 @@ def test_cors_preflight_and_writes_from_an_allowed_origin(cors, problem) -> None
         assert "POST" in pre.headers["access-control-allow-methods"]
         allowed = pre.headers["access-control-allow-headers"].lower()
         assert "content-type" in allowed and "authorization" in allowed
+        # Chrome's Private Network Access: a public page reaching a loopback server.
+        pna = c.options(
+            "/v1/boards/c/scores",
+            headers={
+                "origin": ALLOWED,
+                "access-control-request-method": "POST",
+                "access-control-request-private-network": "true",
+            },
+        )
+        assert pna.status_code == 200, pna.text
+        assert pna.headers["access-control-allow-private-network"] == "true"
         r = _score(c, "c", origin=ALLOWED, **JSON)
         assert r.status_code == 200 and r.headers["access-control-allow-origin"] == ALLOWED
         # The default port was dropped from the setting, as browsers drop it from Origin.
