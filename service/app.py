@@ -2,10 +2,13 @@
 
 Request path (no middleware of our own: each one would cost every request an extra ASGI hop)::
 
-    uvicorn -> Starlette (ServerError/Exception middleware) -> IndexedRouter (one dict lookup)
+    uvicorn -> Starlette (ServerError/Exception middleware; CORSMiddleware only when
+               --cors-origins lists origins) -> IndexedRouter (one dict lookup)
             -> Route -> _Handle (one Request, the method's wrapper)
-            -> endpoint wrapper: auth (only if keys exist) -> readiness gate (/v1 only)
+            -> endpoint wrapper: browser rules (writes; reads only in protected mode)
+                                 -> auth (only if keys exist) -> readiness gate (/v1 only)
                                  -> handler(runtime, request) -> problem+json on any exception
+                                 -> Cache-Control: no-store (session routes)
                                  -> RouteStats.observe(status, seconds)
 
 Everything a request would otherwise look up (runtime, scope, route stats, the route
@@ -29,6 +32,8 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
@@ -36,6 +41,12 @@ from starlette.types import Receive, Scope, Send
 
 from service import offline, routes_admin, routes_boards, routes_sessions
 from service.auth import Auth
+from service.browser import (
+    CORS_ALLOW_HEADERS,
+    CORS_EXPOSE_HEADERS,
+    CORS_METHODS,
+    BrowserRules,
+)
 from service.errors import Problem, http_exception, response_for, server_error
 from service.http import RouteSpec
 from service.hub import Hub
@@ -63,17 +74,31 @@ PURGE_BATCH = 1000
 PURGE_MAX_SLEEP = 1.0
 
 
-def _wrap(rt: Runtime, spec: RouteSpec, auth: Auth | None) -> Endpoint:
+_NO_STORE = (b"cache-control", b"no-store")
+
+
+def _wrap(rt: Runtime, spec: RouteSpec, auth: Auth | None, rules: BrowserRules) -> Endpoint:
     handler = spec.handler
     stats = rt.metrics.route(spec.method, spec.path)
     scope = spec.scope if auth is not None else None
     gated = spec.gated
     where = f"{spec.method} {spec.path}"
     clock = time.perf_counter
+    # Bound once: writes always pass the browser rules; reads only need the Host rule, which
+    # exists only in protected mode.
+    if spec.method not in ("GET", "HEAD"):
+        browser = rules.check_write
+    elif rules.protected:
+        browser = rules.check_read
+    else:
+        browser = None
+    no_store = spec.no_store
 
     async def endpoint(request: Request) -> Response:
         start = clock()
         try:
+            if browser is not None:
+                browser(request.scope)
             if scope is not None:
                 auth.check(request, scope)  # type: ignore[union-attr]
             if gated and not rt.ready:
@@ -81,6 +106,9 @@ def _wrap(rt: Runtime, spec: RouteSpec, auth: Auth | None) -> Endpoint:
             response = await handler(rt, request)
         except Exception as exc:
             response = response_for(exc, where)
+        if no_store:
+            # Errors too: nothing a session route answers belongs in a shared cache.
+            response.raw_headers.append(_NO_STORE)
         stats.observe(response.status_code, clock() - start)
         return response
 
@@ -107,11 +135,16 @@ class _Handle:
         await response(scope, receive, send)
 
 
+def browser_rules(settings: Settings) -> BrowserRules:
+    return BrowserRules(settings.cors_origins, protected=not settings.auth_enabled)
+
+
 def build_routes(rt: Runtime, specs: tuple[RouteSpec, ...] = SPECS) -> list[BaseRoute]:
     auth = Auth(rt.settings.api_keys) if rt.settings.api_keys else None
+    rules = browser_rules(rt.settings)
     by_path: dict[str, dict[str, Endpoint]] = {}
     for spec in specs:
-        by_path.setdefault(spec.path, {})[spec.method] = _wrap(rt, spec, auth)
+        by_path.setdefault(spec.path, {})[spec.method] = _wrap(rt, spec, auth, rules)
     routes: list[BaseRoute] = []
     for path, by_method in by_path.items():
         if "GET" in by_method:
@@ -125,9 +158,29 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
     rt.hub = Hub(rt)
     routes = build_routes(rt)
     routes += [WebSocketRoute("/v1/ws", ws_endpoint), Route("/", live_page)]
-    app = Starlette(exception_handlers={HTTPException: _unmatched(rt), Exception: server_error})
+    middleware = []
+    if settings.cors_origins:
+        # Only when asked for: it wraps every request (a Headers object, a send wrapper), and
+        # without allowed origins there is no preflight to answer.
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=sorted(settings.cors_origins),
+                allow_methods=CORS_METHODS,
+                allow_headers=CORS_ALLOW_HEADERS,
+                expose_headers=CORS_EXPOSE_HEADERS,
+                # A listed page on a public origin calling a rankd on loopback or a LAN is what
+                # the operator asked for; Chrome's Private Network Access preflight says so.
+                allow_private_network=True,
+            )
+        )
+    app = Starlette(
+        middleware=middleware,
+        exception_handlers={HTTPException: _unmatched(rt), Exception: server_error},
+    )
     app.router = IndexedRouter(routes, lifespan=_lifespan)
     app.state.rankd = rt
+    app.state.browser = browser_rules(settings)  # for the WebSocket handshake
     return app
 
 

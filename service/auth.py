@@ -4,7 +4,8 @@
     read       GET on boards
     write      board writes, PUT/DELETE of boards
     sessions   everything under /v1/sessions and /v1/users
-    admin      /v1/admin/*, /metrics, and every other scope
+    metrics    GET /metrics (for a Prometheus scraper: it can read nothing else)
+    admin      /v1/admin/* and every other scope
 
 Keys are compared in constant time against *every* configured key with no early exit, on
 SHA-256 digests so the comparison never leaks a key's length either. When no keys are
@@ -25,6 +26,7 @@ from service.errors import Problem
 READ = "read"
 WRITE = "write"
 SESSIONS = "sessions"
+METRICS = "metrics"
 ADMIN = "admin"
 
 _REALM = 'Bearer realm="rankd"'

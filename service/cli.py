@@ -98,7 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         dest="api_keys",
         metavar="KEY:SCOPES",
-        help="an API key and its comma-separated scopes (read,write,sessions,admin); repeatable",
+        help="an API key and its comma-separated scopes "
+        "(read,write,sessions,metrics,admin); repeatable",
+    )
+    p.add_argument(
+        "--cors-origins",
+        metavar="ORIGINS",
+        help="comma-separated web origins whose pages may call rankd, e.g. https://game.example",
     )
     p.add_argument("--log-level", choices=LOG_LEVELS)
     p.add_argument("--on-bad-data", choices=BAD_DATA_POLICIES, help="corrupt data: refuse start")

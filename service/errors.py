@@ -8,7 +8,7 @@
     ├── store.BoardNotFound            404     board-not-found
     ├── store.MemberNotFound           404     member-not-found
     ├── store.SessionNotFound          404     session-not-found
-    ├── store.VersionConflict          409     version-conflict
+    ├── store.VersionConflict          412     precondition-failed (If-Match, RFC 9110)
     ├── store.Conflict                 409     conflict
     ├── store.Unavailable              503     unavailable
     ├── HTTPException (router)         404/405 not-found / method-not-allowed
@@ -39,7 +39,9 @@ _TITLES = {
     404: "Not Found",
     405: "Method Not Allowed",
     409: "Conflict",
+    412: "Precondition Failed",
     413: "Content Too Large",
+    415: "Unsupported Media Type",
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
@@ -74,7 +76,7 @@ _STORE_ERRORS: tuple[tuple[type[store.StoreError], int, str], ...] = (
     (store.MemberNotFound, 404, "member-not-found"),
     (store.SessionNotFound, 404, "session-not-found"),
     (store.NotFound, 404, "not-found"),
-    (store.VersionConflict, 409, "version-conflict"),
+    (store.VersionConflict, 412, "precondition-failed"),
     (store.Conflict, 409, "conflict"),
     (store.Unavailable, 503, "unavailable"),
 )

@@ -160,6 +160,7 @@ Handler = Callable[["Runtime", Request], Awaitable[Response]]
 class RouteSpec(NamedTuple):
     """One route as a route module declares it; app.py wraps it with auth, readiness,
     error mapping and metrics. ``scope`` None: open to everyone. ``gated``: 503 until ready.
+    ``no_store``: every answer says ``Cache-Control: no-store`` (it may carry a credential).
     """
 
     method: str
@@ -167,3 +168,4 @@ class RouteSpec(NamedTuple):
     handler: Handler
     scope: str | None
     gated: bool = True
+    no_store: bool = False

@@ -140,11 +140,14 @@ SCHEMAS: dict[str, Schema] = {
 _ERRORS = {
     "400": "Invalid input: malformed JSON, wrong type, out-of-range value, unknown field.",
     "401": "Missing or invalid API key (only when keys are configured).",
-    "403": "The API key lacks the scope this route needs.",
+    "403": "The API key lacks the scope this route needs, or the browser rules refuse the "
+    "request: a foreign Origin on a write, a non-loopback Host without keys.",
     "404": "No such board, member, session or route.",
     "405": "Method not allowed on this path.",
-    "409": "Conflicts with current state (If-Match version, order change on a full board).",
+    "409": "Conflicts with current state (order change on a non-empty board).",
+    "412": "If-Match or If-None-Match is false for the session's current version.",
     "413": "Request body or batch over its limit.",
+    "415": "A request body sent with a Content-Type other than application/json (or +json).",
     "503": "Not ready yet (recovering) or persistence refuses writes.",
 }
 
@@ -192,11 +195,18 @@ def _limit(default: int) -> Schema:
     )
 
 
+_ETAG_LIST = '^(\\*|(W/)?"?[0-9]{1,18}"?( *, *(W/)?"?[0-9]{1,18}"?)*)$'
 _IF_MATCH = _param(
     "If-Match",
     "header",
-    {"type": "string", "pattern": '^(\\*|[0-9]{1,18}|"[0-9]{1,18}")$'},
-    doc='The session version: 3, "3" (its ETag) or * (any).',
+    {"type": "string", "pattern": _ETAG_LIST},
+    doc='ETags of the version to change: "3" (or bare 3), a list, or *; W/ never matches.',
+)
+_IF_NONE_MATCH = _param(
+    "If-None-Match",
+    "header",
+    {"type": "string", "pattern": _ETAG_LIST},
+    doc="* or ETags the session must not be at (412 if it is).",
 )
 
 
@@ -214,6 +224,8 @@ def _op(
         op["security"] = [{"bearer": []}]
         op["description"] = f"Needs an API key with the `{scope}` scope (or `admin`)."
         errors = (*errors, "401", "403")
+    if body is not None:
+        errors = (*errors, "415")
     if params:
         op["parameters"] = params
     if body is not None:
@@ -254,7 +266,8 @@ def _paths() -> dict[str, Schema]:
     s = "/v1/sessions/{id}"
     u = "/v1/users/{user}/sessions"
     conflict = (*_W, "409")
-    batch = _op("Write scores in order, all or nothing", {}, "write", errors=_W)
+    conditional = (*_W, "412")
+    batch = _op("Write scores in order, all or nothing", {}, "write", errors=(*_W, "415"))
     batch["requestBody"] = {"required": True, "content": _body(_BATCH)}
     batch["responses"]["200"] = _content(_JSON, "Write results, in request order.", _RESULTS)
     created = {**_ETAG, **_LOCATION}
@@ -294,11 +307,11 @@ def _paths() -> dict[str, Schema]:
             "Read a session (refreshes it unless touch=false)", _SESSION, "sessions",
             [_TOUCH], errors=_V1)),
         (s, "patch", [_SID], _op(
-            "Merge into data (null deletes a key)", _SESSION, "sessions", [_IF_MATCH],
-            body="SessionData", errors=conflict)),
+            "Merge into data (null deletes a key)", _SESSION, "sessions",
+            [_IF_MATCH, _IF_NONE_MATCH], body="SessionData", errors=conditional)),
         (s, "put", [_SID], _op(
-            "Replace data", _SESSION, "sessions", [_IF_MATCH], body="SessionData",
-            errors=conflict)),
+            "Replace data", _SESSION, "sessions", [_IF_MATCH, _IF_NONE_MATCH],
+            body="SessionData", errors=conditional)),
         (s, "delete", [_SID], _op("Delete a session", _NO_CONTENT, "sessions", errors=_V1)),
         (s + "/touch", "post", [_SID], _op(
             "Refresh the idle deadline", _SESSION, "sessions", errors=_V1)),
@@ -315,16 +328,17 @@ def _paths() -> dict[str, Schema]:
             "Take a snapshot now", {"200": _json("SnapshotReport", "What was written.")},
             "admin", errors=("503",))),
         ("/healthz", "get", [], _op(
-            "Liveness", {"200": _json("Status", "The process runs.")}, None, errors=())),
+            "Liveness", {"200": _json("Status", "The process runs.")}, None, errors=("403",))),
         ("/readyz", "get", [], _op(
-            "Readiness", {"200": _json("Status", "Recovery done.")}, None, errors=("503",))),
+            "Readiness", {"200": _json("Status", "Recovery done.")}, None,
+            errors=("403", "503"))),
         ("/metrics", "get", [], _op(
             "Prometheus metrics",
             {"200": _content("text/plain", "Text exposition format.", {"type": "string"})},
-            "admin", errors=())),
+            "metrics", errors=())),
         ("/openapi.json", "get", [], _op(
             "This document", {"200": _content(_JSON, "OpenAPI 3.1.", {"type": "object"})},
-            None, errors=())),
+            None, errors=("403",))),
         ("/", "get", [], _op(
             "Live leaderboard page; its data comes over the /v1/ws WebSocket",
             {"200": _content("text/html", "HTML.", {"type": "string"})}, None, errors=())),

@@ -15,7 +15,9 @@ parameter is the (already percent-decoded) segment as is, and never empty -- Sta
 
 Anything the index does not answer -- no hit, a method the route does not allow (405 with its
 Allow header), WebSocket and lifespan scopes -- goes to Starlette's own ``Router.app``, so the
-slow path, including its trailing-slash redirects and 404s, behaves exactly as before.
+slow path behaves exactly as before, except that a trailing slash is a 404 like any other
+unknown path (DESIGN: one URL per resource). Starlette would answer 307 to the slash-less
+path, which hides the client's bug behind a second round trip and makes it send its body twice.
 Templates that could both match one path are refused at start-up: the index has no order, so
 it could not reproduce Starlette's first-match rule.
 """
@@ -76,7 +78,7 @@ class _Group:
 
 class IndexedRouter(Router):
     def __init__(self, routes: Sequence[BaseRoute], lifespan: Lifespan[Any] | None = None) -> None:
-        super().__init__(routes, lifespan=lifespan)
+        super().__init__(routes, redirect_slashes=False, lifespan=lifespan)
         self._index: dict[int, list[_Group]] = {}
         seen: list[tuple[list[str], Layout, str]] = []
         for route in self.routes:

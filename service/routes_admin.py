@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service import openapi
-from service.auth import ADMIN
+from service.auth import ADMIN, METRICS
 from service.errors import Problem, problem_response
 from service.http import RouteSpec, json_response
 from service.metrics import CONTENT_TYPE
@@ -48,7 +48,7 @@ async def snapshot(rt: Runtime, request: Request) -> Response:
 ROUTES = [
     RouteSpec("GET", "/healthz", healthz, None, gated=False),
     RouteSpec("GET", "/readyz", readyz, None, gated=False),
-    RouteSpec("GET", "/metrics", metrics, ADMIN, gated=False),
+    RouteSpec("GET", "/metrics", metrics, METRICS, gated=False),
     RouteSpec("GET", "/openapi.json", openapi_json, None, gated=False),
     RouteSpec("POST", "/v1/admin/snapshot", snapshot, ADMIN),
 ]

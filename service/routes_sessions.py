@@ -3,10 +3,16 @@
 A session is answered as ``Session.to_dict()``: timestamps (``created_at``, ``expires_at``,
 ``max_expires_at``) are Unix epoch seconds as JSON numbers (floats), the same clock the store
 and the journal use, so no conversion can drift. Every answer that carries a session also
-carries ``ETag: "<version>"``; PATCH and PUT accept ``If-Match`` with that ETag (or the bare
-version number) and answer 409 when the session has moved on.
+carries ``ETag: "<version>"``. PATCH and PUT are conditional as RFC 9110 section 13 says:
+``If-Match`` (``*`` or a list of ETags; the bare version ``3`` is accepted too) must name the
+current version under strong comparison, so a weak ``W/"3"`` never matches; ``If-None-Match``
+(``*`` or ETags, weak comparison) must not match the session. A failed condition is a 412; an
+absent session stays a 404, since preconditions only apply to a request that could succeed.
+Caller-chosen ids (``PUT`` + ``If-None-Match: *`` creating a session) are not built yet: such a
+PUT answers 412 when the id exists and 404 when it does not.
 
-A session id is a bearer credential: it is never logged and never echoed in an error detail.
+A session id is a bearer credential: it is never logged, never echoed in an error detail, and
+every answer of these routes says ``Cache-Control: no-store``.
 """
 
 from starlette.requests import Request
@@ -14,7 +20,7 @@ from starlette.responses import Response
 
 from service import writes
 from service.auth import SESSIONS
-from service.errors import bad_request
+from service.errors import Problem, bad_request
 from service.http import RouteSpec, json_object, json_response, no_content, parse_json, query
 from service.http import read_body as _read_body
 from service.runtime import Runtime
@@ -35,19 +41,57 @@ def _answer(session: Session, status: int = 200, location: bool = False) -> Resp
     return json_response(session.to_dict(), status, headers)
 
 
-def if_match(request: Request) -> int | None:
-    """The version an ``If-Match`` header demands: ``3`` or ``"3"``; ``*`` (or none) = any."""
-    raw = request.headers.get("if-match")
-    if raw is None:
+def _etags(raw: str, header: str) -> list[tuple[bool, int]] | None:
+    """``*`` -> None; else each entity tag as (weak, version). Malformed: a 400 quoting it."""
+    if raw.strip() == "*":
         return None
-    tag = raw.strip()
-    if tag == "*":
+    tags: list[tuple[bool, int]] = []
+    for item in raw.split(","):
+        tag = item.strip()
+        weak = tag.startswith("W/")
+        if weak:
+            tag = tag[2:]
+        if len(tag) >= 2 and tag[0] == tag[-1] == '"':
+            tag = tag[1:-1]
+        elif weak:
+            tag = ""  # W/ must be followed by a quoted tag
+        if not (tag.isascii() and tag.isdigit() and len(tag) <= 18):
+            raise bad_request(
+                f'{header} must be * or session ETags such as "3", but got {raw!r:.60}'
+            )
+        tags.append((weak, int(tag)))
+    return tags
+
+
+def precondition(rt: Runtime, request: Request, sid: str) -> int | None:
+    """The version the write must still find, after If-Match / If-None-Match (412 if false).
+
+    No condition: None (unconditional). The session is read without touching it, and an
+    absent one is the store's 404 before any condition is judged.
+    """
+    headers = request.headers
+    if_match, if_none = headers.get("if-match"), headers.get("if-none-match")
+    if if_match is None and if_none is None:
         return None
-    if len(tag) >= 2 and tag[0] == tag[-1] == '"':
-        tag = tag[1:-1]
-    if not (tag.isascii() and tag.isdigit() and len(tag) <= 18):
-        raise bad_request(f'If-Match must be a session version such as "3", but got {raw!r:.40}')
-    return int(tag)
+    current = rt.sessions.get(sid, touch=False).version
+    if if_match is not None:
+        tags = _etags(if_match, "If-Match")
+        if tags is not None and (False, current) not in tags:
+            raise Problem(
+                412,
+                "precondition-failed",
+                f'If-Match {if_match!r:.60} does not match the session\'s ETag "{current}" '
+                "(strong comparison: a weak W/ tag never matches)",
+            )
+    if if_none is not None:
+        tags = _etags(if_none, "If-None-Match")
+        if tags is None or any(version == current for _, version in tags):
+            raise Problem(
+                412,
+                "precondition-failed",
+                f'If-None-Match {if_none!r:.60} matches the existing session (ETag "{current}")',
+            )
+    return current
 
 
 async def _body(
@@ -88,16 +132,18 @@ async def _data(rt: Runtime, request: Request) -> object:
 
 
 async def patch(rt: Runtime, request: Request) -> Response:
-    version = if_match(request)
-    data = await _data(rt, request)
     sid = request.path_params["id"]
+    version = precondition(rt, request, sid)
+    # Another write may land while the body arrives: the store re-checks the version
+    # (VersionConflict, also a 412).
+    data = await _data(rt, request)
     return _answer(await writes.mutate(rt, rt.sessions.patch, sid, data, if_version=version))
 
 
 async def replace(rt: Runtime, request: Request) -> Response:
-    version = if_match(request)
-    data = await _data(rt, request)
     sid = request.path_params["id"]
+    version = precondition(rt, request, sid)
+    data = await _data(rt, request)
     return _answer(await writes.mutate(rt, rt.sessions.replace, sid, data, if_version=version))
 
 
@@ -124,6 +170,9 @@ async def list_user(rt: Runtime, request: Request) -> Response:
 
 async def revoke_user(rt: Runtime, request: Request) -> Response:
     keep = query(request, REVOKE_PARAMS).get("except")
+    if keep == "":
+        # A template rendered with an empty id (?except=) must not log the user out everywhere.
+        raise bad_request("except must be the id of the session to keep, but it is empty")
     user = request.path_params["user"]
     revoked = await writes.mutate(rt, rt.sessions.revoke_user, user, except_id=keep)
     return json_response({"user": user, "revoked": revoked})
@@ -133,13 +182,13 @@ _S = "/v1/sessions/{id}"
 _U = "/v1/users/{user}/sessions"
 
 ROUTES = [
-    RouteSpec("POST", "/v1/sessions", create, SESSIONS),
-    RouteSpec("GET", _S, get, SESSIONS),
-    RouteSpec("PATCH", _S, patch, SESSIONS),
-    RouteSpec("PUT", _S, replace, SESSIONS),
-    RouteSpec("DELETE", _S, delete, SESSIONS),
-    RouteSpec("POST", _S + "/touch", touch, SESSIONS),
-    RouteSpec("POST", _S + "/rotate", rotate, SESSIONS),
-    RouteSpec("GET", _U, list_user, SESSIONS),
-    RouteSpec("DELETE", _U, revoke_user, SESSIONS),
+    RouteSpec("POST", "/v1/sessions", create, SESSIONS, no_store=True),
+    RouteSpec("GET", _S, get, SESSIONS, no_store=True),
+    RouteSpec("PATCH", _S, patch, SESSIONS, no_store=True),
+    RouteSpec("PUT", _S, replace, SESSIONS, no_store=True),
+    RouteSpec("DELETE", _S, delete, SESSIONS, no_store=True),
+    RouteSpec("POST", _S + "/touch", touch, SESSIONS, no_store=True),
+    RouteSpec("POST", _S + "/rotate", rotate, SESSIONS, no_store=True),
+    RouteSpec("GET", _U, list_user, SESSIONS, no_store=True),
+    RouteSpec("DELETE", _U, revoke_user, SESSIONS, no_store=True),
 ]

@@ -6,7 +6,8 @@ quotes the bad value instead of surfacing as a 500 hours later.
 
     RANKD_HOST, RANKD_PORT, RANKD_DATA_DIR, RANKD_FSYNC (always|everysec|no),
     RANKD_SNAPSHOT_INTERVAL (seconds, 0 disables), RANKD_API_KEYS ("key1:read,write;key2:admin"),
-    RANKD_LOG_LEVEL, RANKD_ON_BAD_DATA (refuse|move-aside), and one RANKD_<LIMIT> per field of
+    RANKD_LOG_LEVEL, RANKD_ON_BAD_DATA (refuse|move-aside), RANKD_CORS_ORIGINS
+    ("https://a.example,http://localhost:3000"), and one RANKD_<LIMIT> per field of
     ``ServiceLimits`` (RANKD_BODY_BYTES, RANKD_BATCH_ITEMS, RANKD_WS_TICK, RANKD_MAX_CONNECTIONS,
     RANKD_IDLE_TIMEOUT, ...).
 
@@ -17,6 +18,7 @@ not carry credentials with it.
 import dataclasses
 import ipaddress
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +29,7 @@ from store.values import Limits
 Fsync = Literal["always", "everysec", "no"]
 OnBadData = Literal["refuse", "move-aside"]
 
-SCOPES = frozenset({"read", "write", "sessions", "admin"})
+SCOPES = frozenset({"read", "write", "sessions", "metrics", "admin"})
 FSYNC_POLICIES: tuple[Fsync, ...] = ("always", "everysec", "no")
 BAD_DATA_POLICIES: tuple[OnBadData, ...] = ("refuse", "move-aside")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -98,6 +100,8 @@ class Settings:
     limits: ServiceLimits = field(default_factory=ServiceLimits)
     log_level: str = "info"
     on_bad_data: OnBadData = "refuse"
+    # Web origins (scheme://host[:port]) whose pages may call rankd; see service/browser.py.
+    cors_origins: frozenset[str] = frozenset()
 
     @property
     def auth_enabled(self) -> bool:
@@ -146,6 +150,33 @@ def parse_api_keys(spec: str | list[str]) -> dict[str, frozenset[str]]:
             raise SettingsError(f"{where} is configured twice")
         keys[key] = scopes
     return keys
+
+
+_ORIGIN = re.compile(r"(https?)://([a-z0-9.\-]+|\[[0-9a-f:.]+\])(:[0-9]{1,5})?")
+_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
+
+
+def parse_cors_origins(spec: str | list[str]) -> frozenset[str]:
+    """``"https://a.example,http://localhost:3000"`` -> origins as browsers serialise them."""
+    items = spec if isinstance(spec, list) else spec.split(",")
+    origins: set[str] = set()
+    for item in items:
+        raw = item.strip()
+        if not raw:
+            continue
+        origin = raw.lower()
+        match = _ORIGIN.fullmatch(origin)
+        if match is None:
+            # "*" and "null" included: either would let any page (or a sandboxed one) write.
+            raise SettingsError(
+                "--cors-origins / RANKD_CORS_ORIGINS takes origins such as "
+                f"https://game.example or http://localhost:3000 (no path, no '*'), but got {raw!r}"
+            )
+        scheme, _, port = match.groups()
+        if port == _DEFAULT_PORTS[scheme]:
+            origin = origin[: -len(port)]  # browsers never send a default port
+        origins.add(origin)
+    return frozenset(origins)
 
 
 def _int(name: str, raw: object, lo: int, hi: int) -> int:
@@ -217,6 +248,7 @@ def load(env: Mapping[str, str], flags: Mapping[str, Any] | None = None) -> Sett
         "api_keys",
         "log_level",
         "on_bad_data",
+        "cors_origins",
         *LIMIT_NAMES,
     ):
         raw = env.get(f"RANKD_{name.upper()}")
@@ -279,4 +311,5 @@ def load(env: Mapping[str, str], flags: Mapping[str, Any] | None = None) -> Sett
             given.get("on_bad_data", defaults.on_bad_data),
             BAD_DATA_POLICIES,
         ),
+        cors_origins=parse_cors_origins(given.get("cors_origins", [])),
     )

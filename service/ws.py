@@ -15,6 +15,9 @@ ID is a string (1-128 characters) or an integer. Unknown fields are refused, so 
 turns into a different request. Bad input of any kind gets an error frame and the connection
 lives on; only abuse closes it.
 
+Before the upgrade, the browser rules (service/browser.py) refuse a handshake whose
+``Origin`` is foreign or, in protected mode, whose ``Host`` is not loopback: HTTP 403.
+
 Connecting: ``Authorization: Bearer <key>`` or ``?token=<key>`` (browsers cannot set headers)
 when keys are configured; ``read`` scope to subscribe, ``write`` to score. ``?session=<id>``
 binds the connection to a live session: it is closed when that session is deleted, revoked,
@@ -87,6 +90,13 @@ class _Bad(Exception):
 async def ws_endpoint(websocket: WebSocket) -> None:
     runtime: Runtime = websocket.app.state.rankd
     hub = runtime.hub
+    # Before the upgrade (uvicorn answers a plain 403): a page on a foreign origin, or a
+    # rebound DNS name in protected mode, must not even learn that the handshake would work.
+    refusal = websocket.app.state.browser.ws_refusal(websocket.scope)
+    if refusal is not None:
+        log.info("refused a WebSocket handshake: %s", refusal)
+        await websocket.close(POLICY)
+        return
     await websocket.accept()
     if not isinstance(hub, Hub) or not runtime.ready:
         await _close(websocket, TRY_AGAIN, "not ready: recovery in progress")

@@ -116,7 +116,7 @@ async def _serving(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
     """The app with its lifespan running, and a client that calls it in-process."""
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://rankd") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             yield client
 
 

@@ -78,9 +78,11 @@ def test_schemathesis_finds_no_server_errors_or_nonconformance(rankd_server, tmp
         ]
     )
     # 413 is the right answer to a batch over its limit (schemathesis expects 4xx but 413).
+    # 412 and 415 reject too: RFC 9110 judges If-Match/If-None-Match before the body, and
+    # a body of the wrong media type is refused before it is parsed.
     (tmp_path / "schemathesis.toml").write_text(
         "[checks.negative_data_rejection]\n"
-        'expected-statuses = ["400", "401", "403", "404", "405", "409", "413"]\n'
+        'expected-statuses = ["400", "401", "403", "404", "405", "409", "412", "413", "415"]\n'
     )
     cli = Path(sys.executable).with_name("schemathesis")
     r = subprocess.run(

@@ -3,6 +3,8 @@
 import httpx
 import pytest
 
+JSON = {"content-type": "application/json"}
+
 
 def _create(http: httpx.Client, **body: object) -> dict:
     r = http.post("/v1/sessions", json=body)
@@ -47,16 +49,25 @@ def test_patch_merges_and_put_replaces_with_if_match(
     r = http.patch(url, json={"data": {"b": None, "c": 3}}, headers={"if-match": '"1"'})
     assert r.status_code == 200 and r.headers["etag"] == '"2"'
     assert r.json()["data"] == {"a": 1, "c": 3} and r.json()["version"] == 2
-    problem(http.patch(url, json={"data": {"x": 1}}, headers={"if-match": "1"}), 409)
-    problem(http.put(url, json={"data": {}}, headers={"if-match": '"7"'}), 409, "version-conflict")
+    # RFC 9110: a false If-Match is 412 Precondition Failed (rankd answered 409 before #13).
+    problem(http.patch(url, json={"data": {"x": 1}}, headers={"if-match": "1"}), 412)
+    body = problem(
+        http.put(url, json={"data": {}}, headers={"if-match": '"7"'}), 412, "precondition-failed"
+    )
+    assert s["id"] not in body["detail"]
     r = http.put(url, json={"data": {"z": True}}, headers={"if-match": "2"})
     assert r.json()["data"] == {"z": True} and r.json()["version"] == 3
     r = http.put(url, json={"data": {"z": False}}, headers={"if-match": "*"})
     assert r.json()["version"] == 4
     r = http.patch(url, json={"data": {"q": 1}})  # no If-Match: unconditional
     assert r.json()["version"] == 5
-    problem(http.patch(url, json={"data": {}}, headers={"if-match": 'W/"5"'}), 400)
+    # Strong comparison: a weak tag never matches, even the current version (was a 400).
+    problem(http.patch(url, json={"data": {}}, headers={"if-match": 'W/"5"'}), 412)
     problem(http.patch(url, json={"data": {}}, headers={"if-match": "five"}), 400)
+    # A list matches when any strong tag does.
+    r = http.patch(url, json={"data": {"l": 1}}, headers={"if-match": '"9", W/"5", "5"'})
+    assert r.status_code == 200 and r.headers["etag"] == '"6"'
+    assert http.get(url).json()["data"] == {"z": False, "q": 1, "l": 1}
 
 
 def test_rotate_kills_the_old_id(http: httpx.Client, name: str, problem) -> None:
@@ -129,6 +140,6 @@ def test_bad_data_bodies_are_400(http: httpx.Client, problem) -> None:
     problem(http.patch(url, json={}), 400)
     problem(http.patch(url, json={"data": 1}), 400)
     problem(http.put(url, json={"data": {}, "ttl": 5}), 400)
-    problem(http.put(url, content=b"{oops"), 400, "malformed-json")
+    problem(http.put(url, content=b"{oops", headers=JSON), 400, "malformed-json")
     problem(http.get(url, params={"touch": "maybe"}), 400)
     problem(http.get(url, params={"peek": "1"}), 400)

@@ -136,7 +136,7 @@ def test_a_bug_is_a_logged_500_that_names_the_route_not_the_path(tmp_path, caplo
 
     async def call() -> httpx.Response:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
             return await c.get(f"/v1/things/{sid}")
 
     with caplog.at_level(logging.ERROR, logger="rankd.http"):
@@ -146,3 +146,24 @@ def test_a_bug_is_a_logged_500_that_names_the_route_not_the_path(tmp_path, caplo
     assert r.json()["type"] == "urn:rankd:problem:internal" and "boom" not in r.text
     assert "GET /v1/things/{id}" in caplog.text and "boom" in caplog.text
     assert sid not in caplog.text
+
+
+def test_cors_origins_are_normalised_as_browsers_send_them() -> None:
+    env = {"RANKD_CORS_ORIGINS": "HTTP://A.example:80, https://b.example:8443,,http://[::1]:3000"}
+    assert load(env).cors_origins == {
+        "http://a.example",
+        "https://b.example:8443",
+        "http://[::1]:3000",
+    }
+    assert load(env, {"cors_origins": "https://c.example:443"}).cors_origins == {
+        "https://c.example"
+    }
+    assert load({}).cors_origins == frozenset()
+    for bad in ("*", "null", "https://a.example/", "ftp://a.example", "https://a.example:x"):
+        with pytest.raises(SettingsError, match="--cors-origins"):
+            load({"RANKD_CORS_ORIGINS": bad})
+
+
+def test_a_metrics_key_is_a_scope_of_its_own() -> None:
+    keys = parse_api_keys("scraper-key-0123456789:metrics")
+    assert keys == {"scraper-key-0123456789": frozenset({"metrics"})}
