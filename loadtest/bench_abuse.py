@@ -139,7 +139,7 @@ class Attacker:
                 continue
             answer = asyncio.ensure_future(reader.read(4096))
             try:
-                writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Bomb: ")
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Bomb: ")
                 for _ in range(self.args.bomb_mib * 16):
                     if answer.done():
                         break
@@ -161,7 +161,7 @@ class Attacker:
         depth = self.args.depth
         body = b'{"member":"deep","score":' + b"[" * depth + b"1" + b"]" * depth + b"}"
         request = (
-            b"POST /v1/boards/deep/scores HTTP/1.1\r\nHost: x\r\n"
+            b"POST /v1/boards/deep/scores HTTP/1.1\r\nHost: localhost\r\n"
             b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
         )
         while self.running():
@@ -185,9 +185,9 @@ class Attacker:
 
     async def run(self) -> None:
         a = self.args
-        head = b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+        head = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n"
         body_head = (
-            b"POST /v1/boards/slow/scores HTTP/1.1\r\nHost: x\r\n"
+            b"POST /v1/boards/slow/scores HTTP/1.1\r\nHost: localhost\r\n"
             b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
         )
         jobs = [self.header_bomb() for _ in range(a.bombers)]

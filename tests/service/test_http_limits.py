@@ -68,12 +68,12 @@ def test_header_bomb_is_a_431_read_no_further_and_rss_stays_flat(rankd_server, p
     srv = rankd_server()
     assert srv.proc is not None
     before = _rss_kib(srv.proc.pid)
-    bomb = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Bomb: " + b"a" * (32 * MiB) + b"\r\n\r\n"
+    bomb = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Bomb: " + b"a" * (32 * MiB) + b"\r\n\r\n"
     answer = _send_and_answer(_addr(srv), bomb)
     assert _status(answer) == 431
     assert b"urn:rankd:problem:header-fields-too-large" in answer
     many = b"".join(b"X-%d: v\r\n" % i for i in range(5000))
-    answer = _send_and_answer(_addr(srv), b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n")
+    answer = _send_and_answer(_addr(srv), b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n" + many + b"\r\n")
     assert _status(answer) == 431
     # The 32 MiB were never buffered (the issue measured +910 MB for 64 MiB).
     assert _rss_kib(srv.proc.pid) - before < 20 * 1024
@@ -86,7 +86,7 @@ def test_header_bomb_is_a_431_read_no_further_and_rss_stays_flat(rankd_server, p
 def test_huge_request_target_is_a_414(rankd_server, problem) -> None:
     srv = rankd_server()
     answer = _send_and_answer(
-        _addr(srv), b"GET /v1/boards/" + b"b" * (8 * MiB) + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+        _addr(srv), b"GET /v1/boards/" + b"b" * (8 * MiB) + b" HTTP/1.1\r\nHost: localhost\r\n\r\n"
     )
     assert _status(answer) == 414
     with srv.client() as c:
@@ -133,9 +133,9 @@ def test_slowloris_heads_and_bodies_get_408_while_others_are_served(rankd_server
         }
     )
     addr = _addr(srv)
-    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: " + b"a" * 200
+    head = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n" + b"X-Slow: " + b"a" * 200
     body_prefix = (
-        b"POST /v1/boards/slow/scores HTTP/1.1\r\nHost: x\r\n"
+        b"POST /v1/boards/slow/scores HTTP/1.1\r\nHost: localhost\r\n"
         b"Content-Type: application/json\r\nContent-Length: 200\r\n\r\n"
     )
     started = time.monotonic()
@@ -259,18 +259,18 @@ def test_sigterm_with_stalled_clients_exits_within_10_s_and_the_snapshot_loads(
         for _ in range(10):
             sock = stack.enter_context(socket.create_connection(addr))
             sock.sendall(
-                b"POST /v1/boards/stall/scores HTTP/1.1\r\nHost: x\r\n"
+                b"POST /v1/boards/stall/scores HTTP/1.1\r\nHost: localhost\r\n"
                 b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
             )
         # Idle keep-alive connections that already made a request.
         for _ in range(10):
             sock = stack.enter_context(socket.create_connection(addr))
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
             assert sock.recv(4096).startswith(b"HTTP/1.1 200")
         # Half-sent heads.
         for _ in range(10):
             sock = stack.enter_context(socket.create_connection(addr))
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
         # WebSocket readers that stopped reading, with a tiny receive buffer.
         for _ in range(5):
             raw = stack.enter_context(socket.socket())
