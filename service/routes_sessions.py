@@ -19,6 +19,7 @@ from service.http import RouteSpec, json_object, json_response, no_content, pars
 from service.http import read_body as _read_body
 from service.runtime import Runtime
 from store.sessions import Session
+from store.show import show
 
 CREATE_FIELDS = frozenset({"user", "data", "ttl", "max_lifetime"})
 DATA_FIELDS = frozenset({"data"})
@@ -46,7 +47,7 @@ def if_match(request: Request) -> int | None:
     if len(tag) >= 2 and tag[0] == tag[-1] == '"':
         tag = tag[1:-1]
     if not (tag.isascii() and tag.isdigit() and len(tag) <= 18):
-        raise bad_request(f'If-Match must be a session version such as "3", but got {raw!r:.40}')
+        raise bad_request(f'If-Match must be a session version such as "3", but got {show(raw)}')
     return int(tag)
 
 
@@ -74,7 +75,7 @@ async def get(rt: Runtime, request: Request) -> Response:
     raw = query(request, GET_PARAMS).get("touch", "true")
     touch = _BOOLS.get(raw)
     if touch is None:
-        raise bad_request(f"touch must be true or false, but got {raw!r:.20}")
+        raise bad_request(f"touch must be true or false, but got {show(raw)}")
     # A touch only pushes an idle deadline: it is no reason to refuse a read while the disk is
     # unhealthy, so it skips the write path (a lost touch costs at most an early expiry).
     return _answer(rt.sessions.get(request.path_params["id"], touch=touch))

@@ -55,6 +55,7 @@ from service.errors import store_error
 from service.hub import MAX_TOP, Hub, Subscription
 from service.runtime import Runtime
 from store.errors import StoreError
+from store.show import show
 from store.values import check_board_name, check_member
 
 log = logging.getLogger("rankd.ws")
@@ -269,10 +270,10 @@ class Connection:
             op = msg.get("op")
             fields = _FIELDS.get(op) if type(op) is str else None
             if fields is None:
-                raise _Bad(400, f"unknown op {op!r}; expected one of {', '.join(_FIELDS)}")
+                raise _Bad(400, f"unknown op {show(op)}; expected one of {', '.join(_FIELDS)}")
             for name in msg:
                 if name not in fields:
-                    raise _Bad(400, f"unknown field {name!r} for op {op!r}")
+                    raise _Bad(400, f"unknown field {show(name)} for op {show(op)}")
             if op == "score":
                 await self._score(rid, msg)
             elif op == "subscribe":
@@ -296,13 +297,13 @@ class Connection:
         if (top is None) == (member is None):
             raise _Bad(400, f"subscribe needs exactly one of 'top' (1-{MAX_TOP}) or 'member'")
         if rid in self.subs:
-            raise _Bad(409, f"subscription id {rid!r} is already in use on this connection")
+            raise _Bad(409, f"subscription id {show(rid)} is already in use on this connection")
         if len(self.subs) >= self._max_subs:
             raise _Bad(400, f"a connection holds at most {self._max_subs} subscriptions")
         head = '{"type":"%s","id":' + orjson.dumps(rid).decode()
         if top is not None:
             if type(top) is not int or not 1 <= top <= MAX_TOP:
-                raise _Bad(400, f"top must be an integer from 1 to {MAX_TOP}, but got {top!r}")
+                raise _Bad(400, f"top must be an integer from 1 to {MAX_TOP}, but got {show(top)}")
             self.subs[rid] = self.hub.subscribe_top(self, head % "top", board, top)
         else:
             member = check_member(member, self.runtime.keyspace.limits)
@@ -311,7 +312,7 @@ class Connection:
     def _unsubscribe(self, rid: object) -> None:
         sub = self.subs.pop(rid, None)
         if sub is None:
-            raise _Bad(404, f"no subscription with id {rid!r} on this connection")
+            raise _Bad(404, f"no subscription with id {show(rid)} on this connection")
         self.hub.unsubscribe(sub)
         self._outbox.pop(sub, None)  # nothing for this id after its ack
         self._reply({"type": "ack", "id": rid})
@@ -327,7 +328,7 @@ class Connection:
 
 def _field(msg: dict[str, Any], name: str) -> Any:
     if name not in msg:
-        raise _Bad(400, f"op {msg['op']!r} needs the field {name!r}")
+        raise _Bad(400, f"op {show(msg['op'])} needs the field {name!r}")
     return msg[name]
 
 
@@ -339,7 +340,8 @@ def _request_id(rid: object) -> object:
     if rid is None:
         raise _Bad(400, "every request needs an 'id' (a string or an integer)")
     raise _Bad(
-        400, f"id must be a string of 1-{MAX_ID_CHARS} characters or an integer, but got {rid!r}"
+        400,
+        f"id must be a string of 1-{MAX_ID_CHARS} characters or an integer, but got {show(rid)}",
     )
 
 

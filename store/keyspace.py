@@ -21,6 +21,7 @@ from typing import Any
 
 from store.boards import Board, BoardConfig, Entry, Event
 from store.errors import BoardNotFound, Conflict
+from store.show import show
 from store.values import Limits, check_board_name, check_member, check_metadata, check_score
 
 
@@ -49,7 +50,7 @@ class Keyspace:
     def get(self, name: str) -> Board:
         board = self.boards.get(name)
         if board is None:
-            raise BoardNotFound(f"board {name!r} does not exist")
+            raise BoardNotFound(f"board {show(name)} does not exist")
         return board
 
     def configure(self, name: str, options: dict[str, Any]) -> tuple[Board, bool]:
@@ -69,7 +70,7 @@ class Keyspace:
             return board, False
         if len(board) and (config.order, config.ties) != (board.config.order, board.config.ties):
             raise Conflict(
-                f"board {name!r} holds {len(board)} entries; order and ties can change only "
+                f"board {show(name)} holds {len(board)} entries; order and ties can change only "
                 f"while it is empty"
             )
         board.set_config(config)
@@ -106,7 +107,7 @@ class Keyspace:
 
     def drop(self, name: str) -> None:
         if self.boards.pop(name, None) is None:
-            raise BoardNotFound(f"board {name!r} does not exist")
+            raise BoardNotFound(f"board {show(name)} does not exist")
         self._emit(("bdrop", name))
 
     # -- persistence: replay and restore emit nothing ----------------------------------------

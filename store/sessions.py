@@ -29,7 +29,6 @@ Returned ``Session`` objects are the store's own: read them, do not mutate them.
 are never changed in place (a write installs a new dict), so a ``data`` reference stays valid.
 """
 
-import reprlib
 import secrets
 import sys
 from collections import deque
@@ -41,24 +40,16 @@ import orjson
 
 from store.clock import Clock
 from store.errors import InvalidArgument, LimitExceeded, SessionNotFound, VersionConflict
+from store.show import show
 from store.ttl import TTLMap
+from store.values import check_depth, check_path_segment
 
 Event = tuple[Any, ...]
 
 # A purge that reclaims a session up to one second late is invisible: reads check exactly.
 PURGE_RESOLUTION = 1.0
 
-_repr = reprlib.Repr()
-_repr.maxstring = 60
-_repr.maxother = 60
-
-
-def _show(value: object) -> str:
-    """A short repr for error messages; never raises, never huge."""
-    try:
-        return _repr.repr(value)
-    except ValueError:  # int too large to print (sys.set_int_max_str_digits)
-        return f"<{type(value).__name__} too large to print>"
+_show = show  # bounded, never recursive, never echoes a credential-shaped string
 
 
 def new_session_id() -> str:
@@ -494,6 +485,7 @@ class SessionStore:
                 f"user must be at most {self.max_user_bytes} UTF-8 bytes, "
                 f"but got {size}: {_show(user)}"
             )
+        check_path_segment("user", user)  # a user is addressed as /v1/users/{user}/sessions
 
     @staticmethod
     def _check_object(data: object) -> None:
@@ -521,6 +513,7 @@ class SessionStore:
                 f"data must be at most {self.max_data_bytes} bytes as JSON, "
                 f"but got {len(encoded)} bytes"
             )
+        check_depth("data", data)
         clean: dict[str, Any] = orjson.loads(encoded)
         if clean != data:
             raise InvalidArgument(f"data must hold only JSON values, but got {_show(data)}")
