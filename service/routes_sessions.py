@@ -76,6 +76,10 @@ async def get(rt: Runtime, request: Request) -> Response:
     touch = _BOOLS.get(raw)
     if touch is None:
         raise bad_request(f"touch must be true or false, but got {show(raw)}")
+    if request.method == "HEAD":
+        # HEAD is a safe method (RFC 9110): a monitor checking that a session exists must not
+        # keep it alive forever, whatever ?touch says.
+        touch = False
     # A touch only pushes an idle deadline: it is no reason to refuse a read while the disk is
     # unhealthy, so it skips the write path (a lost touch costs at most an early expiry).
     return _answer(rt.sessions.get(request.path_params["id"], touch=touch))

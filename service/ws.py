@@ -17,11 +17,13 @@ lives on; only abuse closes it.
 
 Connecting: ``Authorization: Bearer <key>`` or ``?token=<key>`` (browsers cannot set headers)
 when keys are configured; ``read`` scope to subscribe, ``write`` to score. ``?session=<id>``
-binds the connection to a live session: it is closed when that session is deleted, revoked,
-rotated or expires. Refusals happen after the upgrade, as close frames, because a browser never
+binds the connection to a live session (the key needs the ``sessions`` scope, as for any other
+session lookup): it is closed when that session is deleted, revoked, rotated or expires.
+Refusals happen after the upgrade, as close frames, because a browser never
 shows a script the HTTP status of a failed upgrade:
 
-    1008  unauthorized | session not found | session <reason> | client not reading |
+    1008  unauthorized | session not found | the 'sessions' scope is needed to bind ?session= |
+          session <reason> | client not reading |
           binary frames are not supported
     1013  not ready (recovery running) | too many connections
     1001  server shutting down
@@ -50,7 +52,7 @@ import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from service import writes
-from service.auth import ADMIN, READ, WRITE
+from service.auth import ADMIN, READ, SESSIONS, WRITE
 from service.errors import store_error
 from service.hub import MAX_TOP, Hub, Subscription
 from service.runtime import Runtime
@@ -73,7 +75,7 @@ _FIELDS = {
     "unsubscribe": frozenset({"op", "id"}),
     "score": frozenset({"op", "id", "board", "member", "score", "metadata"}),
 }
-_ALL_SCOPES = frozenset({READ, WRITE, ADMIN})
+_ALL_SCOPES = frozenset({READ, WRITE, SESSIONS, ADMIN})
 
 
 class _Bad(Exception):
@@ -98,6 +100,11 @@ async def ws_endpoint(websocket: WebSocket) -> None:
         return
     session = websocket.query_params.get("session")
     if session is not None:
+        if SESSIONS not in scopes and ADMIN not in scopes:
+            # Binding is a session lookup and a touch: without this a read key could probe
+            # which ids are live (and keep them alive) through the WebSocket.
+            await _close(websocket, POLICY, "the 'sessions' scope is needed to bind ?session=")
+            return
         try:
             runtime.sessions.get(session)  # a use, like any read: refreshes its idle deadline
         except StoreError:
