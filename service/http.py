@@ -29,6 +29,7 @@ JSON = "application/json"
 
 _SCORE_GRAMMAR = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _MAX_QUERY_BYTES = 2048
+_ORJSON_NO_MEMORY = "Not enough memory"
 
 
 def json_response(
@@ -83,7 +84,17 @@ def parse_json(body: bytes, empty: Any = None) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise Problem(400, "malformed-json", f"the body is not valid JSON: {exc}") from None
+        raise json_error(exc) from None
+
+
+def json_error(exc: orjson.JSONDecodeError) -> Exception:
+    """The 400 for a body orjson refused -- or a MemoryError (503) when what it ran out of was
+    memory: orjson reports an allocation failure as a decode error, and blaming the client's
+    JSON for the server's memory would send it to fix a request that was fine.
+    """
+    if str(exc).startswith(_ORJSON_NO_MEMORY):
+        return MemoryError("orjson could not allocate its parse buffer")
+    return Problem(400, "malformed-json", f"the body is not valid JSON: {exc}")
 
 
 def json_object(value: Any, fields: frozenset[str], what: str) -> dict[str, Any]:

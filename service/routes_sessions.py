@@ -60,6 +60,7 @@ async def _body(
 
 async def create(rt: Runtime, request: Request) -> Response:
     body = await _body(rt, request, CREATE_FIELDS, "the session")
+    writes.grow(rt)
     session = await writes.mutate(
         rt,
         rt.sessions.create,
@@ -95,6 +96,7 @@ async def _data(rt: Runtime, request: Request) -> object:
 async def patch(rt: Runtime, request: Request) -> Response:
     version = if_match(request)
     data = await _data(rt, request)
+    writes.grow(rt)
     sid = request.path_params["id"]
     return _answer(await writes.mutate(rt, rt.sessions.patch, sid, data, if_version=version))
 
@@ -102,6 +104,7 @@ async def patch(rt: Runtime, request: Request) -> Response:
 async def replace(rt: Runtime, request: Request) -> Response:
     version = if_match(request)
     data = await _data(rt, request)
+    writes.grow(rt)
     sid = request.path_params["id"]
     return _answer(await writes.mutate(rt, rt.sessions.replace, sid, data, if_version=version))
 

@@ -6,7 +6,8 @@ quotes the bad value instead of surfacing as a 500 hours later.
 
     RANKD_HOST, RANKD_PORT, RANKD_DATA_DIR, RANKD_FSYNC (always|everysec|no),
     RANKD_SNAPSHOT_INTERVAL (seconds, 0 disables), RANKD_API_KEYS ("key1:read,write;key2:admin"),
-    RANKD_LOG_LEVEL, RANKD_ON_BAD_DATA (refuse|move-aside), and one RANKD_<LIMIT> per field of
+    RANKD_LOG_LEVEL, RANKD_ON_BAD_DATA (refuse|move-aside), RANKD_MAX_MEMORY (bytes, k/m/g
+    suffixes; default: service.memory.default_limit()), and one RANKD_<LIMIT> per field of
     ``ServiceLimits`` (RANKD_BODY_BYTES, RANKD_BATCH_ITEMS, RANKD_WS_TICK, ...).
 
 API keys never appear in ``repr(settings)``: a settings object that ends up in a log line must
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from service import memory
 from store.values import Limits
 
 Fsync = Literal["always", "everysec", "no"]
@@ -60,6 +62,10 @@ class ServiceLimits:
     session_max_ttl: int = 30 * 86400  # largest idle timeout a client may ask for
     session_lifetime: int = 7 * 86400  # default absolute lifetime, seconds
     session_max_lifetime: int = 365 * 86400  # largest absolute lifetime a client may ask for
+    # Count caps (0 = none); past them creation answers 507. An empty board costs ~1.7 KB and
+    # every GET /v1/boards sorts all names, so the board cap also bounds that request.
+    max_boards: int = 100_000
+    max_anonymous_sessions: int = 1_000_000  # sessions without a user (no per-user limit)
 
     def store(self) -> Limits:
         """The subset the store enforces itself (pages and radius keep the store defaults)."""
@@ -67,6 +73,7 @@ class ServiceLimits:
             member_bytes=self.member_bytes,
             metadata_bytes=self.metadata_bytes,
             batch_items=self.batch_items,
+            boards=self.max_boards,
         )
 
 
@@ -88,6 +95,9 @@ class Settings:
     limits: ServiceLimits = field(default_factory=ServiceLimits)
     log_level: str = "info"
     on_bad_data: OnBadData = "refuse"
+    # Bytes of resident memory past which growing writes answer 507; 0 = no limit. None (not
+    # given) becomes service.memory.default_limit() in load().
+    max_memory: int | None = None
 
     @property
     def auth_enabled(self) -> bool:
@@ -160,6 +170,16 @@ def _float(name: str, raw: object, lo: float, hi: float) -> float:
     return value
 
 
+def _size(name: str, raw: object) -> int:
+    try:
+        return memory.parse_size(str(raw))
+    except ValueError:
+        raise SettingsError(
+            f"{name} must be bytes with an optional k, m or g suffix (0 = no limit), "
+            f"but got {str(raw)[:40]!r}"
+        ) from None
+
+
 def _choice(name: str, raw: object, choices: tuple[str, ...]) -> str:
     value = str(raw).lower()
     if value not in choices:
@@ -184,6 +204,8 @@ _LIMIT_RANGES: dict[str, tuple[float, float]] = {
     "session_max_ttl": (1, 10 * 365 * 86400),
     "session_lifetime": (1, 10 * 365 * 86400),
     "session_max_lifetime": (1, 10 * 365 * 86400),
+    "max_boards": (0, 1_000_000_000),
+    "max_anonymous_sessions": (0, 1_000_000_000),
 }
 
 
@@ -199,6 +221,7 @@ def load(env: Mapping[str, str], flags: Mapping[str, Any] | None = None) -> Sett
         "api_keys",
         "log_level",
         "on_bad_data",
+        "max_memory",
         *LIMIT_NAMES,
     ):
         raw = env.get(f"RANKD_{name.upper()}")
@@ -229,6 +252,11 @@ def load(env: Mapping[str, str], flags: Mapping[str, Any] | None = None) -> Sett
             f"session_max_lifetime ({limits.session_max_lifetime})"
         )
 
+    if "max_memory" in given:
+        max_memory = _size("--max-memory / RANKD_MAX_MEMORY", given["max_memory"])
+    else:
+        max_memory = memory.default_limit()
+
     host = str(given.get("host", defaults.host)).strip()
     if not host:
         raise SettingsError("--host / RANKD_HOST must not be empty")
@@ -255,4 +283,5 @@ def load(env: Mapping[str, str], flags: Mapping[str, Any] | None = None) -> Sett
             given.get("on_bad_data", defaults.on_bad_data),
             BAD_DATA_POLICIES,
         ),
+        max_memory=max_memory,
     )

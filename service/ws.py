@@ -53,7 +53,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from service import writes
 from service.auth import ADMIN, READ, SESSIONS, WRITE
-from service.errors import store_error
+from service.errors import OUT_OF_MEMORY, store_error
+from service.http import json_error
 from service.hub import MAX_TOP, Hub, Subscription
 from service.runtime import Runtime
 from store.errors import StoreError
@@ -270,6 +271,8 @@ class Connection:
             try:
                 msg = orjson.loads(text)
             except orjson.JSONDecodeError as exc:
+                if isinstance(json_error(exc), MemoryError):
+                    raise MemoryError from None
                 raise _Bad(400, f"malformed JSON: {exc}") from None
             if type(msg) is not dict:
                 raise _Bad(400, f"a frame must be a JSON object, but got {type(msg).__name__}")
@@ -292,6 +295,10 @@ class Connection:
         except StoreError as exc:
             status, _, detail = store_error(exc)
             self._error(rid, status, detail)
+        except MemoryError:
+            self.runtime.memory.on_memory_error()
+            log.warning("a WebSocket request failed with MemoryError (answered 503)")
+            self._error(rid, 503, OUT_OF_MEMORY)
         except Exception:
             log.exception("WebSocket request failed")
             self._error(rid, 500, "internal error; the server log has the details")

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from store.boards import Board, BoardConfig, Entry, Event
-from store.errors import BoardNotFound, Conflict
+from store.errors import BoardNotFound, Conflict, InsufficientStorage
 from store.show import show
 from store.values import Limits, check_board_name, check_member, check_metadata, check_score
 
@@ -62,7 +62,14 @@ class Keyspace:
         check_board_name(name)
         board = self.boards.get(name)
         if board is None:
-            board = self._new_board(name, BoardConfig.from_options(options))
+            config = BoardConfig.from_options(options)
+            cap = self.limits.boards
+            if cap and len(self.boards) >= cap:
+                raise InsufficientStorage(
+                    f"there are already {len(self.boards)} boards, the limit (--max-boards); "
+                    "drop one or raise the limit"
+                )
+            board = self._new_board(name, config)
             self._emit(("bcfg", name, board.config.as_dict()))
             return board, True
         config = BoardConfig.from_options(options, base=board.config)

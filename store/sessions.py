@@ -39,7 +39,13 @@ from typing import Any
 import orjson
 
 from store.clock import Clock
-from store.errors import InvalidArgument, LimitExceeded, SessionNotFound, VersionConflict
+from store.errors import (
+    InsufficientStorage,
+    InvalidArgument,
+    LimitExceeded,
+    SessionNotFound,
+    VersionConflict,
+)
 from store.show import show
 from store.ttl import TTLMap
 from store.values import check_depth, check_path_segment
@@ -116,6 +122,7 @@ class SessionStore:
         max_data_bytes: int = 16384,
         max_user_bytes: int = 256,
         max_sessions_per_user: int = 1000,
+        max_anonymous_sessions: int = 0,
     ) -> None:
         for name, value in [
             ("max_ttl", max_ttl),
@@ -135,6 +142,10 @@ class SessionStore:
         self.max_data_bytes = max_data_bytes
         self.max_user_bytes = max_user_bytes
         self.max_sessions_per_user = max_sessions_per_user
+        # Sessions without a user have no per-user limit, so they get a global one (0 = none).
+        # Counted with expired-but-unpurged ones: the purge reclaims those within a second.
+        self.max_anonymous_sessions = max_anonymous_sessions
+        self._with_user = 0  # stored sessions that have a user; the rest are anonymous
         self.observers: list[Callable[[Event], None]] = []
         # Called with the new next_deadline() when it moved earlier: a purge task sleeping
         # until the old one sets its wake-up event here. Must not call back into the store.
@@ -217,6 +228,13 @@ class SessionStore:
         now = self._clock.now()
         if user is not None:
             self._check_room(user, now)
+        elif self.max_anonymous_sessions:
+            anonymous = len(self._ttl) - self._with_user
+            if anonymous >= self.max_anonymous_sessions:
+                raise InsufficientStorage(
+                    f"there are already {anonymous} sessions without a user, the limit "
+                    "(--max-anonymous-sessions); create sessions with a user or raise the limit"
+                )
         sid = new_session_id()
         while self._ttl.stored(sid) is not None:  # 2^-256, but a reused id hijacks a session
             sid = new_session_id()
@@ -407,6 +425,7 @@ class SessionStore:
             # lookups compare by identity instead of by content (measured: purge +20%).
             s.user = sys.intern(s.user)
             self._by_user.setdefault(s.user, {})[s.id] = None
+            self._with_user += 1
 
     def _drop(self, dead: Iterable[Session], reason: str | None, *, in_map: bool = True) -> None:
         """The one way out of the store. ``reason`` None: silent (journal replay).
@@ -424,6 +443,7 @@ class SessionStore:
                 del ids[s.id]
                 if not ids:
                     del by_user[user]
+                self._with_user -= 1
             if reason is not None:
                 emit(("sdel", s.id, reason))
             n += 1
@@ -543,3 +563,4 @@ class SessionStore:
             if s.user is not None:
                 with_user.setdefault(s.user, set()).add(sid)
         assert {u: set(ids) for u, ids in self._by_user.items()} == with_user
+        assert self._with_user == sum(len(ids) for ids in with_user.values())

@@ -42,6 +42,7 @@ class Limits:
     batch_items: int = 1000
     page_items: int = 1000
     radius: int = 100
+    boards: int = 0  # boards a keyspace may hold; 0 = no cap (recovery is never refused)
 
 
 def check_score(score: object) -> Score:
