@@ -145,7 +145,9 @@ _ERRORS = {
     "405": "Method not allowed on this path.",
     "409": "Conflicts with current state (If-Match version, order change on a full board).",
     "413": "Request body or batch over its limit.",
-    "503": "Not ready yet (recovering) or persistence refuses writes.",
+    "503": "Not ready yet (recovering), persistence refuses writes, or out of memory.",
+    "507": "The data may not grow: over --max-memory, --max-boards or "
+    "--max-anonymous-sessions. Reads and deletes still work.",
 }
 
 
@@ -227,7 +229,7 @@ def _op(
 
 
 _V1 = ("400", "404", "503")  # every gated /v1 route may answer these
-_W = (*_V1, "413")
+_W = (*_V1, "413", "507")  # writes that add data
 
 
 def _body(schema: Schema) -> dict[str, Schema]:
