@@ -23,6 +23,7 @@ import httpx
 import orjson
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 TOKEN = secrets.token_urlsafe(32)  # shaped like a session id: must never come back
 
@@ -89,23 +90,34 @@ BODY_FIELDS: list[tuple[str, str, str]] = [
     ("POST", "/v1/admin/snapshot", "@"),
 ]
 
-# (path with a "@" hole in the query string or a path segment); the raw JSON text is sent
-# percent-encoded, capped near the URL sizes a proxy would pass.
-URL_HOLES: list[str] = [
-    "/v1/boards?offset=@",
-    "/v1/boards?limit=@",
-    "/v1/boards?@=1",
-    B + "/top?offset=@",
-    B + "/top?limit=@",
-    B + "/members/m/around?radius=@",
-    B + "/rank?score=@",
-    "/v1/sessions/{sid}?touch=@",
-    "/v1/users/u/sessions?except=@",
-    "/v1/boards/@",
-    B + "/members/@",
-    B + "/members/@/around",
-    "/v1/sessions/@",
-    "/v1/users/@/sessions",
+# (method, path with a "@" hole in the query string or a path segment); the raw JSON text is
+# sent percent-encoded, capped near the URL sizes a proxy would pass.
+URL_HOLES: list[tuple[str, str]] = [
+    ("GET", "/v1/boards?offset=@"),
+    ("GET", "/v1/boards?limit=@"),
+    ("GET", "/v1/boards?@=1"),
+    ("GET", B + "/top?offset=@"),
+    ("GET", B + "/top?limit=@"),
+    ("GET", B + "/members/m/around?radius=@"),
+    ("GET", B + "/rank?score=@"),
+    ("GET", "/v1/sessions/{sid}?touch=@"),
+    ("HEAD", "/v1/sessions/{sid}?touch=@"),
+    ("GET", "/v1/users/u/sessions?except=@"),
+    ("DELETE", "/v1/users/u/sessions?except=@"),
+    ("GET", "/v1/boards/@"),
+    ("PUT", "/v1/boards/@"),
+    ("DELETE", "/v1/boards/@"),
+    ("POST", "/v1/boards/@/scores"),
+    ("GET", B + "/members/@"),
+    ("DELETE", B + "/members/@"),
+    ("GET", B + "/members/@/around"),
+    ("GET", "/v1/sessions/@"),
+    ("PATCH", "/v1/sessions/@"),
+    ("DELETE", "/v1/sessions/@"),
+    ("POST", "/v1/sessions/@/touch"),
+    ("POST", "/v1/sessions/@/rotate"),
+    ("GET", "/v1/users/@/sessions"),
+    ("DELETE", "/v1/users/@/sessions"),
 ]
 
 WS_TEMPLATES: list[str] = [
@@ -177,15 +189,20 @@ def test_body_fields(srv: Any, sid: str, method: str, path: str, template: str) 
             _check(r, f"{method} {path} {template} <- {label}", label)
 
 
-@pytest.mark.parametrize("path", URL_HOLES)
-def test_query_and_path(srv: Any, sid: str, path: str) -> None:
+@pytest.mark.parametrize("method,path", URL_HOLES)
+def test_query_and_path(srv: Any, sid: str, method: str, path: str) -> None:
     with srv.client() as c:
         for label, value in HOSTILE.items():
             raw = quote(value[:6000], safe="")
-            r = c.get(path.replace("{sid}", sid).replace("@", raw))
-            what = f"GET {path} <- {label}"
+            body = b'{"member": "m", "score": 1}' if method == "POST" else b'{"data": {}}'
+            r = c.request(
+                method,
+                path.replace("{sid}", sid).replace("@", raw),
+                content=body if method in ("POST", "PATCH", "PUT") else None,
+            )
+            what = f"{method} {path} <- {label}"
             assert r.status_code < 500, f"{what}: {r.status_code} {r.text[:300]}"
-            if r.status_code >= 300:  # in a path or ?except=, "[[[...]]]" is just a string
+            if r.status_code >= 300 and method != "HEAD":  # in a path "[[[...]]]" is a string
                 _check(r, what, label)
 
 
@@ -217,6 +234,34 @@ def test_websocket_fields(srv: Any) -> None:
                     _no_leak(frame["detail"], what)
 
     asyncio.run(asyncio.wait_for(main(), 120))
+
+
+def test_websocket_query_parameters(srv: Any) -> None:
+    """?session= and ?token= with hostile values: a close frame (or an open connection), no 500."""
+
+    async def main() -> None:
+        base = srv.url.replace("http", "ws", 1) + "/v1/ws"
+        for name in ("session", "token"):
+            for value in HOSTILE.values():
+                url = f"{base}?{name}={quote(value[:6000], safe='')}"
+                try:
+                    await _query_answer(url, name)
+                except InvalidStatus as exc:  # e.g. 414 from the handshake for a long URL
+                    assert 400 <= exc.response.status_code < 500, exc
+
+    asyncio.run(asyncio.wait_for(main(), 120))
+
+
+async def _query_answer(url: str, name: str) -> None:
+    async with connect(url, max_size=2**22) as ws:
+        try:
+            await ws.send('{"op": "unsubscribe", "id": 1}')
+            frame = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+        except ConnectionClosed:
+            assert ws.close_code == 1008, (name, ws.close_code)
+            assert TOKEN[:8] not in (ws.close_reason or "")
+            return
+        assert frame["type"] == "error" and frame["status"] == 404, frame
 
 
 def test_zz_no_traceback_in_the_log(srv: Any) -> None:
