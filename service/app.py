@@ -18,7 +18,8 @@ Lifecycle (lifespan)::
 
     start-up   yield at once, so /healthz answers while recovery runs in a worker thread
     background Persistence.recover() -> persistence.start() -> hub.start() -> session purge
-               task -> ready (from here /readyz is 200 and /v1 routes stop answering 503)
+               task -> memory sampling task (service/memory.py) -> ready (from here /readyz
+               is 200 and /v1 routes stop answering 503)
     shutdown   (uvicorn drained connections after SIGTERM/SIGINT) purge task stops,
                hub.stop(), persistence.stop() -> final snapshot
 """
@@ -105,6 +106,8 @@ def _wrap(rt: Runtime, spec: RouteSpec, auth: Auth | None, rules: BrowserRules) 
                 raise Problem(503, "not-ready", "recovering data from disk; retry shortly")
             response = await handler(rt, request)
         except Exception as exc:
+            if isinstance(exc, MemoryError):
+                rt.memory.on_memory_error()  # frees the reserve this answer is built with
             response = response_for(exc, where)
         if no_store:
             # Errors too: nothing a session route answers belongs in a shared cache.
@@ -222,6 +225,10 @@ async def _start(rt: Runtime, tasks: list[asyncio.Task[Any]], started: list[str]
             await rt.hub.start()
             started.append("hub")
         tasks.append(asyncio.create_task(_purge_sessions(rt), name="rankd-session-purge"))
+        rt.memory.start_reserve()
+        tasks.append(asyncio.create_task(rt.memory.run(), name="rankd-memory-sample"))
+        if rt.memory.limit:
+            log.info("memory limit %d MiB (--max-memory)", rt.memory.limit >> 20)
         rt.ready = True
         log.info("ready (epoch %s)", rt.epoch)
     except Exception as exc:

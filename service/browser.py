@@ -33,6 +33,7 @@ import ipaddress
 from starlette.types import Scope
 
 from service.errors import Problem
+from store.show import show
 
 # The request headers a browser may set itself on a preflighted request (besides the
 # CORS-safelisted ones), and the response headers a script on an allowed origin may read.
@@ -152,7 +153,7 @@ class BrowserRules:
                 403,
                 "host-not-allowed",
                 "without API keys rankd answers only requests addressed to localhost or a "
-                f"loopback IP (DNS rebinding protection), but the Host was {text[:100]!r}",
+                f"loopback IP (DNS rebinding protection), but the Host was {show(text)}",
             )
         if len(self._loopback_hosts) < _MAX_KNOWN_HOSTS:
             self._loopback_hosts.add(host)
@@ -166,6 +167,6 @@ class BrowserRules:
         raise Problem(
             403,
             "origin-not-allowed",
-            f"pages on the web origin {text[:100]!r} may not write here or open /v1/ws; "
+            f"pages on the web origin {show(text)} may not write here or open /v1/ws; "
             "list it in --cors-origins to allow it",
         )

@@ -108,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--log-level", choices=LOG_LEVELS)
     p.add_argument("--on-bad-data", choices=BAD_DATA_POLICIES, help="corrupt data: refuse start")
+    p.add_argument(
+        "--max-memory",
+        metavar="BYTES",
+        help="resident memory past which writes that add data answer 507 (k/m/g suffixes; "
+        "0 = no limit; default: half the container or machine memory)",
+    )
     limits = p.add_argument_group("limits")
     for name in LIMIT_NAMES:
         limits.add_argument("--" + name.replace("_", "-"), dest=name, metavar="N")

@@ -10,7 +10,9 @@
     ├── store.SessionNotFound          404     session-not-found
     ├── store.VersionConflict          412     precondition-failed (If-Match, RFC 9110)
     ├── store.Conflict                 409     conflict
+    ├── store.InsufficientStorage      507     insufficient-storage (memory limit, count caps)
     ├── store.Unavailable              503     unavailable
+    ├── MemoryError                    503     out-of-memory   (an allocation failed: retry)
     ├── HTTPException (router)         404/405 not-found / method-not-allowed
     └── anything else                  500     internal         (logged with its traceback)
 
@@ -44,6 +46,7 @@ _TITLES = {
     415: "Unsupported Media Type",
     500: "Internal Server Error",
     503: "Service Unavailable",
+    507: "Insufficient Storage",
 }
 
 
@@ -78,6 +81,7 @@ _STORE_ERRORS: tuple[tuple[type[store.StoreError], int, str], ...] = (
     (store.NotFound, 404, "not-found"),
     (store.VersionConflict, 412, "precondition-failed"),
     (store.Conflict, 409, "conflict"),
+    (store.InsufficientStorage, 507, "insufficient-storage"),
     (store.Unavailable, 503, "unavailable"),
 )
 
@@ -116,12 +120,23 @@ def response_for(exc: Exception, where: str) -> Response:
         return problem_response(exc.status, exc.kind, exc.detail, exc.headers)
     if isinstance(exc, store.StoreError):
         return problem_response(*store_error(exc))
+    if isinstance(exc, MemoryError):
+        return out_of_memory()
     if isinstance(exc, ClientDisconnect):
         # Nobody will read this answer; 400 keeps it out of the 5xx (server fault) counters.
         return problem_response(400, "client-disconnected", "the client went away mid-request")
     # The template, never the concrete path: paths carry session ids.
     log.error("unhandled error in %s", where, exc_info=exc)
     return problem_response(500, "internal", "internal error; the server log has the details")
+
+
+OUT_OF_MEMORY = "the server ran out of memory for this request; retry later"
+
+
+def out_of_memory() -> Response:
+    """A MemoryError's answer: no traceback logged (formatting one allocates), no id echoed."""
+    log.warning("a request failed with MemoryError (answered 503)")
+    return problem_response(503, "out-of-memory", OUT_OF_MEMORY, {"Retry-After": "1"})
 
 
 async def http_exception(request: Request, exc: Exception) -> Response:
@@ -140,5 +155,7 @@ async def http_exception(request: Request, exc: Exception) -> Response:
 
 
 async def server_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, MemoryError):
+        return out_of_memory()
     log.error("unhandled error outside any endpoint", exc_info=exc)
     return problem_response(500, "internal", "internal error; the server log has the details")

@@ -20,6 +20,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from service.errors import Problem, bad_request
+from store.show import show
 
 if TYPE_CHECKING:
     from service.runtime import Runtime
@@ -28,6 +29,7 @@ JSON = "application/json"
 
 _SCORE_GRAMMAR = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _MAX_QUERY_BYTES = 2048
+_ORJSON_NO_MEMORY = "Not enough memory"
 
 
 def json_response(
@@ -82,7 +84,17 @@ def parse_json(body: bytes, empty: Any = None) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise Problem(400, "malformed-json", f"the body is not valid JSON: {exc}") from None
+        raise json_error(exc) from None
+
+
+def json_error(exc: orjson.JSONDecodeError) -> Exception:
+    """The 400 for a body orjson refused -- or a MemoryError (503) when what it ran out of was
+    memory: orjson reports an allocation failure as a decode error, and blaming the client's
+    JSON for the server's memory would send it to fix a request that was fine.
+    """
+    if str(exc).startswith(_ORJSON_NO_MEMORY):
+        return MemoryError("orjson could not allocate its parse buffer")
+    return Problem(400, "malformed-json", f"the body is not valid JSON: {exc}")
 
 
 def json_object(value: Any, fields: frozenset[str], what: str) -> dict[str, Any]:
@@ -92,7 +104,7 @@ def json_object(value: Any, fields: frozenset[str], what: str) -> dict[str, Any]
     if not value.keys() <= fields:
         unknown = sorted(value.keys() - fields)
         raise bad_request(
-            f"unknown field {unknown[0]!r:.80} in {what}; allowed fields: {sorted(fields)}"
+            f"unknown field {show(unknown[0])} in {what}; allowed fields: {sorted(fields)}"
         )
     return value
 
@@ -119,9 +131,9 @@ def query(request: Request, allowed: frozenset[str]) -> dict[str, str]:
     for name, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True):
         if name not in allowed:
             allowed_list = sorted(allowed) or "none"
-            raise bad_request(f"unknown query parameter {name!r:.80}; allowed: {allowed_list}")
+            raise bad_request(f"unknown query parameter {show(name)}; allowed: {allowed_list}")
         if name in params:
-            raise bad_request(f"query parameter {name!r} given more than once")
+            raise bad_request(f"query parameter {show(name)} given more than once")
         params[name] = value
     return params
 
@@ -133,7 +145,7 @@ def int_param(params: Mapping[str, str], name: str, default: int, lo: int, hi: i
     # Digits only, and few of them: int() alone would accept " 5", "+5", "5_000" and a
     # 100,000-digit number that takes seconds to convert.
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 12):
-        raise bad_request(f"{name} must be an integer between {lo} and {hi}, but got {raw!r:.40}")
+        raise bad_request(f"{name} must be an integer between {lo} and {hi}, but got {show(raw)}")
     value = int(raw)
     if not lo <= value <= hi:
         raise bad_request(f"{name} must be between {lo} and {hi}, but got {value}")
@@ -146,11 +158,11 @@ def score_param(params: Mapping[str, str], name: str) -> int | float:
     if raw is None:
         raise bad_request(f"query parameter {name!r} is required")
     if len(raw) > 64 or not _SCORE_GRAMMAR.fullmatch(raw):
-        raise bad_request(f"{name} must be a JSON number, but got {raw!r:.70}")
+        raise bad_request(f"{name} must be a JSON number, but got {show(raw)}")
     try:
         value: int | float = orjson.loads(raw)
     except orjson.JSONDecodeError:  # e.g. 1e999: a valid literal that overflows a double
-        raise bad_request(f"{name} is out of range: {raw!r}") from None
+        raise bad_request(f"{name} is out of range: {show(raw)}") from None
     return value
 
 

@@ -18,6 +18,8 @@ are read from the live objects at scrape time, so nothing is updated that nobody
     rankd_ws_connections, rankd_ws_subscriptions                      gauges
     rankd_ws_frames_offered_total, rankd_ws_frames_conflated_total    counters (conflated: replaced
     rankd_ws_closed_slow_total                                        unsent by a newer state)
+    rankd_memory_used_bytes, rankd_memory_limit_bytes (0 = none)      gauges (service/memory.py)
+    rankd_memory_refused_writes_total, rankd_memory_errors_total      counters
 
 Routes are labelled by template (``/v1/sessions/{id}``), never by concrete path: paths carry
 session ids, and one series per member would blow up the registry.
@@ -116,6 +118,32 @@ class _Collector:
         yield from self._store()
         yield from self._persistence()
         yield from self._ws()
+        yield from self._memory()
+
+    def _memory(self) -> Iterable[Metric]:
+        guard = self.metrics.runtime.memory
+        return (
+            GaugeMetricFamily(
+                "rankd_memory_used_bytes",
+                "Resident memory at the last sample (what --max-memory is compared with).",
+                value=guard.used,
+            ),
+            GaugeMetricFamily(
+                "rankd_memory_limit_bytes",
+                "--max-memory: past it, writes that add data answer 507 (0 = no limit).",
+                value=guard.limit,
+            ),
+            CounterMetricFamily(
+                "rankd_memory_refused_writes",
+                "Writes answered 507 because memory was over the limit.",
+                value=guard.refused,
+            ),
+            CounterMetricFamily(
+                "rankd_memory_errors",
+                "Requests that hit an allocation failure (MemoryError), answered 503.",
+                value=guard.memory_errors,
+            ),
+        )
 
     def _ws(self) -> Iterable[Metric]:
         hub = self.metrics.runtime.hub

@@ -148,7 +148,9 @@ _ERRORS = {
     "412": "If-Match or If-None-Match is false for the session's current version.",
     "413": "Request body or batch over its limit.",
     "415": "A request body sent with a Content-Type other than application/json (or +json).",
-    "503": "Not ready yet (recovering) or persistence refuses writes.",
+    "503": "Not ready yet (recovering), persistence refuses writes, or out of memory.",
+    "507": "The data may not grow: over --max-memory, --max-boards or "
+    "--max-anonymous-sessions. Reads and deletes still work.",
 }
 
 
@@ -239,7 +241,7 @@ def _op(
 
 
 _V1 = ("400", "404", "503")  # every gated /v1 route may answer these
-_W = (*_V1, "413")
+_W = (*_V1, "413", "507")  # writes that add data
 
 
 def _body(schema: Schema) -> dict[str, Schema]:

@@ -48,6 +48,8 @@ async def put_board(rt: Runtime, request: Request) -> Response:
     options = parse_json(await read_body(request, rt.settings.limits.body_bytes), empty={})
     if type(options) is not dict:
         raise bad_request('board options must be a JSON object such as {"order": "asc"}')
+    if name not in rt.keyspace.boards:
+        writes.grow(rt)  # reconfiguring an existing board adds nothing
     # Unknown options and values are refused by BoardConfig (400 naming the option).
     board, created = await writes.mutate(rt, rt.keyspace.configure, name, options)
     if created:

@@ -25,6 +25,7 @@ from service.http import RouteSpec, json_object, json_response, no_content, pars
 from service.http import read_body as _read_body
 from service.runtime import Runtime
 from store.sessions import Session
+from store.show import show
 
 CREATE_FIELDS = frozenset({"user", "data", "ttl", "max_lifetime"})
 DATA_FIELDS = frozenset({"data"})
@@ -57,7 +58,7 @@ def _etags(raw: str, header: str) -> list[tuple[bool, int]] | None:
             tag = ""  # W/ must be followed by a quoted tag
         if not (tag.isascii() and tag.isdigit() and len(tag) <= 18):
             raise bad_request(
-                f'{header} must be * or session ETags such as "3", but got {raw!r:.60}'
+                f'{header} must be * or session ETags such as "3", but got {show(raw)}'
             )
         tags.append((weak, int(tag)))
     return tags
@@ -80,7 +81,7 @@ def precondition(rt: Runtime, request: Request, sid: str) -> int | None:
             raise Problem(
                 412,
                 "precondition-failed",
-                f'If-Match {if_match!r:.60} does not match the session\'s ETag "{current}" '
+                f'If-Match {show(if_match)} does not match the session\'s ETag "{current}" '
                 "(strong comparison: a weak W/ tag never matches)",
             )
     if if_none is not None:
@@ -89,7 +90,7 @@ def precondition(rt: Runtime, request: Request, sid: str) -> int | None:
             raise Problem(
                 412,
                 "precondition-failed",
-                f'If-None-Match {if_none!r:.60} matches the existing session (ETag "{current}")',
+                f'If-None-Match {show(if_none)} matches the existing session (ETag "{current}")',
             )
     return current
 
@@ -103,6 +104,7 @@ async def _body(
 
 async def create(rt: Runtime, request: Request) -> Response:
     body = await _body(rt, request, CREATE_FIELDS, "the session")
+    writes.grow(rt)
     session = await writes.mutate(
         rt,
         rt.sessions.create,
@@ -118,7 +120,11 @@ async def get(rt: Runtime, request: Request) -> Response:
     raw = query(request, GET_PARAMS).get("touch", "true")
     touch = _BOOLS.get(raw)
     if touch is None:
-        raise bad_request(f"touch must be true or false, but got {raw!r:.20}")
+        raise bad_request(f"touch must be true or false, but got {show(raw)}")
+    if request.method == "HEAD":
+        # HEAD is a safe method (RFC 9110): a monitor checking that a session exists must not
+        # keep it alive forever, whatever ?touch says.
+        touch = False
     # A touch only pushes an idle deadline: it is no reason to refuse a read while the disk is
     # unhealthy, so it skips the write path (a lost touch costs at most an early expiry).
     return _answer(rt.sessions.get(request.path_params["id"], touch=touch))
@@ -137,6 +143,7 @@ async def patch(rt: Runtime, request: Request) -> Response:
     # Another write may land while the body arrives: the store re-checks the version
     # (VersionConflict, also a 412).
     data = await _data(rt, request)
+    writes.grow(rt)
     return _answer(await writes.mutate(rt, rt.sessions.patch, sid, data, if_version=version))
 
 
@@ -144,6 +151,7 @@ async def replace(rt: Runtime, request: Request) -> Response:
     sid = request.path_params["id"]
     version = precondition(rt, request, sid)
     data = await _data(rt, request)
+    writes.grow(rt)
     return _answer(await writes.mutate(rt, rt.sessions.replace, sid, data, if_version=version))
 
 

@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from service.memory import MemoryGuard
 from service.metrics import Metrics
 from service.settings import Settings
 from store.clock import Clock, SystemClock
@@ -42,7 +43,10 @@ class Runtime:
             max_lifetime_limit=limits.session_max_lifetime,
             max_data_bytes=limits.session_data_bytes,
             max_sessions_per_user=limits.sessions_per_user,
+            max_anonymous_sessions=limits.max_anonymous_sessions,
         )
+        self.memory = MemoryGuard(settings.max_memory or 0)
+        self.memory.on_corrupt = self._memory_corrupt
         self.persistence: Persistence | None = None
         self.hub: Hub | None = None
         # Changes on every start, so a WebSocket client can tell a restart from a quiet board.
@@ -56,3 +60,8 @@ class Runtime:
         # process instead of leaving it alive and never ready.
         self.request_shutdown: Callable[[], None] = _no_shutdown
         self.metrics = Metrics(self)
+
+    def _memory_corrupt(self) -> None:
+        # Not ready: /readyz and every gated route answer 503, so an orchestrator restarts us.
+        self.ready = False
+        self.fatal = "in-memory data failed verification after an allocation failure"

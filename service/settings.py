@@ -7,7 +7,8 @@ quotes the bad value instead of surfacing as a 500 hours later.
     RANKD_HOST, RANKD_PORT, RANKD_DATA_DIR, RANKD_FSYNC (always|everysec|no),
     RANKD_SNAPSHOT_INTERVAL (seconds, 0 disables), RANKD_API_KEYS ("key1:read,write;key2:admin"),
     RANKD_LOG_LEVEL, RANKD_ON_BAD_DATA (refuse|move-aside), RANKD_CORS_ORIGINS
-    ("https://a.example,http://localhost:3000"), and one RANKD_<LIMIT> per field of
+    ("https://a.example,http://localhost:3000"), RANKD_MAX_MEMORY (bytes, k/m/g suffixes;
+    default: service.memory.default_limit()), and one RANKD_<LIMIT> per field of
     ``ServiceLimits`` (RANKD_BODY_BYTES, RANKD_BATCH_ITEMS, RANKD_WS_TICK, RANKD_MAX_CONNECTIONS,
     RANKD_IDLE_TIMEOUT, ...).
 
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from service import memory
 from store.values import Limits
 
 Fsync = Literal["always", "everysec", "no"]
@@ -72,6 +74,10 @@ class ServiceLimits:
     header_timeout: float = 10.0  # first byte of a head to its end: 408
     body_timeout: float = 20.0  # end of the head to the end of the body: 408
     shutdown_grace: float = 5.0  # SIGTERM: in-flight requests get this long, then cut
+    # Count caps (0 = none); past them creation answers 507. An empty board costs ~1.7 KB and
+    # every GET /v1/boards sorts all names, so the board cap also bounds that request.
+    max_boards: int = 100_000
+    max_anonymous_sessions: int = 1_000_000  # sessions without a user (no per-user limit)
 
     def store(self) -> Limits:
         """The subset the store enforces itself (pages and radius keep the store defaults)."""
@@ -79,6 +85,7 @@ class ServiceLimits:
             member_bytes=self.member_bytes,
             metadata_bytes=self.metadata_bytes,
             batch_items=self.batch_items,
+            boards=self.max_boards,
         )
 
 
@@ -102,6 +109,9 @@ class Settings:
     on_bad_data: OnBadData = "refuse"
     # Web origins (scheme://host[:port]) whose pages may call rankd; see service/browser.py.
     cors_origins: frozenset[str] = frozenset()
+    # Bytes of resident memory past which growing writes answer 507; 0 = no limit. None (not
+    # given) becomes service.memory.default_limit() in load().
+    max_memory: int | None = None
 
     @property
     def auth_enabled(self) -> bool:
@@ -201,6 +211,16 @@ def _float(name: str, raw: object, lo: float, hi: float) -> float:
     return value
 
 
+def _size(name: str, raw: object) -> int:
+    try:
+        return memory.parse_size(str(raw))
+    except ValueError:
+        raise SettingsError(
+            f"{name} must be bytes with an optional k, m or g suffix (0 = no limit), "
+            f"but got {str(raw)[:40]!r}"
+        ) from None
+
+
 def _choice(name: str, raw: object, choices: tuple[str, ...]) -> str:
     value = str(raw).lower()
     if value not in choices:
@@ -233,6 +253,8 @@ _LIMIT_RANGES: dict[str, tuple[float, float]] = {
     "header_timeout": (0.1, 3600.0),
     "body_timeout": (0.1, 3600.0),
     "shutdown_grace": (0.0, 600.0),
+    "max_boards": (0, 1_000_000_000),
+    "max_anonymous_sessions": (0, 1_000_000_000),
 }
 
 
@@ -249,6 +271,7 @@ def load(env: Mapping[str, str], flags: Mapping[str, Any] | None = None) -> Sett
         "log_level",
         "on_bad_data",
         "cors_origins",
+        "max_memory",
         *LIMIT_NAMES,
     ):
         raw = env.get(f"RANKD_{name.upper()}")
@@ -285,6 +308,11 @@ def load(env: Mapping[str, str], flags: Mapping[str, Any] | None = None) -> Sett
             f"header_bytes ({limits.header_bytes}): the target is part of the head"
         )
 
+    if "max_memory" in given:
+        max_memory = _size("--max-memory / RANKD_MAX_MEMORY", given["max_memory"])
+    else:
+        max_memory = memory.default_limit()
+
     host = str(given.get("host", defaults.host)).strip()
     if not host:
         raise SettingsError("--host / RANKD_HOST must not be empty")
@@ -312,4 +340,5 @@ def load(env: Mapping[str, str], flags: Mapping[str, Any] | None = None) -> Sett
             BAD_DATA_POLICIES,
         ),
         cors_origins=parse_cors_origins(given.get("cors_origins", [])),
+        max_memory=max_memory,
     )

@@ -18,6 +18,12 @@ board does not count it twice; a failed session rotate leaves the old id working
 one journal record, so it is applied, undone or replayed as a whole.
 
 Reads never come here. Without persistence (tests of the HTTP layer alone) steps 1 and 3 vanish.
+
+Writes that add data call ``grow(rt)`` first: over the memory limit they are refused (507)
+before anything is touched (service/memory.py). A MemoryError from the store call may have cut
+a mutation half-way (a skip list relinked but its spans not updated), so the guard gets the
+structure's ``_check`` to run once memory is back; the error propagates (503). The journal only
+ever receives a mutation's record after the mutation completed, so disk stays consistent.
 """
 
 from collections.abc import Callable
@@ -29,13 +35,32 @@ from store.boards import Entry
 T = TypeVar("T")
 
 
+def grow(rt: Runtime) -> None:
+    """Refuse (InsufficientStorage -> 507) a write that adds data while memory is over."""
+    if rt.memory.over:
+        rt.memory.check()
+
+
 async def mutate(rt: Runtime, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run one store mutation under the write path's rules and return its result."""
+    owner = getattr(fn, "__self__", None)  # the Keyspace, SessionStore or Board
+    return await _mutate(rt, getattr(owner, "_check", None), fn, *args, **kwargs)
+
+
+async def _mutate(
+    rt: Runtime, check: Callable[[], None] | None, fn: Callable[..., T], *args: Any, **kwargs: Any
+) -> T:
     p = rt.persistence
+    if p is not None:
+        p.check_writable()
+    try:
+        result = fn(*args, **kwargs)
+    except MemoryError:
+        if check is not None:
+            rt.memory.verify_later(check)
+        raise
     if p is None:
-        return fn(*args, **kwargs)
-    p.check_writable()
-    result = fn(*args, **kwargs)
+        return result
     if p.needs_commit:
         await p.commit()
     return result
@@ -44,11 +69,18 @@ async def mutate(rt: Runtime, fn: Callable[..., T], *args: Any, **kwargs: Any) -
 async def score(rt: Runtime, board: str, member: object, value: object, metadata: object) -> Entry:
     """POST a score (board created with defaults if absent); returns the write result."""
     # Spelled out rather than via mutate(): this is the hottest path of the service.
+    if rt.memory.over:
+        rt.memory.check()
     p = rt.persistence
+    if p is not None:
+        p.check_writable()
+    try:
+        result = rt.keyspace.write(board, member, value, metadata)
+    except MemoryError:
+        rt.memory.verify_later(_board_check(rt, board))
+        raise
     if p is None:
-        return rt.keyspace.write(board, member, value, metadata)
-    p.check_writable()
-    result = rt.keyspace.write(board, member, value, metadata)
+        return result
     if p.needs_commit:
         await p.commit()
     return result
@@ -59,4 +91,15 @@ async def score_batch(
 ) -> list[Entry]:
     """Apply (member, score, metadata) writes in order, all or nothing (validated first)."""
     # The keyspace validates the whole batch before it creates an absent board.
-    return await mutate(rt, rt.keyspace.write_many, board, items)
+    grow(rt)
+    # The board's _check rather than the whole keyspace's: only that board was being changed.
+    return await _mutate(rt, _board_check(rt, board), rt.keyspace.write_many, board, items)
+
+
+def _board_check(rt: Runtime, name: str) -> Callable[[], None]:
+    def check() -> None:
+        board = rt.keyspace.boards.get(name)
+        if board is not None:
+            board._check()
+
+    return check

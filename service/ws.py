@@ -20,11 +20,13 @@ Before the upgrade, the browser rules (service/browser.py) refuse a handshake wh
 
 Connecting: ``Authorization: Bearer <key>`` or ``?token=<key>`` (browsers cannot set headers)
 when keys are configured; ``read`` scope to subscribe, ``write`` to score. ``?session=<id>``
-binds the connection to a live session: it is closed when that session is deleted, revoked,
-rotated or expires. Refusals happen after the upgrade, as close frames, because a browser never
+binds the connection to a live session (the key needs the ``sessions`` scope, as for any other
+session lookup): it is closed when that session is deleted, revoked, rotated or expires.
+Refusals happen after the upgrade, as close frames, because a browser never
 shows a script the HTTP status of a failed upgrade:
 
-    1008  unauthorized | session not found | session <reason> | client not reading |
+    1008  unauthorized | session not found | the 'sessions' scope is needed to bind ?session= |
+          session <reason> | client not reading |
           binary frames are not supported
     1013  not ready (recovery running) | too many connections
     1001  server shutting down
@@ -53,11 +55,13 @@ import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from service import writes
-from service.auth import ADMIN, READ, WRITE
-from service.errors import store_error
+from service.auth import ADMIN, READ, SESSIONS, WRITE
+from service.errors import OUT_OF_MEMORY, store_error
+from service.http import json_error
 from service.hub import MAX_TOP, Hub, Subscription
 from service.runtime import Runtime
 from store.errors import StoreError
+from store.show import show
 from store.values import check_board_name, check_member
 
 log = logging.getLogger("rankd.ws")
@@ -75,7 +79,7 @@ _FIELDS = {
     "unsubscribe": frozenset({"op", "id"}),
     "score": frozenset({"op", "id", "board", "member", "score", "metadata"}),
 }
-_ALL_SCOPES = frozenset({READ, WRITE, ADMIN})
+_ALL_SCOPES = frozenset({READ, WRITE, SESSIONS, ADMIN})
 
 
 class _Bad(Exception):
@@ -107,6 +111,11 @@ async def ws_endpoint(websocket: WebSocket) -> None:
         return
     session = websocket.query_params.get("session")
     if session is not None:
+        if SESSIONS not in scopes and ADMIN not in scopes:
+            # Binding is a session lookup and a touch: without this a read key could probe
+            # which ids are live (and keep them alive) through the WebSocket.
+            await _close(websocket, POLICY, "the 'sessions' scope is needed to bind ?session=")
+            return
         try:
             runtime.sessions.get(session)  # a use, like any read: refreshes its idle deadline
         except StoreError:
@@ -272,6 +281,8 @@ class Connection:
             try:
                 msg = orjson.loads(text)
             except orjson.JSONDecodeError as exc:
+                if isinstance(json_error(exc), MemoryError):
+                    raise MemoryError from None
                 raise _Bad(400, f"malformed JSON: {exc}") from None
             if type(msg) is not dict:
                 raise _Bad(400, f"a frame must be a JSON object, but got {type(msg).__name__}")
@@ -279,10 +290,10 @@ class Connection:
             op = msg.get("op")
             fields = _FIELDS.get(op) if type(op) is str else None
             if fields is None:
-                raise _Bad(400, f"unknown op {op!r}; expected one of {', '.join(_FIELDS)}")
+                raise _Bad(400, f"unknown op {show(op)}; expected one of {', '.join(_FIELDS)}")
             for name in msg:
                 if name not in fields:
-                    raise _Bad(400, f"unknown field {name!r} for op {op!r}")
+                    raise _Bad(400, f"unknown field {show(name)} for op {show(op)}")
             if op == "score":
                 await self._score(rid, msg)
             elif op == "subscribe":
@@ -294,6 +305,10 @@ class Connection:
         except StoreError as exc:
             status, _, detail = store_error(exc)
             self._error(rid, status, detail)
+        except MemoryError:
+            self.runtime.memory.on_memory_error()
+            log.warning("a WebSocket request failed with MemoryError (answered 503)")
+            self._error(rid, 503, OUT_OF_MEMORY)
         except Exception:
             log.exception("WebSocket request failed")
             self._error(rid, 500, "internal error; the server log has the details")
@@ -306,13 +321,13 @@ class Connection:
         if (top is None) == (member is None):
             raise _Bad(400, f"subscribe needs exactly one of 'top' (1-{MAX_TOP}) or 'member'")
         if rid in self.subs:
-            raise _Bad(409, f"subscription id {rid!r} is already in use on this connection")
+            raise _Bad(409, f"subscription id {show(rid)} is already in use on this connection")
         if len(self.subs) >= self._max_subs:
             raise _Bad(400, f"a connection holds at most {self._max_subs} subscriptions")
         head = '{"type":"%s","id":' + orjson.dumps(rid).decode()
         if top is not None:
             if type(top) is not int or not 1 <= top <= MAX_TOP:
-                raise _Bad(400, f"top must be an integer from 1 to {MAX_TOP}, but got {top!r}")
+                raise _Bad(400, f"top must be an integer from 1 to {MAX_TOP}, but got {show(top)}")
             self.subs[rid] = self.hub.subscribe_top(self, head % "top", board, top)
         else:
             member = check_member(member, self.runtime.keyspace.limits)
@@ -321,7 +336,7 @@ class Connection:
     def _unsubscribe(self, rid: object) -> None:
         sub = self.subs.pop(rid, None)
         if sub is None:
-            raise _Bad(404, f"no subscription with id {rid!r} on this connection")
+            raise _Bad(404, f"no subscription with id {show(rid)} on this connection")
         self.hub.unsubscribe(sub)
         self._outbox.pop(sub, None)  # nothing for this id after its ack
         self._reply({"type": "ack", "id": rid})
@@ -337,7 +352,7 @@ class Connection:
 
 def _field(msg: dict[str, Any], name: str) -> Any:
     if name not in msg:
-        raise _Bad(400, f"op {msg['op']!r} needs the field {name!r}")
+        raise _Bad(400, f"op {show(msg['op'])} needs the field {name!r}")
     return msg[name]
 
 
@@ -349,7 +364,8 @@ def _request_id(rid: object) -> object:
     if rid is None:
         raise _Bad(400, "every request needs an 'id' (a string or an integer)")
     raise _Bad(
-        400, f"id must be a string of 1-{MAX_ID_CHARS} characters or an integer, but got {rid!r}"
+        400,
+        f"id must be a string of 1-{MAX_ID_CHARS} characters or an integer, but got {show(rid)}",
     )
 
 

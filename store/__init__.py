@@ -9,6 +9,7 @@ from store.clock import Clock, ManualClock, SystemClock
 from store.errors import (
     BoardNotFound,
     Conflict,
+    InsufficientStorage,
     InvalidArgument,
     LimitExceeded,
     MemberNotFound,
@@ -30,6 +31,7 @@ __all__ = [
     "BoardNotFound",
     "Clock",
     "Conflict",
+    "InsufficientStorage",
     "InvalidArgument",
     "Keyspace",
     "LimitExceeded",

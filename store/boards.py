@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from store.errors import InvalidArgument, MemberNotFound
+from store.show import show
 from store.skiplist import SkipList
 from store.sortkey import SEQ_LIMIT, encode_num, key_member, key_score, key_seq, make_key
 from store.values import SCORE_LIMIT, Limits, Score, check_member, check_metadata, check_score
@@ -77,11 +78,11 @@ class BoardConfig:
             choices = _CHOICES.get(name)
             if choices is None:
                 raise InvalidArgument(
-                    f"unknown board option {name!r}; expected one of {sorted(_CHOICES)}"
+                    f"unknown board option {show(name)}; expected one of {sorted(_CHOICES)}"
                 )
             if value not in choices:
                 raise InvalidArgument(
-                    f"board option {name!r} must be one of {choices}, but got {value!r}"
+                    f"board option {show(name)} must be one of {choices}, but got {show(value)}"
                 )
             values[name] = value
         return cls(
@@ -272,7 +273,7 @@ class Board:
         """Delete an entry; MemberNotFound if absent. Runtime complexity: O(log n)."""
         key = self._keys.pop(member, None)
         if key is None:
-            raise MemberNotFound(f"member {member!r} is not on board {self.name!r}")
+            raise MemberNotFound(f"member {show(member)} is not on board {show(self.name)}")
         pos = self._index.index_remove(key)
         old_meta = self._meta.pop(member, None)
         if self._top is not None and pos < len(self._top):
@@ -286,7 +287,7 @@ class Board:
         """{rank, member, score, metadata?}; MemberNotFound if absent. O(log n)."""
         key = self._keys.get(member)
         if key is None:
-            raise MemberNotFound(f"member {member!r} is not on board {self.name!r}")
+            raise MemberNotFound(f"member {show(member)} is not on board {show(self.name)}")
         return self._entry(self._index.index(key) + 1, key)
 
     def top(self, offset: int = 0, limit: int = 10) -> list[Entry]:
@@ -311,7 +312,7 @@ class Board:
         """Up to ``radius`` entries on each side of member, member included. O(log n + radius)."""
         key = self._keys.get(member)
         if key is None:
-            raise MemberNotFound(f"member {member!r} is not on board {self.name!r}")
+            raise MemberNotFound(f"member {show(member)} is not on board {show(self.name)}")
         pos = self._index.index(key)
         lo = max(0, pos - radius)
         return self.top(lo, pos + radius + 1 - lo)

@@ -9,6 +9,8 @@
     │   └── SessionNotFound    absent, expired or deleted: indistinguishable on purpose
     ├── Conflict               the request contradicts current state
     │   └── VersionConflict    compare-and-set on a session lost the race
+    ├── InsufficientStorage    the data may not grow: a count cap (boards, sessions without a
+    │                          user) or the process's memory limit; deletes and reads go on
     └── Unavailable            persistence is unhealthy: writes are refused, reads go on
 
 Messages quote the offending value (``... but got {x!r}``) so a client can fix its request.
@@ -50,6 +52,10 @@ class Conflict(StoreError):
 
 
 class VersionConflict(Conflict):
+    pass
+
+
+class InsufficientStorage(StoreError):
     pass
 
 

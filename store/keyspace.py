@@ -25,7 +25,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from store.boards import Board, BoardConfig, Entry, Event
-from store.errors import BoardNotFound, Conflict
+from store.errors import BoardNotFound, Conflict, InsufficientStorage
+from store.show import show
 from store.values import Limits, check_board_name, check_member, check_metadata, check_score
 
 
@@ -54,7 +55,7 @@ class Keyspace:
     def get(self, name: str) -> Board:
         board = self.boards.get(name)
         if board is None:
-            raise BoardNotFound(f"board {name!r} does not exist")
+            raise BoardNotFound(f"board {show(name)} does not exist")
         return board
 
     def configure(self, name: str, options: dict[str, Any]) -> tuple[Board, bool]:
@@ -66,7 +67,14 @@ class Keyspace:
         check_board_name(name)
         board = self.boards.get(name)
         if board is None:
-            board = self._new_board(name, BoardConfig.from_options(options))
+            config = BoardConfig.from_options(options)
+            cap = self.limits.boards
+            if cap and len(self.boards) >= cap:
+                raise InsufficientStorage(
+                    f"there are already {len(self.boards)} boards, the limit (--max-boards); "
+                    "drop one or raise the limit"
+                )
+            board = self._new_board(name, config)
             self._emit(("bcfg", name, board.config.as_dict(), None))
             return board, True
         config = BoardConfig.from_options(options, base=board.config)
@@ -74,7 +82,7 @@ class Keyspace:
             return board, False
         if len(board) and (config.order, config.ties) != (board.config.order, board.config.ties):
             raise Conflict(
-                f"board {name!r} holds {len(board)} entries; order and ties can change only "
+                f"board {show(name)} holds {len(board)} entries; order and ties can change only "
                 f"while it is empty"
             )
         previous = board.config
@@ -113,7 +121,7 @@ class Keyspace:
     def drop(self, name: str) -> None:
         board = self.boards.pop(name, None)
         if board is None:
-            raise BoardNotFound(f"board {name!r} does not exist")
+            raise BoardNotFound(f"board {show(name)} does not exist")
         self._emit(("bdrop", name, board))
 
     def undo(self, event: Event) -> None:

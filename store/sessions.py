@@ -35,7 +35,6 @@ Returned ``Session`` objects are the store's own: read them, do not mutate them.
 are never changed in place (a write installs a new dict), so a ``data`` reference stays valid.
 """
 
-import reprlib
 import secrets
 import sys
 from collections import deque
@@ -46,25 +45,23 @@ from typing import Any
 import orjson
 
 from store.clock import Clock
-from store.errors import InvalidArgument, LimitExceeded, SessionNotFound, VersionConflict
+from store.errors import (
+    InsufficientStorage,
+    InvalidArgument,
+    LimitExceeded,
+    SessionNotFound,
+    VersionConflict,
+)
+from store.show import show
 from store.ttl import TTLMap
+from store.values import check_depth, check_path_segment
 
 Event = tuple[Any, ...]
 
 # A purge that reclaims a session up to one second late is invisible: reads check exactly.
 PURGE_RESOLUTION = 1.0
 
-_repr = reprlib.Repr()
-_repr.maxstring = 60
-_repr.maxother = 60
-
-
-def _show(value: object) -> str:
-    """A short repr for error messages; never raises, never huge."""
-    try:
-        return _repr.repr(value)
-    except ValueError:  # int too large to print (sys.set_int_max_str_digits)
-        return f"<{type(value).__name__} too large to print>"
+_show = show  # bounded, never recursive, never echoes a credential-shaped string
 
 
 def new_session_id() -> str:
@@ -131,6 +128,7 @@ class SessionStore:
         max_data_bytes: int = 16384,
         max_user_bytes: int = 256,
         max_sessions_per_user: int = 1000,
+        max_anonymous_sessions: int = 0,
     ) -> None:
         for name, value in [
             ("max_ttl", max_ttl),
@@ -150,6 +148,10 @@ class SessionStore:
         self.max_data_bytes = max_data_bytes
         self.max_user_bytes = max_user_bytes
         self.max_sessions_per_user = max_sessions_per_user
+        # Sessions without a user have no per-user limit, so they get a global one (0 = none).
+        # Counted with expired-but-unpurged ones: the purge reclaims those within a second.
+        self.max_anonymous_sessions = max_anonymous_sessions
+        self._with_user = 0  # stored sessions that have a user; the rest are anonymous
         self.observers: list[Callable[[Event], None]] = []
         # Called with the new next_deadline() when it moved earlier: a purge task sleeping
         # until the old one sets its wake-up event here. Must not call back into the store.
@@ -232,6 +234,13 @@ class SessionStore:
         now = self._clock.now()
         if user is not None:
             self._check_room(user, now)
+        elif self.max_anonymous_sessions:
+            anonymous = len(self._ttl) - self._with_user
+            if anonymous >= self.max_anonymous_sessions:
+                raise InsufficientStorage(
+                    f"there are already {anonymous} sessions without a user, the limit "
+                    "(--max-anonymous-sessions); create sessions with a user or raise the limit"
+                )
         sid = new_session_id()
         while self._ttl.stored(sid) is not None:  # 2^-256, but a reused id hijacks a session
             sid = new_session_id()
@@ -457,6 +466,7 @@ class SessionStore:
             # lookups compare by identity instead of by content (measured: purge +20%).
             s.user = sys.intern(s.user)
             self._by_user.setdefault(s.user, {})[s.id] = None
+            self._with_user += 1
 
     def _drop(self, dead: Iterable[Session], reason: str | None, *, in_map: bool = True) -> None:
         """The one way out of the store. ``reason`` None: silent (journal replay).
@@ -474,6 +484,7 @@ class SessionStore:
                 del ids[s.id]
                 if not ids:
                     del by_user[user]
+                self._with_user -= 1
             if reason is not None:
                 emit(("sdel", s.id, reason, s))
             n += 1
@@ -535,6 +546,7 @@ class SessionStore:
                 f"user must be at most {self.max_user_bytes} UTF-8 bytes, "
                 f"but got {size}: {_show(user)}"
             )
+        check_path_segment("user", user)  # a user is addressed as /v1/users/{user}/sessions
 
     @staticmethod
     def _check_object(data: object) -> None:
@@ -562,6 +574,7 @@ class SessionStore:
                 f"data must be at most {self.max_data_bytes} bytes as JSON, "
                 f"but got {len(encoded)} bytes"
             )
+        check_depth("data", data)
         clean: dict[str, Any] = orjson.loads(encoded)
         if clean != data:
             raise InvalidArgument(f"data must hold only JSON values, but got {_show(data)}")
@@ -591,3 +604,4 @@ class SessionStore:
             if s.user is not None:
                 with_user.setdefault(s.user, set()).add(sid)
         assert {u: set(ids) for u, ids in self._by_user.items()} == with_user
+        assert self._with_user == sum(len(ids) for ids in with_user.values())

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from store.errors import InvalidArgument, LimitExceeded
+from store.show import show
 
 Score = int | float
 
@@ -21,7 +22,17 @@ Score = int | float
 SCORE_LIMIT = 2**63
 
 _BOARD_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# C0, DEL and C1 (U+0080-U+009F): invisible in logs and terminals, and C1 includes NEL, which
+# some tools treat as a line break -- an id holding one can forge a log line.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Ids that are addressed as one path segment: a client resolves "." and ".." away before the
+# request is sent, and a "/" (even as %2F, which the server decodes) splits the segment.
+_DOT_SEGMENTS = frozenset({".", ".."})
+
+# Nesting of metadata and session data. orjson parses 1,024 levels but serialises only 254, and
+# answers wrap the value in a few levels of their own: a deeper value would be stored and then
+# fail every read, every WebSocket frame and the snapshot. 32 is far more than any real use.
+MAX_JSON_DEPTH = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +42,7 @@ class Limits:
     batch_items: int = 1000
     page_items: int = 1000
     radius: int = 100
+    boards: int = 0  # boards a keyspace may hold; 0 = no cap (recovery is never refused)
 
 
 def check_score(score: object) -> Score:
@@ -40,50 +52,87 @@ def check_score(score: object) -> Score:
             return score
     elif type(score) is float:
         if not math.isfinite(score):
-            raise InvalidArgument(f"score must be a finite number, but got {score!r}")
+            raise InvalidArgument(f"score must be a finite number, but got {show(score)}")
         if -SCORE_LIMIT < score < SCORE_LIMIT:
             return score + 0.0
     else:
-        raise InvalidArgument(f"score must be a number, but got {score!r}")
-    raise InvalidArgument(f"score must have magnitude below 2**63, but got {score!r}")
+        raise InvalidArgument(f"score must be a number, but got {show(score)}")
+    raise InvalidArgument(f"score must have magnitude below 2**63, but got {show(score)}")
 
 
 def check_member(member: object, limits: Limits) -> str:
     if type(member) is not str:
-        raise InvalidArgument(f"member must be a string, but got {member!r}")
+        raise InvalidArgument(f"member must be a string, but got {show(member)}")
     if member.isascii():
-        if 0 < len(member) <= limits.member_bytes and member.isprintable():
+        if (
+            0 < len(member) <= limits.member_bytes
+            and member.isprintable()
+            and "/" not in member
+            and member not in _DOT_SEGMENTS
+        ):
             return member
-    elif 0 < len(member.encode()) <= limits.member_bytes and not _CONTROL.search(member):
+    elif (
+        0 < len(member.encode()) <= limits.member_bytes
+        and not _CONTROL.search(member)
+        and "/" not in member
+    ):
         return member
     if not member:
         raise InvalidArgument("member must not be empty")
-    if _CONTROL.search(member):
-        raise InvalidArgument(f"member must not contain control characters, but got {member!r}")
-    raise LimitExceeded(
-        f"member must be at most {limits.member_bytes} UTF-8 bytes, but got {member[:40]!r}..."
-    )
+    if len(member) > limits.member_bytes or len(member.encode()) > limits.member_bytes:
+        raise LimitExceeded(
+            f"member must be at most {limits.member_bytes} UTF-8 bytes, but got {show(member)}"
+        )
+    check_path_segment("member", member)
+    raise AssertionError("unreachable: every refusal above raises")  # pragma: no cover
+
+
+def check_path_segment(what: str, text: str) -> None:
+    """Refuse a non-empty id that could not be addressed as one path segment or logged safely."""
+    if _CONTROL.search(text):
+        raise InvalidArgument(f"{what} must not contain control characters, but got {show(text)}")
+    if "/" in text:
+        raise InvalidArgument(f"{what} must not contain '/', but got {show(text)}")
+    if text in _DOT_SEGMENTS:
+        raise InvalidArgument(f"{what} must not be {text!r}: it cannot be addressed in a path")
 
 
 def check_board_name(name: object) -> str:
-    if type(name) is str and _BOARD_NAME.fullmatch(name):
+    if type(name) is str and _BOARD_NAME.fullmatch(name) and name not in _DOT_SEGMENTS:
         return name
     raise InvalidArgument(
-        f"board name must be 1-64 characters of A-Z a-z 0-9 _ . -, but got {name!r}"
+        "board name must be 1-64 characters of A-Z a-z 0-9 _ . - (and not '.' or '..'), "
+        f"but got {show(name)}"
     )
+
+
+def check_depth(what: str, value: object) -> None:
+    """Refuse JSON nested deeper than MAX_JSON_DEPTH, without recursion. O(size of value)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if type(item) is dict else item if type(item) is list else ()
+        for child in children:
+            if type(child) is dict or type(child) is list:
+                if depth >= MAX_JSON_DEPTH:
+                    raise InvalidArgument(
+                        f"{what} must be nested at most {MAX_JSON_DEPTH} levels deep"
+                    )
+                stack.append((child, depth + 1))
 
 
 def check_metadata(metadata: object, limits: Limits) -> dict[str, Any] | None:
     if metadata is None:
         return None
     if type(metadata) is not dict:
-        raise InvalidArgument(f"metadata must be a JSON object, but got {metadata!r:.60}")
+        raise InvalidArgument(f"metadata must be a JSON object, but got {show(metadata)}")
     try:
         size = len(orjson.dumps(metadata))
-    except TypeError as exc:
+    except TypeError as exc:  # includes orjson's own "Recursion limit reached" past 254 levels
         raise InvalidArgument(f"metadata must be JSON-serialisable: {exc}") from None
     if size > limits.metadata_bytes:
         raise LimitExceeded(
             f"metadata must be at most {limits.metadata_bytes} bytes as JSON, but got {size}"
         )
+    check_depth("metadata", metadata)  # after the size cap: the walk is bounded by it
     return metadata

@@ -73,7 +73,9 @@ def test_header_bomb_is_a_431_read_no_further_and_rss_stays_flat(rankd_server, p
     assert _status(answer) == 431
     assert b"urn:rankd:problem:header-fields-too-large" in answer
     many = b"".join(b"X-%d: v\r\n" % i for i in range(5000))
-    answer = _send_and_answer(_addr(srv), b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n" + many + b"\r\n")
+    answer = _send_and_answer(
+        _addr(srv), b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n" + many + b"\r\n"
+    )
     assert _status(answer) == 431
     # The 32 MiB were never buffered (the issue measured +910 MB for 64 MiB).
     assert _rss_kib(srv.proc.pid) - before < 20 * 1024
