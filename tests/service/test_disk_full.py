@@ -17,13 +17,16 @@ import contextlib
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
+from websockets.sync.client import connect
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -173,10 +176,48 @@ def _verify(srv: Any, writers: list[Writer], when: str) -> None:
             assert [s["id"] for s in listed] == [sid], (when, w.kind)
 
 
+class Watcher:
+    """A WebSocket client subscribed to the board's top N for the whole scenario."""
+
+    def __init__(self, srv: Any, n: int) -> None:
+        self.frames: list[dict[str, Any]] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._exit = contextlib.ExitStack()
+        self._conn = self._exit.enter_context(
+            connect(f"ws://127.0.0.1:{srv.port}/v1/ws", proxy=None, max_size=None)
+        )
+        self._conn.send(
+            orjson.dumps({"op": "subscribe", "id": "t", "board": "sum", "top": n}).decode()
+        )
+        self._thread = threading.Thread(target=self._run)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                msg = self._conn.recv(timeout=0.1)
+            except TimeoutError:
+                continue
+            except Exception as exc:
+                self.errors.append(repr(exc))
+                return
+            frame = orjson.loads(msg)
+            if frame.get("type") == "top":
+                self.frames.append(frame)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._exit.close()
+
+
 def test_disk_full_under_concurrent_writes_every_503_changed_nothing(
     rankd_server: Any, tmpfs: Path
 ) -> None:
-    srv = rankd_server(data_dir=tmpfs / "data", fsync="always")
+    # ws_tick 1 ms: the hub pushes nearly every loop turn, so a subscriber is likely to be shown
+    # a write before its commit fails (the undo must then show it the restored state).
+    srv = rankd_server(data_dir=tmpfs / "data", fsync="always", ws_tick=0.001)
     with srv.client() as c:
         assert c.put("/v1/boards/sum", json={"update": "sum"}).status_code == 201
     ballast = tmpfs / "ballast"
@@ -189,6 +230,7 @@ def test_disk_full_under_concurrent_writes_every_503_changed_nothing(
         + [Writer("patch", n) for n in range(PATCHERS)]
         + [Writer("rotate", n) for n in range(ROTATORS)]
     )
+    watcher = Watcher(srv, 25)
     threads = [threading.Thread(target=w.run, args=(srv,)) for w in writers]
     for t in threads:
         t.start()
@@ -200,6 +242,13 @@ def test_disk_full_under_concurrent_writes_every_503_changed_nothing(
     assert sum(len(w.acked) for w in writers) > 0
     assert "No space left on device" in srv.logs() or "ENOSPC" in srv.logs()
     _verify(srv, writers, "right after the failures")
+    # A subscriber that may have been shown an undone write ends up showing the truth.
+    time.sleep(0.5)  # a few hub ticks
+    watcher.close()
+    assert watcher.errors == [] and watcher.frames
+    with srv.client() as c:
+        truth = c.get("/v1/boards/sum/top", params={"limit": 25}).json()["entries"]
+    assert watcher.frames[-1]["entries"] == truth
 
     assert srv.stop(signal.SIGKILL) == -signal.SIGKILL
     ballast.unlink()  # the operator makes room; the next start may snapshot and serve
