@@ -8,6 +8,8 @@ writes of every kind. Each writer owns its members and sessions and stops at its
   total on a ``sum`` board, or stays absent) -- also for batches, item by item;
 * a 503'd session rotate leaves the old id working with its data; a 503'd patch leaves the
   acknowledged data;
+* a WebSocket subscriber to the board's top 25 (hub tick 1 ms, so it is usually shown writes
+  whose commit then fails) ends up showing exactly what GET top shows;
 * after kill -9 and a restart with room on the disk (ballast removed), every ``sum`` total is
   exactly the sum of the acknowledged increments and every session is as acknowledged: a write
   answered 503 came back neither from memory (a snapshot) nor from the journal.
