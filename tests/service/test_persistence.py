@@ -14,6 +14,7 @@ import shutil
 import signal
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -448,6 +449,51 @@ def test_writes_of_later_loop_turns_are_undone_with_the_failing_batch(
 
     run(main)
     assert reloaded(tmp_path) == state(ks, ss)
+
+
+def test_a_snapshot_child_holding_undone_writes_is_killed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write is applied, a snapshot forks (its image holds the write), then the journal
+    write of that record fails: the write is undone and answered 503, so the child must not
+    become the snapshot -- it is killed, and nothing on disk holds the refused write."""
+    p, ks, _ = make(tmp_path, "always")
+    p.recover()
+    me = os.getpid()
+    real_write, real_snapshot_write = os.write, snapshot.write
+
+    def slow_in_child(*args: Any, **kwargs: Any) -> Any:
+        if os.getpid() != me:
+            time.sleep(3)  # still writing when the parent's journal fails
+        return real_snapshot_write(*args, **kwargs)
+
+    def journal_full(fd: int, data: Any) -> int:
+        if os.getpid() == me and os.readlink(f"/proc/self/fd/{fd}").endswith(".rkj"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    async def main() -> None:
+        await p.start()
+        p.heal_delay = p.heal_delay_max = 3600
+        await write(p, ks, "b", "acked", 1)
+        monkeypatch.setattr(snapshot, "write", slow_in_child)
+        monkeypatch.setattr(os, "write", journal_full)
+        ks.write("b", "refused", 2)  # applied; its record waits in the buffer
+        refused = asyncio.create_task(p.commit())
+        with pytest.raises(Unavailable, match="killed by signal SIGKILL"):
+            await p.snapshot()  # forks after the write, then the record's write fails
+        with pytest.raises(Unavailable):
+            await refused
+        assert [e["member"] for e in ks.get("b").top()] == ["acked"]
+        assert not datadir.snapshot_path(tmp_path).exists()
+        monkeypatch.setattr(os, "write", real_write)
+        monkeypatch.setattr(snapshot, "write", real_snapshot_write)
+        p._check()
+        await p.snapshot()
+        await p.stop()
+
+    run(main)
+    assert [m for m, *_ in reloaded(tmp_path)["boards"]["b"][2]] == ["acked"]
 
 
 def test_a_failed_fsync_is_never_retried_into_success(
