@@ -114,11 +114,21 @@ class Writer:
                 self.acked[m] = self.acked.get(m, 0) + 2
         raise AssertionError("the disk never filled")
 
-    def _patch(self, c: httpx.Client) -> None:
-        r = c.post("/v1/sessions", json={"user": f"p{self.n}", "data": {"v": 0}})
+    def setup(self, c: httpx.Client) -> None:
+        """Before the disk fills: the session a patch or rotate writer works on."""
+        if self.kind == "patch":
+            data: dict[str, int] = {"v": 0}
+        elif self.kind == "rotate":
+            data = {"who": self.n}
+        else:
+            return
+        r = c.post("/v1/sessions", json={"user": f"{self.kind[0]}{self.n}", "data": data})
         assert r.status_code == 201, r.text
-        sid = r.json()["id"]
-        self.session = (sid, {"v": 0})
+        self.session = (r.json()["id"], data)
+
+    def _patch(self, c: httpx.Client) -> None:
+        assert self.session is not None
+        sid = self.session[0]
         for i in range(1, 100_000):
             r = c.patch(f"/v1/sessions/{sid}", json={"data": {"v": i}})
             if r.status_code != 200:
@@ -131,10 +141,8 @@ class Writer:
         raise AssertionError("the disk never filled")
 
     def _rotate(self, c: httpx.Client) -> None:
-        r = c.post("/v1/sessions", json={"user": f"r{self.n}", "data": {"who": self.n}})
-        assert r.status_code == 201, r.text
-        sid = r.json()["id"]
-        self.session = (sid, {"who": self.n})
+        assert self.session is not None
+        sid = self.session[0]
         for _ in range(100_000):
             r = c.post(f"/v1/sessions/{sid}/rotate")
             if r.status_code != 200:
@@ -220,18 +228,20 @@ def test_disk_full_under_concurrent_writes_every_503_changed_nothing(
     # ws_tick 1 ms: the hub pushes nearly every loop turn, so a subscriber is likely to be shown
     # a write before its commit fails (the undo must then show it the restored state).
     srv = rankd_server(data_dir=tmpfs / "data", fsync="always", ws_tick=0.001)
-    with srv.client() as c:
-        assert c.put("/v1/boards/sum", json={"update": "sum"}).status_code == 201
-    ballast = tmpfs / "ballast"
-    with ballast.open("wb") as f:  # leave ROOM bytes: the journal fills the rest
-        free = TMPFS_SIZE - sum(p.stat().st_size for p in tmpfs.rglob("*") if p.is_file())
-        f.write(b"\0" * max(0, free - ROOM))
     writers = (
         [Writer("score", n) for n in range(SCORERS)]
         + [Writer("batch", n) for n in range(BATCHERS)]
         + [Writer("patch", n) for n in range(PATCHERS)]
         + [Writer("rotate", n) for n in range(ROTATORS)]
     )
+    with srv.client() as c:
+        assert c.put("/v1/boards/sum", json={"update": "sum"}).status_code == 201
+        for w in writers:
+            w.setup(c)
+    ballast = tmpfs / "ballast"
+    with ballast.open("wb") as f:  # leave ROOM bytes: the journal fills the rest
+        free = TMPFS_SIZE - sum(p.stat().st_size for p in tmpfs.rglob("*") if p.is_file())
+        f.write(b"\0" * max(0, free - ROOM))
     watcher = Watcher(srv, 25)
     threads = [threading.Thread(target=w.run, args=(srv,)) for w in writers]
     for t in threads:
