@@ -12,7 +12,9 @@ older segments go once the new snapshot is installed.
 Snapshots run every ``snapshot_interval``, on ``snapshot()`` and at ``stop()``.
 
 Health. Any failed journal write, fsync or segment creation, and any failed snapshot, marks
-persistence unhealthy: ``check_writable()`` raises store.Unavailable, reads go on. After a
+persistence unhealthy: ``check_writable()`` raises store.Unavailable, reads go on. With
+fsync=always the changes whose records a journal failure lost are undone first (``_undo``;
+service/journal_flusher.py, "Undo"), so every write answered 503 left nothing behind. After a
 journal failure the journal stops recording (a gap: the next segment carries FLAG_AFTER_GAP).
 Only a complete snapshot plus a freshly created segment, with no failure in between, makes it
 healthy again; a healer task retries that with backoff (1 s .. 30 s).

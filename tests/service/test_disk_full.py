@@ -8,6 +8,8 @@ writes of every kind. Each writer owns its members and sessions and stops at its
   total on a ``sum`` board, or stays absent) -- also for batches, item by item;
 * a 503'd session rotate leaves the old id working with its data; a 503'd patch leaves the
   acknowledged data;
+* a WebSocket subscriber to the board's top 25 (hub tick 1 ms, so it is usually shown writes
+  whose commit then fails) ends up showing exactly what GET top shows;
 * after kill -9 and a restart with room on the disk (ballast removed), every ``sum`` total is
   exactly the sum of the acknowledged increments and every session is as acknowledged: a write
   answered 503 came back neither from memory (a snapshot) nor from the journal.
@@ -17,13 +19,16 @@ import contextlib
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
+from websockets.sync.client import connect
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -109,11 +114,21 @@ class Writer:
                 self.acked[m] = self.acked.get(m, 0) + 2
         raise AssertionError("the disk never filled")
 
-    def _patch(self, c: httpx.Client) -> None:
-        r = c.post("/v1/sessions", json={"user": f"p{self.n}", "data": {"v": 0}})
+    def setup(self, c: httpx.Client) -> None:
+        """Before the disk fills: the session a patch or rotate writer works on."""
+        if self.kind == "patch":
+            data: dict[str, int] = {"v": 0}
+        elif self.kind == "rotate":
+            data = {"who": self.n}
+        else:
+            return
+        r = c.post("/v1/sessions", json={"user": f"{self.kind[0]}{self.n}", "data": data})
         assert r.status_code == 201, r.text
-        sid = r.json()["id"]
-        self.session = (sid, {"v": 0})
+        self.session = (r.json()["id"], data)
+
+    def _patch(self, c: httpx.Client) -> None:
+        assert self.session is not None
+        sid = self.session[0]
         for i in range(1, 100_000):
             r = c.patch(f"/v1/sessions/{sid}", json={"data": {"v": i}})
             if r.status_code != 200:
@@ -126,10 +141,8 @@ class Writer:
         raise AssertionError("the disk never filled")
 
     def _rotate(self, c: httpx.Client) -> None:
-        r = c.post("/v1/sessions", json={"user": f"r{self.n}", "data": {"who": self.n}})
-        assert r.status_code == 201, r.text
-        sid = r.json()["id"]
-        self.session = (sid, {"who": self.n})
+        assert self.session is not None
+        sid = self.session[0]
         for _ in range(100_000):
             r = c.post(f"/v1/sessions/{sid}/rotate")
             if r.status_code != 200:
@@ -173,22 +186,63 @@ def _verify(srv: Any, writers: list[Writer], when: str) -> None:
             assert [s["id"] for s in listed] == [sid], (when, w.kind)
 
 
+class Watcher:
+    """A WebSocket client subscribed to the board's top N for the whole scenario."""
+
+    def __init__(self, srv: Any, n: int) -> None:
+        self.frames: list[dict[str, Any]] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._exit = contextlib.ExitStack()
+        self._conn = self._exit.enter_context(
+            connect(f"ws://127.0.0.1:{srv.port}/v1/ws", proxy=None, max_size=None)
+        )
+        self._conn.send(
+            orjson.dumps({"op": "subscribe", "id": "t", "board": "sum", "top": n}).decode()
+        )
+        self._thread = threading.Thread(target=self._run)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                msg = self._conn.recv(timeout=0.1)
+            except TimeoutError:
+                continue
+            except Exception as exc:
+                self.errors.append(repr(exc))
+                return
+            frame = orjson.loads(msg)
+            if frame.get("type") == "top":
+                self.frames.append(frame)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._exit.close()
+
+
 def test_disk_full_under_concurrent_writes_every_503_changed_nothing(
     rankd_server: Any, tmpfs: Path
 ) -> None:
-    srv = rankd_server(data_dir=tmpfs / "data", fsync="always")
-    with srv.client() as c:
-        assert c.put("/v1/boards/sum", json={"update": "sum"}).status_code == 201
-    ballast = tmpfs / "ballast"
-    with ballast.open("wb") as f:  # leave ROOM bytes: the journal fills the rest
-        free = TMPFS_SIZE - sum(p.stat().st_size for p in tmpfs.rglob("*") if p.is_file())
-        f.write(b"\0" * max(0, free - ROOM))
+    # ws_tick 1 ms: the hub pushes nearly every loop turn, so a subscriber is likely to be shown
+    # a write before its commit fails (the undo must then show it the restored state).
+    srv = rankd_server(data_dir=tmpfs / "data", fsync="always", ws_tick=0.001)
     writers = (
         [Writer("score", n) for n in range(SCORERS)]
         + [Writer("batch", n) for n in range(BATCHERS)]
         + [Writer("patch", n) for n in range(PATCHERS)]
         + [Writer("rotate", n) for n in range(ROTATORS)]
     )
+    with srv.client() as c:
+        assert c.put("/v1/boards/sum", json={"update": "sum"}).status_code == 201
+        for w in writers:
+            w.setup(c)
+    ballast = tmpfs / "ballast"
+    with ballast.open("wb") as f:  # leave ROOM bytes: the journal fills the rest
+        free = TMPFS_SIZE - sum(p.stat().st_size for p in tmpfs.rglob("*") if p.is_file())
+        f.write(b"\0" * max(0, free - ROOM))
+    watcher = Watcher(srv, 25)
     threads = [threading.Thread(target=w.run, args=(srv,)) for w in writers]
     for t in threads:
         t.start()
@@ -200,6 +254,13 @@ def test_disk_full_under_concurrent_writes_every_503_changed_nothing(
     assert sum(len(w.acked) for w in writers) > 0
     assert "No space left on device" in srv.logs() or "ENOSPC" in srv.logs()
     _verify(srv, writers, "right after the failures")
+    # A subscriber that may have been shown an undone write ends up showing the truth.
+    time.sleep(0.5)  # a few hub ticks
+    watcher.close()
+    assert watcher.errors == [] and watcher.frames
+    with srv.client() as c:
+        truth = c.get("/v1/boards/sum/top", params={"limit": 25}).json()["entries"]
+    assert watcher.frames[-1]["entries"] == truth
 
     assert srv.stop(signal.SIGKILL) == -signal.SIGKILL
     ballast.unlink()  # the operator makes room; the next start may snapshot and serve

@@ -13,6 +13,8 @@ import os
 import shutil
 import signal
 import struct
+import threading
+import time
 import zlib
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -392,6 +394,109 @@ def test_every_write_refused_by_a_failed_commit_is_undone(
 
     run(main)
     assert reloaded(tmp_path) == state(ks, ss)
+
+
+def test_writes_of_later_loop_turns_are_undone_with_the_failing_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch's write hangs in the I/O thread while later loop turns apply more writes;
+    when it fails, every one of them is undone, newest first, and each writer gets 503."""
+    p, ks, ss = make(tmp_path, "always")
+    p.recover()
+    real = os.write
+    entered, release = threading.Event(), threading.Event()
+
+    def stuck_then_full(fd: int, data: Any) -> int:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".rkj"):
+            entered.set()
+            release.wait(10)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd, data)
+
+    async def main() -> None:
+        await p.start()
+        p.heal_delay = p.heal_delay_max = 3600
+        await write(p, ks, "b", "kept", 1)
+        session = ss.create(user="u", data={"v": 1})
+        await p.commit()
+        before = state(ks, ss)
+        monkeypatch.setattr(os, "write", stuck_then_full)
+        first = asyncio.create_task(write(p, ks, "b", "first", 2))
+        await asyncio.to_thread(entered.wait, 10)  # its batch is in the I/O thread now
+        later = []
+        for i in range(3):  # three more loop turns, each applying writes of every kind
+            later.append(asyncio.create_task(write(p, ks, "b", "kept", 10 + i)))
+            ss.patch(session.id, {"v": 10 + i})
+            later.append(asyncio.create_task(p.commit()))
+            await asyncio.sleep(0)
+        fresh = ss.rotate(session.id)
+        rotated = asyncio.create_task(p.commit())
+        assert ks.get("b").entry("kept")["score"] == 12 and fresh.id in ss  # applied, for now
+        release.set()
+        results = await asyncio.gather(first, *later, rotated, return_exceptions=True)
+        assert all(isinstance(r, Unavailable) for r in results), results
+        after = state(ks, ss)
+        assert after["sessions"] == before["sessions"]
+        # The board's write counter moved on (so no subscriber sees a seq twice); the rest is
+        # exactly as before the batch.
+        (config, seq, entries), (config0, seq0, entries0) = (
+            after["boards"]["b"],
+            before["boards"]["b"],
+        )
+        assert (config, entries) == (config0, entries0) and seq > seq0
+        assert ss.get(session.id, touch=False).data == {"v": 1} and fresh.id not in ss
+        monkeypatch.setattr(os, "write", real)
+        p._check()
+        await p.snapshot()
+        await p.stop()
+
+    run(main)
+    assert reloaded(tmp_path) == state(ks, ss)
+
+
+def test_a_snapshot_child_holding_undone_writes_is_killed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write is applied, a snapshot forks (its image holds the write), then the journal
+    write of that record fails: the write is undone and answered 503, so the child must not
+    become the snapshot -- it is killed, and nothing on disk holds the refused write."""
+    p, ks, _ = make(tmp_path, "always")
+    p.recover()
+    me = os.getpid()
+    real_write, real_snapshot_write = os.write, snapshot.write
+
+    def slow_in_child(*args: Any, **kwargs: Any) -> Any:
+        if os.getpid() != me:
+            time.sleep(3)  # still writing when the parent's journal fails
+        return real_snapshot_write(*args, **kwargs)
+
+    def journal_full(fd: int, data: Any) -> int:
+        if os.getpid() == me and os.readlink(f"/proc/self/fd/{fd}").endswith(".rkj"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    async def main() -> None:
+        await p.start()
+        p.heal_delay = p.heal_delay_max = 3600
+        await write(p, ks, "b", "acked", 1)
+        monkeypatch.setattr(snapshot, "write", slow_in_child)
+        monkeypatch.setattr(os, "write", journal_full)
+        ks.write("b", "refused", 2)  # applied; its record waits in the buffer
+        refused = asyncio.create_task(p.commit())
+        with pytest.raises(Unavailable, match="killed by signal SIGKILL"):
+            await p.snapshot()  # forks after the write, then the record's write fails
+        with pytest.raises(Unavailable):
+            await refused
+        assert [e["member"] for e in ks.get("b").top()] == ["acked"]
+        assert not datadir.snapshot_path(tmp_path).exists()
+        monkeypatch.setattr(os, "write", real_write)
+        monkeypatch.setattr(snapshot, "write", real_snapshot_write)
+        p._check()
+        await p.snapshot()
+        await p.stop()
+
+    run(main)
+    assert [m for m, *_ in reloaded(tmp_path)["boards"]["b"][2]] == ["acked"]
 
 
 def test_a_failed_fsync_is_never_retried_into_success(
