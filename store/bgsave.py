@@ -17,13 +17,17 @@ bare metal.
     fork() -------------------------------->  close inherited fds, default signals,
     serve; read the pipe when readable        gc off, die with the parent (Linux)
                                               write snapshot.rkd.tmp-<pid>, fsync,
+                                              load it back (snapshot.verify), install:
+                                              snapshot.rkd -> snapshot.prev.rkd (link),
                                               os.replace -> snapshot.rkd, fsync dir
     EOF on the pipe, waitpid(WNOHANG) <-----  report {"ok": ...} on the pipe, os._exit()
     exit 0 and ok -> success; anything else -> failure (never a claimed save)
 
 Honest failure: success needs exit status 0 *and* the child's own "ok" report. A child killed
-by a signal (OOM killer), one that hit ENOSPC, or one that crashed before reporting is a
-failed save; its temp file is removed and the previous snapshot stays in place.
+by a signal (OOM killer), one that hit ENOSPC, one whose file did not load back, or one that
+crashed before reporting is a failed save; its temp file is removed and the installed
+snapshots stay in place. The read-back costs the child ~40% more time (0.41 s of 1.02 s at
+300k entries + 300k sessions, 45 MiB, on the 2-core dev VM) and one board's worth of memory.
 
 The child closes every inherited descriptor but the pipe: a listening socket or client
 connection kept open by the child would keep a restarted server off its port and delay the

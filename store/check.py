@@ -4,9 +4,10 @@
             (store/snapshot.py ``verify``), each journal segment's header, frames and record
             encodings are read -- then a dry run of start-up recovery (store/recovery.py,
             ``dry_run=True``) says what ``rankd`` would load, fall back to, truncate or move.
-            Nothing is written. ``ok`` is False when any file is damaged or start-up would
-            refuse or fall back; a torn tail of the last segment and orphan segments are
-            reported but are what a crash leaves, and start-up handles them by itself.
+            Nothing is written (but LOCK, created if absent). ``ok`` is False when any file
+            is damaged or start-up would refuse or fall back; a torn tail of the last segment
+            and orphan segments are reported but are what a crash leaves, and start-up
+            handles them by itself.
     repair  recovery with ``on_bad_data="move-aside"`` (the longest valid history is kept and
             the rest renamed ``*.bad-<time>``), then the files recovery did not need but that
             fail verification (a damaged previous generation, a damaged segment the newest
