@@ -78,6 +78,20 @@ def refusal(status: int, kind: str, detail: str) -> bytes:
     return head.encode("ascii") + body
 
 
+class CoarseClock:
+    """Loop time as of the last sweep, as Redis caches ``server.unixtime`` for its clients.
+
+    Phase changes stamp ``now`` (an attribute read) instead of calling ``loop.time()`` three
+    times per request; deadlines are only checked once per sweep anyway, so the stamps lose
+    nothing but up to one sweep interval of precision, which the sweep already had.
+    """
+
+    __slots__ = ("now",)
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+
 class _HeadRefused(Exception):
     """Raised inside a parser callback; httptools turns it into an HttpParserCallbackError."""
 
@@ -120,15 +134,15 @@ class GuardedProtocol(HttpToolsProtocol):
     limits: ServiceLimits
     refusals: Refusals
     max_connections: int
+    clock: CoarseClock
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.phase = IDLE
-        self.since = self.loop.time()
+        self.since = self.clock.now
         self.paused_at: float | None = None  # when the transport stopped taking our writes
         self._in_head = True  # between the end of a request and the end of the next head
         self._head_bytes = 0
-        self._header_count = 0
         self._refusal: bytes | None = None  # what send_400_response sends instead of a 400
 
     # -- accepting -----------------------------------------------------------------------------
@@ -161,7 +175,7 @@ class GuardedProtocol(HttpToolsProtocol):
         transport.write(response)
         if linger and transport.can_write_eof():
             transport.write_eof()
-            self.phase, self.since = LINGER, self.loop.time()
+            self.phase, self.since = LINGER, self.clock.now
             self.flow.resume_reading()
         else:
             transport.close()
@@ -173,7 +187,7 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         if self._in_head:
             if self.phase == IDLE:
-                self.phase, self.since = HEAD, self.loop.time()
+                self.phase, self.since = HEAD, self.clock.now
             self._head_bytes += len(data)
             if self._head_bytes > self.limits.header_bytes:
                 self._feed_capped(data)
@@ -197,33 +211,27 @@ class GuardedProtocol(HttpToolsProtocol):
         else:
             self.refuse(self._refusal)
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._header_count = 0
-
     def on_url(self, url: bytes) -> None:
         if len(self.url) + len(url) > self.limits.target_bytes:
             self._refusal = self.refusals.target
             raise _HeadRefused
         self.url += url
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        if self._header_count > self.limits.header_count:
+    def on_headers_complete(self) -> None:
+        # Counted here, not per header: the head is already bounded by header_bytes, and an
+        # on_header override costs a call per header on every request.
+        if len(self.headers) > self.limits.header_count:
             self._refusal = self.refusals.header_count
             raise _HeadRefused
-        super().on_header(name, value)
-
-    def on_headers_complete(self) -> None:
         self._in_head = False
-        self.phase, self.since = BODY, self.loop.time()
-        super().on_headers_complete()
+        self.phase, self.since = BODY, self.clock.now
+        HttpToolsProtocol.on_headers_complete(self)
 
     def on_message_complete(self) -> None:
         self._in_head = True
         self._head_bytes = 0
         self.phase = BUSY
-        super().on_message_complete()
+        HttpToolsProtocol.on_message_complete(self)
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -238,7 +246,7 @@ class GuardedProtocol(HttpToolsProtocol):
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
         elif self._in_head and self.phase == BUSY:
-            self.phase, self.since = IDLE, self.loop.time()
+            self.phase, self.since = IDLE, self.clock.now
 
     def pause_writing(self) -> None:
         self.paused_at = self.loop.time()
@@ -291,20 +299,31 @@ class GuardedProtocol(HttpToolsProtocol):
             self.transport.abort()
 
 
-def protocol_class(limits: ServiceLimits, max_connections: int) -> type[GuardedProtocol]:
-    """A protocol class bound to one server's limits (uvicorn instantiates it per connection)."""
+def protocol_class(
+    limits: ServiceLimits, max_connections: int, clock: CoarseClock | None = None
+) -> type[GuardedProtocol]:
+    """A protocol class bound to one server's limits (uvicorn instantiates it per connection).
+
+    ``clock`` is the one its Sweeper advances (a fresh one if not given).
+    """
     return type(
         "RankdHttpProtocol",
         (GuardedProtocol,),
-        {"limits": limits, "refusals": Refusals(limits), "max_connections": max_connections},
+        {
+            "limits": limits,
+            "refusals": Refusals(limits),
+            "max_connections": max_connections,
+            "clock": clock or CoarseClock(),
+        },
     )
 
 
 class Sweeper:
     """One task that expires connections, and cuts them all when the shutdown grace ends."""
 
-    def __init__(self, state: ServerState, limits: ServiceLimits) -> None:
+    def __init__(self, state: ServerState, limits: ServiceLimits, clock: CoarseClock) -> None:
         self._state = state
+        self._clock = clock
         self._grace = limits.shutdown_grace
         shortest = min(limits.idle_timeout, limits.header_timeout, limits.body_timeout)
         # A deadline is acted on within a quarter of the shortest timeout (at most 0.5 s late).
@@ -313,6 +332,7 @@ class Sweeper:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
+        self._clock.now = asyncio.get_running_loop().time()
         self._task = asyncio.create_task(self._run(), name="rankd-connection-sweeper")
 
     def drain(self) -> None:
@@ -337,6 +357,7 @@ class Sweeper:
                 log.exception("connection sweep failed")
 
     def sweep(self, now: float) -> None:
+        self._clock.now = now
         cut = self._cut_at is not None and now >= self._cut_at
         cut_count = 0
         for conn in list(self._state.connections):
