@@ -15,10 +15,9 @@ connection's deadline a few times a second instead of arming a timer per request
     IDLE    connect / response sent     first byte of a head   closed (idle_timeout)
     HEAD    first byte of a head        end of the head        408 + close (header_timeout)
     BODY    end of the head             end of the body        408 + close (body_timeout)
-    BUSY    end of the body             response sent          none (the app's business),
-                                                               but a response the client has
-                                                               not read for SEND_TIMEOUT:
-                                                               aborted
+    BUSY    end of the body             response sent          none (the app's business)
+    any     writes paused (the client   writes resume          aborted after SEND_TIMEOUT,
+            stopped reading)                                   even if already closing
     LINGER  a 408/414/431 was sent      the client closes      closed after LINGER_TIME
 
 Head caps: ``header_bytes`` counts every byte received between the end of one request and the
@@ -260,6 +259,11 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def expire(self, now: float) -> None:
         """Called by the sweeper: act on whatever deadline of this connection has passed."""
+        if self.paused_at is not None and now - self.paused_at > SEND_TIMEOUT:
+            # Also after close(): a close waits for the buffer to drain, and a client that
+            # never reads would keep the connection (and its slot) forever.
+            self.transport.abort()
+            return
         if self.transport.is_closing():
             return
         phase, age, limits = self.phase, now - self.since, self.limits
@@ -277,10 +281,7 @@ class GuardedProtocol(HttpToolsProtocol):
                     self.transport.close()
                 else:
                     self.refuse(self.refusals.body_timeout)
-        elif phase == LINGER:
-            if age > LINGER_TIME:
-                self.transport.abort()
-        elif self.paused_at is not None and now - self.paused_at > SEND_TIMEOUT:
+        elif phase == LINGER and age > LINGER_TIME:
             self.transport.abort()
 
     def shutdown(self) -> None:
@@ -293,10 +294,18 @@ class GuardedProtocol(HttpToolsProtocol):
             super().shutdown()
 
     def cut(self) -> None:
-        """The shutdown grace is over: answer 503 if nothing was answered yet, and close."""
+        """The shutdown grace is over: answer 503 if nothing was answered yet, and close.
+
+        A connection already closing had the whole grace to flush: it is aborted (the next
+        sweep aborts one this call closes, if its client does not read the 503 either).
+        """
+        transport = self.transport
+        if transport.is_closing():
+            transport.abort()
+            return
         self.refuse(self.refusals.shutting_down, linger=False)
-        if not self.transport.is_closing():
-            self.transport.abort()
+        if not transport.is_closing():
+            transport.abort()
 
 
 def protocol_class(
