@@ -160,7 +160,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(EXIT_USAGE)
     configure_logging(settings)
     fds = descriptors.budget(settings.limits.max_connections)
-    if fds.max_connections < descriptors.MIN_CONNECTIONS:
+    lowered = fds.max_connections < settings.limits.max_connections
+    if lowered and fds.max_connections < descriptors.MIN_CONNECTIONS:
         print(
             f"rankd: the file descriptor limit ({fds.soft}, hard {fds.hard}) leaves room for "
             f"{fds.max_connections} connections after the {descriptors.RESERVED} rankd keeps "
@@ -177,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         descriptors.RESERVED,
         fds.max_connections,
     )
-    if fds.max_connections < settings.limits.max_connections:
+    if lowered:
         log.warning(
             "max connections lowered from %d to %d to fit the descriptor limit; "
             "raise the hard limit (ulimit -Hn) to allow more",

@@ -320,3 +320,19 @@ def test_a_client_that_never_reads_its_responses_is_cut_after_the_send_timeout(
     assert received < 10 * MiB, received
     with srv.client() as c:
         assert c.get("/healthz").status_code == 200
+
+
+def test_websockets_and_http_share_the_connection_cap(rankd_server, problem) -> None:
+    srv = rankd_server(env={"RANKD_MAX_CONNECTIONS": "5"})
+    with ExitStack() as stack:
+        for _ in range(5):
+            sock = stack.enter_context(socket.create_connection(_addr(srv)))
+            _ws_handshake(sock)
+        with srv.client(timeout=5) as c:
+            problem(c.get("/healthz"), 503, "too-many-connections")
+        with socket.create_connection(_addr(srv)) as extra:
+            extra.sendall(b"GET /v1/ws HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            assert _status(_read_all(extra, timeout=5)) == 503
+    time.sleep(0.5)  # the server notices the five closes
+    with srv.client(timeout=5) as c:
+        assert c.get("/healthz").status_code == 200
