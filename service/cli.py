@@ -33,7 +33,7 @@ import uvicorn
 
 from service import descriptors, offline
 from service.app import create_app
-from service.connections import Sweeper, protocol_class
+from service.connections import CoarseClock, Sweeper, protocol_class
 from service.runtime import Runtime
 from service.settings import (
     BAD_DATA_POLICIES,
@@ -138,10 +138,10 @@ def protected_mode_error(settings: Settings) -> str | None:
 
 
 class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
+    def __init__(self, config: uvicorn.Config, settings: Settings, clock: CoarseClock) -> None:
         super().__init__(config)
         self.settings = settings
-        self.sweeper = Sweeper(self.server_state, settings.limits)
+        self.sweeper = Sweeper(self.server_state, settings.limits, clock)
 
     async def startup(self, sockets: list[Any] | None = None) -> None:
         await super().startup(sockets)
@@ -179,7 +179,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(EXIT_USAGE)
     configure_logging(settings)
     fds = descriptors.budget(settings.limits.max_connections)
-    if fds.max_connections < descriptors.MIN_CONNECTIONS:
+    lowered = fds.max_connections < settings.limits.max_connections
+    if lowered and fds.max_connections < descriptors.MIN_CONNECTIONS:
         print(
             f"rankd: the file descriptor limit ({fds.soft}, hard {fds.hard}) leaves room for "
             f"{fds.max_connections} connections after the {descriptors.RESERVED} rankd keeps "
@@ -196,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         descriptors.RESERVED,
         fds.max_connections,
     )
-    if fds.max_connections < settings.limits.max_connections:
+    if lowered:
         log.warning(
             "max connections lowered from %d to %d to fit the descriptor limit; "
             "raise the hard limit (ulimit -Hn) to allow more",
@@ -205,13 +206,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
 
     app = create_app(settings)
+    clock = CoarseClock()
     runtime: Runtime = app.state.rankd
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=protocol_class(settings.limits, fds.max_connections),
+        http=protocol_class(settings.limits, fds.max_connections, clock),
         lifespan="on",
         access_log=False,
         log_config=None,  # keep our handler (and its redaction) for uvicorn's loggers too
@@ -225,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         timeout_graceful_shutdown=math.ceil(settings.limits.shutdown_grace) + 1,
         timeout_keep_alive=math.ceil(settings.limits.idle_timeout),  # unused: sweeper's job
     )
-    server = _Server(config, settings)
+    server = _Server(config, settings, clock)
     runtime.request_shutdown = lambda: setattr(server, "should_exit", True)
     server.run()
     if runtime.fatal is not None:

@@ -15,10 +15,9 @@ connection's deadline a few times a second instead of arming a timer per request
     IDLE    connect / response sent     first byte of a head   closed (idle_timeout)
     HEAD    first byte of a head        end of the head        408 + close (header_timeout)
     BODY    end of the head             end of the body        408 + close (body_timeout)
-    BUSY    end of the body             response sent          none (the app's business),
-                                                               but a response the client has
-                                                               not read for SEND_TIMEOUT:
-                                                               aborted
+    BUSY    end of the body             response sent          none (the app's business)
+    any     writes paused (the client   writes resume          aborted after SEND_TIMEOUT,
+            stopped reading)                                   even if already closing
     LINGER  a 408/414/431 was sent      the client closes      closed after LINGER_TIME
 
 Head caps: ``header_bytes`` counts every byte received between the end of one request and the
@@ -78,6 +77,20 @@ def refusal(status: int, kind: str, detail: str) -> bytes:
     return head.encode("ascii") + body
 
 
+class CoarseClock:
+    """Loop time as of the last sweep, as Redis caches ``server.unixtime`` for its clients.
+
+    Phase changes stamp ``now`` (an attribute read) instead of calling ``loop.time()`` three
+    times per request; deadlines are only checked once per sweep anyway, so the stamps lose
+    nothing but up to one sweep interval of precision, which the sweep already had.
+    """
+
+    __slots__ = ("now",)
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+
 class _HeadRefused(Exception):
     """Raised inside a parser callback; httptools turns it into an HttpParserCallbackError."""
 
@@ -120,15 +133,15 @@ class GuardedProtocol(HttpToolsProtocol):
     limits: ServiceLimits
     refusals: Refusals
     max_connections: int
+    clock: CoarseClock
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.phase = IDLE
-        self.since = self.loop.time()
+        self.since = self.clock.now
         self.paused_at: float | None = None  # when the transport stopped taking our writes
         self._in_head = True  # between the end of a request and the end of the next head
         self._head_bytes = 0
-        self._header_count = 0
         self._refusal: bytes | None = None  # what send_400_response sends instead of a 400
 
     # -- accepting -----------------------------------------------------------------------------
@@ -161,7 +174,7 @@ class GuardedProtocol(HttpToolsProtocol):
         transport.write(response)
         if linger and transport.can_write_eof():
             transport.write_eof()
-            self.phase, self.since = LINGER, self.loop.time()
+            self.phase, self.since = LINGER, self.clock.now
             self.flow.resume_reading()
         else:
             transport.close()
@@ -173,7 +186,7 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         if self._in_head:
             if self.phase == IDLE:
-                self.phase, self.since = HEAD, self.loop.time()
+                self.phase, self.since = HEAD, self.clock.now
             self._head_bytes += len(data)
             if self._head_bytes > self.limits.header_bytes:
                 self._feed_capped(data)
@@ -197,33 +210,27 @@ class GuardedProtocol(HttpToolsProtocol):
         else:
             self.refuse(self._refusal)
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._header_count = 0
-
     def on_url(self, url: bytes) -> None:
         if len(self.url) + len(url) > self.limits.target_bytes:
             self._refusal = self.refusals.target
             raise _HeadRefused
         self.url += url
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        if self._header_count > self.limits.header_count:
+    def on_headers_complete(self) -> None:
+        # Counted here, not per header: the head is already bounded by header_bytes, and an
+        # on_header override costs a call per header on every request.
+        if len(self.headers) > self.limits.header_count:
             self._refusal = self.refusals.header_count
             raise _HeadRefused
-        super().on_header(name, value)
-
-    def on_headers_complete(self) -> None:
         self._in_head = False
-        self.phase, self.since = BODY, self.loop.time()
-        super().on_headers_complete()
+        self.phase, self.since = BODY, self.clock.now
+        HttpToolsProtocol.on_headers_complete(self)
 
     def on_message_complete(self) -> None:
         self._in_head = True
         self._head_bytes = 0
         self.phase = BUSY
-        super().on_message_complete()
+        HttpToolsProtocol.on_message_complete(self)
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -238,7 +245,7 @@ class GuardedProtocol(HttpToolsProtocol):
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
         elif self._in_head and self.phase == BUSY:
-            self.phase, self.since = IDLE, self.loop.time()
+            self.phase, self.since = IDLE, self.clock.now
 
     def pause_writing(self) -> None:
         self.paused_at = self.loop.time()
@@ -252,6 +259,11 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def expire(self, now: float) -> None:
         """Called by the sweeper: act on whatever deadline of this connection has passed."""
+        if self.paused_at is not None and now - self.paused_at > SEND_TIMEOUT:
+            # Also after close(): a close waits for the buffer to drain, and a client that
+            # never reads would keep the connection (and its slot) forever.
+            self.transport.abort()
+            return
         if self.transport.is_closing():
             return
         phase, age, limits = self.phase, now - self.since, self.limits
@@ -269,10 +281,7 @@ class GuardedProtocol(HttpToolsProtocol):
                     self.transport.close()
                 else:
                     self.refuse(self.refusals.body_timeout)
-        elif phase == LINGER:
-            if age > LINGER_TIME:
-                self.transport.abort()
-        elif self.paused_at is not None and now - self.paused_at > SEND_TIMEOUT:
+        elif phase == LINGER and age > LINGER_TIME:
             self.transport.abort()
 
     def shutdown(self) -> None:
@@ -285,26 +294,45 @@ class GuardedProtocol(HttpToolsProtocol):
             super().shutdown()
 
     def cut(self) -> None:
-        """The shutdown grace is over: answer 503 if nothing was answered yet, and close."""
+        """The shutdown grace is over: answer 503 if nothing was answered yet, and close.
+
+        A connection already closing had the whole grace to flush: it is aborted (the next
+        sweep aborts one this call closes, if its client does not read the 503 either).
+        """
+        transport = self.transport
+        if transport.is_closing():
+            transport.abort()
+            return
         self.refuse(self.refusals.shutting_down, linger=False)
-        if not self.transport.is_closing():
-            self.transport.abort()
+        if not transport.is_closing():
+            transport.abort()
 
 
-def protocol_class(limits: ServiceLimits, max_connections: int) -> type[GuardedProtocol]:
-    """A protocol class bound to one server's limits (uvicorn instantiates it per connection)."""
+def protocol_class(
+    limits: ServiceLimits, max_connections: int, clock: CoarseClock | None = None
+) -> type[GuardedProtocol]:
+    """A protocol class bound to one server's limits (uvicorn instantiates it per connection).
+
+    ``clock`` is the one its Sweeper advances (a fresh one if not given).
+    """
     return type(
         "RankdHttpProtocol",
         (GuardedProtocol,),
-        {"limits": limits, "refusals": Refusals(limits), "max_connections": max_connections},
+        {
+            "limits": limits,
+            "refusals": Refusals(limits),
+            "max_connections": max_connections,
+            "clock": clock or CoarseClock(),
+        },
     )
 
 
 class Sweeper:
     """One task that expires connections, and cuts them all when the shutdown grace ends."""
 
-    def __init__(self, state: ServerState, limits: ServiceLimits) -> None:
+    def __init__(self, state: ServerState, limits: ServiceLimits, clock: CoarseClock) -> None:
         self._state = state
+        self._clock = clock
         self._grace = limits.shutdown_grace
         shortest = min(limits.idle_timeout, limits.header_timeout, limits.body_timeout)
         # A deadline is acted on within a quarter of the shortest timeout (at most 0.5 s late).
@@ -313,6 +341,7 @@ class Sweeper:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
+        self._clock.now = asyncio.get_running_loop().time()
         self._task = asyncio.create_task(self._run(), name="rankd-connection-sweeper")
 
     def drain(self) -> None:
@@ -337,6 +366,7 @@ class Sweeper:
                 log.exception("connection sweep failed")
 
     def sweep(self, now: float) -> None:
+        self._clock.now = now
         cut = self._cut_at is not None and now >= self._cut_at
         cut_count = 0
         for conn in list(self._state.connections):

@@ -298,3 +298,43 @@ def test_sigterm_with_stalled_clients_exits_within_10_s_and_the_snapshot_loads(
         after = c.get("/v1/boards/stall/top", params={"limit": 100}).json()
         assert after["total"] == top["total"]
         assert after["entries"][0]["score"] == 1199
+
+
+def test_a_client_that_never_reads_its_responses_is_cut_after_the_send_timeout(
+    rankd_server,
+) -> None:
+    srv = rankd_server()
+    with srv.client() as c:
+        for start in range(0, 1000, 50):
+            rows = [
+                {"member": f"m{i}", "score": i, "metadata": {"pad": "x" * 1000}}
+                for i in range(start, start + 50)
+            ]
+            assert c.post("/v1/boards/big/scores:batch", json=rows).status_code == 200
+    one = b"GET /v1/boards/big/top?limit=1000 HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(_addr(srv))
+        sock.sendall(one * 40)  # ~40 MiB of answers; this client reads none of them
+        time.sleep(8)  # SEND_TIMEOUT is 5 s (+ one sweep)
+        received = len(_read_all(sock, timeout=10))
+    # Cut: what the kernel buffers held, then a reset -- not the 40 answers.
+    assert received < 10 * MiB, received
+    with srv.client() as c:
+        assert c.get("/healthz").status_code == 200
+
+
+def test_websockets_and_http_share_the_connection_cap(rankd_server, problem) -> None:
+    srv = rankd_server(env={"RANKD_MAX_CONNECTIONS": "5"})
+    with ExitStack() as stack:
+        for _ in range(5):
+            sock = stack.enter_context(socket.create_connection(_addr(srv)))
+            _ws_handshake(sock)
+        with srv.client(timeout=5) as c:
+            problem(c.get("/healthz"), 503, "too-many-connections")
+        with socket.create_connection(_addr(srv)) as extra:
+            extra.sendall(b"GET /v1/ws HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            assert _status(_read_all(extra, timeout=5)) == 503
+    time.sleep(0.5)  # the server notices the five closes
+    with srv.client(timeout=5) as c:
+        assert c.get("/healthz").status_code == 200

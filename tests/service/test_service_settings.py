@@ -34,6 +34,16 @@ def test_defaults() -> None:
     assert s.limits.body_bytes == 65536 and s.limits.batch_items == 1000
 
 
+def test_connection_limits_come_from_flags_and_environment() -> None:
+    s = load(
+        {"RANKD_MAX_CONNECTIONS": "500", "RANKD_BODY_TIMEOUT": "2.5"},
+        {"header_timeout": "3", "max_connections": "700"},
+    )
+    assert s.limits.max_connections == 700
+    assert (s.limits.body_timeout, s.limits.header_timeout) == (2.5, 3.0)
+    assert s.limits.idle_timeout == 5.0 and s.limits.shutdown_grace == 5.0
+
+
 def test_environment_then_flags_win() -> None:
     env = {
         "RANKD_PORT": "9000",
@@ -77,6 +87,9 @@ def test_keys_stay_out_of_repr_and_errors() -> None:
         ({"RANKD_MEMBER_BYTES": "1.5"}, "integer"),
         ({"RANKD_SESSION_TTL": "100", "RANKD_SESSION_MAX_TTL": "10"}, "must not exceed"),
         ({"RANKD_API_KEYS": f"{KEY}:"}, "scopes"),
+        ({"RANKD_MAX_CONNECTIONS": "0"}, "between"),
+        ({"RANKD_IDLE_TIMEOUT": "nan"}, "between"),
+        ({"RANKD_HEADER_BYTES": "2048"}, "target_bytes .* must not exceed"),
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], needle: str) -> None:
