@@ -267,3 +267,29 @@ def rankd_argv() -> list[str]:
 def server_class() -> type[RankdServer]:
     """``RankdServer`` itself, for module-scoped servers built by hand."""
     return RankdServer
+
+
+TMPFS_SIZE = 2 << 20  # bytes: a disk that a test can fill in well under a second
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A fresh 2 MiB tmpfs (mode 0700), for disk-full tests; unmounted at teardown.
+
+    Mounting is part of the test (they run as root, as CI does), so a failure fails it: a
+    disk-full test that skipped would hide the very fault it exists to reproduce.
+    """
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE},mode=0700", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.fail(f"cannot mount a tmpfs (these tests need root): {done.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mnt)], check=True)
