@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+from service import settings
 from store import datadir, journal, snapshot
 from store.clock import SystemClock
 from store.keyspace import Keyspace
@@ -161,6 +162,54 @@ def test_a_damaged_newest_snapshot_falls_back_and_loses_nothing(rankd_server: An
     srv.start()
     with srv.client() as c:
         assert _scores(c, "b") == acked
+    srv.stop(signal.SIGTERM)
+
+
+# -- defect 2: the loader accepts everything the writer produces --------------------------------
+
+
+@pytest.mark.slow
+def test_a_snapshot_at_the_largest_configurable_sizes_loads_after_a_crash(
+    rankd_server: Any,
+) -> None:
+    """Sessions used to be cut into snapshot frames by count: four at the 16 MiB data maximum
+    made one frame past the loader's 64 MiB cap, so the snapshot answered 200 and the next
+    start called it corrupt. Every size here is the largest the settings accept."""
+    ranges = settings._LIMIT_RANGES
+    data_max = int(ranges["session_data_bytes"][1])
+    srv = rankd_server(
+        fsync="always",
+        snapshot_interval=0,
+        session_data_bytes=data_max,
+        metadata_bytes=int(ranges["metadata_bytes"][1]),
+        member_bytes=int(ranges["member_bytes"][1]),
+        body_bytes=int(ranges["body_bytes"][1]),
+    )
+    member = "m" * int(ranges["member_bytes"][1])
+    metadata = {"k": "v" * (int(ranges["metadata_bytes"][1]) - 16)}
+    sessions: dict[str, int] = {}
+    with srv.client(timeout=120.0) as c:
+        for i in range(5):
+            # The compact JSON of {"k": "..."} is 8 bytes more than the string.
+            data = {"k": str(i) * (data_max - 8)}
+            r = c.post("/v1/sessions", json={"user": f"u{i}", "data": data})
+            assert r.status_code == 201, r.text
+            sessions[r.json()["id"]] = i
+        r = c.post(
+            "/v1/boards/big/scores", json={"member": member, "score": 7, "metadata": metadata}
+        )
+        assert r.status_code == 200, r.text
+        assert c.post("/v1/admin/snapshot").status_code == 200
+    srv.stop(signal.SIGKILL)
+    srv.start()
+    with srv.client(timeout=120.0) as c:
+        for sid, i in sessions.items():
+            r = c.get(f"/v1/sessions/{sid}", params={"touch": "false"})
+            assert r.status_code == 200
+            assert r.json()["data"] == {"k": str(i) * (data_max - 8)}
+        r = c.get(f"/v1/boards/big/members/{member}")
+        assert r.status_code == 200 and r.json()["metadata"] == metadata
+    assert "corrupt" not in srv.logs().lower()
     srv.stop(signal.SIGTERM)
 
 
