@@ -108,23 +108,24 @@ def test_every_hour_boundary_and_its_neighbours_match_datetime(offset: int) -> N
         boundary = unix(first) + offset  # local hours begin at B = local midnight + offset
         before = [oracle(w.kind, offset, boundary - 1) for w in windows]
         stop = unix(last) + offset
-        checked = {w.kind: 0 for w in windows}
+        turns = {w.kind: 0 for w in windows}
         while boundary < stop:
             for i, w in enumerate(windows):
-                expected = before[i]
-                now_id = oracle_id(w.kind, local)
-                if now_id != expected.id:  # B begins a new period: the oracle's own bounds
-                    assert expected.end == boundary
-                    expected = oracle(w.kind, offset, boundary)
-                    assert expected.start == boundary
-                    checked[w.kind] += 1
-                assert period_of(w, boundary) == expected, (w, boundary)
-                assert period_of(w, boundary + US) == expected
-                assert period_of(w, boundary - US) == before[i]  # a hair before: the old one
-                before[i] = expected
+                old = before[i]
+                # Days, weeks and months turn only at local midnight: ask the oracle there.
+                new = (
+                    oracle(w.kind, offset, boundary) if w.kind == "hour" or local.hour == 0 else old
+                )
+                if new != old:
+                    assert old.end == new.start == boundary
+                    assert period_of(w, boundary - US) == old  # a hair before: the old one
+                    assert period_of(w, boundary + US) == new
+                    turns[w.kind] += 1
+                assert period_of(w, boundary) == new, (w, boundary)
+                before[i] = new
             boundary += 3600
             local += timedelta(hours=1)
-        assert checked["hour"] >= 24 * 14 and checked["week"] >= 2 and checked["month"] >= 1
+        assert turns["hour"] >= 24 * 14 and turns["week"] >= 2 and turns["month"] >= 1
 
 
 def test_every_day_from_1970_to_2100_matches_datetime() -> None:
@@ -247,8 +248,12 @@ def test_the_supported_range_ends_cleanly() -> None:
     for t in (T_MIN - US, T_MAX, nan, inf, -inf, 1e300):
         with pytest.raises(InvalidArgument, match="instant must be unix seconds"):
             period_of(calendar("day"), t)
-        with pytest.raises(InvalidArgument):
-            PeriodCache(calendar("all")).period_of(t)
+    for w in (calendar("all"), calendar("day", 14400), calendar("week", -86399)):
+        cache = PeriodCache(w)  # warmed by a period reaching past the range, then asked outside it
+        for inside, outside in ((T_MIN, T_MIN - 1), (T_MAX - 1, T_MAX)):
+            cache.period_of(inside)
+            with pytest.raises(InvalidArgument):
+                cache.period_of(outside)
 
 
 # -- properties ---------------------------------------------------------------------------------
@@ -257,9 +262,7 @@ offsets = st.one_of(st.sampled_from([0, 14400, -32400, 86399, -86399]), st.integ
 calendars = st.builds(calendar, st.sampled_from(KINDS), offsets)
 seasons = st.builds(
     season,
-    st.from_regex(r"[a-z][a-z0-9_]{0,31}", fullmatch=True).filter(
-        lambda n: n not in ("all", "hour", "day", "week", "month")
-    ),
+    st.sampled_from(["s", "weekly", "season_2", "z" * 32]),  # the grammar: spec tests below
     st.one_of(st.sampled_from([60, 3600, 86400, 604800, MAX_EVERY]), st.integers(60, MAX_EVERY)),
     st.one_of(st.sampled_from([T_MIN, 1_767_571_200]), st.integers(T_MIN, T_MAX - 1)),
 )
@@ -280,7 +283,7 @@ LENGTHS = {
 }
 
 
-@settings(max_examples=1500, derandomize=True)
+@settings(max_examples=1000, derandomize=True)
 @given(windows, instants)
 def test_a_period_contains_its_instants_and_round_trips(window: Window, t: float) -> None:
     p = period_of(window, t)
@@ -328,7 +331,23 @@ def test_the_cache_answers_as_period_of_does(window: Window, t: float, steps: li
     cache = PeriodCache(window)
     for step in [0, *steps]:
         t = min(max(t + step / 7, T_MIN), T_MAX - 1)  # mostly forward and back within a period
-        assert cache.period_of(t) == period_of(window, t)
+        p = cache.period_of(t)
+        assert p == period_of(window, t)
+        # The cached interval's edges: its end, and a hair before its start, are elsewhere.
+        edges = [window.start] if p is None else [p.end, p.start and p.start - US]
+        for edge in edges:
+            if edge is not None and T_MIN <= edge < T_MAX:
+                assert cache.period_of(edge) == period_of(window, edge)
+                assert cache.period_of(t) == p
+
+
+def test_the_cache_turns_at_the_boundary() -> None:
+    cache = PeriodCache(season("s", 60, 600))
+    assert cache.period_of(599.999999) is None
+    assert cache.period_of(600) == Period("s-1", 600, 660)
+    assert cache.period_of(659.999999) == Period("s-1", 600, 660)
+    assert cache.period_of(660) == Period("s-2", 660, 720)
+    assert cache.period_of(0) is None
 
 
 @settings(max_examples=300, derandomize=True)
@@ -369,7 +388,10 @@ def test_malformed_and_out_of_range_ids_are_refused(kind: str, bad: str) -> None
     "bad", ["s-0", "s-01", "s-", "s", "t-1", "S-1", "s-1.0", "s--1", "s-1 ", "s-99999999999"]
 )
 def test_custom_ids_are_refused_unless_canonical(bad: str) -> None:
-    with pytest.raises(InvalidArgument, match="period"):
+    with pytest.raises(
+        InvalidArgument,
+        match=r"period must be an id of window 's' such as 's-1'|outside the supported",
+    ):
         parse_period(season("s", 604800, 1_767_571_200), bad)
 
 
@@ -411,8 +433,8 @@ GOOD = {"name": "s", "every": 60, "start": 0}
         ([["day"]], r"but got \['day'\]"),
         ([{**GOOD, "offset": 1}], "unknown field 'offset'"),
         ([{"every": 60, "start": 0}], r"name must be 1-32 characters .* but got None"),
-        ([{**GOOD, "name": "day"}], "'day' is a calendar window"),
-        ([{**GOOD, "name": "all"}], "'all' is a calendar window"),
+        ([{**GOOD, "name": "day"}], "'day' is a built-in window"),
+        ([{**GOOD, "name": "all"}], "'all' is a built-in window"),
         ([{**GOOD, "name": "Season"}], "but got 'Season'"),
         ([{**GOOD, "name": "s-1"}], "but got 's-1'"),
         ([{**GOOD, "name": "1s"}], "but got '1s'"),
