@@ -18,8 +18,10 @@ so every calendar boundary moves by the offset and ids name *local* dates. Hence
 is ``2026-12-02T22``, not ``...T02``: it lies inside the day ``2026-12-02``, as every hour id's
 date does on every board. An offset of -32400 (-9 h) makes each day the Tokyo day of the same
 date; 14400 is the same clock as UTC-4. Valid: an integer with ``-86400 < reset_offset < 86400``
--- that is every reset time of day, labelled as west or east of UTC wishes. Larger offsets would
-name dates no clock in the world shows; a weekly reset on Tuesdays is a custom window (below).
+-- every reset time of day, each with the dates of a zone west (positive) or east (negative) of
+UTC. Larger offsets would name dates no clock in the world shows, and one offset serves all of a
+board's windows, so it cannot pick a weekday for weeks alone: a weekly reset on Tuesdays at 09:00
+is a custom window (below) whose start is a Tuesday 09:00.
 ``all`` and custom windows ignore the offset.
 
 **Custom windows** ``{"name": N, "every": E, "start": S}``: period n (n >= 1) is
@@ -32,13 +34,14 @@ S an integer in the supported range.
 **Exactness.** Every boundary is an integer (offsets, starts and lengths are integers; unix time
 has no leap seconds), and for an integer B, ``t >= B`` iff ``floor(t) >= B``. So each call
 floors t once and computes on Python ints: no float drift at any magnitude; an instant exactly
-at a boundary is in the new period, and B - 1e-6 in the old one. Dates come from Hinnant's
+at a boundary is in the new period, and B - 1e-6 in the old one (floats tell the two apart
+until 2106; later, the float just below B is in the old one). Dates come from Hinnant's
 ``civil_from_days`` (proleptic Gregorian, integer only), not from ``datetime``, so the tests'
 ``datetime`` oracle checks an independent computation. Trace for ``day`` and t above::
 
     s     = floor(t)                  = 1796265000
     local = s - 14400                 = 1796250600
-    days, sec = divmod(local, 86400)  = (20789, 80400)    20789 days after 1970-01-01
+    days, sec = divmod(local, 86400)  = (20789, 81000)    day 20789 since 1970, 22:30 local
     civil(20789)                      = (2026, 12, 2)  -> id 2026-12-02
     start = days * 86400 + 14400      = 1796184000        2026-12-02T04:00Z
     end   = start + 86400             = 1796270400
@@ -86,7 +89,7 @@ _MONTH_ID = re.compile(r"([0-9]{4})-([0-9]{2})", re.ASCII)
 _SEASON_ID = re.compile(r"([a-z][a-z0-9_]{0,31})-([1-9][0-9]{0,11})", re.ASCII)
 _KIND: Final[dict[str, Kind]] = {"all": "all", "hour": "hour", "day": "day", "week": "week",
                                  "month": "month"}  # fmt: skip
-_TWO = tuple(f"{i:02d}" for i in range(60))  # 3x faster than a format spec in the id f-string
+_TWO = tuple(f"{i:02d}" for i in range(60))  # 2.5x faster than {m:02d} in the id f-string
 
 
 class Period(NamedTuple):
