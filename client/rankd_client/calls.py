@@ -15,6 +15,10 @@ version or the id, so a repeat would answer 412 or 404 for a write that worked.
 
 Names are path segments, percent-encoded whole (a member may hold ``?``, ``#``, ``%`` or
 spaces); rankd refuses ``/`` in names, so no encoding can change which resource is meant.
+
+A retried DELETE can meet its own success: the first try deleted, its answer was lost, and the
+retry answers 404. Calls marked ``gone_is_done`` take that 404 as the success it is (only after
+a lost answer: a first-try 404 still raises, so a typo in a name is never silent).
 """
 
 from __future__ import annotations
@@ -75,6 +79,9 @@ class Call(Generic[T]):
     headers: Mapping[str, str] = field(default_factory=dict)
     idempotent: bool = False
     decode: Callable[[httpx.Response], T] = _json
+    # A DELETE whose answer was lost and whose retry finds nothing to delete succeeded: the
+    # first try did it. Without this the caller would see NotFound for a delete that worked.
+    gone_is_done: bool = False
 
 
 def _seg(name: str) -> str:
@@ -124,7 +131,8 @@ def list_boards(*, offset: int | None = None, limit: int | None = None) -> Call[
 
 
 def drop_board(board: str) -> Call[None]:
-    return Call("DELETE", f"/v1/boards/{_seg(board)}", idempotent=True, decode=_empty)
+    path = f"/v1/boards/{_seg(board)}"
+    return Call("DELETE", path, idempotent=True, decode=_empty, gone_is_done=True)
 
 
 def post_score(
@@ -167,7 +175,7 @@ def rank_for_score(board: str, score: Score) -> Call[RankForScore]:
 
 def delete_member(board: str, member: str) -> Call[None]:
     path = f"/v1/boards/{_seg(board)}/members/{_seg(member)}"
-    return Call("DELETE", path, idempotent=True, decode=_empty)
+    return Call("DELETE", path, idempotent=True, decode=_empty, gone_is_done=True)
 
 
 # -- sessions ----------------------------------------------------------------------------------
@@ -221,7 +229,8 @@ def rotate_session(session_id: str) -> Call[Session]:
 
 
 def delete_session(session_id: str) -> Call[None]:
-    return Call("DELETE", f"/v1/sessions/{_seg(session_id)}", idempotent=True, decode=_empty)
+    path = f"/v1/sessions/{_seg(session_id)}"
+    return Call("DELETE", path, idempotent=True, decode=_empty, gone_is_done=True)
 
 
 def user_sessions(user: str) -> Call[UserSessions]:

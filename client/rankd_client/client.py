@@ -25,7 +25,13 @@ import httpx
 
 from rankd_client import calls
 from rankd_client.calls import NO_BODY, Call
-from rankd_client.errors import RankdError, from_response, from_transport
+from rankd_client.errors import (
+    NotFound,
+    RankdError,
+    TransportError,
+    from_response,
+    from_transport,
+)
 from rankd_client.retry import Retry
 from rankd_client.types import RankFrame, TopFrame
 
@@ -44,6 +50,20 @@ def _headers(api_key: str | None) -> dict[str, str]:
     if api_key is not None:
         headers["Authorization"] = f"Bearer {api_key}"
     return headers
+
+
+def _failure(call: Call[Any], response: httpx.Response, lost: bool) -> RankdError | None:
+    """The error an answer means, or None when it is the call's success."""
+    if response.is_success:
+        return None
+    error = from_response(response)
+    if lost and call.gone_is_done and isinstance(error, NotFound) and type(error) is not NotFound:
+        return None  # our lost first try deleted it (a bare NotFound is a wrong route: raise)
+    return error
+
+
+def _lost(error: RankdError) -> bool:
+    return isinstance(error, TransportError) and error.maybe_applied
 
 
 def _request_args(call: Call[Any]) -> dict[str, Any]:
@@ -76,17 +96,18 @@ class Client:
         )
 
     def send(self, call: Call[T]) -> T:
-        attempt = 0
+        attempt, lost = 0, False
         while True:
-            error: RankdError
+            error: RankdError | None
             try:
                 response = self._http.request(call.method, call.path, **_request_args(call))
             except httpx.TransportError as exc:
                 error = from_transport(exc)
             else:
-                if response.is_success:
+                error = _failure(call, response, lost)
+                if error is None:
                     return call.decode(response)
-                error = from_response(response)
+            lost = lost or _lost(error)
             delay = self.retry.delay(call.idempotent, attempt, error)
             if delay is None:
                 raise error
@@ -170,17 +191,18 @@ class AsyncClient:
         )
 
     async def send(self, call: Call[T]) -> T:
-        attempt = 0
+        attempt, lost = 0, False
         while True:
-            error: RankdError
+            error: RankdError | None
             try:
                 response = await self._http.request(call.method, call.path, **_request_args(call))
             except httpx.TransportError as exc:
                 error = from_transport(exc)
             else:
-                if response.is_success:
+                error = _failure(call, response, lost)
+                if error is None:
                     return call.decode(response)
-                error = from_response(response)
+            lost = lost or _lost(error)
             delay = self.retry.delay(call.idempotent, attempt, error)
             if delay is None:
                 raise error
