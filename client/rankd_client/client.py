@@ -19,7 +19,7 @@ import functools
 import time
 from collections.abc import Callable, Coroutine
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Self, TypeVar, overload
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar, overload
 
 import httpx
 
@@ -33,10 +33,8 @@ from rankd_client.errors import (
     from_transport,
 )
 from rankd_client.retry import Retry
+from rankd_client.subscribe import Subscription
 from rankd_client.types import RankFrame, TopFrame
-
-if TYPE_CHECKING:
-    from rankd_client.subscribe import Subscription
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -232,8 +230,6 @@ class AsyncClient:
         ``reconnect`` (default: forever, backoff 0.1 s doubling to 10 s) paces reconnection
         after the connection is lost; see ``rankd_client.subscribe``.
         """
-        from rankd_client.subscribe import Subscription
-
         if (top is None) == (member is None):
             raise ValueError("subscribe needs exactly one of top= or member=")
         request: dict[str, Any] = {"op": "subscribe", "id": "s", "board": board}
