@@ -239,7 +239,11 @@ def user_sessions(user: str) -> Call[UserSessions]:
 
 
 def revoke_user_sessions(user: str, *, keep: str | None = None) -> Call[Revoked]:
-    """End every session of ``user`` except ``keep`` (log out everywhere else)."""
+    """End every session of ``user`` except ``keep`` (log out everywhere else).
+
+    Retried after a lost answer, ``revoked`` counts what the last try ended (0 if the lost one
+    ended them all): the sessions are gone either way.
+    """
     if keep == "":
         # rankd refuses an empty except= too; refusing here names the bug in the caller's code.
         raise ValueError("keep must be a session id or None, but got ''")

@@ -2,8 +2,8 @@
 
 Each sends a ``calls.Call`` with the retry policy and turns the answer into its typed result or
 an ``errors`` exception; everything route-specific lives in ``calls``. The route methods are
-those call builders bound to a transport by ``_sync`` / ``_async`` below, so one definition
-serves both clients with the same signature, docstring and result type::
+those call builders bound to a transport by each class's ``_bind``, so one definition serves
+both clients with the same signature, docstring and result type::
 
     client.top("laps", limit=3)        ==  client.send(calls.top("laps", limit=3))
     await aclient.top("laps", limit=3) ==  await aclient.send(calls.top("laps", limit=3))

@@ -24,8 +24,9 @@ Lifecycle of ``__anext__``::
 ``Update.reconnected`` marks the first frame after a new connection; ``Update.epoch_changed``
 marks it when the server's ``epoch`` differs from the last frame's (rankd restarted: its
 ``seq`` counts from a new start, and a client that cached seq or derived state must drop it).
-A handshake the server refuses with HTTP 401/403 raises at once; other failures to connect are
-retried under the ``reconnect`` policy, then raise ``TransportError``.
+A handshake the server refuses with HTTP 401/403 raises at once; other failures to connect, and
+connections closed before they delivered a frame, count against the ``reconnect`` policy
+(backoff between them; when it is exhausted, ``TransportError``).
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ class Subscription(Generic[F]):
         self._on_close = on_close
         self._ws: ClientConnection | None = None
         self._fresh = False  # no frame delivered yet on the current connection
+        self._failures = 0  # connection attempts failed (or closed) since the last frame
         self._closed = False
 
     def __aiter__(self) -> Self:
@@ -133,6 +135,8 @@ class Subscription(Generic[F]):
                 if fatal is not None:
                     await self.aclose()
                     raise fatal from exc
+                if not self._closed:
+                    await self._pause(exc)
                 continue
             frame = json.loads(raw)
             kind = frame.get("type") if isinstance(frame, dict) else None
@@ -144,13 +148,13 @@ class Subscription(Generic[F]):
             reconnected = self._fresh and self.connects > 1
             changed = reconnected and self.epoch is not None and frame.get("epoch") != self.epoch
             self._fresh = False
+            self._failures = 0  # a connection that delivers is a success
             self.epoch = frame.get("epoch")
             update: Update[F] = Update(frame, reconnected, changed)
             return update
         raise StopAsyncIteration
 
     async def _connect(self) -> ClientConnection:
-        attempt = 0
         while True:
             failure: Exception
             try:
@@ -179,14 +183,23 @@ class Subscription(Generic[F]):
                     self._fresh = True
                     self.connects += 1
                     return ws
-            if self.reconnect.exhausted(attempt):
-                raise TransportError(
-                    f"could not subscribe at {self.url} after {attempt + 1} attempts: "
-                    f"{type(failure).__name__}: {failure}",
-                    maybe_applied=False,
-                ) from failure
-            await asyncio.sleep(self.reconnect.wait(attempt))
-            attempt += 1
+            await self._pause(failure)
+
+    async def _pause(self, failure: Exception) -> None:
+        """Back off before the next connection, or give up under the ``reconnect`` policy.
+
+        Failures count across connections until one delivers a frame: a server that accepts
+        and at once closes (1013 not ready, too many connections) is backed off from like
+        one that refuses, not hammered in a tight loop.
+        """
+        if self.reconnect.exhausted(self._failures):
+            raise TransportError(
+                f"could not subscribe at {self.url} after {self._failures + 1} attempts: "
+                f"{type(failure).__name__}: {failure}",
+                maybe_applied=False,
+            ) from failure
+        await asyncio.sleep(self.reconnect.wait(self._failures))
+        self._failures += 1
 
     async def _drop(self) -> None:
         ws, self._ws = self._ws, None

@@ -129,6 +129,25 @@ def test_the_subscriber_waits_for_a_server_that_is_not_up_yet(rankd_server: Any)
     run(main)
 
 
+def test_a_server_that_accepts_and_closes_is_backed_off_from(rankd_server: Any) -> None:
+    """rankd at its WebSocket limit accepts, then closes with 1013: that counts as a failed
+    attempt (with backoff), never a tight reconnect loop."""
+    srv = rankd_server(ws_connections=1)
+
+    async def main() -> None:
+        async with AsyncClient(srv.url, trust_env=False) as c:
+            holder = c.subscribe("b", top=1)
+            await anext(holder)  # the one connection allowed
+            policy = Retry(attempts=4, backoff=0.1, max_backoff=0.1)
+            refused = c.subscribe("b", top=1, reconnect=policy)
+            began = asyncio.get_running_loop().time()
+            with pytest.raises(TransportError, match="after 4 attempts"):
+                await anext(refused)
+            assert asyncio.get_running_loop().time() - began >= 3 * 0.05  # 3 pauses taken
+
+    run(main)
+
+
 def test_refusals_end_the_subscription(keyed: Any, keys: dict[str, str]) -> None:
     async def main() -> None:
         async with AsyncClient(keyed.url, trust_env=False) as anonymous:
