@@ -15,10 +15,13 @@ from rankd_client import (
     BadRequest,
     Forbidden,
     Retry,
+    SessionNotFound,
+    SubscriptionClosed,
     TransportError,
     Unauthorized,
     Update,
 )
+from rankd_client.subscribe import _fatal_close
 from rankd_client.types import RankFrame, TopFrame
 
 T = TypeVar("T")
@@ -165,3 +168,24 @@ def test_refusals_end_the_subscription(keyed: Any, keys: dict[str, str]) -> None
                 reader.subscribe("b")  # type: ignore[call-overload]
 
     run(main)
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "expected"),
+    [
+        (1001, "server shutting down", None),
+        (1006, "", None),
+        (1011, "internal error", None),
+        (1013, "not ready: recovery in progress", None),
+        (1008, "client not reading", None),
+        (1008, "unauthorized: send a valid key as Bearer or ?token=", Unauthorized),
+        (1008, "session expired", SessionNotFound),
+        (1008, "the 'sessions' scope is needed to bind ?session=", Forbidden),
+        (1008, "binary frames are not supported", SubscriptionClosed),
+        (1009, "", SubscriptionClosed),
+    ],
+)
+def test_which_closes_reconnect(code: int, reason: str, expected: type | None) -> None:
+    """The close codes and reasons rankd sends (service/ws.py): reconnect, or raise what."""
+    fatal = _fatal_close(code, reason)
+    assert (None if fatal is None else type(fatal)) is expected
