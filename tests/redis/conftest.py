@@ -8,38 +8,17 @@ setup that must not pass silently.
 
 import asyncio
 import os
-import random
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
 from typing import TypeVar
 
 import pytest
 from redis.asyncio import RedisCluster
+from redis_support import SCRIPT, free_base
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "redis-cluster"
 T = TypeVar("T")
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_base() -> int:
-    # 12000-21999: the bus ports (+10000) stay below the ephemeral range (SCALEOUT.md 5).
-    for _ in range(200):
-        base = random.randrange(12000, 21990, 10)
-        if all(_port_free(p) and _port_free(p + 10000) for p in range(base, base + 6)):
-            return base
-    pytest.fail("no free block of 6 ports (+ bus ports) in 12000-21999")
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +31,7 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     error = ""
     for _ in range(3):  # a port may be taken between the probe and the bind
         started = time.monotonic()
-        base, pid = str(_free_base()), str(os.getpid())
+        base, pid = str(free_base()), str(os.getpid())
         proc = subprocess.run(
             [SCRIPT, "start", "--dir", cluster_dir, "--base-port", base, "--watch", pid],
             capture_output=True,

@@ -1,7 +1,13 @@
 """Helpers shared by the tests in tests/redis (the fixtures live in conftest.py)."""
 
 import random
+import socket
+from pathlib import Path
 from typing import Any
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "redis-cluster"
 
 
 def board_name(prefix: str = "b") -> str:
@@ -20,3 +26,21 @@ def strict(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [strict(v) for v in value]
     return value
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_base() -> int:
+    # 12000-21999: the bus ports (+10000) stay below the ephemeral range (SCALEOUT.md 5).
+    for _ in range(200):
+        base = random.randrange(12000, 21990, 10)
+        if all(_port_free(p) and _port_free(p + 10000) for p in range(base, base + 6)):
+            return base
+    pytest.fail("no free block of 6 ports (+ bus ports) in 12000-21999")

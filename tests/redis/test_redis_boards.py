@@ -23,6 +23,8 @@ from store.boards import Board, BoardConfig
 from store.errors import Conflict, InvalidArgument, MemberNotFound
 from store.values import Limits
 
+pytestmark = pytest.mark.redis
+
 CONFIGS = list(itertools.product(("desc", "asc"), ("best", "latest", "sum"), ("first", "member")))
 MEMBERS = ["a", "ab", "b", "p001", "p01", "p1", "é", "ñandú", "日本", "z" * 40]
 MEMBERS += [f"m{i}" for i in range(30)]

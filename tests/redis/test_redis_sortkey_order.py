@@ -7,12 +7,15 @@ including exact int64 scores near +-2**63, floats, mixed int/float ties and seq 
 
 import random
 
+import pytest
 from redis.asyncio import RedisCluster
 from redis_support import board_name
 
 from service.backend.redis import keys
 from store.skiplist import SkipList
 from store.sortkey import encode_num, key_score, make_key
+
+pytestmark = pytest.mark.redis
 
 
 def random_score(rnd: random.Random) -> int | float:

@@ -18,6 +18,7 @@ import secrets
 from typing import Any, NamedTuple
 
 import orjson
+from redis.asyncio import RedisCluster
 from redis.exceptions import ResponseError
 
 from service.backend.redis import keys
@@ -101,6 +102,23 @@ class RedisBoards:
             "epoch": epoch.decode(),
             "total": total,
         }
+
+    async def epoch(self, board: str) -> str:
+        """``<board token>.<shard replication id>``: the same on every instance, and changed
+        exactly when history may have forked -- a failover promotes a replica with a new
+        replication id (acknowledged writes may be lost, seq may step back), and a dropped and
+        re-created board draws a new token. BoardNotFound if absent."""
+        found = await self.describe(board)
+        if found is None:
+            raise BoardNotFound(f"board {show(board)} does not exist")
+        client = self.client
+        if isinstance(client, RedisCluster):
+            node = client.get_node_from_key(self.keys(board).cfg)
+            info = await client.execute_command("INFO", "replication", target_nodes=node)
+        else:
+            info = await client.info("replication")
+        replid = info["master_replid"]
+        return f"{found['epoch']}.{replid.decode() if isinstance(replid, bytes) else replid}"
 
     async def list_boards(self, after: str = "", limit: int = 100) -> list[str]:
         """Board names in byte order after ``after`` (the registry; may hold a stale name)."""
