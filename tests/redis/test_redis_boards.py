@@ -267,3 +267,30 @@ def test_functions_reload_after_flush(run) -> None:
         await rb.drop(name)
 
     run(body)
+
+
+def test_calls_are_routed_without_command_getkeys(run) -> None:
+    """redis-py's cluster client would resolve FCALL keys with COMMAND GETKEYS, one extra round
+    trip per call (SCALEOUT.md 1.5); fcall routes by the key's slot itself."""
+
+    async def body(client: RedisCluster) -> None:
+        rb = RedisBoards(client)
+        name = board_name("route")
+        await rb.write(name, "warm", 1)
+        primaries = client.get_primaries()
+
+        async def getkeys() -> int:
+            stats = await client.execute_command("INFO", "commandstats", target_nodes=primaries)
+            return sum(
+                int(s.get("cmdstat_command|getkeys", {}).get("calls", 0)) for s in stats.values()
+            )
+
+        before = await getkeys()
+        for i in range(50):
+            await rb.write(name, f"p{i}", i)
+            await rb.entry(name, f"p{i}")
+        await rb.top(name)
+        assert await getkeys() == before
+        await rb.drop(name)
+
+    run(body)
