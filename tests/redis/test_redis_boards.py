@@ -224,7 +224,15 @@ def test_config_cache_is_corrected_by_staleconfig(run) -> None:
         with pytest.raises(Conflict):
             await other.configure(name, {"order": "desc"})
         await other.configure(name, {"update": "latest"})  # allowed on a non-empty board
-        assert (await other.describe(name))["config"]["update"] == "latest"  # type: ignore[index]
+        await other.configure(name, {})  # options not named keep their values
+        assert (await other.describe(name))["config"] == {  # type: ignore[index]
+            "order": "asc",
+            "update": "latest",
+            "ties": "member",
+        }
+        for bad in ((-1, 10), (0, -1)):
+            with pytest.raises(InvalidArgument, match="non-negative"):
+                await writer.top(name, *bad)
         await writer.drop(name)
 
     run(body)

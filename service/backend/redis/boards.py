@@ -68,7 +68,8 @@ class RedisBoards:
     async def configure(self, board: str, options: dict[str, Any]) -> dict[str, Any]:
         """Create a board or change its options (order/ties only while empty: Conflict)."""
         board = check_board_name(board)
-        current = await self.describe(board) if options else None
+        # options not named keep their current values (an empty dict changes nothing)
+        current = await self.describe(board)
         base = BoardConfig(**current["config"]) if current else None
         config = BoardConfig.from_options(options, base)
         k = self.keys(board)
@@ -199,6 +200,8 @@ class RedisBoards:
 
     async def page(self, board: str, offset: int = 0, limit: int = 10) -> Page:
         """Ranks offset+1 .. offset+limit in one snapshot. Runtime complexity: O(log n + limit)."""
+        _check_count("offset", offset)
+        _check_count("limit", limit)
         k = self.keys(board)
         reply = await fcall(
             self.client, "rankd_top", [k.z, k.d, k.cfg], [offset, limit], readonly=True
@@ -223,6 +226,7 @@ class RedisBoards:
 
     async def around(self, board: str, member: str, radius: int) -> list[Entry]:
         """Up to ``radius`` entries each side of member, member included. O(log n + radius)."""
+        _check_count("radius", radius)
         k = self.keys(board)
         reply = await fcall(
             self.client, "rankd_around", [k.z, k.m, k.d, k.cfg], [member, radius], readonly=True
@@ -256,6 +260,12 @@ class RedisBoards:
                 raise BoardNotFound(f"board {show(board)} does not exist")
             return int(rank)
         raise RuntimeError(f"board {board!r}: order/ties keep changing under the reads")
+
+
+def _check_count(what: str, n: int) -> None:
+    # a negative index would count from the end in ZRANGE: never let one through
+    if type(n) is not int or n < 0:
+        raise InvalidArgument(f"{what} must be a non-negative integer, but got {show(n)}")
 
 
 def _found(board: str, member: str, reply: Any) -> None:

@@ -307,7 +307,7 @@ local function top(keys, args)
   if not c[1] then return false end
   local off, lim = tonumber(args[1]), tonumber(args[2])
   local list = {}
-  if lim > 0 then list = redis.call('ZRANGE', keys[1], off, off + lim - 1) end
+  if lim > 0 then list = redis.call('ZRANGE', keys[1], itoa(off), itoa(off + lim - 1)) end
   return { c[1], c[2], tonumber(c[3]), redis.call('ZCARD', keys[1]), list,
     metas(keys[2], list, c[2] == 'first') }
 end
@@ -335,7 +335,7 @@ local function around(keys, args)
   if not key then return {} end
   local pos, radius = redis.call('ZRANK', keys[1], key), tonumber(args[2])
   local lo = math.max(0, pos - radius)
-  local list = redis.call('ZRANGE', keys[1], lo, pos + radius)
+  local list = redis.call('ZRANGE', keys[1], itoa(lo), itoa(pos + radius))
   return { c[1], c[2], lo + 1, list, metas(keys[3], list, c[2] == 'first') }
 end
 
