@@ -17,7 +17,7 @@ from redis.asyncio import RedisCluster
 from redis_support import board_name, strict
 
 from service.backend.redis import keys
-from service.backend.redis.boards import RedisBoards
+from service.backend.redis.boards import RedisBoards, check_board
 from service.backend.redis.functions import load_library
 from store.boards import Board, BoardConfig
 from store.errors import Conflict, InvalidArgument, MemberNotFound
@@ -65,6 +65,7 @@ async def full_check(rb: RedisBoards, name: str, model: ModelBoard, board: Board
     assert page.seq == model.seq == board.seq
     z = keys.board_keys(rb.prefix, name).z
     assert await rb.client.zrange(z, 0, -1) == list(board.dump_keys())
+    await check_board(rb.client, rb.prefix, name)
 
 
 async def differential(client: RedisCluster, order: str, update: str, ties: str, seed: int) -> int:
@@ -299,6 +300,33 @@ def test_calls_are_routed_without_command_getkeys(run) -> None:
             await rb.entry(name, f"p{i}")
         await rb.top(name)
         assert await getkeys() == before
+        await rb.drop(name)
+
+    run(body)
+
+
+def test_check_board_catches_corruption(run) -> None:
+    async def body(client: RedisCluster) -> None:
+        rb = RedisBoards(client)
+        name = board_name("corrupt")
+        await rb.write_many(name, [("a", 1, {"x": 1}), ("b", 2, None)])
+        await check_board(client, rb.prefix, name)
+        k = rb.keys(name)
+        good = await client.hget(k.m, "a")
+        corruptions = [
+            lambda: client.zadd(k.z, {b"\x00" * 10 + b"stray\x00": 0}),  # ZSET-only key
+            lambda: client.hset(k.d, "ghost", b"{}"),  # metadata without an entry
+            lambda: client.hset(k.cfg, "seq", 1),  # a SEQ above the counter
+            lambda: client.zadd(k.z, {good: 5}),  # a nonzero score breaks byte order
+        ]
+        for corrupt in corruptions:
+            snapshot = {key: await client.dump(key) for key in (k.z, k.m, k.d, k.cfg)}
+            await corrupt()
+            with pytest.raises(AssertionError):
+                await check_board(client, rb.prefix, name)
+            for key, value in snapshot.items():
+                await client.restore(key, 0, value, replace=True)
+            await check_board(client, rb.prefix, name)
         await rb.drop(name)
 
     run(body)

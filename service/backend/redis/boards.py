@@ -26,8 +26,9 @@ from service.backend.redis.functions import Arg, Client, fcall
 from store.boards import BoardConfig, Entry
 from store.errors import BoardNotFound, Conflict, InvalidArgument, MemberNotFound
 from store.show import show
-from store.sortkey import encode_num, key_member, key_score
+from store.sortkey import encode_num, key_member, key_score, key_seq, make_key
 from store.values import (
+    SCORE_LIMIT,
     Limits,
     Score,
     check_board_name,
@@ -260,6 +261,38 @@ class RedisBoards:
                 raise BoardNotFound(f"board {show(board)} does not exist")
             return int(rank)
         raise RuntimeError(f"board {board!r}: order/ties keep changing under the reads")
+
+
+async def check_board(client: Client, prefix: str, board: str) -> None:
+    """Assert every invariant of one board's keys (store.boards.Board._check's counterpart).
+
+    ZSET members and the member hash agree one to one; every key is canonical (re-encoding
+    its score gives the same bytes); on ties=first its SEQ is in 1..cfg.seq; metadata only for
+    members on the board; every score below 2**63. O(n) reads: for tests, not for production.
+    """
+    client_any: Any = client  # replies are bytes (no decode_responses): typed as bytes | str
+    k = keys.board_keys(prefix, board)
+    cfg = {f.decode(): v.decode() for f, v in (await client_any.hgetall(k.cfg)).items()}
+    zkeys: list[bytes] = await client_any.zrange(k.z, 0, -1, withscores=False)
+    members = {m.decode(): key for m, key in (await client_any.hgetall(k.m)).items()}
+    with_meta = {m.decode() for m in await client_any.hkeys(k.d)}
+    if not cfg:
+        assert not zkeys and not members and not with_meta, board
+        return
+    desc, first, seq = cfg["order"] == "desc", cfg["ties"] == "first", int(cfg["seq"])
+    assert len(zkeys) == len(set(zkeys)) == len(members), (len(zkeys), len(members))
+    assert set(zkeys) == set(members.values()), board
+    assert all(s == 0 for _, s in await client_any.zrange(k.z, 0, -1, withscores=True))
+    for member, key in members.items():
+        assert key_member(key, first) == member, (member, key)
+        score = key_score(key, desc)
+        assert abs(score) < SCORE_LIMIT, key
+        key_seq_value = key_seq(key) if first else None
+        if key_seq_value is not None:
+            assert 0 < key_seq_value <= seq, (key, seq)
+        canonical = make_key(encode_num(-score if desc else score), key_seq_value, member, score)
+        assert key == canonical, (key, canonical)
+    assert with_meta <= members.keys(), with_meta - members.keys()
 
 
 def _check_count(what: str, n: int) -> None:
