@@ -68,7 +68,9 @@ async def full_check(rb: RedisBoards, name: str, model: ModelBoard, board: Board
     await check_board(rb.client, rb.prefix, name)
 
 
-async def differential(client: RedisCluster, order: str, update: str, ties: str, seed: int) -> int:
+async def differential(
+    client: RedisCluster, order: str, update: str, ties: str, seed: int, steps: int = 300
+) -> int:
     rnd = random.Random(seed)
     rb = RedisBoards(client, limits=Limits(batch_items=10))
     name = board_name(f"{order}-{update}-{ties}")
@@ -76,7 +78,7 @@ async def differential(client: RedisCluster, order: str, update: str, ties: str,
     model = ModelBoard(order, update, ties)
     board = Board(name, BoardConfig(order, update, ties), Limits())  # type: ignore[arg-type]
     expected_errors = 0
-    for step in range(300):
+    for step in range(steps):
         op = rnd.random()
         member = rnd.choice(MEMBERS)
         if op < 0.55:
@@ -147,6 +149,32 @@ async def differential(client: RedisCluster, order: str, update: str, ties: str,
 def test_differential_against_model(run, order: str, update: str, ties: str) -> None:
     seed = CONFIGS.index((order, update, ties)) + 1000
     run(lambda client: differential(client, order, update, ties, seed))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2])
+def test_differential_long_runs(run, seed: int) -> None:
+    for order, update, ties in CONFIGS:
+        run(lambda client: differential(client, order, update, ties, seed * 7919, 1500))  # noqa: B023
+
+
+def test_largest_batch_in_one_call(run) -> None:
+    async def body(client: RedisCluster) -> None:
+        rb = RedisBoards(client)
+        name = board_name("big-batch")
+        items: list[tuple[object, object, object]] = [
+            (f"p{i % 600}", i % 37, {"i": i} if i % 5 == 0 else None) for i in range(1000)
+        ]
+        model = ModelBoard("desc", "best", "first")
+        got = await rb.write_many(name, items)
+        assert strict(got) == strict([model.write(*it) for it in items])  # type: ignore[arg-type]
+        assert strict(await rb.top(name, 0, 1000)) == strict(model.page(0, 1000))
+        await check_board(client, rb.prefix, name)
+        with pytest.raises(InvalidArgument, match="1 to 1000 items"):
+            await rb.write_many(name, [*items, ("x", 1, None)])
+        await rb.drop(name)
+
+    run(body)
 
 
 def test_int64_extremes(run) -> None:
