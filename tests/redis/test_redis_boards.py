@@ -358,3 +358,24 @@ def test_check_board_catches_corruption(run) -> None:
         await rb.drop(name)
 
     run(body)
+
+
+def test_refused_write_creates_no_board(run) -> None:
+    async def body(client: RedisCluster) -> None:
+        rb = RedisBoards(client)
+        name = board_name("refused")
+        k = rb.keys(name)
+        # an unknown board is created with update=best, so an overflow needs a sum board:
+        # drive the function directly with a batch whose pass 1 fails after the board check
+        from service.backend.redis.functions import fcall
+        from store.sortkey import encode_num
+
+        args: list[object] = ["desc", "first", "1", "tok"]
+        args += ["a", encode_num(-1), "0", ""]
+        args += ["b", b"short", "0", ""]  # malformed: pass 1 raises
+        with pytest.raises(Exception, match="malformed item 1"):
+            await fcall(client, "rankd_write", list(k), args)  # type: ignore[arg-type]
+        assert await rb.describe(name) is None
+        assert not await client.exists(k.z, k.m, k.d, k.cfg)
+
+    run(body)

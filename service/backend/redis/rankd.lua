@@ -148,16 +148,14 @@ local function write(keys, args)
     -- what POST score does on an unknown board: create it with the defaults
     if args[1] ~= 'desc' or args[2] ~= 'first' then return stale('desc', 'first') end
     c = { 'desc', 'first', 'best', '0' }
-    redis.call('HSET', keys[4], 'order', 'desc', 'ties', 'first', 'update', 'best', 'seq', '0',
-      'epoch', args[4])
-    created = 1
+    created = 1 -- written after pass 1: a refused write must not leave a new board behind
   elseif c[1] ~= args[1] or c[2] ~= args[2] then
     return stale(c[1], c[2])
   end
   local first, update = c[2] == 'first', c[3]
 
   -- pass 1: decide, no writes
-  local shadow, plan = {}, {}
+  local shadow, plan, changes = {}, {}, 0
   for i = 0, n - 1 do
     local member, num, typ = args[5 + 4 * i], args[6 + 4 * i], args[7 + 4 * i]
     if #num ~= 10 or (typ ~= '0' and typ ~= '1') or member == '' then
@@ -180,6 +178,7 @@ local function write(keys, args)
       end
     end
     if newnum then
+      changes = changes + 1
       shadow[member] = newnum .. string.char(newtype)
     else
       shadow[member] = old
@@ -187,8 +186,14 @@ local function write(keys, args)
     plan[i + 1] = { member, newnum, newtype, args[8 + 4 * i] }
   end
 
-  -- pass 2: apply in order
   local seq = tonumber(c[4])
+  if seq + changes >= SEQ_LIMIT then error('rankd_write: board write counter exhausted') end
+
+  -- pass 2: apply in order; nothing below can fail, so a batch is never half-applied
+  if created == 1 then
+    redis.call('HSET', keys[4], 'order', 'desc', 'ties', 'first', 'update', 'best', 'seq', '0',
+      'epoch', args[4])
+  end
   local publish = args[3] == '1'
   local out = { created, 0 }
   for i = 1, n do
@@ -208,7 +213,6 @@ local function write(keys, args)
         redis.call('ZREM', keys[1], old)
       end
       seq = seq + 1
-      if seq >= SEQ_LIMIT then error('rankd_write: board write counter exhausted') end
       local key
       if first then
         key = newnum .. seq6(seq) .. member .. string.char(newtype)
