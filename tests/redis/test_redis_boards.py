@@ -14,13 +14,15 @@ from typing import Any
 import pytest
 from board_model import ModelBoard
 from redis.asyncio import RedisCluster
+from redis.exceptions import ResponseError
 from redis_support import board_name, strict
 
 from service.backend.redis import keys
 from service.backend.redis.boards import RedisBoards, check_board
-from service.backend.redis.functions import load_library
+from service.backend.redis.functions import fcall, library_loaded, load_library
 from store.boards import Board, BoardConfig
 from store.errors import Conflict, InvalidArgument, MemberNotFound
+from store.sortkey import encode_num
 from store.values import Limits
 
 pytestmark = pytest.mark.redis
@@ -287,7 +289,6 @@ def test_registry_lists_boards(run) -> None:
 
 def test_functions_reload_after_flush(run) -> None:
     async def body(client: RedisCluster) -> None:
-        from service.backend.redis.functions import library_loaded
 
         assert await load_library(client) == 3
         assert await load_library(client) == 3  # idempotent
@@ -365,15 +366,12 @@ def test_refused_write_creates_no_board(run) -> None:
         rb = RedisBoards(client)
         name = board_name("refused")
         k = rb.keys(name)
-        # an unknown board is created with update=best, so an overflow needs a sum board:
         # drive the function directly with a batch whose pass 1 fails after the board check
-        from service.backend.redis.functions import fcall
-        from store.sortkey import encode_num
-
+        # (RedisBoards validates items before calling, so it could not send this one)
         args: list[object] = ["desc", "first", "1", "tok"]
         args += ["a", encode_num(-1), "0", ""]
         args += ["b", b"short", "0", ""]  # malformed: pass 1 raises
-        with pytest.raises(Exception, match="malformed item 1"):
+        with pytest.raises(ResponseError, match="malformed item 1"):
             await fcall(client, "rankd_write", list(k), args)  # type: ignore[arg-type]
         assert await rb.describe(name) is None
         assert not await client.exists(k.z, k.m, k.d, k.cfg)
