@@ -1,0 +1,1 @@
+"""The redis backend: rankd over a Redis / Valkey Cluster (README.md in this directory)."""

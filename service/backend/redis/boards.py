@@ -1,0 +1,337 @@
+"""Board operations over the ``rankd`` function library: encode arguments, decode replies.
+
+The seam-independent core of the future ``RedisBackend`` boards (service/backend/api.py lands
+with the seam): validation stays in store/values.py on the instance, the candidate NUM is built
+with rankd's own ``encode_num`` (negated on desc boards), and scores come back decoded from the
+stored sort keys with ``key_score``, so result types (int vs float) are exactly rankd's.
+
+Every call is one function call on the board's slot. The caller's idea of a board's order and
+ties (needed to build NUM) is a cache: a write or rank_for_score that assumed wrong gets
+STALECONFIG back, nothing written, and is re-encoded and retried. Order and ties change only
+while a board is empty, so the cache is right almost always.
+
+Results use store.boards' shapes: writes return {member, score, rank, previous, changed};
+reads return entries {rank, member, score, metadata?}; ranks are 1-based.
+"""
+
+import secrets
+from typing import Any, NamedTuple
+
+import orjson
+from redis.asyncio import RedisCluster
+from redis.exceptions import ResponseError
+
+from service.backend.redis import keys
+from service.backend.redis.functions import Arg, Client, fcall
+from store.boards import BoardConfig, Entry
+from store.errors import BoardNotFound, Conflict, InvalidArgument, MemberNotFound
+from store.show import show
+from store.sortkey import encode_num, key_member, key_score, key_seq, make_key
+from store.values import (
+    SCORE_LIMIT,
+    Limits,
+    Score,
+    check_board_name,
+    check_member,
+    check_metadata,
+    check_score,
+)
+
+_STALE_RETRIES = 3
+
+
+class Page(NamedTuple):
+    seq: int
+    total: int
+    entries: list[Entry]
+
+
+class RedisBoards:
+    def __init__(
+        self,
+        client: Client,
+        prefix: str = keys.DEFAULT_PREFIX,
+        limits: Limits | None = None,
+        publish: bool = True,
+    ) -> None:
+        self.client = client
+        self.prefix = keys.check_prefix(prefix)
+        self.limits = limits or Limits()
+        self.publish = "1" if publish else "0"
+        # board -> (order, ties) as last seen; absent = the defaults a write creates with
+        self._shape: dict[str, tuple[str, str]] = {}
+
+    def keys(self, board: str) -> keys.BoardKeys:
+        return keys.board_keys(self.prefix, board)
+
+    # -- config ------------------------------------------------------------------------------
+
+    async def configure(self, board: str, options: dict[str, Any]) -> dict[str, Any]:
+        """Create a board or change its options (order/ties only while empty: Conflict)."""
+        board = check_board_name(board)
+        # options not named keep their current values (an empty dict changes nothing)
+        current = await self.describe(board)
+        base = BoardConfig(**current["config"]) if current else None
+        config = BoardConfig.from_options(options, base)
+        k = self.keys(board)
+        try:
+            reply = await fcall(
+                self.client,
+                "rankd_configure",
+                [k.z, k.cfg],
+                [config.order, config.update, config.ties, secrets.token_hex(8)],
+            )
+        except ResponseError as exc:
+            if str(exc).startswith("CONFLICT"):
+                raise Conflict(
+                    f"board {show(board)} is not empty: order and ties cannot change"
+                ) from None
+            raise
+        self._shape[board] = (config.order, config.ties)
+        await self.client.zadd(keys.registry(self.prefix), {board: 0})
+        return {"created": bool(reply[0]), "config": config.as_dict(), "seq": reply[4]}
+
+    async def describe(self, board: str) -> dict[str, Any] | None:
+        k = self.keys(board)
+        reply = await fcall(self.client, "rankd_describe", [k.z, k.cfg], [], readonly=True)
+        if reply is None:
+            return None
+        order, update, ties, seq, epoch, total = reply
+        self._shape[board] = (order.decode(), ties.decode())
+        return {
+            "config": {"order": order.decode(), "update": update.decode(), "ties": ties.decode()},
+            "seq": seq,
+            "epoch": epoch.decode(),
+            "total": total,
+        }
+
+    async def epoch(self, board: str) -> str:
+        """``<board token>.<shard replication id>``: the same on every instance, and changed
+        exactly when history may have forked -- a failover promotes a replica with a new
+        replication id (acknowledged writes may be lost, seq may step back), and a dropped and
+        re-created board draws a new token. BoardNotFound if absent."""
+        found = await self.describe(board)
+        if found is None:
+            raise BoardNotFound(f"board {show(board)} does not exist")
+        client = self.client
+        if isinstance(client, RedisCluster):
+            node = client.get_node_from_key(self.keys(board).cfg)
+            info = await client.execute_command("INFO", "replication", target_nodes=node)
+        else:
+            info = await client.info("replication")
+        replid = info["master_replid"]
+        return f"{found['epoch']}.{replid.decode() if isinstance(replid, bytes) else replid}"
+
+    async def list_boards(self, after: str = "", limit: int = 100) -> list[str]:
+        """Board names in byte order after ``after`` (the registry; may hold a stale name)."""
+        start = b"(" + after.encode() if after else b"-"
+        names = await self.client.zrangebylex(keys.registry(self.prefix), start, b"+", 0, limit)
+        return [n.decode() if isinstance(n, bytes) else n for n in names]
+
+    async def drop(self, board: str) -> bool:
+        k = self.keys(board)
+        dropped = await fcall(self.client, "rankd_drop", list(k), [self.publish])
+        await self.client.zrem(keys.registry(self.prefix), board)
+        self._shape.pop(board, None)
+        return bool(dropped)
+
+    # -- writes ------------------------------------------------------------------------------
+
+    async def write(
+        self, board: str, member: object, score: object, metadata: object = None
+    ) -> Entry:
+        return (await self.write_many(board, [(member, score, metadata)]))[0]
+
+    async def write_many(
+        self, board: str, items: list[tuple[object, object, object]]
+    ) -> list[Entry]:
+        """Apply writes in order, all or nothing (validated here, sum overflow in the function)."""
+        board = check_board_name(board)
+        if not items or len(items) > self.limits.batch_items:
+            raise InvalidArgument(
+                f"a batch holds 1 to {self.limits.batch_items} items, but got {len(items)}"
+            )
+        checked: list[tuple[str, Score, bytes]] = []
+        for member, score, metadata in items:
+            m = check_member(member, self.limits)
+            s = check_score(score)
+            meta = check_metadata(metadata, self.limits)
+            checked.append((m, s, orjson.dumps(meta) if meta is not None else b""))
+        k = self.keys(board)
+        for _ in range(_STALE_RETRIES):
+            order, ties = self._shape.get(board, ("desc", "first"))
+            desc = order == "desc"
+            args: list[Arg] = [order, ties, self.publish, secrets.token_hex(8)]
+            for m, s, meta_json in checked:
+                args += (m, encode_num(-s if desc else s), "1" if type(s) is float else "0")
+                args.append(meta_json)
+            try:
+                reply = await fcall(self.client, "rankd_write", list(k), args)
+            except ResponseError as exc:
+                text = str(exc)
+                if text.startswith("STALECONFIG"):
+                    _, order, ties = text.split()
+                    self._shape[board] = (order, ties)
+                    continue
+                if text.startswith("RANGE"):
+                    i = int(text.split()[1])
+                    raise InvalidArgument(
+                        f"sum for member {show(checked[i][0])} would reach magnitude 2**63"
+                    ) from None
+                raise
+            self._shape[board] = (order, ties)
+            if reply[0]:
+                await self.client.zadd(keys.registry(self.prefix), {board: 0})
+            return [
+                _write_result(m, desc, reply[2 + 5 * i : 7 + 5 * i])
+                for i, (m, _, _) in enumerate(checked)
+            ]
+        raise RuntimeError(f"board {board!r}: order/ties keep changing under the writes")
+
+    async def remove(self, board: str, member: str) -> tuple[int, int]:
+        """Delete an entry: (seq, previous rank); MemberNotFound if absent."""
+        reply = await fcall(
+            self.client, "rankd_remove", list(self.keys(board)), [member, self.publish]
+        )
+        if reply is None:
+            raise MemberNotFound(f"member {show(member)} is not on board {show(board)}")
+        return reply[0], reply[1]
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def page(self, board: str, offset: int = 0, limit: int = 10) -> Page:
+        """Ranks offset+1 .. offset+limit in one snapshot. Runtime complexity: O(log n + limit)."""
+        _check_count("offset", offset)
+        _check_count("limit", limit)
+        k = self.keys(board)
+        reply = await fcall(
+            self.client, "rankd_top", [k.z, k.d, k.cfg], [offset, limit], readonly=True
+        )
+        if reply is None:
+            raise BoardNotFound(f"board {show(board)} does not exist")
+        order, ties, seq, total, key_list, metas = reply
+        return Page(seq, total, _entries(order, ties, offset + 1, key_list, metas))
+
+    async def top(self, board: str, offset: int = 0, limit: int = 10) -> list[Entry]:
+        return (await self.page(board, offset, limit)).entries
+
+    async def entry(self, board: str, member: str) -> Entry:
+        """{rank, member, score, metadata?}. Runtime complexity: O(log n)."""
+        k = self.keys(board)
+        reply = await fcall(
+            self.client, "rankd_entry", [k.z, k.m, k.d, k.cfg], [member], readonly=True
+        )
+        _found(board, member, reply)
+        order, ties, rank, key, meta = reply
+        return _entries(order, ties, rank, [key], [meta])[0]
+
+    async def around(self, board: str, member: str, radius: int) -> list[Entry]:
+        """Up to ``radius`` entries each side of member, member included. O(log n + radius)."""
+        _check_count("radius", radius)
+        k = self.keys(board)
+        reply = await fcall(
+            self.client, "rankd_around", [k.z, k.m, k.d, k.cfg], [member, radius], readonly=True
+        )
+        _found(board, member, reply)
+        order, ties, first_rank, key_list, metas = reply
+        return _entries(order, ties, first_rank, key_list, metas)
+
+    async def rank_for_score(self, board: str, score: object) -> int:
+        """The rank a newcomer posting ``score`` now would get (store.boards' rule)."""
+        s = check_score(score)
+        k = self.keys(board)
+        for _ in range(_STALE_RETRIES):
+            order, ties = self._shape.get(board, ("desc", "first"))
+            num = encode_num(-s if order == "desc" else s)
+            try:
+                rank = await fcall(
+                    self.client,
+                    "rankd_rank_for_score",
+                    [k.z, k.cfg],
+                    [order, ties, num],
+                    readonly=True,
+                )
+            except ResponseError as exc:
+                if not str(exc).startswith("STALECONFIG"):
+                    raise
+                _, order, ties = str(exc).split()
+                self._shape[board] = (order, ties)
+                continue
+            if rank is None:
+                raise BoardNotFound(f"board {show(board)} does not exist")
+            return int(rank)
+        raise RuntimeError(f"board {board!r}: order/ties keep changing under the reads")
+
+
+async def check_board(client: Client, prefix: str, board: str) -> None:
+    """Assert every invariant of one board's keys (store.boards.Board._check's counterpart).
+
+    ZSET members and the member hash agree one to one; every key is canonical (re-encoding
+    its score gives the same bytes); on ties=first its SEQ is in 1..cfg.seq; metadata only for
+    members on the board; every score below 2**63. O(n) reads: for tests, not for production.
+    """
+    client_any: Any = client  # replies are bytes (no decode_responses): typed as bytes | str
+    k = keys.board_keys(prefix, board)
+    cfg = {f.decode(): v.decode() for f, v in (await client_any.hgetall(k.cfg)).items()}
+    zkeys: list[bytes] = await client_any.zrange(k.z, 0, -1, withscores=False)
+    members = {m.decode(): key for m, key in (await client_any.hgetall(k.m)).items()}
+    with_meta = {m.decode() for m in await client_any.hkeys(k.d)}
+    if not cfg:
+        assert not zkeys and not members and not with_meta, board
+        return
+    desc, first, seq = cfg["order"] == "desc", cfg["ties"] == "first", int(cfg["seq"])
+    assert len(zkeys) == len(set(zkeys)) == len(members), (len(zkeys), len(members))
+    assert set(zkeys) == set(members.values()), board
+    assert all(s == 0 for _, s in await client_any.zrange(k.z, 0, -1, withscores=True))
+    for member, key in members.items():
+        assert key_member(key, first) == member, (member, key)
+        score = key_score(key, desc)
+        assert abs(score) < SCORE_LIMIT, key
+        key_seq_value = key_seq(key) if first else None
+        if key_seq_value is not None:
+            assert 0 < key_seq_value <= seq, (key, seq)
+        canonical = make_key(encode_num(-score if desc else score), key_seq_value, member, score)
+        assert key == canonical, (key, canonical)
+    assert with_meta <= members.keys(), with_meta - members.keys()
+
+
+def _check_count(what: str, n: int) -> None:
+    # a negative index would count from the end in ZRANGE: never let one through
+    if type(n) is not int or n < 0:
+        raise InvalidArgument(f"{what} must be a non-negative integer, but got {show(n)}")
+
+
+def _found(board: str, member: str, reply: Any) -> None:
+    if reply is None:
+        raise BoardNotFound(f"board {show(board)} does not exist")
+    if not reply:
+        raise MemberNotFound(f"member {show(member)} is not on board {show(board)}")
+
+
+def _write_result(member: str, desc: bool, item: list[Any]) -> Entry:
+    changed, rank, prev, key, old = item
+    previous = {"score": key_score(old, desc), "rank": prev} if prev else None
+    return {
+        "member": member,
+        "score": key_score(key, desc),
+        "rank": rank,
+        "previous": previous,
+        "changed": bool(changed),
+    }
+
+
+def _entries(
+    order: bytes, ties: bytes, first_rank: int, key_list: list[bytes], metas: list[Any]
+) -> list[Entry]:
+    desc, first = order == b"desc", ties == b"first"
+    out: list[Entry] = []
+    for i, key in enumerate(key_list):
+        e: Entry = {
+            "rank": first_rank + i,
+            "member": key_member(key, first),
+            "score": key_score(key, desc),
+        }
+        if metas and metas[i] is not None:
+            e["metadata"] = orjson.loads(metas[i])
+        out.append(e)
+    return out

@@ -1,0 +1,123 @@
+"""Key layout of the redis backend: every key rankd touches, as pure functions.
+
+One board = one hash tag, so every key of a board hashes to one cluster slot and one server-side
+function call may touch all of them (SCALEOUT.md section 1.1). ``P`` is the configurable prefix
+(default ``rk``); ``B`` a board name (``[A-Za-z0-9_.-]{1,64}``, store/values.py: it never holds
+``{`` or ``}``, so the tag is always the whole name):
+
+    P:{B}:z      ZSET    every score 0; member = store.sortkey key (NUM|SEQ|MEMBER|TYPE), so
+                         ZRANK/ZRANGE order = byte order = rankd's order
+    P:{B}:m      HASH    member -> its current sort key
+    P:{B}:d      HASH    member -> metadata JSON (only entries that have metadata)
+    P:{B}:cfg    HASH    order, update, ties, seq (the board's write counter), epoch
+    P:{B}:ev     shard channel (SPUBLISH): "set <seq> <rank> <prev> <member>", "del ...", "drop"
+    P:boards     ZSET    registry for GET /v1/boards: board names, score 0 (listed in byte order)
+
+Sessions name their slot inside the id (service/backend/redis/session_ids.py): ``id = T.R``
+with ``T`` four url-safe characters, so everything of one user lives in the slot of ``{T}``:
+
+    P:s:{T}:<id> HASH    one session
+    P:x:{T}      ZSET    the bucket's user index: "<user><id>" -> expires_at (ms)
+    P:sev:{T}    shard channel: "rotated <id>", "revoked <id>", "deleted <id>"
+    P:secret     STRING  the HMAC secret that maps a user to T (set once with NX)
+
+The registry and the secret have no tag of a board or bucket: they live in the slot of their
+own name, so updating the registry is a second call, never part of a board's function call
+(a stale registry entry is tolerated and repaired lazily; SCALEOUT.md section 8.4).
+"""
+
+import re
+from typing import NamedTuple
+
+from service.backend.redis.session_ids import session_bucket
+from store.errors import InvalidArgument
+from store.show import show
+
+DEFAULT_PREFIX = "rk"
+SLOTS = 16384
+
+# No braces (a prefix holding "{" would become the hash tag of every key) and no spaces.
+_PREFIX = re.compile(r"[A-Za-z0-9_.:\-]{1,32}")
+
+
+def check_prefix(prefix: str) -> str:
+    if _PREFIX.fullmatch(prefix):
+        return prefix
+    raise InvalidArgument(
+        f"key prefix must be 1-32 characters of A-Z a-z 0-9 _ . : -, but got {show(prefix)}"
+    )
+
+
+class BoardKeys(NamedTuple):
+    """The keys of one board, in the order the server-side functions declare them."""
+
+    z: str
+    m: str
+    d: str
+    cfg: str
+    ev: str
+
+
+def board_keys(prefix: str, board: str) -> BoardKeys:
+    tag = f"{prefix}:{{{board}}}:"
+    return BoardKeys(tag + "z", tag + "m", tag + "d", tag + "cfg", tag + "ev")
+
+
+def registry(prefix: str) -> str:
+    return f"{prefix}:boards"
+
+
+def secret(prefix: str) -> str:
+    return f"{prefix}:secret"
+
+
+def session(prefix: str, session_id: str) -> str:
+    bucket = session_bucket(session_id)
+    if bucket is None:
+        raise InvalidArgument(f"not a session id of the redis backend: {show(session_id)}")
+    return f"{prefix}:s:{{{bucket}}}:{session_id}"
+
+
+def session_index(prefix: str, bucket: str) -> str:
+    return f"{prefix}:x:{{{bucket}}}"
+
+
+def session_channel(prefix: str, bucket: str) -> str:
+    return f"{prefix}:sev:{{{bucket}}}"
+
+
+def hash_tag(key: bytes) -> bytes:
+    """The part of a key that decides its slot (Redis Cluster spec, "hash tags")."""
+    start = key.find(b"{")
+    if start >= 0:
+        end = key.find(b"}", start + 1)
+        if end > start + 1:  # "{}" is no tag: the whole key is hashed
+            return key[start + 1 : end]
+    return key
+
+
+def _crc16_table() -> list[int]:
+    table = []
+    for byte in range(256):
+        crc = byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021 if crc & 0x8000 else crc << 1) & 0xFFFF
+        table.append(crc)
+    return table
+
+
+_CRC16 = _crc16_table()
+
+
+def crc16(data: bytes) -> int:
+    """CRC16-CCITT (XMODEM), the checksum Redis Cluster hashes keys with."""
+    crc = 0
+    for byte in data:
+        crc = ((crc << 8) & 0xFFFF) ^ _CRC16[(crc >> 8) ^ byte]
+    return crc
+
+
+def key_slot(key: str | bytes) -> int:
+    """The cluster slot of a key (0..16383), as CLUSTER KEYSLOT computes it."""
+    raw = key.encode() if isinstance(key, str) else key
+    return crc16(hash_tag(raw)) % SLOTS

@@ -1,0 +1,371 @@
+#!lua name=rankd
+--[[
+rankd's server-side function library (Redis >= 7.0 / Valkey). One board = one hash tag, so every
+function touches the keys of one slot only, and every key is declared in KEYS (ElastiCache
+rejects undeclared keys). Board keys, in this order (service/backend/redis/keys.py):
+
+  z    ZSET  all scores 0, members = store/sortkey.py keys  NUM(10) | SEQ(6, ties=first) | MEMBER | TYPE(1)
+  m    HASH  member -> its current sort key
+  d    HASH  member -> metadata JSON
+  cfg  HASH  order, ties, update, seq, epoch
+  ev   shard channel (SPUBLISH)
+
+Equal ZSET scores order members by memcmp, so ZRANK + 1 is rankd's rank on both orders (NUM is
+negated on desc boards by the caller). Ranks in replies are 1-based; 0 means "none".
+
+NUM is 8 bytes of float(v) made sortable (sign bit flipped for positives, all bits for negatives)
+and 2 bytes of v - int(float(v)) + 2^15 (nonzero only for ints beyond 2^53). Lua numbers are
+doubles, so an int64 is handled as hi * 2^32 + lo, each half exact; see add().
+Byte comparisons use string.byte loops, never Lua's "<" on strings (strcoll: locale-dependent).
+All numbers go back to Redis through itoa(): redis.call() formats a Lua number with %.14g, which
+turns seq 10^15 into "1e+15".
+]]
+
+local TWO32 = 4294967296
+local LIMIT = 9223372036854775808 -- 2^63: any magnitude reaching it is refused (store/values.py)
+local SEQ_LIMIT = 281474976710656 -- 2^48: SEQ is 6 bytes
+
+local function itoa(n)
+  return string.format('%d', n)
+end
+
+-- 10 NUM bytes -> f = float(v) and corr = v - int(f) (0 for floats)
+local function num_decode(num)
+  local b = { string.byte(num, 1, 8) }
+  if b[1] >= 128 then
+    b[1] = b[1] - 128
+  else
+    for i = 1, 8 do b[i] = 255 - b[i] end
+  end
+  local f = struct.unpack('>d', string.char(unpack(b)))
+  local c1, c2 = string.byte(num, 9, 10)
+  return f, c1 * 256 + c2 - 32768
+end
+
+local function num_encode(f, corr)
+  f = f + 0.0 -- -0.0 + 0.0 is +0.0: a zero must have one encoding
+  local b = { string.byte(struct.pack('>d', f), 1, 8) }
+  if b[1] >= 128 then
+    for i = 1, 8 do b[i] = 255 - b[i] end
+  else
+    b[1] = b[1] + 128
+  end
+  local c = corr + 32768
+  b[9] = math.floor(c / 256)
+  b[10] = c % 256
+  return string.char(unpack(b))
+end
+
+-- memcmp(a, b, 10) < 0
+local function num_less(a, b)
+  for i = 1, 10 do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return false
+end
+
+-- the int f + corr as hi * 2^32 + lo, 0 <= lo < 2^32; f is integral, |f| <= 2^63: all exact
+local function int_split(f, corr)
+  local hi = math.floor(f / TWO32)
+  local lo = f - hi * TWO32 + corr
+  if lo < 0 then
+    lo = lo + TWO32
+    hi = hi - 1
+  elseif lo >= TWO32 then
+    lo = lo - TWO32
+    hi = hi + 1
+  end
+  return hi, lo
+end
+
+--[[ old + delta in stored space (both already negated on desc boards), as Python computes it:
+int + int is exact; anything with a float is float(old) + float(delta), and f IS float(v).
+Returns NUM, TYPE (0 int / 1 float), or nil when |total| would reach 2^63. ]]
+local function add(onum, otype, dnum, dtype)
+  local of, oc = num_decode(onum)
+  local df, dc = num_decode(dnum)
+  if otype == 1 or dtype == 1 then
+    local t = of + df
+    if t >= LIMIT or t <= -LIMIT then return nil end
+    return num_encode(t, 0), 1
+  end
+  local ohi, olo = int_split(of, oc)
+  local dhi, dlo = int_split(df, dc)
+  local hi, lo = ohi + dhi, olo + dlo
+  if lo >= TWO32 then
+    lo = lo - TWO32
+    hi = hi + 1
+  end
+  -- -2^63 < total < 2^63  <=>  -2^31 <= hi < 2^31, and not (hi = -2^31 and lo = 0)
+  if hi >= 2147483648 or hi < -2147483648 or (hi == -2147483648 and lo == 0) then
+    return nil
+  end
+  -- hi * 2^32 is exact, "+ lo" is one IEEE rounding (ties to even) = Python's float(int)
+  local f = hi * TWO32 + lo
+  local fhi = math.floor(f / TWO32)
+  local corr = (hi - fhi) * TWO32 + (lo - (f - fhi * TWO32))
+  return num_encode(f, corr), 0
+end
+
+local function seq6(seq)
+  local b = {}
+  for i = 6, 1, -1 do
+    b[i] = seq % 256
+    seq = math.floor(seq / 256)
+  end
+  return string.char(unpack(b))
+end
+
+local function key_member(key, first)
+  return string.sub(key, first and 17 or 11, -2)
+end
+
+local function stale(order, ties)
+  return redis.error_reply('STALECONFIG ' .. order .. ' ' .. ties)
+end
+
+local function need_keys(keys, n)
+  if #keys ~= n then error('rankd: expected ' .. n .. ' keys, got ' .. #keys) end
+end
+
+--[[ rankd_write  KEYS z m d cfg ev
+ARGV order ties publish(0/1) epoch, then per item: member NUM(10, stored space) TYPE(0/1) meta
+(meta = metadata JSON, "" = none). Applies the items in order under the board's update rule, all
+or nothing: pass 1 decides every item against a shadow of the board (a batch may repeat a
+member) without writing; an error leaves the board untouched.
+Errors: "STALECONFIG <order> <ties>" (the caller's order/ties differ from the board's: re-read,
+re-encode, retry), "RANGE <i>" (item i, 0-based, would bring a sum to magnitude 2^63).
+Reply: created(0/1), seq, then per item: changed(0/1), rank, prev_rank(0 = new), key, old_key
+("" = new). Unchanged items: rank = prev_rank and key = old_key. ]]
+local function write(keys, args)
+  need_keys(keys, 5)
+  local n = (#args - 4) / 4
+  if n < 1 or n ~= math.floor(n) then error('rankd_write: bad argument count ' .. #args) end
+  local c = redis.call('HMGET', keys[4], 'order', 'ties', 'update', 'seq')
+  local created = 0
+  if not c[1] then
+    -- what POST score does on an unknown board: create it with the defaults
+    if args[1] ~= 'desc' or args[2] ~= 'first' then return stale('desc', 'first') end
+    c = { 'desc', 'first', 'best', '0' }
+    created = 1 -- written after pass 1: a refused write must not leave a new board behind
+  elseif c[1] ~= args[1] or c[2] ~= args[2] then
+    return stale(c[1], c[2])
+  end
+  local first, update = c[2] == 'first', c[3]
+
+  -- pass 1: decide, no writes
+  local shadow, plan, changes = {}, {}, 0
+  for i = 0, n - 1 do
+    local member, num, typ = args[5 + 4 * i], args[6 + 4 * i], args[7 + 4 * i]
+    if #num ~= 10 or (typ ~= '0' and typ ~= '1') or member == '' then
+      error('rankd_write: malformed item ' .. i)
+    end
+    typ = tonumber(typ)
+    local old = shadow[member]
+    if old == nil then old = redis.call('HGET', keys[2], member) end
+    local newnum, newtype = num, typ
+    if old then
+      local onum, otype = string.sub(old, 1, 10), string.byte(old, -1)
+      if update == 'best' then
+        if not num_less(num, onum) then newnum, newtype = onum, otype end
+      elseif update == 'sum' then
+        newnum, newtype = add(onum, otype, num, typ)
+        if not newnum then return redis.error_reply('RANGE ' .. i) end
+      end
+      if newnum == onum then -- numerically equal: no change at all, not even tie order
+        newnum, newtype = nil, nil
+      end
+    end
+    if newnum then
+      changes = changes + 1
+      shadow[member] = newnum .. string.char(newtype)
+    else
+      shadow[member] = old
+    end
+    plan[i + 1] = { member, newnum, newtype, args[8 + 4 * i] }
+  end
+
+  local seq = tonumber(c[4])
+  if seq + changes >= SEQ_LIMIT then error('rankd_write: board write counter exhausted') end
+
+  -- pass 2: apply in order; nothing below can fail, so a batch is never half-applied
+  if created == 1 then
+    redis.call('HSET', keys[4], 'order', 'desc', 'ties', 'first', 'update', 'best', 'seq', '0',
+      'epoch', args[4])
+  end
+  local publish = args[3] == '1'
+  local out = { created, 0 }
+  for i = 1, n do
+    local member, newnum, newtype, meta = plan[i][1], plan[i][2], plan[i][3], plan[i][4]
+    local old = redis.call('HGET', keys[2], member)
+    if not newnum then
+      local r = redis.call('ZRANK', keys[1], old) + 1
+      out[#out + 1] = 0
+      out[#out + 1] = r
+      out[#out + 1] = r
+      out[#out + 1] = old
+      out[#out + 1] = old
+    else
+      local prev = 0
+      if old then
+        prev = redis.call('ZRANK', keys[1], old) + 1
+        redis.call('ZREM', keys[1], old)
+      end
+      seq = seq + 1
+      local key
+      if first then
+        key = newnum .. seq6(seq) .. member .. string.char(newtype)
+      else
+        key = newnum .. member .. string.char(newtype)
+      end
+      redis.call('ZADD', keys[1], '0', key)
+      redis.call('HSET', keys[2], member, key)
+      if meta ~= '' then redis.call('HSET', keys[3], member, meta) end
+      local r = redis.call('ZRANK', keys[1], key) + 1
+      if publish then
+        redis.call('SPUBLISH', keys[5],
+          'set ' .. itoa(seq) .. ' ' .. itoa(r) .. ' ' .. itoa(prev) .. ' ' .. member)
+      end
+      out[#out + 1] = 1
+      out[#out + 1] = r
+      out[#out + 1] = prev
+      out[#out + 1] = key
+      out[#out + 1] = old or ''
+    end
+  end
+  if seq ~= tonumber(c[4]) then redis.call('HSET', keys[4], 'seq', itoa(seq)) end
+  out[2] = seq
+  return out
+end
+
+--[[ rankd_remove  KEYS z m d cfg ev   ARGV member publish(0/1)
+Reply: nil when the member is absent, else {seq, prev_rank, old_key}. rankd bumps seq on
+delete too, so a subscriber sees every mutation as seq + 1. ]]
+local function remove(keys, args)
+  need_keys(keys, 5)
+  local old = redis.call('HGET', keys[2], args[1])
+  if not old then return false end
+  local r = redis.call('ZRANK', keys[1], old) + 1
+  redis.call('ZREM', keys[1], old)
+  redis.call('HDEL', keys[2], args[1])
+  redis.call('HDEL', keys[3], args[1])
+  local seq = redis.call('HINCRBY', keys[4], 'seq', 1)
+  if args[2] == '1' then
+    redis.call('SPUBLISH', keys[5], 'del ' .. itoa(seq) .. ' ' .. itoa(r) .. ' ' .. args[1])
+  end
+  return { seq, r, old }
+end
+
+--[[ rankd_configure  KEYS z cfg   ARGV order update ties epoch
+Creates the board or changes its options; order/ties may change only while it is empty.
+Error "CONFLICT <order> <ties>" otherwise. Reply: {created(0/1), order, update, ties, seq, epoch}. ]]
+local function configure(keys, args)
+  need_keys(keys, 2)
+  local c = redis.call('HMGET', keys[2], 'order', 'ties')
+  local created = 0
+  if not c[1] then
+    created = 1
+    redis.call('HSET', keys[2], 'seq', '0', 'epoch', args[4])
+  elseif (c[1] ~= args[1] or c[2] ~= args[3]) and redis.call('ZCARD', keys[1]) > 0 then
+    return redis.error_reply('CONFLICT ' .. c[1] .. ' ' .. c[2])
+  end
+  redis.call('HSET', keys[2], 'order', args[1], 'update', args[2], 'ties', args[3])
+  local r = redis.call('HMGET', keys[2], 'seq', 'epoch')
+  return { created, args[1], args[2], args[3], tonumber(r[1]), r[2] }
+end
+
+--[[ rankd_drop  KEYS z m d cfg ev   ARGV publish(0/1)
+UNLINK, never DEL: a 200 MB ZSET is freed off the main thread. Reply: 1 dropped, 0 absent. ]]
+local function drop(keys, args)
+  need_keys(keys, 5)
+  if redis.call('EXISTS', keys[4]) == 0 then return 0 end
+  redis.call('UNLINK', keys[1], keys[2], keys[3], keys[4])
+  if args[1] == '1' then redis.call('SPUBLISH', keys[5], 'drop') end
+  return 1
+end
+
+--[[ rankd_describe (read-only)  KEYS z cfg
+Reply: nil when absent, else {order, update, ties, seq, epoch, total}. ]]
+local function describe(keys, args)
+  need_keys(keys, 2)
+  local c = redis.call('HMGET', keys[2], 'order', 'update', 'ties', 'seq', 'epoch')
+  if not c[1] then return false end
+  return { c[1], c[2], c[3], tonumber(c[4]), c[5], redis.call('ZCARD', keys[1]) }
+end
+
+local function metas(d, list, first)
+  if #list == 0 or redis.call('EXISTS', d) == 0 then return {} end
+  local members = {}
+  for i = 1, #list do members[i] = key_member(list[i], first) end
+  return redis.call('HMGET', d, unpack(members))
+end
+
+--[[ rankd_top (read-only)  KEYS z d cfg   ARGV offset(0-based) limit
+Reply: nil when the board is absent, else {order, ties, seq, total, {key...}, {meta | nil ...}}:
+ranks offset+1 .. offset+limit, one snapshot ({} for the metadata when the board has none).
+Every read returns order and ties, so the caller decodes keys by the board, not by a cache. ]]
+local function top(keys, args)
+  need_keys(keys, 3)
+  local c = redis.call('HMGET', keys[3], 'order', 'ties', 'seq')
+  if not c[1] then return false end
+  local off, lim = tonumber(args[1]), tonumber(args[2])
+  local list = {}
+  if lim > 0 then list = redis.call('ZRANGE', keys[1], itoa(off), itoa(off + lim - 1)) end
+  return { c[1], c[2], tonumber(c[3]), redis.call('ZCARD', keys[1]), list,
+    metas(keys[2], list, c[2] == 'first') }
+end
+
+--[[ rankd_entry (read-only)  KEYS z m d cfg   ARGV member
+Reply: nil when the board is absent, {} when the member is, else {order, ties, rank, key, meta}. ]]
+local function entry(keys, args)
+  need_keys(keys, 4)
+  local c = redis.call('HMGET', keys[4], 'order', 'ties')
+  if not c[1] then return false end
+  local key = redis.call('HGET', keys[2], args[1])
+  if not key then return {} end
+  return { c[1], c[2], redis.call('ZRANK', keys[1], key) + 1, key,
+    redis.call('HGET', keys[3], args[1]) }
+end
+
+--[[ rankd_around (read-only)  KEYS z m d cfg   ARGV member radius
+Up to radius entries on each side of member, member included. Reply: nil when the board is
+absent, {} when the member is, else {order, ties, first_rank, {key...}, {meta | nil ...}}. ]]
+local function around(keys, args)
+  need_keys(keys, 4)
+  local c = redis.call('HMGET', keys[4], 'order', 'ties')
+  if not c[1] then return false end
+  local key = redis.call('HGET', keys[2], args[1])
+  if not key then return {} end
+  local pos, radius = redis.call('ZRANK', keys[1], key), tonumber(args[2])
+  local lo = math.max(0, pos - radius)
+  local list = redis.call('ZRANGE', keys[1], itoa(lo), itoa(pos + radius))
+  return { c[1], c[2], lo + 1, list, metas(keys[3], list, c[2] == 'first') }
+end
+
+--[[ rankd_rank_for_score (read-only)  KEYS z cfg   ARGV order ties NUM(10, stored space)
+The rank a newcomer posting that score now would get: ties=first puts it behind everyone
+already at the score (probe NUM | SEQ(seq + 1)), ties=member gives the best rank among equals
+(the bare NUM sorts before every key that starts with it).
+Reply: rank; nil when the board is absent; error STALECONFIG as rankd_write. ]]
+local function rank_for_score(keys, args)
+  need_keys(keys, 2)
+  local c = redis.call('HMGET', keys[2], 'order', 'ties', 'seq')
+  if not c[1] then return false end
+  if c[1] ~= args[1] or c[2] ~= args[2] then return stale(c[1], c[2]) end
+  local probe = args[3]
+  if c[2] == 'first' then probe = probe .. seq6(tonumber(c[3]) + 1) end
+  return redis.call('ZLEXCOUNT', keys[1], '-', '(' .. probe) + 1
+end
+
+redis.register_function('rankd_write', write)
+redis.register_function('rankd_remove', remove)
+redis.register_function('rankd_configure', configure)
+redis.register_function('rankd_drop', drop)
+local ro = { 'no-writes' }
+redis.register_function { function_name = 'rankd_describe', callback = describe, flags = ro }
+redis.register_function { function_name = 'rankd_top', callback = top, flags = ro }
+redis.register_function { function_name = 'rankd_entry', callback = entry, flags = ro }
+redis.register_function { function_name = 'rankd_around', callback = around, flags = ro }
+redis.register_function { function_name = 'rankd_rank_for_score', callback = rank_for_score,
+  flags = ro }
