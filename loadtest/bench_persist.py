@@ -6,7 +6,7 @@ Run: .venv/bin/python loadtest/bench_persist.py [--entries 1000000] [--sessions 
 Steps (each printed as it finishes, then a summary table):
 
 1. build     ``--entries`` board entries (spread over ``--boards``) and ``--sessions`` sessions
-2. save      store.snapshot.save in this process: the work a snapshot child does, minus fork
+2. save      store.disk.snapshot.save in this process: the work a snapshot child does, minus fork
 3. recover   a fresh Persistence.recover() of that directory: entries/s and sessions/s
 4. bgsave    Persistence.snapshot() on a running uvloop while a writer keeps writing and a
              ticker coroutine (1 ms sleeps) records the longest gap between its wake-ups: the
@@ -67,8 +67,8 @@ from typing import Any
 
 from service.persistence import Persistence
 from service.settings import Settings
-from store import bgsave, snapshot
 from store.clock import SystemClock
+from store.disk import bgsave, snapshot
 from store.keyspace import Keyspace
 from store.sessions import SessionStore
 

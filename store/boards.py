@@ -238,7 +238,7 @@ class Board:
         emit = self.emit
         events: list[Event] = []
         # Collected, then announced as one event: the journal writes one record for the whole
-        # batch, so a crash leaves all of it or none (store/journal.py, "bbatch").
+        # batch, so a crash leaves all of it or none (store/disk/journal.py, "bbatch").
         self.emit = events.append
         try:
             return [self._write(m, s, meta) for m, s, meta in checked]

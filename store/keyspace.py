@@ -167,20 +167,44 @@ class Keyspace:
         op = event[0]
         if op == "bset":
             _, name, member, score, seq, meta = event[:6]
-            self.boards[name].apply_set(member, score, seq, meta)
+            self.replay_set(name, member, score, seq, meta)
         elif op == "bbatch":
             for write in event[2]:
                 self.apply(write)
         elif op == "bdel":
-            board = self.boards.get(event[1])
-            if board is not None:
-                board.apply_delete(event[2], event[3])
+            self.replay_delete(event[1], event[2], event[3])
         elif op == "bcfg":
-            self.restore_board(event[1], BoardConfig.from_options(event[2]))
+            self.replay_config(event[1], BoardConfig.from_options(event[2]))
         elif op == "bdrop":
-            self.boards.pop(event[1], None)
+            self.replay_drop(event[1])
         else:
             raise ValueError(f"not a keyspace event: {op!r}")
+
+    # The one replay path: journal records (store/disk/journal.py) and events (``apply``) both
+    # land here, so the two can never disagree on what a record means.
+
+    def replay_set(self, name: str, member: str, score: Any, seq: int, metadata: Any) -> None:
+        self.boards[name].apply_set(member, score, seq, metadata)
+
+    def replay_delete(self, name: str, member: str, seq: int) -> None:
+        board = self.boards.get(name)
+        if board is not None:
+            board.apply_delete(member, seq)
+
+    def replay_config(self, name: str, config: BoardConfig) -> None:
+        board = self.boards.get(name)
+        if (
+            board is not None
+            and len(board)
+            and (board.config.order, board.config.ties) != (config.order, config.ties)
+        ):
+            # configure() changes order/ties only on an empty board, so at this record the
+            # board was empty: replaying history older than the state does not fail here.
+            del self.boards[name]
+        self.restore_board(name, config)
+
+    def replay_drop(self, name: str) -> None:
+        self.boards.pop(name, None)
 
     def _check(self) -> None:
         for name, board in self.boards.items():

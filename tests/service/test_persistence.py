@@ -24,9 +24,10 @@ import pytest
 
 from service.persistence import Persistence
 from service.settings import Settings
-from store import Unavailable, datadir, frames, journal, snapshot
+from store import Unavailable
 from store.clock import SystemClock
-from store.frames import FutureVersion
+from store.disk import datadir, frames, journal, snapshot
+from store.disk.frames import FutureVersion
 from store.keyspace import Keyspace
 from store.sessions import SessionStore
 
@@ -627,7 +628,7 @@ def test_move_aside_snapshots_before_serving(tmp_path: Path) -> None:
 
     run(main)
     seg = datadir.segments(tmp_path)[-1][1]
-    # Damage followed by a valid frame is corruption, not a torn tail (store/frames.py). Until
+    # Damage followed by a valid frame is corruption, not a torn tail (store/disk/frames.py). Until
     # the tail policy, 40 bytes of 0x01 appended here counted as corruption: that refusal of a
     # stale-block tail was defect 7 of issue 10, so the damage now sits before a valid frame.
     valid = frames.encode(journal.BDROP, b'["other"]')

@@ -11,8 +11,8 @@ from pathlib import Path
 from test_journal import Recorder, recovered, write_segment
 from test_snapshot import T0, digest, fresh
 
-from store import journal
 from store.clock import ManualClock
+from store.disk import journal
 
 
 def test_a_batch_is_one_record(tmp_path: Path) -> None:

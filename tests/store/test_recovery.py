@@ -11,10 +11,10 @@ import pytest
 from test_journal import Recorder, recovered, write_segment
 from test_snapshot import T0, digest, drive, fresh, put, random_state
 
-from store import datadir, frames, journal, recovery, snapshot
 from store.clock import ManualClock
+from store.disk import datadir, frames, journal, recovery, snapshot
+from store.disk.frames import CorruptData
 from store.errors import SessionNotFound
-from store.frames import CorruptData
 
 
 def _corrupt(path: Path, offset: int) -> None:
@@ -200,7 +200,7 @@ def test_the_data_directory_has_one_owner(tmp_path: Path) -> None:
     os.close(datadir.open_dir(tmp_path))  # released with the descriptor
 
 
-# -- the tail policy (store/frames.py) ---------------------------------------------------------
+# -- the tail policy (store/disk/frames.py) ----------------------------------------------
 
 
 def _one_segment(tmp_path: Path) -> tuple[ManualClock, Path, bytes, dict[str, object]]:

@@ -13,8 +13,8 @@ import pytest
 from test_snapshot import T0, digest
 
 from service import settings
-from store import datadir, frames, snapshot
 from store.clock import ManualClock
+from store.disk import datadir, frames, snapshot
 from store.keyspace import Keyspace
 from store.sessions import SessionStore
 from store.values import Limits
