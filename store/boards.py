@@ -18,7 +18,7 @@ Ranks in this module's public results are 1-based (rank 1 is the best); SkipList
 Every mutation is reported to ``Board.emit`` (set by the Keyspace) as a tuple carrying the
 resulting state, so a journal can replay it idempotently and a WebSocket hub can tell whether a
 top-N view moved -- and, at the end, the state it replaced, so a write whose journal record was
-lost can be undone (``undo``; service/journal_flusher.py says when):
+lost can be undone (``undo``; service/backend/journal_flusher.py says when):
 
     ("bset", board, member, score, seq, metadata | None, rank, previous_rank | None,
              old_key | None, old_metadata | None)
@@ -414,7 +414,7 @@ class Board:
         Called only for the board's latest changes, in reverse order, so the entry is exactly
         as that event left it. Emits the resulting state ("bset"/"bdel") for the observers --
         the WebSocket hub must not keep showing what was undone; the journal is not recording
-        at that moment (service/journal_flusher.py). Runtime complexity: O(log n) per write.
+        at that moment (service/backend/journal_flusher.py). Runtime complexity: O(log n) per write.
         """
         op = event[0]
         if op == "bbatch":

@@ -37,7 +37,7 @@ failed, so persistence refused writes). Its records continue the *in-memory* sta
 older file describes, so it is only valid on top of the snapshot whose base it is. Recovery
 that meets such a segment after any other base stops there: it and the later segments are
 orphans of a snapshot that never completed, and hold no acknowledged write, because writes
-are refused from the failure until such a snapshot is durable (service/persistence.py).
+are refused from the failure until such a snapshot is durable (service/backend/persistence.py).
 
 Torn tails (store/disk/frames.py defines them, including the policy for non-zero garbage: a bad
 frame with no valid frame after it, where a power cut can leave stale blocks) are truncated at

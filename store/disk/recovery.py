@@ -348,7 +348,7 @@ def pin(
 
 def _reset(keyspace: Keyspace, sessions: SessionStore) -> None:
     """Forget a partly loaded snapshot."""
-    keyspace.boards.clear()
+    keyspace.clear()
     for s in sessions.sessions():
         sessions.apply_delete(s.id)
     sessions.finish_load()

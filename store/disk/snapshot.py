@@ -532,7 +532,7 @@ class _Parser:
         self.entries += count
         self.boards += 1
         if not self.keep:
-            del self.keyspace.boards[bname]
+            self.keyspace.replay_drop(bname)
 
     def _key_runs(self, bname: str, count: int, min_key: int) -> Iterator[list[bytes]]:
         records = self.records

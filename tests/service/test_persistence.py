@@ -1,4 +1,5 @@
-"""service.persistence in-process: group commit, fsync policies, snapshots while writing, and
+"""service.backend.persistence, in-process: group commit, fsync policies, snapshots while
+writing, and
 honest failure (ENOSPC, EIO, a directory in the way, a snapshot child that dies).
 
 Faults are injected by replacing ``os.write`` / ``os.fsync`` / ``os.replace`` (every persistence
@@ -22,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from service.persistence import Persistence
+from service.backend.persistence import Persistence
 from service.settings import Settings
 from store import Unavailable
 from store.clock import SystemClock
@@ -264,7 +265,7 @@ def test_periodic_snapshots(tmp_path: Path) -> None:
         await write(p, ks, "b", "m", 1)
         await until(lambda: p.last_snapshot_at is not None)
         # No collection after the snapshot any more (it stalled the loop for an interval's
-        # worth of new objects); service/heap.py freezes the heap as it grows instead.
+        # worth of new objects); service/backend/heap.py freezes the heap as it grows instead.
         assert "freezer" in p._tasks
         p._check()
         await p.stop()

@@ -261,4 +261,4 @@ def test_refused_write_creates_no_board() -> None:
     assert len(ks) == 0 and events == []
     assert [r["rank"] for r in ks.write_many("new", [("a", 1, None), ("b", 2, None)])] == [1, 1]
     assert ks.write("other", "m", 1)["rank"] == 1
-    assert sorted(ks.boards) == ["new", "other"]
+    assert sorted(ks.names()) == ["new", "other"]

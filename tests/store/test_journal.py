@@ -18,7 +18,7 @@ from store.sessions import SessionStore
 
 
 class Recorder:
-    """What service/persistence.py does with events, minus the I/O: frames in a buffer."""
+    """What service/backend/persistence.py does with events, minus the I/O: frames in a buffer."""
 
     def __init__(self, ks: Keyspace, ss: SessionStore) -> None:
         self.buf = bytearray()

@@ -60,12 +60,12 @@ def drive(ks: Keyspace, ss: SessionStore, clock: ManualClock, rng: random.Random
             with contextlib.suppress(ValueError):  # a sum past 2**63: refused, nothing changed
                 ks.write(name, _member(rng, rng.randint(0, 60)), _score(rng), meta)
         elif r < 0.62:
-            board = ks.boards.get(name)
+            board = ks.find(name)
             if board is not None and len(board):
                 member = next(itertools.islice(board.dump(), rng.randrange(len(board)), None))[0]
                 board.remove(member)
         elif r < 0.63:
-            if name in ks.boards:
+            if ks.find(name) is not None:
                 ks.drop(name)
                 options = zip(("order", "update", "ties"), COMBOS[int(name[1:])], strict=True)
                 ks.configure(name, dict(options))

@@ -1,7 +1,7 @@
 """Persistence for a serving process: recovery, the journal, background snapshots, health.
 
     recover()   lock the data directory, load snapshot + journal (store/disk/recovery.py)
-    journal     every store event is journalled by a JournalFlusher (service/journal_flusher.py):
+    journal     every store event is journalled by a JournalFlusher (journal_flusher.py):
                 group commit, fsync per policy, ``commit()`` for fsync=always
     snapshots   store/disk/bgsave.py forks a child that writes the state at one instant
 
@@ -14,7 +14,7 @@ Snapshots run every ``snapshot_interval``, on ``snapshot()`` and at ``stop()``.
 Health. Any failed journal write, fsync or segment creation, and any failed snapshot, marks
 persistence unhealthy: ``check_writable()`` raises store.Unavailable, reads go on. With
 fsync=always the changes whose records a journal failure lost are undone first (``_undo``;
-service/journal_flusher.py, "Undo"), so every write answered 503 left nothing behind. After a
+journal_flusher.py, "Undo"), so every write answered 503 left nothing behind. After a
 journal failure the journal stops recording (a gap: the next segment carries FLAG_AFTER_GAP).
 Only a complete snapshot plus a freshly created segment, with no failure in between, makes it
 healthy again; a healer task retries that with backoff (1 s .. 30 s).
@@ -33,8 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from service import heap
-from service.journal_flusher import JournalFlusher, describe
+from service.backend import heap
+from service.backend.journal_flusher import JournalFlusher, describe
 from service.settings import Settings
 from store.clock import Clock
 from store.disk import bgsave, datadir, recovery
@@ -148,7 +148,7 @@ class Persistence:
         self._snap_lock = asyncio.Lock()
         await self._journal.start()
         # Keeps what is created while serving out of full collections, as recover() did for
-        # what it loaded (service/heap.py).
+        # what it loaded (service/backend/heap.py).
         self._tasks["freezer"] = asyncio.create_task(heap.grow_frozen(), name="rankd-freezer")
         if self._interval > 0:
             self._tasks["periodic"] = asyncio.create_task(self._periodic(), name="rankd-snapshots")
@@ -296,7 +296,7 @@ class Persistence:
 
     def _undo(self, events: list[tuple[Any, ...]], first: int) -> None:
         """fsync=always, journal failure: revert the changes whose records were lost, newest
-        first, before their writers hear 503 (service/journal_flusher.py, "Undo")."""
+        first, before their writers hear 503 (service/backend/journal_flusher.py, "Undo")."""
         keyspace, sessions = self._keyspace, self._sessions
         try:
             for event in reversed(events):
