@@ -54,6 +54,7 @@ from typing import Any, Protocol
 import orjson
 
 from service.backend.api import Backend, Entry
+from service.schemas import RankTail, TopTail
 from service.settings import ServiceLimits
 from store.events import BoardEvent, SessionEvent
 
@@ -419,7 +420,7 @@ class Hub:
     # -- frames: '{"type":..,"id":..' (per subscription) + one shared tail ---------------------
 
     def _top_tail(self, name: str, total: int, seq: int, view: list[Entry]) -> str:
-        body = {
+        body: TopTail = {
             "board": name,
             "total": total,
             "entries": view,
@@ -429,7 +430,7 @@ class Hub:
         return "," + orjson.dumps(body)[1:].decode()
 
     def _rank_tail(self, name: str, seq: int, member: str, state: tuple[Any, Any]) -> str:
-        body = {
+        body: RankTail = {
             "board": name,
             "member": member,
             "rank": state[0],

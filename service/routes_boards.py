@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service.auth import READ, WRITE
-from service.errors import Problem, bad_request
+from service.errors import bad_request
 from service.http import (
     JSON,
     RouteSpec,
@@ -27,9 +27,9 @@ from service.http import (
     score_param,
 )
 from service.runtime import Runtime
-from store.values import check_member, check_score
+from service.schemas import SCORE_FIELDS
+from store.values import check_batch_size, check_member, check_score
 
-SCORE_FIELDS = frozenset({"member", "score", "metadata"})
 PAGE_PARAMS = frozenset({"offset", "limit"})
 AROUND_PARAMS = frozenset({"radius"})
 RANK_PARAMS = frozenset({"score"})
@@ -100,11 +100,8 @@ async def post_batch(rt: Runtime, request: Request) -> Response:
     body = parse_json(await read_body(request, rt.settings.limits.body_bytes))
     if type(body) is not list:
         raise bad_request("a batch must be a JSON array of {member, score, metadata?} objects")
-    cap = rt.settings.limits.batch_items
-    if len(body) > cap:
-        raise Problem(
-            413, "batch-too-large", f"a batch holds at most {cap} items, but got {len(body)}"
-        )
+    # The cap first (store.values.check_batch_size, 413), before any item is looked at.
+    check_batch_size(len(body), rt.backend.boards.limits)
     items = [_score_item(item, f"item {i}") for i, item in enumerate(body)]
     results = await rt.backend.boards.write_many(request.path_params["board"], items)
     return json_response(results)

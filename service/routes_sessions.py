@@ -19,15 +19,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service.auth import SESSIONS
-from service.backend.api import SessionInfo
 from service.errors import Problem, bad_request
 from service.http import RouteSpec, json_object, json_response, no_content, parse_json, query
 from service.http import read_body as _read_body
 from service.runtime import Runtime
+from service.schemas import (
+    SESSION_CREATE_FIELDS,
+    SESSION_DATA_FIELDS,
+    Revoked,
+    SessionInfo,
+    UserSessions,
+)
 from store.show import show
 
-CREATE_FIELDS = frozenset({"user", "data", "ttl", "max_lifetime"})
-DATA_FIELDS = frozenset({"data"})
 GET_PARAMS = frozenset({"touch"})
 REVOKE_PARAMS = frozenset({"except"})
 
@@ -102,7 +106,7 @@ async def _body(
 
 
 async def create(rt: Runtime, request: Request) -> Response:
-    body = await _body(rt, request, CREATE_FIELDS, "the session")
+    body = await _body(rt, request, SESSION_CREATE_FIELDS, "the session")
     session = await rt.backend.sessions.create(
         user=body.get("user"),
         data=body.get("data"),
@@ -125,7 +129,7 @@ async def get(rt: Runtime, request: Request) -> Response:
 
 
 async def _data(rt: Runtime, request: Request) -> object:
-    body = await _body(rt, request, DATA_FIELDS, "the request")
+    body = await _body(rt, request, SESSION_DATA_FIELDS, "the request")
     if "data" not in body:
         raise bad_request("the request needs a 'data' object")
     return body["data"]
@@ -165,7 +169,8 @@ async def list_user(rt: Runtime, request: Request) -> Response:
     query(request, frozenset())
     user = request.path_params["user"]
     sessions = await rt.backend.sessions.list_user(user)
-    return json_response({"user": user, "sessions": sessions})
+    answer: UserSessions = {"user": user, "sessions": sessions}
+    return json_response(answer)
 
 
 async def revoke_user(rt: Runtime, request: Request) -> Response:
@@ -175,7 +180,8 @@ async def revoke_user(rt: Runtime, request: Request) -> Response:
         raise bad_request("except must be the id of the session to keep, but it is empty")
     user = request.path_params["user"]
     revoked = await rt.backend.sessions.revoke_user(user, except_id=keep)
-    return json_response({"user": user, "revoked": revoked})
+    answer: Revoked = {"user": user, "revoked": revoked}
+    return json_response(answer)
 
 
 _S = "/v1/sessions/{id}"

@@ -48,6 +48,7 @@ import itertools
 import logging
 import socket
 import struct
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -59,6 +60,7 @@ from service.errors import OUT_OF_MEMORY, store_error
 from service.http import json_error
 from service.hub import MAX_TOP, Hub, Subscription
 from service.runtime import Runtime
+from service.schemas import ErrorFrame
 from store.errors import StoreError
 from store.show import show
 from store.values import check_board_name, check_member
@@ -190,13 +192,14 @@ class Connection:
                     # a busy reader checks _closing when the request is done.
                     reader.cancel()
 
-    def _reply(self, value: dict[str, Any]) -> None:
+    def _reply(self, value: Mapping[str, Any]) -> None:
         self._outbox[next(self._keys)] = orjson.dumps(value).decode()
         self._replies += 1
         self._wake.set()
 
     def _error(self, rid: object, status: int, detail: str) -> None:
-        self._reply({"type": "error", "id": rid, "status": status, "detail": detail})
+        frame: ErrorFrame = {"type": "error", "id": rid, "status": status, "detail": detail}
+        self._reply(frame)
 
     # -- tasks ---------------------------------------------------------------------------------
 

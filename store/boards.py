@@ -38,7 +38,15 @@ from store.errors import InvalidArgument, MemberNotFound
 from store.show import show
 from store.skiplist import SkipList
 from store.sortkey import SEQ_LIMIT, encode_num, key_member, key_score, key_seq, make_key
-from store.values import SCORE_LIMIT, Limits, Score, check_member, check_metadata, check_score
+from store.values import (
+    SCORE_LIMIT,
+    Limits,
+    Score,
+    check_batch_size,
+    check_member,
+    check_metadata,
+    check_score,
+)
 
 TOP_CACHE = 100
 
@@ -251,10 +259,7 @@ class Board:
         self, items: list[tuple[object, object, object]]
     ) -> list[tuple[str, Score, dict[str, Any] | None]]:
         """Validate a batch against this board without changing anything."""
-        if len(items) > self._limits.batch_items:
-            raise InvalidArgument(
-                f"a batch holds at most {self._limits.batch_items} items, but got {len(items)}"
-            )
+        check_batch_size(len(items), self._limits)
         checked: list[tuple[str, Score, dict[str, Any] | None]] = []
         totals: dict[str, Score] = {}
         for member, score, metadata in items:

@@ -23,7 +23,8 @@ Contracts every backend keeps:
   InsufficientStorage -> 507, ...); the edge maps them to HTTP/WS (service/errors.py).
 * A write is refused *before* it changes anything when it cannot be made durable, and answers
   only once it is as durable as the backend promises (fsync=always: the group commit).
-* Ranks are 1-based everywhere. Entries are ``{rank, member, score, metadata?}`` dicts.
+* Ranks are 1-based everywhere. Entries are ``{rank, member, score, metadata?}`` dicts. The
+  result types are the wire shapes themselves (service/schemas.py): a route sends them as-is.
 * The change feed delivers the store's typed events (store/events.py), carrying resulting
   state, in the order the writes were applied, on the event-loop thread. The hub reads views
   through ``Views`` (synchronous: the embedded engine answers from memory; the Redis backend
@@ -36,49 +37,19 @@ operation a method of its own rather than one catch-all.
 from collections.abc import Callable
 from typing import Any, Protocol, TypedDict
 
+from service.schemas import (
+    BoardInfo,
+    BoardList,
+    Entry,
+    Page,
+    RankForScore,
+    SessionInfo,
+    WriteResult,
+)
 from store.events import BoardEvent, SessionEvent
 from store.values import Limits
 
-Entry = dict[str, Any]  # {rank, member, score, metadata?}; a member answer adds percentile
-WriteResult = dict[str, Any]  # {member, score, rank, previous: {score, rank} | None, changed}
 ScoreItem = tuple[object, object, object]  # (member, score, metadata), unchecked
-
-
-class BoardInfo(TypedDict):
-    board: str
-    order: str
-    update: str
-    ties: str
-    size: int
-
-
-class BoardList(TypedDict):
-    total: int
-    offset: int
-    boards: list[BoardInfo]
-
-
-class Page(TypedDict):
-    board: str
-    total: int
-    entries: list[Entry]
-
-
-class RankForScore(TypedDict):
-    board: str
-    score: int | float
-    rank: int
-
-
-class SessionInfo(TypedDict):
-    id: str
-    user: str | None
-    data: dict[str, Any]
-    created_at: float
-    expires_at: float
-    ttl: int
-    max_expires_at: float
-    version: int
 
 
 class Health(TypedDict):
@@ -219,3 +190,28 @@ class Backend(Lifecycle, Protocol):
     def feed(self) -> ChangeFeed: ...
     @property
     def views(self) -> Views: ...
+
+
+__all__ = [
+    "Backend",
+    "BoardInfo",
+    "BoardList",
+    "BoardListener",
+    "Boards",
+    "ChangeFeed",
+    "Entry",
+    "Health",
+    "Lifecycle",
+    "MemoryStats",
+    "Page",
+    "PersistenceStats",
+    "RankForScore",
+    "ScoreItem",
+    "SessionInfo",
+    "SessionListener",
+    "Sessions",
+    "Stats",
+    "StoreStats",
+    "Views",
+    "WriteResult",
+]
