@@ -18,7 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
-from servers import RankdServer, ServerFactory, name, problem, rankd_argv, server_class
+
+from tests.servers import RankdServer, ServerFactory, name, problem, rankd_argv, server_class
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """The real-``rankd`` fixtures (tests/servers.py) for every service test module."""
 
-from servers import http, name, problem, rankd_argv, rankd_server, server, server_class
+from tests.servers import http, name, problem, rankd_argv, rankd_server, server, server_class
 
 __all__ = ["http", "name", "problem", "rankd_argv", "rankd_server", "server", "server_class"]

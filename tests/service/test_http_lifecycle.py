@@ -129,7 +129,7 @@ async def _eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.
 
 def test_v1_routes_answer_503_until_recovery_is_done(tmp_path, monkeypatch, problem) -> None:
     release = threading.Event()
-    real = embedded_module.Persistence
+    real = embedded_module.Persistence  # type: ignore[attr-defined]
 
     class SlowRecovery(real):  # type: ignore[misc, valid-type]
         def recover(self):  # type: ignore[no-untyped-def]

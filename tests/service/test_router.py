@@ -73,7 +73,7 @@ def test_lookup_agrees_with_starlettes_route_order(router, segments, method) -> 
         assert expected is None, path
     else:
         assert (hit[0], hit[1]) == (expected, params), path
-        assert match is (Match.FULL if method in (expected.methods or ()) else Match.PARTIAL)
+        assert match is (Match.FULL if method in (expected.methods or ()) else Match.PARTIAL)  # type: ignore[union-attr]
 
 
 def test_overlapping_or_unsupported_templates_are_refused_at_start_up() -> None:

@@ -6,10 +6,10 @@ import random
 from typing import Any
 
 import pytest
-from board_model import ModelBoard
 
 from store import BoardNotFound, Conflict, InvalidArgument, LimitExceeded, Limits, MemberNotFound
 from store.keyspace import Keyspace
+from tests.board_model import ModelBoard
 
 COMBOS = list(itertools.product(("desc", "asc"), ("best", "latest", "sum"), ("first", "member")))
 

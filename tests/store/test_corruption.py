@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_journal import Recorder, write_segment
-from test_snapshot import digest, drive, fresh, put, random_state
 
 from store.clock import ManualClock
 from store.disk import datadir, frames, journal, recovery, snapshot
 from store.disk.frames import CorruptData
+from tests.store.test_journal import Recorder, write_segment
+from tests.store.test_snapshot import digest, drive, fresh, put, random_state
 
 CASES = 640
 COVERED = ("snapshot.rkd", "snapshot.prev.rkd", "journal-2", "journal-3")
@@ -95,10 +95,10 @@ def _damage(data: bytes, rng: random.Random) -> tuple[bytes, int, str]:
         return data[:cut], cut, how
     start = rng.randrange(len(data))
     end = min(len(data), start + rng.randint(1, 600))
-    out = data[:start] + bytes(end - start) + data[end:]
+    out = data[:start] + bytes(end - start) + data[end:]  # type: ignore[assignment]
     if out == data:  # zeroes over zeroes changed nothing: flip one byte instead
         return _damage(data, rng)
-    return out, start, how
+    return out, start, how  # type: ignore[return-value]
 
 
 @pytest.mark.slow

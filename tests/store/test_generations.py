@@ -6,12 +6,12 @@ import random
 from pathlib import Path
 
 import pytest
-from test_journal import Recorder, recovered, write_segment
-from test_snapshot import digest, drive, put, random_state
 
 from store.clock import ManualClock
 from store.disk import check, datadir, recovery, snapshot
 from store.disk.frames import CorruptData
+from tests.store.test_journal import Recorder, recovered, write_segment
+from tests.store.test_snapshot import digest, drive, put, random_state
 
 
 def _two_generations(tmp_path: Path) -> tuple[ManualClock, dict[str, object]]:

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_snapshot import T0, digest, drive, fresh, put, random_state
 
 from store.clock import ManualClock
 from store.disk import datadir, frames, journal, snapshot
@@ -15,6 +14,7 @@ from store.disk.frames import CorruptData, DataError, FutureVersion
 from store.disk.recovery import recover
 from store.keyspace import Keyspace
 from store.sessions import SessionStore
+from tests.store.test_snapshot import T0, digest, drive, fresh, put, random_state
 
 
 class Recorder:

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import orjson
 import pytest
-from test_journal import Recorder, recovered, write_segment
-from test_snapshot import T0, digest, drive, fresh, put, random_state
 
 from store.clock import ManualClock
 from store.disk import datadir, frames, journal, recovery, snapshot
 from store.disk.frames import CorruptData
 from store.errors import SessionNotFound
+from tests.store.test_journal import Recorder, recovered, write_segment
+from tests.store.test_snapshot import T0, digest, drive, fresh, put, random_state
 
 
 def _corrupt(path: Path, offset: int) -> None:
@@ -287,7 +287,7 @@ def test_out_of_memory_inside_the_json_decoder_is_not_corruption(
             raise orjson.JSONDecodeError("Not enough memory to allocate buffer for parsing", "", 0)
         return real(data)
 
-    monkeypatch.setattr(snapshot.orjson, "loads", starved)
+    monkeypatch.setattr(snapshot.orjson, "loads", starved)  # type: ignore[attr-defined]
     with pytest.raises(MemoryError, match="out of memory decoding"):
         recovered(tmp_path, clock, on_bad_data="move-aside")
     assert sorted(p.name for p in tmp_path.iterdir()) == before
