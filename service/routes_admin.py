@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from service import openapi
 from service.auth import ADMIN, METRICS
-from service.errors import problem_response
+from service.errors import Problem, problem_response
 from service.http import RouteSpec, json_response
 from service.metrics import CONTENT_TYPE
 from service.runtime import Runtime
@@ -40,7 +40,13 @@ async def openapi_json(rt: Runtime, request: Request) -> Response:
 
 
 async def snapshot(rt: Runtime, request: Request) -> Response:
-    return json_response(await rt.backend.snapshot())
+    try:
+        return json_response(await rt.backend.snapshot())
+    except NotImplementedError:
+        # A backend without local disk (redis): its durability is the cluster's.
+        raise Problem(
+            501, "not-implemented", "this backend takes no snapshots; see README, Durability"
+        ) from None
 
 
 ROUTES = [

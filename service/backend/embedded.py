@@ -135,6 +135,9 @@ class EmbeddedBoards:
         self._ks = keyspace
         self._path = path
         self.limits: Limits = keyspace.limits
+        # Bound once for write(), the hottest call of the service.
+        self._memory = path.memory
+        self._write = keyspace.write
 
     def _board_check(self, name: str) -> Callable[[], None]:
         # The board's _check rather than the whole keyspace's: only that board was changing.
@@ -168,15 +171,14 @@ class EmbeddedBoards:
 
     async def write(self, name: str, member: object, score: object, metadata: object) -> Entry:
         # Spelled out rather than via _WritePath.run: this is the hottest path of the service.
-        path = self._path
-        memory = path.memory
+        memory = self._memory
         if memory.over:
             memory.check()
-        p = path.persistence
+        p = self._path.persistence
         if p is not None:
             p.check_writable()
         try:
-            result = self._ks.write(name, member, score, metadata)
+            result = self._write(name, member, score, metadata)
         except MemoryError:
             memory.verify_later(self._board_check(name))
             raise
