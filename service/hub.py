@@ -52,6 +52,7 @@ import math
 from typing import Any, Protocol
 
 import orjson
+from starlette import status
 
 from service.backend.api import Backend, Entry
 from service.schemas import RankTail, TopTail
@@ -64,8 +65,8 @@ INF = math.inf
 MAX_TOP = 100
 
 # Close codes the hub itself asks for (the protocol edge owns the rest).
-POLICY = 1008
-GOING_AWAY = 1001
+POLICY = status.WS_1008_POLICY_VIOLATION
+GOING_AWAY = status.WS_1001_GOING_AWAY
 
 SEND_TIMEOUT = 5.0  # seconds one frame may wait for a client to make room before it is closed
 WATCHDOG_INTERVAL = 1.0
