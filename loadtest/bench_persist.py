@@ -6,7 +6,7 @@ Run: .venv/bin/python loadtest/bench_persist.py [--entries 1000000] [--sessions 
 Steps (each printed as it finishes, then a summary table):
 
 1. build     ``--entries`` board entries (spread over ``--boards``) and ``--sessions`` sessions
-2. save      store.snapshot.save in this process: the work a snapshot child does, minus fork
+2. save      store.disk.snapshot.save in this process: the work a snapshot child does, minus fork
 3. recover   a fresh Persistence.recover() of that directory: entries/s and sessions/s
 4. bgsave    Persistence.snapshot() on a running uvloop while a writer keeps writing and a
              ticker coroutine (1 ms sleeps) records the longest gap between its wake-ups: the
@@ -47,7 +47,7 @@ Recorded results, ``.venv/bin/python loadtest/bench_persist.py`` (1M entries + 1
     everysec / no: unwritten (s)  - / -             1.70 / 2.56         0.00 / 0.00
     replay records/s              150,873           152,694             162,438
 
-Before edba67e the journal's I/O thread starved behind the busy loop (service/journal_flusher.py
+Before edba67e the journal's I/O thread starved behind the busy loop (journal_flusher.py
 ``run_io``): everysec never fsynced in 3 s, records waited seconds in memory, and the snapshot
 parent waited seconds for its new segment; the higher write rates of those runs were partly
 writes that had not reached the file. Run to run, recovery rates vary +-15% with the load.
@@ -65,10 +65,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from service.persistence import Persistence
+from service.backend.persistence import Persistence
 from service.settings import Settings
-from store import bgsave, snapshot
 from store.clock import SystemClock
+from store.disk import bgsave, snapshot
 from store.keyspace import Keyspace
 from store.sessions import SessionStore
 
@@ -291,7 +291,7 @@ def live_stall(new: int, intervals: int, refreeze: str) -> list[dict[str, Any]]:
     import uvicorn
 
     from service import app as app_module
-    from service import heap
+    from service.backend import heap
 
     root = Path(tempfile.mkdtemp(prefix="bench-stall-"))
     with socket.socket() as sock:
@@ -319,9 +319,9 @@ def live_stall(new: int, intervals: int, refreeze: str) -> list[dict[str, Any]]:
         )  # fmt: skip
         server = uvicorn.Server(config)
         serving = asyncio.create_task(server.serve())
-        while not rt.ready:
+        while not rt.backend.ready:
             await asyncio.sleep(0.01)
-        p = rt.persistence
+        p = rt.backend.persistence
         if refreeze == "old":
             p._tasks.pop("freezer").cancel()
         poller = subprocess.Popen(
@@ -366,7 +366,7 @@ def live_stall(new: int, intervals: int, refreeze: str) -> list[dict[str, Any]]:
             began = time.time()
             for start in range(0, new, CHUNK):
                 for _ in range(min(CHUNK, new - start)):
-                    rt.sessions.create(data=data)
+                    rt.backend._sessions.create(data=data)
                 await asyncio.sleep(0)
             phases.append((f"create {new:,} (interval {k + 1})", began, time.time(), -1))
             began = time.time()
@@ -377,7 +377,7 @@ def live_stall(new: int, intervals: int, refreeze: str) -> list[dict[str, Any]]:
                 gc.freeze()
             else:
                 await asyncio.sleep(2 * heap.CHECK)  # the freezer's next look falls in here
-            phases.append((f"snapshot {k + 1} ({len(rt.sessions):,} sessions)", began,
+            phases.append((f"snapshot {k + 1} ({len(rt.backend._sessions):,} sessions)", began,
                            time.time(), n))  # fmt: skip
         await asyncio.sleep(0.5)
         stop.set()

@@ -8,6 +8,7 @@ Request path (no middleware of our own: each one would cost every request an ext
             -> endpoint wrapper: browser rules (writes; reads only in protected mode)
                                  -> auth (only if keys exist) -> readiness gate (/v1 only)
                                  -> handler(runtime, request) -> problem+json on any exception
+                                    (handlers reach data only through runtime.backend)
                                  -> Cache-Control: no-store (session routes)
                                  -> RouteStats.observe(status, seconds)
 
@@ -16,12 +17,13 @@ template for log lines) is bound into the wrapper's closure when the app is buil
 
 Lifecycle (lifespan)::
 
-    start-up   yield at once, so /healthz answers while recovery runs in a worker thread
-    background Persistence.recover() -> persistence.start() -> hub.start() -> session purge
-               task -> memory sampling task (service/memory.py) -> ready (from here /readyz
-               is 200 and /v1 routes stop answering 503)
-    shutdown   (uvicorn drained connections after SIGTERM/SIGINT) purge task stops,
-               hub.stop(), persistence.stop() -> final snapshot
+    start-up   yield at once, so /healthz answers while the backend starts in the background
+    background hub.start() (it listens to the change feed) -> backend.start(): the embedded
+               backend recovers in a worker thread, starts persistence, the session purge and
+               the memory sampler, then is ready (from here /readyz is 200 and /v1 routes stop
+               answering 503)
+    shutdown   (uvicorn drained connections after SIGTERM/SIGINT) hub.stop(), backend.stop()
+               -> final snapshot
 """
 
 import asyncio
@@ -29,7 +31,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -40,8 +41,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
-from service import offline, routes_admin, routes_boards, routes_sessions
-from service.auth import Auth
+from service import routes_admin, routes_boards, routes_sessions
+from service.backend.api import Backend
+from service.backend.embedded import EmbeddedBackend
 from service.browser import (
     CORS_ALLOW_HEADERS,
     CORS_EXPOSE_HEADERS,
@@ -50,9 +52,7 @@ from service.browser import (
 )
 from service.errors import Problem, http_exception, response_for, server_error
 from service.http import RouteSpec
-from service.hub import Hub
 from service.live import live_page
-from service.persistence import Persistence
 from service.router import IndexedRouter
 from service.runtime import Runtime
 from service.settings import Settings
@@ -69,16 +69,12 @@ SPECS: tuple[RouteSpec, ...] = (
     *routes_admin.ROUTES,
 )
 
-# The purge reclaims at most this many sessions per call, then yields to the loop, so a mass
-# expiry never stalls requests; it sleeps at most PURGE_MAX_SLEEP between rounds.
-PURGE_BATCH = 1000
-PURGE_MAX_SLEEP = 1.0
-
-
 _NO_STORE = (b"cache-control", b"no-store")
 
 
-def _wrap(rt: Runtime, spec: RouteSpec, auth: Auth | None, rules: BrowserRules) -> Endpoint:
+def _wrap(rt: Runtime, spec: RouteSpec, rules: BrowserRules) -> Endpoint:
+    auth = rt.auth
+    backend = rt.backend
     handler = spec.handler
     stats = rt.metrics.route(spec.method, spec.path)
     scope = spec.scope if auth is not None else None
@@ -102,12 +98,12 @@ def _wrap(rt: Runtime, spec: RouteSpec, auth: Auth | None, rules: BrowserRules) 
                 browser(request.scope)
             if scope is not None:
                 auth.check(request, scope)  # type: ignore[union-attr]
-            if gated and not rt.ready:
+            if gated and not backend.ready:
                 raise Problem(503, "not-ready", "recovering data from disk; retry shortly")
             response = await handler(rt, request)
         except Exception as exc:
             if isinstance(exc, MemoryError):
-                rt.memory.on_memory_error()  # frees the reserve this answer is built with
+                backend.on_memory_error()  # frees the reserve this answer is built with
             response = response_for(exc, where)
         if no_store:
             # Errors too: nothing a session route answers belongs in a shared cache.
@@ -143,11 +139,10 @@ def browser_rules(settings: Settings) -> BrowserRules:
 
 
 def build_routes(rt: Runtime, specs: tuple[RouteSpec, ...] = SPECS) -> list[BaseRoute]:
-    auth = Auth(rt.settings.api_keys) if rt.settings.api_keys else None
     rules = browser_rules(rt.settings)
     by_path: dict[str, dict[str, Endpoint]] = {}
     for spec in specs:
-        by_path.setdefault(spec.path, {})[spec.method] = _wrap(rt, spec, auth, rules)
+        by_path.setdefault(spec.path, {})[spec.method] = _wrap(rt, spec, rules)
     routes: list[BaseRoute] = []
     for path, by_method in by_path.items():
         if "GET" in by_method:
@@ -156,9 +151,10 @@ def build_routes(rt: Runtime, specs: tuple[RouteSpec, ...] = SPECS) -> list[Base
     return routes
 
 
-def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
-    rt = Runtime(settings, clock)
-    rt.hub = Hub(rt)
+def create_app(
+    settings: Settings, clock: Clock | None = None, backend: Backend | None = None
+) -> Starlette:
+    rt = Runtime(settings, backend or EmbeddedBackend(settings, clock))
     routes = build_routes(rt)
     routes += [WebSocketRoute("/v1/ws", ws_endpoint), Route("/", live_page)]
     middleware = []
@@ -200,82 +196,44 @@ def _unmatched(rt: Runtime) -> Callable[[Request, Exception], Awaitable[Response
 @asynccontextmanager
 async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     rt: Runtime = app.state.rankd
-    tasks: list[asyncio.Task[Any]] = []
     started: list[str] = []
-    starter = asyncio.create_task(_start(rt, tasks, started))
+    starter = asyncio.create_task(_start(rt, started))
     try:
         yield
     finally:
-        await _stop(rt, starter, tasks, started)
+        await _stop(rt, starter, started)
 
 
-async def _start(rt: Runtime, tasks: list[asyncio.Task[Any]], started: list[str]) -> None:
-    settings = rt.settings
+async def _start(rt: Runtime, started: list[str]) -> None:
+    backend = rt.backend
     try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        p = Persistence(settings, rt.keyspace, rt.sessions, rt.clock)
-        rt.persistence = p
+        await rt.hub.start()
+        started.append("hub")
         began = time.perf_counter()
-        # A worker thread: /healthz keeps answering while a large snapshot loads.
-        rt.recovery = await asyncio.to_thread(p.recover)
-        log.info("recovered data in %.3f s: %s", time.perf_counter() - began, rt.recovery)
-        await p.start()
-        started.append("persistence")
-        if rt.hub is not None:
-            await rt.hub.start()
-            started.append("hub")
-        tasks.append(asyncio.create_task(_purge_sessions(rt), name="rankd-session-purge"))
-        rt.memory.start_reserve()
-        tasks.append(asyncio.create_task(rt.memory.run(), name="rankd-memory-sample"))
-        if rt.memory.limit:
-            log.info("memory limit %d MiB (--max-memory)", rt.memory.limit >> 20)
-        rt.ready = True
-        log.info("ready (epoch %s)", rt.epoch)
+        await backend.start()
+        log.info("ready in %.3f s (epoch %s)", time.perf_counter() - began, backend.epoch)
     except Exception as exc:
-        # Out of memory, an I/O error and damage each name their own way out (service/offline.py).
-        rt.fatal = offline.describe_failure(exc, settings.data_dir)
-        log.error("start-up failed, shutting down: %s", rt.fatal, exc_info=exc)
+        if backend.fatal is None:
+            backend.fatal = f"{type(exc).__name__}: {exc}"
+        log.error("start-up failed, shutting down: %s", backend.fatal, exc_info=exc)
         rt.request_shutdown()
 
 
-async def _stop(
-    rt: Runtime, starter: asyncio.Task[None], tasks: list[asyncio.Task[Any]], started: list[str]
-) -> None:
-    rt.ready = False
-    if not starter.done():
+async def _stop(rt: Runtime, starter: asyncio.Task[None], started: list[str]) -> None:
+    backend = rt.backend
+    backend.ready = False
+    finished = starter.done()
+    if not finished:
         # Still recovering: the worker thread cannot be interrupted, and a snapshot of a
         # half-loaded keyspace would destroy data, so nothing below may run for it.
         starter.cancel()
         with suppress(asyncio.CancelledError):
             await starter
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with suppress(asyncio.CancelledError):
-            await task
-    if "hub" in started and rt.hub is not None:
+    if "hub" in started:
         try:
             await rt.hub.stop()
         except Exception:
             log.exception("hub did not stop cleanly")
-    if "persistence" in started and rt.persistence is not None:
-        began = time.perf_counter()
-        await rt.persistence.stop()  # final snapshot: failures must surface, not be swallowed
-        log.info("final snapshot done in %.3f s", time.perf_counter() - began)
-
-
-async def _purge_sessions(rt: Runtime) -> None:
-    """Reclaim expired sessions in bounded rounds; sleep until the next deadline (<= 1 s)."""
-    sessions, clock = rt.sessions, rt.clock
-    while True:
-        now = clock.now()
-        try:
-            due = sessions.purge(now, PURGE_BATCH)
-        except Exception:
-            log.exception("session purge failed; retrying")
-            due = None
-        if due is not None and due <= now:
-            await asyncio.sleep(0)  # more is due: let requests run between rounds
-            continue
-        delay = PURGE_MAX_SLEEP if due is None else min(due - now, PURGE_MAX_SLEEP)
-        await asyncio.sleep(delay)
+    if finished:
+        # Stops whatever the backend did start (a start-up that failed half-way included).
+        await backend.stop()  # final snapshot: failures must surface, not be swallowed

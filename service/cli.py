@@ -1,7 +1,7 @@
 """``rankd`` (and ``python -m service``): parse settings, refuse unsafe setups, run uvicorn.
 
-``rankd check`` and ``rankd repair`` are offline commands (service/offline.py): they never start
-the server.
+``rankd check`` and ``rankd repair`` are offline commands (service/backend/offline.py):
+they never start the server.
 
 Exit codes: 0 after a clean stop, 1 when start-up failed (e.g. the data directory holds
 corrupt data; the message names ``rankd check``, ``rankd repair`` and ``--on-bad-data``),
@@ -24,15 +24,15 @@ import argparse
 import logging
 import math
 import os
-import re
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 import uvicorn
 
-from service import descriptors, offline
+from service import descriptors, redact
 from service.app import create_app
+from service.backend import offline
 from service.connections import CoarseClock, Sweeper, protocol_class
 from service.runtime import Runtime
 from service.settings import (
@@ -49,34 +49,9 @@ EXIT_STARTUP_FAILED = 1
 EXIT_USAGE = 2
 WS_HARD_CAP_FACTOR = 4
 
-# 43-char session ids, and any long URL-safe token; "Bearer <anything>".
-_TOKEN = re.compile(r"[A-Za-z0-9_\-]{32,}")
-_BEARER = re.compile(r"(?i)(bearer\s+)\S+")
-
-
-class RedactingFormatter(logging.Formatter):
-    def __init__(self, fmt: str, secrets: Sequence[str]) -> None:
-        super().__init__(fmt)
-        self._secrets = sorted(secrets, key=len, reverse=True)
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        for secret in self._secrets:
-            text = text.replace(secret, "[redacted]")
-        text = _BEARER.sub(r"\1[redacted]", text)
-        return _TOKEN.sub("[redacted]", text)
-
 
 def configure_logging(settings: Settings) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        RedactingFormatter(
-            "%(asctime)s %(levelname)s %(name)s: %(message)s", list(settings.api_keys)
-        )
-    )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(settings.log_level.upper())
+    redact.install(list(settings.api_keys), settings.log_level)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -230,6 +205,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     server = _Server(config, settings, clock)
     runtime.request_shutdown = lambda: setattr(server, "should_exit", True)
     server.run()
-    if runtime.fatal is not None:
-        print(f"rankd: start-up failed: {runtime.fatal}", file=sys.stderr)
+    if runtime.backend.fatal is not None:
+        print(f"rankd: start-up failed: {runtime.backend.fatal}", file=sys.stderr)
         sys.exit(EXIT_STARTUP_FAILED)

@@ -3,8 +3,8 @@
     Exception                          status  type (urn:rankd:problem:...)
     ├── Problem (raised by service/)   own     own (bad-request, payload-too-large, ...)
     ├── store.InvalidArgument          400     invalid-argument
-    │   └── store.LimitExceeded        400     limit-exceeded   (413 is kept for the body and
-    │                                                            batch caps, checked here)
+    │   └── store.LimitExceeded        400     limit-exceeded
+    │       └── store.BatchTooLarge    413     batch-too-large  (the body cap is checked here)
     ├── store.BoardNotFound            404     board-not-found
     ├── store.MemberNotFound           404     member-not-found
     ├── store.SessionNotFound          404     session-not-found
@@ -73,6 +73,7 @@ def bad_request(detail: str) -> Problem:
 
 # Most specific first: the first isinstance match wins.
 _STORE_ERRORS: tuple[tuple[type[store.StoreError], int, str], ...] = (
+    (store.BatchTooLarge, 413, "batch-too-large"),
     (store.LimitExceeded, 400, "limit-exceeded"),
     (store.InvalidArgument, 400, "invalid-argument"),
     (store.BoardNotFound, 404, "board-not-found"),

@@ -6,7 +6,8 @@
     _dirty       list of _Watch                boards written since the last flush
     _by_session  dict session id -> {peer}     connections bound to a session
 
-Change detection costs O(1) per write, never O(subscribers). The hub is a keyspace observer:
+Change detection costs O(1) per write, never O(subscribers). The hub listens to the backend's
+change feed (service/backend/api.py) and reads views through it, never a store object:
 
 * A write to a board nobody watches is one dict miss.
 * ``("bset", .., rank, prev_rank)`` can move a top-N view only if ``min(rank, prev_rank) <= N``
@@ -20,9 +21,9 @@ Change detection costs O(1) per write, never O(subscribers). The hub is a keyspa
   (by induction over the events: a rank that an event moves stays inside that event's span),
   so the flush skips it without a lookup. The written member's own group is flagged directly.
 
-A write undone after a journal failure (service/journal_flusher.py) needs nothing special: the
-store announces the restored state as ordinary events, at a higher ``seq``, so a subscriber
-that was shown the undone write gets the restored state on the next flush.
+A write undone after a journal failure (service/backend/journal_flusher.py) needs nothing
+special: the store announces the restored state as ordinary events, at a higher ``seq``, so a
+subscriber that was shown the undone write gets the restored state on the next flush.
 
 ``total`` and ``seq`` ride along in every top frame, but a change of ``total`` alone (an insert
 far below the view) wakes nobody: otherwise every write anywhere would fan out to every top
@@ -51,10 +52,12 @@ import math
 from typing import Any, Protocol
 
 import orjson
+from starlette import status
 
-from service.auth import Auth
-from service.runtime import Runtime
-from store.boards import Board, Entry, Event
+from service.backend.api import Backend, Entry
+from service.schemas import RankTail, TopTail
+from service.settings import ServiceLimits
+from store.events import BoardEvent, SessionEvent
 
 log = logging.getLogger("rankd.ws")
 
@@ -62,8 +65,8 @@ INF = math.inf
 MAX_TOP = 100
 
 # Close codes the hub itself asks for (the protocol edge owns the rest).
-POLICY = 1008
-GOING_AWAY = 1001
+POLICY = status.WS_1008_POLICY_VIOLATION
+GOING_AWAY = status.WS_1001_GOING_AWAY
 
 SEND_TIMEOUT = 5.0  # seconds one frame may wait for a client to make room before it is closed
 WATCHDOG_INTERVAL = 1.0
@@ -142,29 +145,19 @@ class _Watch:
         return bool(self.tops or self.members)
 
 
-def _rank_state(board: Board | None, member: str) -> tuple[Any, Any]:
-    if board is None or member not in board:
-        return (None, None)
-    entry = board.entry(member)
-    return (entry["rank"], entry["score"])
-
-
 class Hub:
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        limits = runtime.settings.limits
+    def __init__(self, backend: Backend, limits: ServiceLimits) -> None:
+        self._feed = backend.feed
+        self._views = backend.views
         self.tick = limits.ws_tick
         self.max_connections = limits.ws_connections
-        keys = runtime.settings.api_keys
-        # None: no keys configured (protected mode, loopback only) -- connections need none.
-        self.auth = Auth(keys) if keys else None
         self.peers: set[Peer] = set()
         self.subscriptions = 0
         # Counters for /metrics and the tests; plain ints, read at scrape time.
         self.frames_offered = 0
         self.frames_conflated = 0
         self.closed_slow = 0
-        self._epoch = runtime.epoch
+        self._epoch = backend.epoch
         self._watches: dict[str, _Watch] = {}
         self._dirty: list[_Watch] = []
         self._by_session: dict[str, set[Peer]] = {}
@@ -175,8 +168,7 @@ class Hub:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.runtime.keyspace.observers.append(self._on_board_event)
-        self.runtime.sessions.observers.append(self._on_session_event)
+        self._feed.listen(self._on_board_event, self._on_session_event)
         self._watchdog = asyncio.create_task(self._watch_sends(), name="rankd-ws-watchdog")
 
     async def stop(self) -> None:
@@ -188,12 +180,7 @@ class Hub:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for observers, fn in (
-            (self.runtime.keyspace.observers, self._on_board_event),
-            (self.runtime.sessions.observers, self._on_session_event),
-        ):
-            if fn in observers:
-                observers.remove(fn)
+        self._feed.unlisten(self._on_board_event, self._on_session_event)
         for peer in list(self.peers):
             peer.close_soon(GOING_AWAY, "server shutting down")
 
@@ -248,8 +235,7 @@ class Hub:
         if group is None:
             group = watch.tops[n] = _TopGroup(n)
             watch.max_top = max(watch.max_top, n)
-        board = self.runtime.keyspace.boards.get(name)
-        view = board.top(0, n) if board is not None else []
+        view, total, seq = self._views.top_view(name, n)
         if group.view is None:
             group.view = view
         elif view != group.view:
@@ -258,7 +244,7 @@ class Hub:
         sub.seen = view
         group.subs[sub] = None
         self.subscriptions += 1
-        self._offer(peer, sub, head + self._top_tail(name, board, view))
+        self._offer(peer, sub, head + self._top_tail(name, total, seq, view))
         return sub
 
     def subscribe_rank(self, peer: Peer, head: str, name: str, member: str) -> RankSub:
@@ -267,8 +253,8 @@ class Hub:
         group = watch.members.get(member)
         if group is None:
             group = watch.members[member] = _RankGroup(member)
-        board = self.runtime.keyspace.boards.get(name)
-        state = _rank_state(board, member)
+        rank, score, seq = self._views.rank_view(name, member)
+        state = (rank, score)
         if group.state is None:
             group.state = state
         elif state != group.state:
@@ -277,7 +263,7 @@ class Hub:
         sub.seen = state
         group.subs[sub] = None
         self.subscriptions += 1
-        self._offer(peer, sub, head + self._rank_tail(name, board, member, state))
+        self._offer(peer, sub, head + self._rank_tail(name, seq, member, state))
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
@@ -309,23 +295,25 @@ class Hub:
 
     # -- observers -----------------------------------------------------------------------------
 
-    def _on_board_event(self, event: Event) -> None:
+    def _on_board_event(self, event: BoardEvent) -> None:
         watch = self._watches.get(event[1])
         if watch is None:
             return
-        op = event[0]
-        if op == "bbatch":
+        if event[0] == "bbatch":
             for write in event[2]:
                 self._on_board_event(write)
             return
-        if op == "bset":
+        low: float
+        high: float
+        member: str | None
+        if event[0] == "bset":
             rank, prev = event[6], event[7]
             if prev is None:
                 low, high = rank, INF
             else:
                 low, high = (rank, prev) if rank < prev else (prev, rank)
             member = event[2]
-        elif op == "bdel":  # ("bdel", board, member, seq, previous_rank)
+        elif event[0] == "bdel":  # ("bdel", board, member, seq, previous_rank)
             low, high, member = event[4], INF, event[2]
         else:  # "bdrop", "bcfg": the whole board may have changed
             low, high, member = 1, INF, None
@@ -350,7 +338,7 @@ class Hub:
                 when = max(self._loop.time(), self._last_flush + self.tick)
                 self._timer = self._loop.call_at(when, self._flush)
 
-    def _on_session_event(self, event: Event) -> None:
+    def _on_session_event(self, event: SessionEvent) -> None:
         if event[0] != "sdel":
             return
         peers = self._by_session.pop(event[1], None)
@@ -371,24 +359,23 @@ class Hub:
         if self._loop is not None:
             self._last_flush = self._loop.time()
         dirty, self._dirty = self._dirty, []
-        boards = self.runtime.keyspace.boards
         for watch in dirty:
             watch.queued = False
             if self._watches.get(watch.name) is not watch:
                 continue  # every subscription left (and maybe a new watch took the name)
-            board = boards.get(watch.name)
             try:
                 if watch.top_dirty:
                     watch.top_dirty = False
-                    self._flush_tops(watch, board)
+                    self._flush_tops(watch)
                 if watch.members:
-                    self._flush_ranks(watch, board)
+                    self._flush_ranks(watch)
             except Exception:
                 # A bug here must not stop every later flush; the tests assert the log is clean.
                 log.exception("hub flush failed for one board")
 
-    def _flush_tops(self, watch: _Watch, board: Board | None) -> None:
-        entries = board.top(0, watch.max_top) if board is not None else []
+    def _flush_tops(self, watch: _Watch) -> None:
+        # One read per dirty board per flush, sliced per N.
+        entries, total, seq = self._views.top_view(watch.name, watch.max_top)
         for n, group in watch.tops.items():
             view = entries[:n]
             if view == group.view and not group.stale:
@@ -401,11 +388,12 @@ class Hub:
                 if seen is view or seen == view:
                     continue
                 if tail is None:
-                    tail = self._top_tail(watch.name, board, view)
+                    tail = self._top_tail(watch.name, total, seq, view)
                 sub.seen = view
                 self._offer(sub.peer, sub, sub.head + tail)
 
-    def _flush_ranks(self, watch: _Watch, board: Board | None) -> None:
+    def _flush_ranks(self, watch: _Watch) -> None:
+        views, name = self._views, watch.name
         lo, hi = watch.lo, watch.hi
         watch.lo, watch.hi = INF, 0
         for member, group in watch.members.items():
@@ -414,14 +402,15 @@ class Hub:
                 if rank is None or not lo <= rank <= hi:
                     continue
             group.dirty = False
-            state = _rank_state(board, member)
+            rank, score, seq = views.rank_view(name, member)
+            state = (rank, score)
             group.state = state
             tail = None
             for sub in group.subs:
                 if sub.seen == state:
                     continue
                 if tail is None:
-                    tail = self._rank_tail(watch.name, board, member, state)
+                    tail = self._rank_tail(name, seq, member, state)
                 sub.seen = state
                 self._offer(sub.peer, sub, sub.head + tail)
 
@@ -431,25 +420,23 @@ class Hub:
 
     # -- frames: '{"type":..,"id":..' (per subscription) + one shared tail ---------------------
 
-    def _top_tail(self, name: str, board: Board | None, view: list[Entry]) -> str:
-        body = {
+    def _top_tail(self, name: str, total: int, seq: int, view: list[Entry]) -> str:
+        body: TopTail = {
             "board": name,
-            "total": len(board) if board is not None else 0,
+            "total": total,
             "entries": view,
-            "seq": board.seq if board is not None else 0,
+            "seq": seq,
             "epoch": self._epoch,
         }
         return "," + orjson.dumps(body)[1:].decode()
 
-    def _rank_tail(
-        self, name: str, board: Board | None, member: str, state: tuple[Any, Any]
-    ) -> str:
-        body = {
+    def _rank_tail(self, name: str, seq: int, member: str, state: tuple[Any, Any]) -> str:
+        body: RankTail = {
             "board": name,
             "member": member,
             "rank": state[0],
             "score": state[1],
-            "seq": board.seq if board is not None else 0,
+            "seq": seq,
             "epoch": self._epoch,
         }
         return "," + orjson.dumps(body)[1:].decode()

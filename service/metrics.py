@@ -39,7 +39,8 @@ from prometheus_client.core import (
 from prometheus_client.process_collector import ProcessCollector
 
 if TYPE_CHECKING:
-    from service.runtime import Runtime
+    from service.backend.api import Lifecycle, Stats
+    from service.hub import Hub
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -90,8 +91,9 @@ class RouteStats:
 
 
 class Metrics:
-    def __init__(self, runtime: "Runtime") -> None:
-        self.runtime = runtime
+    def __init__(self, backend: "Lifecycle", hub: "Hub | None" = None) -> None:
+        self.backend = backend
+        self.hub = hub
         self.routes: dict[tuple[str, str], RouteStats] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
@@ -114,39 +116,40 @@ class _Collector:
         self.metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
+        stats = self.metrics.backend.stats()  # once per scrape: it walks every board
         yield from self._http()
-        yield from self._store()
-        yield from self._persistence()
+        yield from self._store(stats)
+        yield from self._persistence(stats)
         yield from self._ws()
-        yield from self._memory()
+        yield from self._memory(stats)
 
-    def _memory(self) -> Iterable[Metric]:
-        guard = self.metrics.runtime.memory
+    def _memory(self, stats: "Stats") -> Iterable[Metric]:
+        m = stats["memory"]
         return (
             GaugeMetricFamily(
                 "rankd_memory_used_bytes",
                 "Resident memory at the last sample (what --max-memory is compared with).",
-                value=guard.used,
+                value=m["used"],
             ),
             GaugeMetricFamily(
                 "rankd_memory_limit_bytes",
                 "--max-memory: past it, writes that add data answer 507 (0 = no limit).",
-                value=guard.limit,
+                value=m["limit"],
             ),
             CounterMetricFamily(
                 "rankd_memory_refused_writes",
                 "Writes answered 507 because memory was over the limit.",
-                value=guard.refused,
+                value=m["refused"],
             ),
             CounterMetricFamily(
                 "rankd_memory_errors",
                 "Requests that hit an allocation failure (MemoryError), answered 503.",
-                value=guard.memory_errors,
+                value=m["memory_errors"],
             ),
         )
 
     def _ws(self) -> Iterable[Metric]:
-        hub = self.metrics.runtime.hub
+        hub = self.metrics.hub
         if hub is None:
             return ()
         return (
@@ -191,20 +194,18 @@ class _Collector:
                 latency.add_metric(labels, h.cumulative(), h.sum)
         return (requests, latency)
 
-    def _store(self) -> Iterable[Metric]:
-        rt = self.metrics.runtime
+    def _store(self, stats: "Stats") -> Iterable[Metric]:
+        backend = self.metrics.backend
         ready = GaugeMetricFamily(
-            "rankd_ready", "1 once recovery finished.", value=1 if rt.ready else 0
+            "rankd_ready", "1 once recovery finished.", value=1 if backend.ready else 0
         )
         started = GaugeMetricFamily(
-            "rankd_start_time_seconds", "Process start, unix time.", value=rt.started_at
+            "rankd_start_time_seconds", "Process start, unix time.", value=backend.started_at
         )
-        if not rt.ready:
-            # Recovery mutates the store from a worker thread: iterating it now could race.
+        store = stats["store"]
+        if store is None:
             return (ready, started)
-        boards = list(rt.keyspace)
-        sessions = rt.sessions
-        counters = dict(sessions.counters)
+        counters = store["session_events"]
         events = CounterMetricFamily(
             "rankd_session_events",
             "Session lifecycle events since start, by kind.",
@@ -213,16 +214,16 @@ class _Collector:
         for name, value in sorted(counters.items()):
             events.add_metric([name], value)
         return (
-            GaugeMetricFamily("rankd_boards", "Leaderboards in memory.", value=len(boards)),
+            GaugeMetricFamily("rankd_boards", "Leaderboards in memory.", value=store["boards"]),
             GaugeMetricFamily(
                 "rankd_board_entries",
                 "Entries over all leaderboards.",
-                value=sum(len(b) for b in boards),
+                value=store["entries"],
             ),
             GaugeMetricFamily(
                 "rankd_sessions",
                 "Sessions held (expired ones not yet purged included).",
-                value=len(sessions),
+                value=store["sessions"],
             ),
             CounterMetricFamily(
                 "rankd_session_expirations",
@@ -234,33 +235,32 @@ class _Collector:
             started,
         )
 
-    def _persistence(self) -> Iterable[Metric]:
-        rt = self.metrics.runtime
-        p = rt.persistence
+    def _persistence(self, stats: "Stats") -> Iterable[Metric]:
+        p = stats["persistence"]
         if p is None:
             return ()
         out: list[Metric] = [
             GaugeMetricFamily(
                 "rankd_persistence_healthy",
                 "1 while writes can be made durable; 0 means writes answer 503.",
-                value=1 if p.healthy else 0,
+                value=1 if p["healthy"] else 0,
             ),
             GaugeMetricFamily(
                 "rankd_journal_bytes",
                 "Size of the journal since the last snapshot.",
-                value=p.journal_bytes,
+                value=p["journal_bytes"],
             ),
         ]
-        last_at = p.last_snapshot_at
-        if last_at is not None:
+        age = p["snapshot_age"]
+        if age is not None:
             out.append(
                 GaugeMetricFamily(
                     "rankd_snapshot_age_seconds",
                     "Seconds since the last completed snapshot.",
-                    value=max(0.0, rt.clock.now() - last_at),
+                    value=age,
                 )
             )
-        last_seconds = p.last_snapshot_seconds
+        last_seconds = p["snapshot_seconds"]
         if last_seconds is not None:
             out.append(
                 GaugeMetricFamily(
@@ -269,10 +269,9 @@ class _Collector:
                     value=last_seconds,
                 )
             )
-        fsync = p.fsync_seconds
         family = HistogramMetricFamily(
             "rankd_journal_fsync_seconds", "Latency of journal fsync calls."
         )
-        family.add_metric([], fsync.cumulative(), fsync.sum)
+        family.add_metric([], p["fsync_buckets"], p["fsync_sum"])
         out.append(family)
         return out

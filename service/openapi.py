@@ -9,133 +9,17 @@ Scores are JSON numbers of magnitude below 2**63; timestamps are Unix epoch seco
 """
 
 from functools import cache
-from typing import Any
 
 import orjson
 
-Schema = dict[str, Any]
+from service.schemas import MEMBER as _MEMBER
+from service.schemas import SCHEMAS, Schema
+from service.schemas import SCORE as _SCORE
+from service.schemas import ref as _ref
 
 _PROBLEM = "application/problem+json"
 _JSON = "application/json"
-_SCORE_BOUND = 2**63
 
-
-def _ref(name: str) -> Schema:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _obj(required: list[str], closed: bool = True, **props: Schema) -> Schema:
-    schema: Schema = {"type": "object", "properties": props, "required": required}
-    if closed:
-        schema["additionalProperties"] = False
-    return schema
-
-
-_SCORE: Schema = {
-    "type": "number",
-    "exclusiveMinimum": -_SCORE_BOUND,
-    "exclusiveMaximum": _SCORE_BOUND,
-    "description": "A finite JSON number; integers stay exact. Magnitude below 2**63.",
-}
-_MEMBER: Schema = {"type": "string", "minLength": 1, "maxLength": 128}
-_METADATA: Schema = {
-    "type": ["object", "null"],
-    "description": "Small JSON object (at most 1 KiB); null or absent keeps the current one.",
-}
-_EPOCH: Schema = {"type": "number", "description": "Unix epoch seconds."}
-
-SCHEMAS: dict[str, Schema] = {
-    "Problem": _obj(
-        ["type", "title", "status", "detail"],
-        closed=False,
-        type={"type": "string", "description": "urn:rankd:problem:<kind>"},
-        title={"type": "string"},
-        status={"type": "integer", "minimum": 400, "maximum": 599},
-        detail={"type": "string"},
-    ),
-    "BoardOptions": _obj(
-        [],
-        order={"enum": ["desc", "asc"]},
-        update={"enum": ["best", "latest", "sum"]},
-        ties={"enum": ["first", "member"]},
-    ),
-    "Board": _obj(
-        ["board", "order", "update", "ties", "size"],
-        board={"type": "string"},
-        order={"enum": ["desc", "asc"]},
-        update={"enum": ["best", "latest", "sum"]},
-        ties={"enum": ["first", "member"]},
-        size={"type": "integer", "minimum": 0},
-    ),
-    "BoardList": _obj(
-        ["total", "offset", "boards"],
-        total={"type": "integer", "minimum": 0},
-        offset={"type": "integer", "minimum": 0},
-        boards={"type": "array", "items": _ref("Board")},
-    ),
-    "ScoreWrite": _obj(["member", "score"], member=_MEMBER, score=_SCORE, metadata=_METADATA),
-    "WriteResult": _obj(
-        ["member", "score", "rank", "previous", "changed"],
-        member={"type": "string"},
-        score={"type": "number"},
-        rank={"type": "integer", "minimum": 1},
-        previous={
-            "oneOf": [
-                {"type": "null"},
-                _obj(["score", "rank"], score={"type": "number"}, rank={"type": "integer"}),
-            ]
-        },
-        changed={"type": "boolean"},
-    ),
-    "Entry": _obj(
-        ["rank", "member", "score"],
-        rank={"type": "integer", "minimum": 1},
-        member={"type": "string"},
-        score={"type": "number"},
-        metadata={"type": "object"},
-    ),
-    "Page": _obj(
-        ["board", "total", "entries"],
-        board={"type": "string"},
-        total={"type": "integer", "minimum": 0},
-        entries={"type": "array", "items": _ref("Entry")},
-    ),
-    "RankAnswer": _obj(
-        ["board", "score", "rank"],
-        board={"type": "string"},
-        score={"type": "number"},
-        rank={"type": "integer", "minimum": 1},
-    ),
-    "SessionCreate": _obj(
-        [],
-        user={"type": ["string", "null"], "minLength": 1, "maxLength": 256},
-        data={"type": ["object", "null"]},
-        ttl={"type": ["integer", "null"], "minimum": 1, "description": "idle timeout, s"},
-        max_lifetime={"type": ["integer", "null"], "minimum": 1, "description": "absolute, s"},
-    ),
-    "SessionData": _obj(["data"], data={"type": "object"}),
-    "Session": _obj(
-        ["id", "user", "data", "created_at", "expires_at", "ttl", "max_expires_at", "version"],
-        id={"type": "string"},
-        user={"type": ["string", "null"]},
-        data={"type": "object"},
-        created_at=_EPOCH,
-        expires_at=_EPOCH,
-        ttl={"type": "integer", "minimum": 1},
-        max_expires_at=_EPOCH,
-        version={"type": "integer", "minimum": 1},
-    ),
-    "UserSessions": _obj(
-        ["user", "sessions"],
-        user={"type": "string"},
-        sessions={"type": "array", "items": _ref("Session")},
-    ),
-    "Revoked": _obj(
-        ["user", "revoked"], user={"type": "string"}, revoked={"type": "integer", "minimum": 0}
-    ),
-    "Status": _obj(["status"], closed=False, status={"type": "string"}),
-    "SnapshotReport": {"type": "object"},
-}
 
 _ERRORS = {
     "400": "Invalid input: malformed JSON, wrong type, out-of-range value, unknown field.",

@@ -23,9 +23,10 @@ async def healthz(rt: Runtime, request: Request) -> Response:
 
 
 async def readyz(rt: Runtime, request: Request) -> Response:
-    if rt.ready:
-        return json_response({"status": "ready", "epoch": rt.epoch})
-    if rt.fatal is not None:
+    backend = rt.backend
+    if backend.ready:
+        return json_response({"status": "ready", "epoch": backend.epoch})
+    if backend.fatal is not None:
         return problem_response(503, "start-up-failed", "start-up failed; see the server log")
     return problem_response(503, "not-ready", "recovering data from disk; not ready yet")
 
@@ -39,10 +40,13 @@ async def openapi_json(rt: Runtime, request: Request) -> Response:
 
 
 async def snapshot(rt: Runtime, request: Request) -> Response:
-    p = rt.persistence
-    if p is None:
-        raise Problem(503, "unavailable", "persistence is not running in this process")
-    return json_response(await p.snapshot())
+    try:
+        return json_response(await rt.backend.snapshot())
+    except NotImplementedError:
+        # A backend without local disk (redis): its durability is the cluster's.
+        raise Problem(
+            501, "not-implemented", "this backend takes no snapshots; see README, Durability"
+        ) from None
 
 
 ROUTES = [

@@ -1,4 +1,4 @@
-"""Leaderboard routes: translate HTTP to ``Keyspace``/``Board`` calls and back, nothing more.
+"""Leaderboard routes: translate HTTP to the backend's ``Boards`` calls and back, nothing more.
 
 Validation order is the same everywhere: the request's own shape first (body, query, member
 id: 400), then the lookups (absent board or member: 404), then the write path (503 when
@@ -12,9 +12,8 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service import writes
 from service.auth import READ, WRITE
-from service.errors import Problem, bad_request
+from service.errors import bad_request
 from service.http import (
     JSON,
     RouteSpec,
@@ -28,10 +27,9 @@ from service.http import (
     score_param,
 )
 from service.runtime import Runtime
-from store.boards import Board
-from store.values import check_member, check_score
+from service.schemas import SCORE_FIELDS
+from store.values import check_batch_size, check_member, check_score
 
-SCORE_FIELDS = frozenset({"member", "score", "metadata"})
 PAGE_PARAMS = frozenset({"offset", "limit"})
 AROUND_PARAMS = frozenset({"radius"})
 RANK_PARAMS = frozenset({"score"})
@@ -39,40 +37,32 @@ MAX_OFFSET = 2**31 - 1
 BOARD_LIST_DEFAULT = 100
 
 
-def describe(board: Board) -> dict[str, Any]:
-    return {"board": board.name, **board.config.as_dict(), "size": len(board)}
-
-
 async def put_board(rt: Runtime, request: Request) -> Response:
     name = request.path_params["board"]
     options = parse_json(await read_body(request, rt.settings.limits.body_bytes), empty={})
     if type(options) is not dict:
         raise bad_request('board options must be a JSON object such as {"order": "asc"}')
-    if name not in rt.keyspace.boards:
-        writes.grow(rt)  # reconfiguring an existing board adds nothing
     # Unknown options and values are refused by BoardConfig (400 naming the option).
-    board, created = await writes.mutate(rt, rt.keyspace.configure, name, options)
+    info, created = await rt.backend.boards.configure(name, options)
     if created:
-        return json_response(describe(board), 201, {"Location": f"/v1/boards/{board.name}"})
-    return json_response(describe(board))
+        return json_response(info, 201, {"Location": f"/v1/boards/{info['board']}"})
+    return json_response(info)
 
 
 async def list_boards(rt: Runtime, request: Request) -> Response:
+    boards = rt.backend.boards
     params = query(request, PAGE_PARAMS)
     offset = int_param(params, "offset", 0, 0, MAX_OFFSET)
-    limit = int_param(params, "limit", BOARD_LIST_DEFAULT, 1, rt.keyspace.limits.page_items)
-    names = sorted(rt.keyspace.boards)
-    boards = rt.keyspace.boards
-    page = [describe(boards[n]) for n in names[offset : offset + limit]]
-    return json_response({"total": len(names), "offset": offset, "boards": page})
+    limit = int_param(params, "limit", BOARD_LIST_DEFAULT, 1, boards.limits.page_items)
+    return json_response(await boards.list_boards(offset, limit))
 
 
 async def get_board(rt: Runtime, request: Request) -> Response:
-    return json_response(describe(rt.keyspace.get(request.path_params["board"])))
+    return json_response(await rt.backend.boards.describe(request.path_params["board"]))
 
 
 async def delete_board(rt: Runtime, request: Request) -> Response:
-    await writes.mutate(rt, rt.keyspace.drop, request.path_params["board"])
+    await rt.backend.boards.drop(request.path_params["board"])
     return no_content()
 
 
@@ -102,7 +92,7 @@ async def post_score(rt: Runtime, request: Request) -> Response:
         member, score, metadata = body["member"], body["score"], body.get("metadata")
     else:
         member, score, metadata = _score_item(body, "the score")
-    result = await writes.score(rt, request.path_params["board"], member, score, metadata)
+    result = await rt.backend.boards.write(request.path_params["board"], member, score, metadata)
     return Response(orjson.dumps(result), media_type=JSON)
 
 
@@ -110,55 +100,48 @@ async def post_batch(rt: Runtime, request: Request) -> Response:
     body = parse_json(await read_body(request, rt.settings.limits.body_bytes))
     if type(body) is not list:
         raise bad_request("a batch must be a JSON array of {member, score, metadata?} objects")
-    cap = rt.settings.limits.batch_items
-    if len(body) > cap:
-        raise Problem(
-            413, "batch-too-large", f"a batch holds at most {cap} items, but got {len(body)}"
-        )
+    # The cap first (store.values.check_batch_size, 413), before any item is looked at.
+    check_batch_size(len(body), rt.backend.boards.limits)
     items = [_score_item(item, f"item {i}") for i, item in enumerate(body)]
-    results = await writes.score_batch(rt, request.path_params["board"], items)
+    results = await rt.backend.boards.write_many(request.path_params["board"], items)
     return json_response(results)
 
 
 async def top(rt: Runtime, request: Request) -> Response:
+    boards = rt.backend.boards
     params = query(request, PAGE_PARAMS)
     offset = int_param(params, "offset", 0, 0, MAX_OFFSET)
-    limit = int_param(params, "limit", 10, 1, rt.keyspace.limits.page_items)
-    board = rt.keyspace.get(request.path_params["board"])
-    return json_response(
-        {"board": board.name, "total": len(board), "entries": board.top(offset, limit)}
-    )
+    limit = int_param(params, "limit", 10, 1, boards.limits.page_items)
+    return json_response(await boards.top(request.path_params["board"], offset, limit))
 
 
 def _member(rt: Runtime, request: Request) -> str:
-    return check_member(request.path_params["member"], rt.keyspace.limits)
+    return check_member(request.path_params["member"], rt.backend.boards.limits)
 
 
 async def get_member(rt: Runtime, request: Request) -> Response:
     member = _member(rt, request)
-    return json_response(rt.keyspace.get(request.path_params["board"]).entry(member))
+    return json_response(await rt.backend.boards.entry(request.path_params["board"], member))
 
 
 async def around(rt: Runtime, request: Request) -> Response:
+    boards = rt.backend.boards
     params = query(request, AROUND_PARAMS)
-    radius = int_param(params, "radius", 5, 0, rt.keyspace.limits.radius)
+    radius = int_param(params, "radius", 5, 0, boards.limits.radius)
     member = _member(rt, request)
-    board = rt.keyspace.get(request.path_params["board"])
-    return json_response(
-        {"board": board.name, "total": len(board), "entries": board.around(member, radius)}
-    )
+    return json_response(await boards.around(request.path_params["board"], member, radius))
 
 
 async def rank_for_score(rt: Runtime, request: Request) -> Response:
     score = check_score(score_param(query(request, RANK_PARAMS), "score"))
-    board = rt.keyspace.get(request.path_params["board"])
-    return json_response({"board": board.name, "score": score, "rank": board.rank_for_score(score)})
+    return json_response(
+        await rt.backend.boards.rank_for_score(request.path_params["board"], score)
+    )
 
 
 async def delete_member(rt: Runtime, request: Request) -> Response:
     member = _member(rt, request)
-    board = rt.keyspace.get(request.path_params["board"])
-    await writes.mutate(rt, board.remove, member)
+    await rt.backend.boards.remove(request.path_params["board"], member)
     return no_content()
 
 

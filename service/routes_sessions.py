@@ -1,4 +1,4 @@
-"""Session routes: ``SessionStore`` over HTTP.
+"""Session routes: the backend's ``Sessions`` over HTTP.
 
 A session is answered as ``Session.to_dict()``: timestamps (``created_at``, ``expires_at``,
 ``max_expires_at``) are Unix epoch seconds as JSON numbers (floats), the same clock the store
@@ -18,28 +18,31 @@ every answer of these routes says ``Cache-Control: no-store``.
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service import writes
 from service.auth import SESSIONS
 from service.errors import Problem, bad_request
 from service.http import RouteSpec, json_object, json_response, no_content, parse_json, query
 from service.http import read_body as _read_body
 from service.runtime import Runtime
-from store.sessions import Session
+from service.schemas import (
+    SESSION_CREATE_FIELDS,
+    SESSION_DATA_FIELDS,
+    Revoked,
+    SessionInfo,
+    UserSessions,
+)
 from store.show import show
 
-CREATE_FIELDS = frozenset({"user", "data", "ttl", "max_lifetime"})
-DATA_FIELDS = frozenset({"data"})
 GET_PARAMS = frozenset({"touch"})
 REVOKE_PARAMS = frozenset({"except"})
 
 _BOOLS = {"true": True, "1": True, "false": False, "0": False}
 
 
-def _answer(session: Session, status: int = 200, location: bool = False) -> Response:
-    headers = {"ETag": f'"{session.version}"'}
+def _answer(session: SessionInfo, status: int = 200, location: bool = False) -> Response:
+    headers = {"ETag": f'"{session["version"]}"'}
     if location:
-        headers["Location"] = f"/v1/sessions/{session.id}"
-    return json_response(session.to_dict(), status, headers)
+        headers["Location"] = f"/v1/sessions/{session['id']}"
+    return json_response(session, status, headers)
 
 
 def _etags(raw: str, header: str) -> list[tuple[bool, int]] | None:
@@ -64,7 +67,7 @@ def _etags(raw: str, header: str) -> list[tuple[bool, int]] | None:
     return tags
 
 
-def precondition(rt: Runtime, request: Request, sid: str) -> int | None:
+async def precondition(rt: Runtime, request: Request, sid: str) -> int | None:
     """The version the write must still find, after If-Match / If-None-Match (412 if false).
 
     No condition: None (unconditional). The session is read without touching it, and an
@@ -74,7 +77,7 @@ def precondition(rt: Runtime, request: Request, sid: str) -> int | None:
     if_match, if_none = headers.get("if-match"), headers.get("if-none-match")
     if if_match is None and if_none is None:
         return None
-    current = rt.sessions.get(sid, touch=False).version
+    current = (await rt.backend.sessions.get(sid, touch=False))["version"]
     if if_match is not None:
         tags = _etags(if_match, "If-Match")
         if tags is not None and (False, current) not in tags:
@@ -103,11 +106,8 @@ async def _body(
 
 
 async def create(rt: Runtime, request: Request) -> Response:
-    body = await _body(rt, request, CREATE_FIELDS, "the session")
-    writes.grow(rt)
-    session = await writes.mutate(
-        rt,
-        rt.sessions.create,
+    body = await _body(rt, request, SESSION_CREATE_FIELDS, "the session")
+    session = await rt.backend.sessions.create(
         user=body.get("user"),
         data=body.get("data"),
         ttl=body.get("ttl"),
@@ -125,13 +125,11 @@ async def get(rt: Runtime, request: Request) -> Response:
         # HEAD is a safe method (RFC 9110): a monitor checking that a session exists must not
         # keep it alive forever, whatever ?touch says.
         touch = False
-    # A touch only pushes an idle deadline: it is no reason to refuse a read while the disk is
-    # unhealthy, so it skips the write path (a lost touch costs at most an early expiry).
-    return _answer(rt.sessions.get(request.path_params["id"], touch=touch))
+    return _answer(await rt.backend.sessions.get(request.path_params["id"], touch=touch))
 
 
 async def _data(rt: Runtime, request: Request) -> object:
-    body = await _body(rt, request, DATA_FIELDS, "the request")
+    body = await _body(rt, request, SESSION_DATA_FIELDS, "the request")
     if "data" not in body:
         raise bad_request("the request needs a 'data' object")
     return body["data"]
@@ -139,41 +137,40 @@ async def _data(rt: Runtime, request: Request) -> object:
 
 async def patch(rt: Runtime, request: Request) -> Response:
     sid = request.path_params["id"]
-    version = precondition(rt, request, sid)
+    version = await precondition(rt, request, sid)
     # Another write may land while the body arrives: the store re-checks the version
     # (VersionConflict, also a 412).
     data = await _data(rt, request)
-    writes.grow(rt)
-    return _answer(await writes.mutate(rt, rt.sessions.patch, sid, data, if_version=version))
+    return _answer(await rt.backend.sessions.patch(sid, data, if_version=version))
 
 
 async def replace(rt: Runtime, request: Request) -> Response:
     sid = request.path_params["id"]
-    version = precondition(rt, request, sid)
+    version = await precondition(rt, request, sid)
     data = await _data(rt, request)
-    writes.grow(rt)
-    return _answer(await writes.mutate(rt, rt.sessions.replace, sid, data, if_version=version))
+    return _answer(await rt.backend.sessions.replace(sid, data, if_version=version))
 
 
 async def touch(rt: Runtime, request: Request) -> Response:
-    return _answer(await writes.mutate(rt, rt.sessions.touch, request.path_params["id"]))
+    return _answer(await rt.backend.sessions.touch(request.path_params["id"]))
 
 
 async def rotate(rt: Runtime, request: Request) -> Response:
-    session = await writes.mutate(rt, rt.sessions.rotate, request.path_params["id"])
+    session = await rt.backend.sessions.rotate(request.path_params["id"])
     return _answer(session, location=True)
 
 
 async def delete(rt: Runtime, request: Request) -> Response:
-    await writes.mutate(rt, rt.sessions.delete, request.path_params["id"])
+    await rt.backend.sessions.delete(request.path_params["id"])
     return no_content()
 
 
 async def list_user(rt: Runtime, request: Request) -> Response:
     query(request, frozenset())
     user = request.path_params["user"]
-    sessions = rt.sessions.list_user(user)
-    return json_response({"user": user, "sessions": [s.to_dict() for s in sessions]})
+    sessions = await rt.backend.sessions.list_user(user)
+    answer: UserSessions = {"user": user, "sessions": sessions}
+    return json_response(answer)
 
 
 async def revoke_user(rt: Runtime, request: Request) -> Response:
@@ -182,8 +179,9 @@ async def revoke_user(rt: Runtime, request: Request) -> Response:
         # A template rendered with an empty id (?except=) must not log the user out everywhere.
         raise bad_request("except must be the id of the session to keep, but it is empty")
     user = request.path_params["user"]
-    revoked = await writes.mutate(rt, rt.sessions.revoke_user, user, except_id=keep)
-    return json_response({"user": user, "revoked": revoked})
+    revoked = await rt.backend.sessions.revoke_user(user, except_id=keep)
+    answer: Revoked = {"user": user, "revoked": revoked}
+    return json_response(answer)
 
 
 _S = "/v1/sessions/{id}"

@@ -230,8 +230,8 @@ def _choice(name: str, raw: object, choices: tuple[str, ...]) -> str:
 
 # (lowest, highest) accepted for each limit; the ceilings keep a typo from disabling a bound.
 _LIMIT_RANGES: dict[str, tuple[float, float]] = {
-    # A scores:batch is one journal record (store/journal.py, bbatch), and a record must stay
-    # under the 64 MiB frame cap the loader enforces (store/frames.py): a batch's record is at
+    # A scores:batch is one journal record (store/disk/journal.py, bbatch), and a record must stay
+    # under the 64 MiB frame cap the loader enforces (store/disk/frames.py): a batch's record is at
     # most ~1.5x its body (compact JSON plus a seq per item), so bodies stop at 32 MiB.
     "body_bytes": (1024, 32 * 1024 * 1024),
     "batch_items": (1, 100_000),

@@ -46,20 +46,21 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import re
 import socket
 import struct
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
+from starlette import status
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from service import writes
-from service.auth import ADMIN, READ, SESSIONS, WRITE
+from service.auth import ADMIN, READ, SESSIONS, WRITE, Auth
 from service.errors import OUT_OF_MEMORY, store_error
 from service.http import json_error
 from service.hub import MAX_TOP, Hub, Subscription
 from service.runtime import Runtime
+from service.schemas import ErrorFrame
 from store.errors import StoreError
 from store.show import show
 from store.values import check_board_name, check_member
@@ -71,7 +72,10 @@ BINARY_LIMIT = 8  # binary frames answered with an error before the connection i
 MAX_ID_CHARS = 128
 MAX_SAFE_INT = 2**53  # ids must survive a JavaScript client
 
-NORMAL, GOING_AWAY, POLICY, TRY_AGAIN = 1000, 1001, 1008, 1013
+NORMAL = status.WS_1000_NORMAL_CLOSURE
+GOING_AWAY = status.WS_1001_GOING_AWAY
+POLICY = status.WS_1008_POLICY_VIOLATION
+TRY_AGAIN = status.WS_1013_TRY_AGAIN_LATER
 _LINGER_0 = struct.pack("ii", 1, 0)  # struct linger {l_onoff = 1, l_linger = 0}
 
 _FIELDS = {
@@ -102,10 +106,10 @@ async def ws_endpoint(websocket: WebSocket) -> None:
         await websocket.close(POLICY)
         return
     await websocket.accept()
-    if not isinstance(hub, Hub) or not runtime.ready:
+    if not runtime.backend.ready:
         await _close(websocket, TRY_AGAIN, "not ready: recovery in progress")
         return
-    scopes = _scopes(hub, websocket)
+    scopes = _scopes(runtime.auth, websocket)
     if scopes is None:
         await _close(websocket, POLICY, "unauthorized: send a valid key as Bearer or ?token=")
         return
@@ -117,7 +121,8 @@ async def ws_endpoint(websocket: WebSocket) -> None:
             await _close(websocket, POLICY, "the 'sessions' scope is needed to bind ?session=")
             return
         try:
-            runtime.sessions.get(session)  # a use, like any read: refreshes its idle deadline
+            # A use, like any read: refreshes its idle deadline.
+            await runtime.backend.sessions.get(session, touch=True)
         except StoreError:
             await _close(websocket, POLICY, "session not found")
             return
@@ -131,8 +136,7 @@ async def ws_endpoint(websocket: WebSocket) -> None:
         hub.detach(conn, session, list(conn.subs.values()))
 
 
-def _scopes(hub: Hub, websocket: WebSocket) -> frozenset[str] | None:
-    auth = hub.auth
+def _scopes(auth: Auth | None, websocket: WebSocket) -> frozenset[str] | None:
     if auth is None:
         return _ALL_SCOPES  # no keys configured: loopback-only protected mode, open
     header = websocket.headers.get("authorization")
@@ -188,13 +192,14 @@ class Connection:
                     # a busy reader checks _closing when the request is done.
                     reader.cancel()
 
-    def _reply(self, value: dict[str, Any]) -> None:
+    def _reply(self, value: Mapping[str, Any]) -> None:
         self._outbox[next(self._keys)] = orjson.dumps(value).decode()
         self._replies += 1
         self._wake.set()
 
     def _error(self, rid: object, status: int, detail: str) -> None:
-        self._reply({"type": "error", "id": rid, "status": status, "detail": detail})
+        frame: ErrorFrame = {"type": "error", "id": rid, "status": status, "detail": detail}
+        self._reply(frame)
 
     # -- tasks ---------------------------------------------------------------------------------
 
@@ -306,7 +311,7 @@ class Connection:
             status, _, detail = store_error(exc)
             self._error(rid, status, detail)
         except MemoryError:
-            self.runtime.memory.on_memory_error()
+            self.runtime.backend.on_memory_error()
             log.warning("a WebSocket request failed with MemoryError (answered 503)")
             self._error(rid, 503, OUT_OF_MEMORY)
         except Exception:
@@ -330,7 +335,7 @@ class Connection:
                 raise _Bad(400, f"top must be an integer from 1 to {MAX_TOP}, but got {show(top)}")
             self.subs[rid] = self.hub.subscribe_top(self, head % "top", board, top)
         else:
-            member = check_member(member, self.runtime.keyspace.limits)
+            member = check_member(member, self.runtime.backend.boards.limits)
             self.subs[rid] = self.hub.subscribe_rank(self, head % "rank", board, member)
 
     def _unsubscribe(self, rid: object) -> None:
@@ -346,7 +351,7 @@ class Connection:
             raise _Bad(403, "the API key lacks the 'write' scope score needs")
         board = check_board_name(_field(msg, "board"))
         member, value = _field(msg, "member"), _field(msg, "score")
-        result = await writes.score(self.runtime, board, member, value, msg.get("metadata"))
+        result = await self.runtime.backend.boards.write(board, member, value, msg.get("metadata"))
         self._reply({"type": "ack", "id": rid, **result})
 
 
@@ -415,22 +420,3 @@ def _abort(websocket: WebSocket) -> None:
             break
         fn = inner
     log.warning("could not abort a stalled WebSocket; it stays open until the peer reads")
-
-
-class _RedactQuery(logging.Filter):
-    """uvicorn logs each upgrade's path *with* its query string: hide keys and session ids."""
-
-    _SECRET = re.compile(r"(?<=[?&])(token|session)=[^&\s\"]*")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple) and any(isinstance(a, str) for a in record.args):
-            record.args = tuple(
-                self._SECRET.sub(r"\1=<redacted>", a) if isinstance(a, str) else a
-                for a in record.args
-            )
-        return True
-
-
-_REDACT = _RedactQuery()
-for _name in ("uvicorn.error", "uvicorn.access"):
-    logging.getLogger(_name).addFilter(_REDACT)

@@ -7,6 +7,7 @@ data. The service layer translates HTTP and WebSocket requests into calls on the
 from store.boards import Board, BoardConfig
 from store.clock import Clock, ManualClock, SystemClock
 from store.errors import (
+    BatchTooLarge,
     BoardNotFound,
     Conflict,
     InsufficientStorage,
@@ -26,6 +27,7 @@ from store.ttl import TTLMap
 from store.values import Limits
 
 __all__ = [
+    "BatchTooLarge",
     "Board",
     "BoardConfig",
     "BoardNotFound",

@@ -18,7 +18,7 @@ Ranks in this module's public results are 1-based (rank 1 is the best); SkipList
 Every mutation is reported to ``Board.emit`` (set by the Keyspace) as a tuple carrying the
 resulting state, so a journal can replay it idempotently and a WebSocket hub can tell whether a
 top-N view moved -- and, at the end, the state it replaced, so a write whose journal record was
-lost can be undone (``undo``; service/journal_flusher.py says when):
+lost can be undone (``undo``; service/backend/journal_flusher.py says when):
 
     ("bset", board, member, score, seq, metadata | None, rank, previous_rank | None,
              old_key | None, old_metadata | None)
@@ -38,7 +38,15 @@ from store.errors import InvalidArgument, MemberNotFound
 from store.show import show
 from store.skiplist import SkipList
 from store.sortkey import SEQ_LIMIT, encode_num, key_member, key_score, key_seq, make_key
-from store.values import SCORE_LIMIT, Limits, Score, check_member, check_metadata, check_score
+from store.values import (
+    SCORE_LIMIT,
+    Limits,
+    Score,
+    check_batch_size,
+    check_member,
+    check_metadata,
+    check_score,
+)
 
 TOP_CACHE = 100
 
@@ -238,7 +246,7 @@ class Board:
         emit = self.emit
         events: list[Event] = []
         # Collected, then announced as one event: the journal writes one record for the whole
-        # batch, so a crash leaves all of it or none (store/journal.py, "bbatch").
+        # batch, so a crash leaves all of it or none (store/disk/journal.py, "bbatch").
         self.emit = events.append
         try:
             return [self._write(m, s, meta) for m, s, meta in checked]
@@ -251,10 +259,7 @@ class Board:
         self, items: list[tuple[object, object, object]]
     ) -> list[tuple[str, Score, dict[str, Any] | None]]:
         """Validate a batch against this board without changing anything."""
-        if len(items) > self._limits.batch_items:
-            raise InvalidArgument(
-                f"a batch holds at most {self._limits.batch_items} items, but got {len(items)}"
-            )
+        check_batch_size(len(items), self._limits)
         checked: list[tuple[str, Score, dict[str, Any] | None]] = []
         totals: dict[str, Score] = {}
         for member, score, metadata in items:
@@ -414,7 +419,7 @@ class Board:
         Called only for the board's latest changes, in reverse order, so the entry is exactly
         as that event left it. Emits the resulting state ("bset"/"bdel") for the observers --
         the WebSocket hub must not keep showing what was undone; the journal is not recording
-        at that moment (service/journal_flusher.py). Runtime complexity: O(log n) per write.
+        at that moment (service/backend/journal_flusher.py). Runtime complexity: O(log n) per write.
         """
         op = event[0]
         if op == "bbatch":

@@ -29,6 +29,10 @@ class LimitExceeded(InvalidArgument):
     pass
 
 
+class BatchTooLarge(LimitExceeded):
+    """More items than one batch may hold: the request as a whole is too large (413)."""
+
+
 class NotFound(StoreError, KeyError):
     def __str__(self) -> str:
         # KeyError.__str__ repr()s its argument; we want the plain message.

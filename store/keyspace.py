@@ -11,7 +11,7 @@ synchronously, in mutation order, with event tuples that carry resulting state:
     ("bbatch", board, [bset, ...])                    one batch (store/boards.py)
 
 The trailing fields are the state each event replaced: ``undo(event)`` puts it back when the
-event's journal record was lost (service/journal_flusher.py), newest event first.
+event's journal record was lost (service/backend/journal_flusher.py), newest event first.
 
 ``seq`` is the board's write counter after the change (it also orders ties on ties=first boards),
 so replaying events restores it exactly and new writes keep ranking behind older equal scores.
@@ -33,14 +33,25 @@ from store.values import Limits, check_board_name, check_member, check_metadata,
 class Keyspace:
     def __init__(self, limits: Limits | None = None) -> None:
         self.limits = limits or Limits()
-        self.boards: dict[str, Board] = {}
+        self._boards: dict[str, Board] = {}
         self.observers: list[Callable[[Event], None]] = []
 
     def __len__(self) -> int:
-        return len(self.boards)
+        return len(self._boards)
+
+    def find(self, name: str) -> Board | None:
+        """The named board, or None. Runtime complexity: O(1)."""
+        return self._boards.get(name)
+
+    def names(self) -> list[str]:
+        return list(self._boards)
+
+    def clear(self) -> None:
+        """Forget every board, emitting nothing (recovery starting over)."""
+        self._boards.clear()
 
     def __iter__(self) -> Iterator[Board]:
-        return iter(self.boards.values())
+        return iter(self._boards.values())
 
     def _emit(self, event: Event) -> None:
         for observer in self.observers:
@@ -49,11 +60,11 @@ class Keyspace:
     def _new_board(self, name: str, config: BoardConfig) -> Board:
         board = Board(name, config, self.limits)
         board.emit = self._emit
-        self.boards[name] = board
+        self._boards[name] = board
         return board
 
     def get(self, name: str) -> Board:
-        board = self.boards.get(name)
+        board = self._boards.get(name)
         if board is None:
             raise BoardNotFound(f"board {show(name)} does not exist")
         return board
@@ -65,13 +76,13 @@ class Keyspace:
         empty (a silent re-sort would reshuffle every tie); ``update`` may change at any time.
         """
         check_board_name(name)
-        board = self.boards.get(name)
+        board = self._boards.get(name)
         if board is None:
             config = BoardConfig.from_options(options)
             cap = self.limits.boards
-            if cap and len(self.boards) >= cap:
+            if cap and len(self._boards) >= cap:
                 raise InsufficientStorage(
-                    f"there are already {len(self.boards)} boards, the limit (--max-boards); "
+                    f"there are already {len(self._boards)} boards, the limit (--max-boards); "
                     "drop one or raise the limit"
                 )
             board = self._new_board(name, config)
@@ -92,7 +103,7 @@ class Keyspace:
 
     def board_for_write(self, name: str) -> Board:
         """The named board, created with default options if absent (as a score POST expects)."""
-        board = self.boards.get(name)
+        board = self._boards.get(name)
         if board is None:
             board, _ = self.configure(name, {})
         return board
@@ -100,7 +111,7 @@ class Keyspace:
     def write(self, name: str, member: object, score: object, metadata: object = None) -> Entry:
         """Write one score; an absent board is created with defaults, but only for a valid write
         (a refused write must not leave an empty board behind)."""
-        board = self.boards.get(name)
+        board = self._boards.get(name)
         if board is None:
             check_board_name(name)
             check_member(member, self.limits)
@@ -111,7 +122,7 @@ class Keyspace:
 
     def write_many(self, name: str, items: list[tuple[object, object, object]]) -> list[Entry]:
         """Write a batch in order, all or nothing; creates an absent board as ``write`` does."""
-        board = self.boards.get(name)
+        board = self._boards.get(name)
         if board is None:
             check_board_name(name)
             Board(name, BoardConfig(), self.limits).check_batch(items)
@@ -119,7 +130,7 @@ class Keyspace:
         return board.write_many(items)
 
     def drop(self, name: str) -> None:
-        board = self.boards.pop(name, None)
+        board = self._boards.pop(name, None)
         if board is None:
             raise BoardNotFound(f"board {show(name)} does not exist")
         self._emit(("bdrop", name, board))
@@ -130,11 +141,11 @@ class Keyspace:
         op, name = event[0], event[1]
         if op == "bcfg":
             previous: BoardConfig | None = event[3]
-            board = self.boards[name]
+            board = self._boards[name]
             if previous is None:
                 # Created by this event: every later write to it was undone before this.
                 assert not len(board), name
-                del self.boards[name]
+                del self._boards[name]
                 self._emit(("bdrop", name, board))
             else:
                 undone = board.config
@@ -142,18 +153,18 @@ class Keyspace:
                 self._emit(("bcfg", name, previous.as_dict(), undone))
         elif op == "bdrop":
             board = event[2]
-            assert name not in self.boards, name
-            self.boards[name] = board
+            assert name not in self._boards, name
+            self._boards[name] = board
             board.seq += 1  # subscribers saw it vanish: the restored state is news to them
             self._emit(("bcfg", name, board.config.as_dict(), None))
         else:
-            self.boards[name].undo(event)
+            self._boards[name].undo(event)
 
     # -- persistence: replay and restore emit nothing ----------------------------------------
 
     def restore_board(self, name: str, config: BoardConfig) -> Board:
         """Create or reconfigure a board during recovery, keeping its entries."""
-        board = self.boards.get(name)
+        board = self._boards.get(name)
         if board is None:
             return self._new_board(name, config)
         if len(board) and (config.order, config.ties) != (board.config.order, board.config.ties):
@@ -167,22 +178,46 @@ class Keyspace:
         op = event[0]
         if op == "bset":
             _, name, member, score, seq, meta = event[:6]
-            self.boards[name].apply_set(member, score, seq, meta)
+            self.replay_set(name, member, score, seq, meta)
         elif op == "bbatch":
             for write in event[2]:
                 self.apply(write)
         elif op == "bdel":
-            board = self.boards.get(event[1])
-            if board is not None:
-                board.apply_delete(event[2], event[3])
+            self.replay_delete(event[1], event[2], event[3])
         elif op == "bcfg":
-            self.restore_board(event[1], BoardConfig.from_options(event[2]))
+            self.replay_config(event[1], BoardConfig.from_options(event[2]))
         elif op == "bdrop":
-            self.boards.pop(event[1], None)
+            self.replay_drop(event[1])
         else:
             raise ValueError(f"not a keyspace event: {op!r}")
 
+    # The one replay path: journal records (store/disk/journal.py) and events (``apply``) both
+    # land here, so the two can never disagree on what a record means.
+
+    def replay_set(self, name: str, member: str, score: Any, seq: int, metadata: Any) -> None:
+        self._boards[name].apply_set(member, score, seq, metadata)
+
+    def replay_delete(self, name: str, member: str, seq: int) -> None:
+        board = self._boards.get(name)
+        if board is not None:
+            board.apply_delete(member, seq)
+
+    def replay_config(self, name: str, config: BoardConfig) -> None:
+        board = self._boards.get(name)
+        if (
+            board is not None
+            and len(board)
+            and (board.config.order, board.config.ties) != (config.order, config.ties)
+        ):
+            # configure() changes order/ties only on an empty board, so at this record the
+            # board was empty: replaying history older than the state does not fail here.
+            del self._boards[name]
+        self.restore_board(name, config)
+
+    def replay_drop(self, name: str) -> None:
+        self._boards.pop(name, None)
+
     def _check(self) -> None:
-        for name, board in self.boards.items():
+        for name, board in self._boards.items():
             assert board.name == name
             board._check()

@@ -23,7 +23,7 @@ Events (``observers``) carry resulting state, since they become journal records:
     ("sdel", sid, reason, session)    reason: deleted | revoked | rotated (old id) | expired
 
 The trailing fields are what the event replaced, for ``undo`` (a change whose journal record
-was lost is reverted, newest first: service/journal_flusher.py). An expiry is never undone:
+was lost is reverted, newest first: service/backend/journal_flusher.py). An expiry is never undone:
 the session's time is up whether or not the disk heard of it, and a recovery drops it anyway.
 
 They are queued while a method mutates and delivered when it has finished, so an observer that

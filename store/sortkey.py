@@ -25,7 +25,7 @@ byte and a member that is a prefix of another still sorts first, as ``str`` comp
 UTF-8 byte order equals code point order, so ties=member matches Python's ``str`` order.
 
 This layout is also on-disk format: snapshots store board entries as these keys (see
-store/snapshot.py), so any change here needs a snapshot VERSION bump; tests pin sample keys to
+store/disk/snapshot.py), so any change here needs a snapshot VERSION bump; tests pin sample keys to
 literal bytes so an accidental change fails loudly.
 """
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from store.errors import InvalidArgument, LimitExceeded
+from store.errors import BatchTooLarge, InvalidArgument, LimitExceeded
 from store.show import show
 
 Score = int | float
@@ -43,6 +43,12 @@ class Limits:
     page_items: int = 1000
     radius: int = 100
     boards: int = 0  # boards a keyspace may hold; 0 = no cap (recovery is never refused)
+
+
+def check_batch_size(count: int, limits: Limits) -> None:
+    """The one batch cap, for every backend: BatchTooLarge past ``limits.batch_items``."""
+    if count > limits.batch_items:
+        raise BatchTooLarge(f"a batch holds at most {limits.batch_items} items, but got {count}")
 
 
 def check_score(score: object) -> Score:

@@ -1,0 +1,1 @@
+"""The backend seam: ``api`` (protocols + typed results) and the backends behind it."""

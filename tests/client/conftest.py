@@ -1,34 +1,19 @@
-"""Fixtures for the client's tests: the real rankd process, borrowed from tests/service.
+"""Fixtures for the client's tests: the real rankd process, from tests/servers.py.
 
-tests/service/conftest.py owns ``RankdServer`` and its fixtures. Its directory has no
-``__init__.py`` and ``service`` is also the server's package name, so it cannot be imported by
-name; it is loaded from its file under a private name and its fixtures are re-exported here
-(pytest collects fixtures a conftest imports). The client itself never sees any of it: the
-tests talk to rankd only through ``rankd_client``.
+The client itself never sees any of it: the tests talk to rankd only through ``rankd_client``.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from rankd_client import Client
 
-_PATH = Path(__file__).resolve().parents[1] / "service" / "conftest.py"
-_spec = importlib.util.spec_from_file_location("_rankd_service_fixtures", _PATH)
-assert _spec is not None and _spec.loader is not None
-_fixtures = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = _fixtures
-_spec.loader.exec_module(_fixtures)
+from tests.servers import RankdServer, name, rankd_server, server
 
-RankdServer = _fixtures.RankdServer
-rankd_server = _fixtures.rankd_server
-server = _fixtures.server
-name = _fixtures.name
+__all__ = ["RankdServer", "name", "rankd_server", "server"]
 
 KEYS = {"admin": "admin-key-0123456789abcdef", "read": "read-key-0123456789abcdef"}
 KEYS["write"] = "write-key-0123456789abcdef"

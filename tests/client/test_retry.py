@@ -182,7 +182,7 @@ def test_503_is_retried_for_a_get_and_not_for_a_score_post(rankd_server: Any, na
             with pytest.raises(Unavailable) as info:
                 c.post_score(name, "ann", 1)
             assert info.value.type == "urn:rankd:problem:too-many-connections"
-            release = threading.Timer(0.3, lambda: [s.close() for s in held])
+            release = threading.Timer(0.3, lambda: [s.close() for s in held])  # type: ignore[func-returns-value]
             release.start()
             began = time.monotonic()
             assert c.member(name, "ann")["score"] == 1  # retried until a slot came free

@@ -16,7 +16,8 @@ from typing import TypeVar
 
 import pytest
 from redis.asyncio import RedisCluster
-from redis_support import SCRIPT, free_base
+
+from tests.redis.redis_support import SCRIPT, free_base
 
 T = TypeVar("T")
 

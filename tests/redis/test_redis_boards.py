@@ -12,10 +12,8 @@ import random
 from typing import Any
 
 import pytest
-from board_model import ModelBoard
 from redis.asyncio import RedisCluster
 from redis.exceptions import ResponseError
-from redis_support import board_name, strict
 
 from service.backend.redis import keys
 from service.backend.redis.boards import RedisBoards, check_board
@@ -24,6 +22,8 @@ from store.boards import Board, BoardConfig
 from store.errors import Conflict, InvalidArgument, MemberNotFound
 from store.sortkey import encode_num
 from store.values import Limits
+from tests.board_model import ModelBoard
+from tests.redis.redis_support import board_name, strict
 
 pytestmark = pytest.mark.redis
 
@@ -103,12 +103,12 @@ async def differential(
             ]
             if sum_overflows(model, items):
                 with pytest.raises(InvalidArgument):
-                    await rb.write_many(name, items)
+                    await rb.write_many(name, items)  # type: ignore[arg-type]
                 with pytest.raises(InvalidArgument):
                     board.write_many(items)  # type: ignore[arg-type]
                 expected_errors += 1
             else:
-                got_many = await rb.write_many(name, items)
+                got_many = await rb.write_many(name, items)  # type: ignore[arg-type]
                 assert strict(got_many) == strict([model.write(*it) for it in items])
                 board.write_many(items)  # type: ignore[arg-type]
         elif op < 0.68:
@@ -342,6 +342,7 @@ def test_check_board_catches_corruption(run) -> None:
         await check_board(client, rb.prefix, name)
         k = rb.keys(name)
         good = await client.hget(k.m, "a")
+        assert good is not None
         corruptions = [
             lambda: client.zadd(k.z, {b"\x00" * 10 + b"stray\x00": 0}),  # ZSET-only key
             lambda: client.hset(k.d, "ghost", b"{}"),  # metadata without an entry
@@ -354,6 +355,7 @@ def test_check_board_catches_corruption(run) -> None:
             with pytest.raises(AssertionError):
                 await check_board(client, rb.prefix, name)
             for key, value in snapshot.items():
+                assert value is not None
                 await client.restore(key, 0, value, replace=True)
             await check_board(client, rb.prefix, name)
         await rb.drop(name)

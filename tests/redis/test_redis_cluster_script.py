@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-from redis_support import SCRIPT, free_base
+
+from tests.redis.redis_support import SCRIPT, free_base
 
 pytestmark = pytest.mark.redis
 

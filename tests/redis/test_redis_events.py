@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 from redis.asyncio import RedisCluster
-from redis_support import board_name
 
 from service.backend.redis.boards import RedisBoards
 from store.errors import MemberNotFound
+from tests.redis.redis_support import board_name
 
 pytestmark = pytest.mark.redis
 

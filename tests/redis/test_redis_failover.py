@@ -11,9 +11,9 @@ import time
 
 import pytest
 from redis.asyncio import Redis, RedisCluster
-from redis_support import board_name
 
 from service.backend.redis.boards import RedisBoards
+from tests.redis.redis_support import board_name
 
 pytestmark = pytest.mark.redis
 
@@ -42,7 +42,8 @@ def test_epoch_changes_on_failover_and_data_survives(run) -> None:
         epoch = await rb.epoch(name)
         assert epoch == await rb.epoch(name)  # stable while nothing happens
         primary = client.get_node_from_key(rb.keys(name).cfg)
-        p = Redis(host=primary.host, port=primary.port)
+        assert primary is not None
+        p = Redis(host=primary.host, port=int(primary.port))
         try:
             info = await p.info("replication")
         finally:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
-from redis_support import board_name
 
 from service.backend.redis.boards import RedisBoards
 from service.backend.redis.functions import library_loaded, load_library
+from tests.redis.redis_support import board_name
 
 pytestmark = pytest.mark.redis
 

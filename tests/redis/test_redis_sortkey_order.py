@@ -9,11 +9,11 @@ import random
 
 import pytest
 from redis.asyncio import RedisCluster
-from redis_support import board_name
 
 from service.backend.redis import keys
 from store.skiplist import SkipList
 from store.sortkey import encode_num, key_score, make_key
+from tests.redis.redis_support import board_name
 
 pytestmark = pytest.mark.redis
 
@@ -55,7 +55,7 @@ def test_zrange_of_score_0_keys_is_rankd_order(run) -> None:
     async def zrange(client: RedisCluster) -> list[bytes]:
         for i in range(0, len(generated), 500):
             await client.zadd(zset, dict.fromkeys(generated[i : i + 500], 0))
-        got: list[bytes] = await client.zrange(zset, 0, -1)
+        got: list[bytes] = await client.zrange(zset, 0, -1)  # type: ignore[assignment]
         await client.unlink(zset)
         return got
 

@@ -9,10 +9,10 @@ import random
 
 import pytest
 from redis.asyncio import RedisCluster
-from redis_support import board_name, strict
 
 from service.backend.redis.boards import RedisBoards
 from store.errors import InvalidArgument
+from tests.redis.redis_support import board_name, strict
 
 pytestmark = pytest.mark.redis
 

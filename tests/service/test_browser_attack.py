@@ -23,7 +23,8 @@ from typing import Any
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
-from test_live import CHROMIUM_ARGS
+
+from tests.service.test_live import CHROMIUM_ARGS
 
 pytestmark = pytest.mark.browser
 

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from store import datadir
+from store.disk import datadir
 
 SEED = 20240611
 ROUNDS = 20

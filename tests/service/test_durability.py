@@ -24,8 +24,8 @@ import httpx
 import pytest
 
 from service import settings
-from store import datadir, journal, snapshot
 from store.clock import SystemClock
+from store.disk import datadir, journal, snapshot
 from store.keyspace import Keyspace
 from store.sessions import SessionStore
 

@@ -58,7 +58,7 @@ async def _ws_outcome(srv: Any, query: str) -> tuple[int | None, str]:
         try:
             frame = orjson.dumps({"op": "subscribe", "id": 1, "board": "b", "top": 1}).decode()
             await ws.send(frame)
-            frame = await asyncio.wait_for(ws.recv(), 5)
+            frame = await asyncio.wait_for(ws.recv(), 5)  # type: ignore[arg-type]
         except ConnectionClosed:
             assert ws.close_code is not None
             return ws.close_code, ws.close_reason or ""

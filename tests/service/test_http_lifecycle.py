@@ -22,8 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from websockets.sync.client import connect
 
-from service import app as app_module
 from service.app import create_app
+from service.backend import embedded as embedded_module
 from service.settings import Settings
 from store.clock import ManualClock
 
@@ -129,14 +129,14 @@ async def _eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.
 
 def test_v1_routes_answer_503_until_recovery_is_done(tmp_path, monkeypatch, problem) -> None:
     release = threading.Event()
-    real = app_module.Persistence
+    real = embedded_module.Persistence  # type: ignore[attr-defined]
 
     class SlowRecovery(real):  # type: ignore[misc, valid-type]
         def recover(self):  # type: ignore[no-untyped-def]
             release.wait(30)
             return super().recover()
 
-    monkeypatch.setattr(app_module, "Persistence", SlowRecovery)
+    monkeypatch.setattr(embedded_module, "Persistence", SlowRecovery)
 
     async def scenario() -> None:
         async with _serving(create_app(_settings(tmp_path))) as c:
@@ -167,7 +167,7 @@ def test_expired_sessions_vanish_at_once_and_are_purged_in_the_background(
 
     async def scenario() -> None:
         async with _serving(app) as c:
-            await _eventually(lambda: _true(rt.ready))
+            await _eventually(lambda: _true(rt.backend.ready))
             ids = [(await c.post("/v1/sessions", json={"ttl": 5})).json()["id"] for _ in range(30)]
             keep = (await c.post("/v1/sessions", json={"ttl": 3600})).json()["id"]
             clock.advance(4)
@@ -178,8 +178,8 @@ def test_expired_sessions_vanish_at_once_and_are_purged_in_the_background(
             assert peek.status_code == 200
             clock.advance(10)
             # The purge task reclaims the rest without any read; it sleeps <= 1 s per round.
-            await _eventually(lambda: _true(len(rt.sessions) == 1))
-            assert rt.sessions.counters["expired"] == 30
+            await _eventually(lambda: _true(len(rt.backend._sessions) == 1))
+            assert rt.backend._sessions.counters["expired"] == 30
             assert (await c.get(f"/v1/sessions/{keep}")).status_code == 200
             metrics = (await c.get("/metrics")).text
             assert "rankd_session_expirations_total 30.0" in metrics

@@ -191,7 +191,7 @@ def _fill_then_restart(srv: Any, unlimited: Any) -> None:
             statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
             if r.status_code == 200:
                 for item in items:
-                    acked[f"b{i % 10}/{item['member']}"] = int(item["score"])
+                    acked[f"b{i % 10}/{item['member']}"] = int(item["score"])  # type: ignore[call-overload]
             else:
                 failures += 1
             i += 1

@@ -19,7 +19,9 @@ from service.settings import Settings
 
 def _app(tmp_path: Path):  # type: ignore[no-untyped-def]
     app = create_app(dataclasses.replace(Settings(), data_dir=tmp_path))
-    app.state.rankd.ready = True  # no lifespan here: the routes, not recovery, are under test
+    app.state.rankd.backend.ready = (
+        True  # no lifespan here: the routes, not recovery, are under test
+    )
     return app
 
 
@@ -71,7 +73,7 @@ def test_lookup_agrees_with_starlettes_route_order(router, segments, method) -> 
         assert expected is None, path
     else:
         assert (hit[0], hit[1]) == (expected, params), path
-        assert match is (Match.FULL if method in (expected.methods or ()) else Match.PARTIAL)
+        assert match is (Match.FULL if method in (expected.methods or ()) else Match.PARTIAL)  # type: ignore[union-attr]
 
 
 def test_overlapping_or_unsupported_templates_are_refused_at_start_up() -> None:
@@ -90,7 +92,7 @@ def test_overlapping_or_unsupported_templates_are_refused_at_start_up() -> None:
 def test_edges_keep_starlettes_answers(tmp_path: Path) -> None:
     app = _app(tmp_path)
     rt = app.state.rankd
-    rt.keyspace.board_for_write("bc").write("m 1", 5)
+    rt.backend._keyspace.board_for_write("bc").write("m 1", 5)
 
     async def calls() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=app)

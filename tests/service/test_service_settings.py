@@ -12,8 +12,10 @@ from starlette.responses import Response
 
 from service.app import build_routes
 from service.auth import READ, Auth
-from service.cli import RedactingFormatter, protected_mode_error, settings_from
+from service.backend.embedded import EmbeddedBackend
+from service.cli import protected_mode_error, settings_from
 from service.http import RouteSpec
+from service.redact import RedactingFormatter
 from service.runtime import Runtime
 from service.settings import Settings, SettingsError, is_loopback, load, parse_api_keys
 from store.sessions import new_session_id
@@ -141,8 +143,9 @@ def test_a_bug_is_a_logged_500_that_names_the_route_not_the_path(tmp_path, caplo
     async def broken(rt: Runtime, request: Request) -> Response:
         raise RuntimeError("boom")
 
-    rt = Runtime(Settings(data_dir=tmp_path))
-    rt.ready = True
+    settings = Settings(data_dir=tmp_path)
+    rt = Runtime(settings, EmbeddedBackend(settings))
+    rt.backend.ready = True
     routes = build_routes(rt, (RouteSpec("GET", "/v1/things/{id}", broken, READ),))
     app = Starlette(routes=routes)
     sid = new_session_id()

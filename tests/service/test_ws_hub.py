@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 import pytest
 
+from service.backend.embedded import EmbeddedBackend
 from service.hub import Hub, RankSub, Subscription, TopSub
-from service.runtime import Runtime
 from service.settings import Settings
 from store.keyspace import Keyspace
 
@@ -48,7 +48,7 @@ def _state(frame: dict[str, Any]) -> object:
 def _check_sub(ks: Keyspace, peer: FakePeer, sub: Subscription, epoch: str) -> None:
     frames = peer.frames[sub]
     last = frames[-1]
-    board = ks.boards.get(sub.board)
+    board = ks.find(sub.board)
     assert last["board"] == sub.board and last["epoch"] == epoch
     if isinstance(sub, TopSub):
         n = sub.group.n
@@ -68,7 +68,7 @@ def _check_sub(ks: Keyspace, peer: FakePeer, sub: Subscription, epoch: str) -> N
 
 def _write(ks: Keyspace, rng: random.Random) -> None:
     name = rng.choice(BOARDS)
-    board = ks.boards.get(name)
+    board = ks.find(name)
     roll = rng.random()
     if roll < 0.74:
         meta = {"n": rng.randrange(3)} if rng.random() < 0.3 else None
@@ -95,9 +95,9 @@ def _write(ks: Keyspace, rng: random.Random) -> None:
 
 async def _workload(seed: int) -> None:
     rng = random.Random(seed)
-    rt = Runtime(Settings())
-    ks = rt.keyspace
-    hub = Hub(rt)
+    rt = EmbeddedBackend(Settings())
+    ks = rt._keyspace
+    hub = Hub(rt, rt.settings.limits)
     await hub.start()
     peers = [FakePeer() for _ in range(4)]
     live: list[tuple[FakePeer, Subscription]] = []
@@ -154,9 +154,9 @@ def test_every_subscription_sees_the_truth_after_each_flush(seed: int) -> None:
 
 
 async def _skips_far_writes() -> None:
-    rt = Runtime(Settings())
-    ks = rt.keyspace
-    hub = Hub(rt)
+    rt = EmbeddedBackend(Settings())
+    ks = rt._keyspace
+    hub = Hub(rt, rt.settings.limits)
     await hub.start()
     for i in range(200):
         ks.write("b", f"m{i}", 1000 - i)
@@ -183,13 +183,13 @@ def test_writes_outside_every_view_wake_nobody() -> None:
 
 
 async def _session_events() -> None:
-    rt = Runtime(Settings())
-    hub = Hub(rt)
+    rt = EmbeddedBackend(Settings())
+    hub = Hub(rt, rt.settings.limits)
     await hub.start()
     bound, other = FakePeer(), FakePeer()
-    s = rt.sessions.create(user="u")
+    s = rt._sessions.create(user="u")
     assert hub.attach(bound, s.id) and hub.attach(other, None)
-    rt.sessions.rotate(s.id)
+    rt._sessions.rotate(s.id)
     assert bound.closed == (1008, "session rotated") and other.closed is None
     hub.detach(bound, s.id, [])
     hub.detach(other, None, [])

@@ -20,7 +20,8 @@ import time
 from typing import Any
 
 import orjson
-from test_ws import Client, http_client, run, ws_client
+
+from tests.contract.test_ws import Client, http_client, run, ws_client
 
 TCP_ESTABLISHED = 1
 

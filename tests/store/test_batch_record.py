@@ -8,11 +8,10 @@ state before the batch or the state after it -- never some of its items.
 import zlib
 from pathlib import Path
 
-from test_journal import Recorder, recovered, write_segment
-from test_snapshot import T0, digest, fresh
-
-from store import journal
 from store.clock import ManualClock
+from store.disk import journal
+from tests.store.test_journal import Recorder, recovered, write_segment
+from tests.store.test_snapshot import T0, digest, fresh
 
 
 def test_a_batch_is_one_record(tmp_path: Path) -> None:

@@ -6,10 +6,10 @@ import random
 from typing import Any
 
 import pytest
-from board_model import ModelBoard
 
 from store import BoardNotFound, Conflict, InvalidArgument, LimitExceeded, Limits, MemberNotFound
 from store.keyspace import Keyspace
+from tests.board_model import ModelBoard
 
 COMBOS = list(itertools.product(("desc", "asc"), ("best", "latest", "sum"), ("first", "member")))
 
@@ -261,4 +261,4 @@ def test_refused_write_creates_no_board() -> None:
     assert len(ks) == 0 and events == []
     assert [r["rank"] for r in ks.write_many("new", [("a", 1, None), ("b", 2, None)])] == [1, 1]
     assert ks.write("other", "m", 1)["rank"] == 1
-    assert sorted(ks.boards) == ["new", "other"]
+    assert sorted(ks.names()) == ["new", "other"]

@@ -1,6 +1,6 @@
 """Seeded corruption of any one file of a data directory that has two snapshot generations.
 
-The directory (store/datadir.py's file model), built by the real writers:
+The directory (store/disk/datadir.py's file model), built by the real writers:
 
     snapshot.prev.rkd  base 2     journal 2, 3   covered by the newest snapshot too
     snapshot.rkd       base 4     journal 4, 5   the live journal: its only copy
@@ -12,7 +12,7 @@ What must hold (issue 10, "with one damaged file, lose nothing"):
   every on_bad_data mode -- the newest loads, or the fallback replays the longer journal;
 - a damaged live segment (the only copy of its records): the exact state, or a refusal that
   names the file and changed no file, or (move-aside; or a torn tail of the last segment, see
-  store/frames.py) the exact state before the first damaged record. Never any other state.
+  store/disk/frames.py) the exact state before the first damaged record. Never any other state.
 """
 
 import os
@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_journal import Recorder, write_segment
-from test_snapshot import digest, drive, fresh, put, random_state
 
-from store import datadir, frames, journal, recovery, snapshot
 from store.clock import ManualClock
-from store.frames import CorruptData
+from store.disk import datadir, frames, journal, recovery, snapshot
+from store.disk.frames import CorruptData
+from tests.store.test_journal import Recorder, write_segment
+from tests.store.test_snapshot import digest, drive, fresh, put, random_state
 
 CASES = 640
 COVERED = ("snapshot.rkd", "snapshot.prev.rkd", "journal-2", "journal-3")
@@ -95,10 +95,10 @@ def _damage(data: bytes, rng: random.Random) -> tuple[bytes, int, str]:
         return data[:cut], cut, how
     start = rng.randrange(len(data))
     end = min(len(data), start + rng.randint(1, 600))
-    out = data[:start] + bytes(end - start) + data[end:]
+    out = data[:start] + bytes(end - start) + data[end:]  # type: ignore[assignment]
     if out == data:  # zeroes over zeroes changed nothing: flip one byte instead
         return _damage(data, rng)
-    return out, start, how
+    return out, start, how  # type: ignore[return-value]
 
 
 @pytest.mark.slow

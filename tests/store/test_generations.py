@@ -1,17 +1,17 @@
-"""Snapshot generations (store/datadir.py): verified before installed, crash-safe to install,
-and the files only a fallback reads are checked and repaired offline (store/check.py)."""
+"""Snapshot generations (store/disk/datadir.py): verified before installed, crash-safe to install,
+and the files only a fallback reads are checked and repaired offline (store/disk/check.py)."""
 
 import os
 import random
 from pathlib import Path
 
 import pytest
-from test_journal import Recorder, recovered, write_segment
-from test_snapshot import digest, drive, put, random_state
 
-from store import check, datadir, recovery, snapshot
 from store.clock import ManualClock
-from store.frames import CorruptData
+from store.disk import check, datadir, recovery, snapshot
+from store.disk.frames import CorruptData
+from tests.store.test_journal import Recorder, recovered, write_segment
+from tests.store.test_snapshot import digest, drive, put, random_state
 
 
 def _two_generations(tmp_path: Path) -> tuple[ManualClock, dict[str, object]]:

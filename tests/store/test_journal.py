@@ -7,18 +7,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_snapshot import T0, digest, drive, fresh, put, random_state
 
-from store import datadir, frames, journal, snapshot
 from store.clock import ManualClock
-from store.frames import CorruptData, DataError, FutureVersion
+from store.disk import datadir, frames, journal, snapshot
+from store.disk.frames import CorruptData, DataError, FutureVersion
+from store.disk.recovery import recover
 from store.keyspace import Keyspace
-from store.recovery import recover
 from store.sessions import SessionStore
+from tests.store.test_snapshot import T0, digest, drive, fresh, put, random_state
 
 
 class Recorder:
-    """What service/persistence.py does with events, minus the I/O: frames in a buffer."""
+    """What service/backend/persistence.py does with events, minus the I/O: frames in a buffer."""
 
     def __init__(self, ks: Keyspace, ss: SessionStore) -> None:
         self.buf = bytearray()
@@ -178,7 +178,7 @@ def test_random_corruption_never_loads_wrong_data(tmp_path: Path) -> None:
     """2,000 seeded cases of 1-2 changed bytes in a segment: refused with file and offset, the
     exact state, or -- only when every changed byte lies in the last records, with no valid
     frame after the damage -- the state before those records (the torn-tail policy of
-    store/frames.py: stale blocks after a power cut look like that). Never any other state."""
+    store/disk/frames.py: stale blocks after a power cut look like that). Never any other state."""
     clock = ManualClock(T0)
     ks, ss = fresh(clock)
     rec = Recorder(ks, ss)

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import orjson
 import pytest
-from test_journal import Recorder, recovered, write_segment
-from test_snapshot import T0, digest, drive, fresh, put, random_state
 
-from store import datadir, frames, journal, recovery, snapshot
 from store.clock import ManualClock
+from store.disk import datadir, frames, journal, recovery, snapshot
+from store.disk.frames import CorruptData
 from store.errors import SessionNotFound
-from store.frames import CorruptData
+from tests.store.test_journal import Recorder, recovered, write_segment
+from tests.store.test_snapshot import T0, digest, drive, fresh, put, random_state
 
 
 def _corrupt(path: Path, offset: int) -> None:
@@ -200,7 +200,7 @@ def test_the_data_directory_has_one_owner(tmp_path: Path) -> None:
     os.close(datadir.open_dir(tmp_path))  # released with the descriptor
 
 
-# -- the tail policy (store/frames.py) ---------------------------------------------------------
+# -- the tail policy (store/disk/frames.py) ----------------------------------------------
 
 
 def _one_segment(tmp_path: Path) -> tuple[ManualClock, Path, bytes, dict[str, object]]:
@@ -287,7 +287,7 @@ def test_out_of_memory_inside_the_json_decoder_is_not_corruption(
             raise orjson.JSONDecodeError("Not enough memory to allocate buffer for parsing", "", 0)
         return real(data)
 
-    monkeypatch.setattr(snapshot.orjson, "loads", starved)
+    monkeypatch.setattr(snapshot.orjson, "loads", starved)  # type: ignore[attr-defined]
     with pytest.raises(MemoryError, match="out of memory decoding"):
         recovered(tmp_path, clock, on_bad_data="move-aside")
     assert sorted(p.name for p in tmp_path.iterdir()) == before

@@ -17,11 +17,11 @@ from typing import Any
 import orjson
 import pytest
 
-from store import datadir, snapshot
 from store.clock import ManualClock
-from store.frames import CorruptData, DataError, FutureVersion
+from store.disk import datadir, snapshot
+from store.disk.frames import CorruptData, DataError, FutureVersion
+from store.disk.recovery import recover
 from store.keyspace import Keyspace
-from store.recovery import recover
 from store.sessions import SessionStore
 
 COMBOS = list(itertools.product(("desc", "asc"), ("best", "latest", "sum"), ("first", "member")))
@@ -60,12 +60,12 @@ def drive(ks: Keyspace, ss: SessionStore, clock: ManualClock, rng: random.Random
             with contextlib.suppress(ValueError):  # a sum past 2**63: refused, nothing changed
                 ks.write(name, _member(rng, rng.randint(0, 60)), _score(rng), meta)
         elif r < 0.62:
-            board = ks.boards.get(name)
+            board = ks.find(name)
             if board is not None and len(board):
                 member = next(itertools.islice(board.dump(), rng.randrange(len(board)), None))[0]
                 board.remove(member)
         elif r < 0.63:
-            if name in ks.boards:
+            if ks.find(name) is not None:
                 ks.drop(name)
                 options = zip(("order", "update", "ties"), COMBOS[int(name[1:])], strict=True)
                 ks.configure(name, dict(options))
@@ -360,7 +360,7 @@ def test_a_reordered_frame_is_caught_by_the_file_checksum(tmp_path: Path) -> Non
         ss.create(data={"x": 1})
     data = save(tmp_path, ks, ss).read_bytes()
     # Swap the two SESSIONS frames: each frame is intact, only their order changed.
-    from store.frames import HEADER, HEADER_SIZE
+    from store.disk.frames import HEADER, HEADER_SIZE
 
     spans = []
     at = snapshot.HEADER_SIZE
@@ -441,7 +441,7 @@ def test_the_whole_file_format_is_pinned(tmp_path: Path) -> None:
 
 
 def _records(data: bytes) -> list[tuple[int, bytes]]:
-    from store.frames import HEADER
+    from store.disk.frames import HEADER
 
     out, at = [], snapshot.HEADER_SIZE
     while at < len(data):
@@ -454,7 +454,7 @@ def _records(data: bytes) -> list[tuple[int, bytes]]:
 
 def _rebuild(records: list[tuple[int, bytes]]) -> bytes:
     """A file with valid frame checksums and a valid END crc around these records."""
-    from store.frames import encode
+    from store.disk.frames import encode
 
     data = snapshot.header() + b"".join(encode(c, p) for c, p in records[:-1])
     end = orjson.loads(records[-1][1])

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import orjson
 import pytest
-from test_snapshot import T0, digest
 
 from service import settings
-from store import datadir, frames, snapshot
 from store.clock import ManualClock
+from store.disk import datadir, frames, snapshot
 from store.keyspace import Keyspace
 from store.sessions import SessionStore
 from store.values import Limits
+from tests.store.test_snapshot import T0, digest
 
 SESSION_DATA = int(settings._LIMIT_RANGES["session_data_bytes"][1])
 METADATA = int(settings._LIMIT_RANGES["metadata_bytes"][1])

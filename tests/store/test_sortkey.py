@@ -13,7 +13,7 @@ scores = st.one_of(
     st.sampled_from([0, 0.0, -0.0, 2**63 - 1, -(2**63 - 1), 2.0**62, 0.5, -0.5, 5, 5.0]),
 )
 members = st.text(
-    alphabet=st.characters(min_codepoint=0x20, blacklist_categories=("Cs",)),
+    alphabet=st.characters(min_codepoint=0x20, blacklist_categories=("Cs",)),  # type: ignore[arg-type]
     min_size=1,
     max_size=12,
 )

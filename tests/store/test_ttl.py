@@ -159,7 +159,7 @@ def test_random_ops_against_a_dict_model(seed: int) -> None:
         elif op < 0.8:
             want = model.get(key)
             live = want is not None and want[1] > now
-            assert m.get(key, now) == (want[0] if live else None)
+            assert m.get(key, now) == (want[0] if live else None)  # type: ignore[index]
             if want is not None and not live:
                 del model[key]
         elif op < 0.9:

@@ -1,6 +1,6 @@
 """Undo against an oracle: reverting every event after a point restores the state at that point.
 
-This is what a journal failure with fsync=always does (service/journal_flusher.py, "Undo"):
+This is what a journal failure with fsync=always does (service/backend/journal_flusher.py, "Undo"):
 the records after the last durable one are lost, so their events are undone, newest first.
 The oracle is the state itself, recorded at the "last durable record": after the undo the
 store must equal it exactly -- entries with their tie order (seq inside the key) and metadata,

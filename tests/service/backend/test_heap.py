@@ -1,4 +1,4 @@
-"""service/heap.py: the heap is frozen as it grows, garbage is collected before it is frozen,
+"""service/backend/heap.py: heap is frozen as it grows, garbage is collected before it is frozen,
 and no single collection walks much more than the budget."""
 
 import asyncio
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from service import heap
+from service.backend import heap
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Start-up recovery: a snapshot generation, then the journal segments after it, in order.
 
-History on disk (store/datadir.py draws the file model) is two snapshot generations and one
+History on disk (store/disk/datadir.py draws the file model) is two snapshot generations and one
 journal: ``snapshot.rkd`` (the state at the start of segment B1), ``snapshot.prev.rkd`` (the
 state at the start of segment B0 <= B1), then segments B0, B0+1, ... each continuing the
 previous one. Recovery replays it:
@@ -15,10 +15,10 @@ previous one. Recovery replays it:
    aside (renamed, never deleted), logged as an error, and a snapshot is taken before serving.
    A damaged *previous* snapshot, or a damaged segment below B1, costs nothing while the newest
    loads: they are not read (``rankd check`` reports them; the next snapshot retires them).
-4. A torn tail (store/frames.py) of the last segment is truncated to the last whole record,
+4. A torn tail (store/disk/frames.py) of the last segment is truncated to the last whole record,
    durably, and logged with the bytes cut -- only once the history to keep is decided, so a
    refusal never changes a file. A torn segment that is not the last is allowed only when the
-   next one carries FLAG_AFTER_GAP (store/journal.py): the writer stopped there after a failure.
+   next one carries FLAG_AFTER_GAP (journal.py): the writer stopped there after a failure.
 5. A FLAG_AFTER_GAP segment other than the base is an orphan: it continued in-memory state of
    a snapshot that never completed, and holds no acknowledged write. It and all later segments
    are moved aside with a warning, and a snapshot is taken before serving
@@ -59,8 +59,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from store import datadir, journal, snapshot
-from store.frames import CorruptData
+from store.disk import datadir, journal, snapshot
+from store.disk.frames import CorruptData
 from store.keyspace import Keyspace
 from store.sessions import SessionStore
 
@@ -239,7 +239,7 @@ def recover(
             if path not in kept:
                 continue
             # Loud: with fsync=always a cut record may have been acknowledged if the damage
-            # was not a crash (store/frames.py: the tail policy and its price).
+            # was not a crash (store/disk/frames.py: the tail policy and its price).
             log.warning(
                 "%s: torn tail of %d bytes after byte offset %d (a crash, a failed write or "
                 "stale blocks after a power cut); truncating to the last whole record",
@@ -348,7 +348,7 @@ def pin(
 
 def _reset(keyspace: Keyspace, sessions: SessionStore) -> None:
     """Forget a partly loaded snapshot."""
-    keyspace.boards.clear()
+    keyspace.clear()
     for s in sessions.sessions():
         sessions.apply_delete(s.id)
     sessions.finish_load()

@@ -12,7 +12,8 @@ import random
 from typing import Any
 
 import httpx
-from board_model import ModelBoard
+
+from tests.board_model import ModelBoard
 
 ORDERS = ("desc", "asc")
 UPDATES = ("best", "latest", "sum")

@@ -1,4 +1,5 @@
-"""service.persistence in-process: group commit, fsync policies, snapshots while writing, and
+"""service.backend.persistence, in-process: group commit, fsync policies, snapshots while
+writing, and
 honest failure (ENOSPC, EIO, a directory in the way, a snapshot child that dies).
 
 Faults are injected by replacing ``os.write`` / ``os.fsync`` / ``os.replace`` (every persistence
@@ -22,11 +23,12 @@ from typing import Any
 
 import pytest
 
-from service.persistence import Persistence
+from service.backend.persistence import Persistence
 from service.settings import Settings
-from store import Unavailable, datadir, frames, journal, snapshot
+from store import Unavailable
 from store.clock import SystemClock
-from store.frames import FutureVersion
+from store.disk import datadir, frames, journal, snapshot
+from store.disk.frames import FutureVersion
 from store.keyspace import Keyspace
 from store.sessions import SessionStore
 
@@ -263,7 +265,7 @@ def test_periodic_snapshots(tmp_path: Path) -> None:
         await write(p, ks, "b", "m", 1)
         await until(lambda: p.last_snapshot_at is not None)
         # No collection after the snapshot any more (it stalled the loop for an interval's
-        # worth of new objects); service/heap.py freezes the heap as it grows instead.
+        # worth of new objects); service/backend/heap.py freezes the heap as it grows instead.
         assert "freezer" in p._tasks
         p._check()
         await p.stop()
@@ -627,7 +629,7 @@ def test_move_aside_snapshots_before_serving(tmp_path: Path) -> None:
 
     run(main)
     seg = datadir.segments(tmp_path)[-1][1]
-    # Damage followed by a valid frame is corruption, not a torn tail (store/frames.py). Until
+    # Damage followed by a valid frame is corruption, not a torn tail (store/disk/frames.py). Until
     # the tail policy, 40 bytes of 0x01 appended here counted as corruption: that refusal of a
     # stale-block tail was defect 7 of issue 10, so the damage now sits before a valid frame.
     valid = frames.encode(journal.BDROP, b'["other"]')

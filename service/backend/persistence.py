@@ -1,20 +1,20 @@
 """Persistence for a serving process: recovery, the journal, background snapshots, health.
 
-    recover()   lock the data directory, load snapshot + journal (store/recovery.py)
-    journal     every store event is journalled by a JournalFlusher (service/journal_flusher.py):
+    recover()   lock the data directory, load snapshot + journal (store/disk/recovery.py)
+    journal     every store event is journalled by a JournalFlusher (journal_flusher.py):
                 group commit, fsync per policy, ``commit()`` for fsync=always
-    snapshots   store/bgsave.py forks a child that writes the state at one instant
+    snapshots   store/disk/bgsave.py forks a child that writes the state at one instant
 
 Snapshots: at the fork instant the journal rotates to a new segment B, so snapshot (state at
 the fork) + segments >= B is the exact state. The child verifies the file by loading it back
-before installing it; the previous generation and its segments stay (store/datadir.py), and
+before installing it; the previous generation and its segments stay (store/disk/datadir.py), and
 older segments go once the new snapshot is installed.
 Snapshots run every ``snapshot_interval``, on ``snapshot()`` and at ``stop()``.
 
 Health. Any failed journal write, fsync or segment creation, and any failed snapshot, marks
 persistence unhealthy: ``check_writable()`` raises store.Unavailable, reads go on. With
 fsync=always the changes whose records a journal failure lost are undone first (``_undo``;
-service/journal_flusher.py, "Undo"), so every write answered 503 left nothing behind. After a
+journal_flusher.py, "Undo"), so every write answered 503 left nothing behind. After a
 journal failure the journal stops recording (a gap: the next segment carries FLAG_AFTER_GAP).
 Only a complete snapshot plus a freshly created segment, with no failure in between, makes it
 healthy again; a healer task retries that with backoff (1 s .. 30 s).
@@ -33,15 +33,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from service import heap
-from service.journal_flusher import JournalFlusher, describe
+from service.backend import heap
+from service.backend.journal_flusher import JournalFlusher, describe
 from service.settings import Settings
-from store import bgsave, datadir, recovery
 from store.clock import Clock
+from store.disk import bgsave, datadir, recovery
+from store.disk.snapshot import SnapshotStats
 from store.errors import Unavailable
 from store.keyspace import Keyspace
 from store.sessions import SessionStore
-from store.snapshot import SnapshotStats
 
 log = logging.getLogger("rankd.persistence")
 
@@ -89,7 +89,7 @@ class Persistence:
     # -- start-up ------------------------------------------------------------------------------
 
     def recover(self) -> dict[str, Any]:
-        """Lock the data directory, load snapshot + journal (store/recovery.py). Synchronous.
+        """Lock the data directory, load snapshot + journal (store/disk/recovery.py). Synchronous.
 
         The cyclic GC is off while loading and the loaded heap is then frozen (gc.freeze):
         every object recovery creates is long-lived data without reference cycles. Left to the
@@ -148,7 +148,7 @@ class Persistence:
         self._snap_lock = asyncio.Lock()
         await self._journal.start()
         # Keeps what is created while serving out of full collections, as recover() did for
-        # what it loaded (service/heap.py).
+        # what it loaded (service/backend/heap.py).
         self._tasks["freezer"] = asyncio.create_task(heap.grow_frozen(), name="rankd-freezer")
         if self._interval > 0:
             self._tasks["periodic"] = asyncio.create_task(self._periodic(), name="rankd-snapshots")
@@ -285,8 +285,8 @@ class Persistence:
     def _remove_obsolete_segments(self) -> None:
         """I/O thread: delete segments no snapshot generation needs any more (best effort).
 
-        The snapshot just installed was verified by loading it back (store/snapshot.py), so the
-        generation before it may go; the one it demoted and its journal stay (store/datadir.py).
+        The snapshot just installed was verified by loading it back (store/disk/snapshot.py), so the
+        generation before it may go; the one it demoted and its journal stay (datadir.py).
         """
         try:
             recovery.remove_obsolete_segments(self._dir)
@@ -296,7 +296,7 @@ class Persistence:
 
     def _undo(self, events: list[tuple[Any, ...]], first: int) -> None:
         """fsync=always, journal failure: revert the changes whose records were lost, newest
-        first, before their writers hear 503 (service/journal_flusher.py, "Undo")."""
+        first, before their writers hear 503 (service/backend/journal_flusher.py, "Undo")."""
         keyspace, sessions = self._keyspace, self._sessions
         try:
             for event in reversed(events):

@@ -52,10 +52,10 @@ from pathlib import Path
 
 import orjson
 
-from store import datadir, snapshot
+from store.disk import datadir, snapshot
+from store.disk.snapshot import SnapshotStats
 from store.keyspace import Keyspace
 from store.sessions import SessionStore
-from store.snapshot import SnapshotStats
 
 _PR_SET_PDEATHSIG = 1
 _REPORT_LIMIT = 1 << 16  # a report is ~200 bytes; more is a confused child

@@ -22,7 +22,7 @@ Failure. A failed write, fsync or segment creation loses every record after ``_d
 flusher stops recording (a gap), fails whoever waits, and reports ``on_failure(reason)``. An
 fsync is never retried -- after a failure the kernel may have dropped the dirty pages, so the
 file's content is unknown. Recording resumes only at ``rotate()`` (a snapshot starts), whose
-new segment carries FLAG_AFTER_GAP if records were lost (store/journal.py).
+new segment carries FLAG_AFTER_GAP if records were lost (store/disk/journal.py).
 
 Undo (fsync=always): a 503 means nothing happened. The store applies a write before its record
 exists (the record *is* the store's event), so a lost record stands for a change that memory
@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from service.metrics import Histogram
-from store import datadir, journal
+from store.disk import datadir, journal
 from store.errors import Unavailable
 
 log = logging.getLogger("rankd.persistence")

@@ -1,8 +1,8 @@
 """Offline verification and repair of a data directory (``rankd check``, ``rankd repair``).
 
     check   every file on its own -- each snapshot generation is loaded back and verified
-            (store/snapshot.py ``verify``), each journal segment's header, frames and record
-            encodings are read -- then a dry run of start-up recovery (store/recovery.py,
+            (store/disk/snapshot.py ``verify``), each journal segment's header, frames and record
+            encodings are read -- then a dry run of start-up recovery (store/disk/recovery.py,
             ``dry_run=True``) says what ``rankd`` would load, fall back to, truncate or move.
             Nothing is written (but LOCK, created if absent). ``ok`` is False when any file
             is damaged or start-up would refuse or fall back; a torn tail of the last segment
@@ -31,9 +31,9 @@ from pathlib import Path
 
 import orjson
 
-from store import datadir, frames, journal, recovery, snapshot
 from store.clock import ManualClock
-from store.frames import DataError
+from store.disk import datadir, frames, journal, recovery, snapshot
+from store.disk.frames import DataError
 from store.keyspace import Keyspace
 from store.sessions import SessionStore
 

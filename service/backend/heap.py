@@ -8,7 +8,7 @@ cost a 330-700 ms stall -- whether the collector decides to run by itself (its "
 grew by 25%" rule) or someone calls ``gc.collect()``. ``gc.freeze()`` moves every object to a
 permanent generation that no collection walks; it costs microseconds (a list splice).
 
-    recover()      gc off while loading, then freeze the loaded heap (service/persistence.py)
+    recover()      gc off while loading, then freeze the loaded heap (persistence.py)
     grow_frozen()  every CHECK seconds: count the old generation's unfrozen objects; past
                    BUDGET, collect (a full collection now walks only those) and freeze
 

@@ -1,6 +1,6 @@
 """The snapshot file: every board and session at one instant, written atomically.
 
-File model (all integers little-endian; frames as in store/frames.py)::
+File model (all integers little-endian; frames as in store/disk/frames.py)::
 
     offset 0   MAGIC "RANKDSNP" (8) | format version u32 | crc32 of the 12 bytes before (u32)
     offset 16  META      {"created_at": unix time, "base_segment": n}
@@ -65,7 +65,7 @@ the bound on every frame anyway and fails the save rather than write an unloadab
 A save is verified before it is installed: the temporary file is read back through ``verify``
 (the loader itself, keeping nothing), so rankd never installs a snapshot its own loader refuses.
 The read-back goes through the page cache, so it proves the writer and the loader agree, not
-that the medium kept the bytes; the previous generation (store/datadir.py) covers the medium.
+that the medium kept the bytes; the previous generation (store/disk/datadir.py) covers the medium.
 
 Why a whole-file checksum on top of per-frame ones: per-frame checksums catch damage inside a
 frame and name its offset; the END crc (and the counts) also catch whole frames that are
@@ -87,10 +87,9 @@ from typing import Any, BinaryIO, NoReturn
 
 import orjson
 
-from store import datadir, frames
-from store.boards import BoardConfig
 from store.clock import ManualClock
-from store.frames import CorruptData, FutureVersion
+from store.disk import datadir, frames, rows
+from store.disk.frames import CorruptData, FutureVersion
 from store.keyspace import Keyspace
 from store.sessions import Session, SessionStore
 
@@ -171,7 +170,7 @@ def write(
 ) -> SnapshotStats:
     """Write a complete snapshot to ``fd`` (no fsync). Runtime complexity: O(entries + sessions).
 
-    Meant for a forked child (store/bgsave.py) or a process that is not serving: it iterates
+    Meant for a forked child (store/disk/bgsave.py) or a process that is not serving: it iterates
     live structures and must not be interleaved with writes.
     """
     out = _Out(fd)
@@ -181,7 +180,7 @@ def write(
     for board in keyspace:
         count = len(board)
         metadata = board.dump_metadata()
-        head = [board.name, board.config.as_dict(), board.seq, count, len(metadata)]
+        head = [board.name, rows.config_row(board.config), board.seq, count, len(metadata)]
         out.frame(BOARD, orjson.dumps(head))
         for payload in _metadata_frames(metadata):
             out.frame(METADATA, payload)
@@ -248,14 +247,14 @@ def _session_frames(chunk: list[Session]) -> Iterator[bytes]:
 
     Cutting by count alone let 1024 sessions of 64 KiB+ data add up past frames.MAX_BODY.
     """
-    whole = orjson.dumps([_session_row(s) for s in chunk])
+    whole = orjson.dumps([rows.session_row(s) for s in chunk])
     if len(whole) <= FRAME_BYTES or len(chunk) == 1:
         yield whole
         return
     items: list[bytes] = []
     size = 0
     for s in chunk:
-        item = orjson.dumps(_session_row(s))
+        item = orjson.dumps(rows.session_row(s))
         if items and size + len(item) + 1 > FRAME_BYTES:
             yield b"[" + b",".join(items) + b"]"
             items, size = [], 0
@@ -263,19 +262,6 @@ def _session_frames(chunk: list[Session]) -> Iterator[bytes]:
         size += len(item) + 1
     if items:
         yield b"[" + b",".join(items) + b"]"
-
-
-def _session_row(s: Session) -> list[Any]:
-    return [
-        s.id,
-        s.user,
-        s.data,
-        s.created_at,
-        s.ttl,
-        s.idle_deadline,
-        s.max_expires_at,
-        s.version,
-    ]
 
 
 def save(
@@ -287,7 +273,7 @@ def save(
     now: float,
 ) -> SnapshotStats:
     """Write, fsync, verify by loading it back, install as the newest generation (the newest
-    becomes the previous one: store/datadir.py). Raises OSError on any failure, CorruptData if
+    becomes the previous one: store/disk/datadir.py). Raises OSError on any failure, CorruptData if
     the file does not load back; either way the installed snapshots are untouched and the temp
     file is gone (best effort).
     """
@@ -500,13 +486,13 @@ class _Parser:
         while records.peek() == BOARD:
             self._board()
         while records.peek() == SESSIONS:
-            rows = orjson.loads(records.take(SESSIONS, "a SESSIONS record"))
-            loaded = itertools.starmap(Session, rows)
+            session_rows = orjson.loads(records.take(SESSIONS, "a SESSIONS record"))
+            loaded = map(rows.session_from_row, session_rows)
             if self.keep:
                 self.store.load_many(loaded)
             else:
                 collections.deque(loaded, maxlen=0)  # build each Session: the same checks
-            self.sessions += len(rows)
+            self.sessions += len(session_rows)
             self._report(0)
         end = orjson.loads(records.take(END, "a BOARD, SESSIONS or END record"))
         counts = (self.boards, self.entries, self.sessions)
@@ -524,7 +510,7 @@ class _Parser:
         if bname in self.names:
             self._corrupt(f"board {bname!r} appears twice")
         self.names.add(bname)
-        config = BoardConfig.from_options(options)
+        config = rows.config_from_row(options)
         if not all(type(n) is int and n >= 0 for n in (seq, count, metadata_count)):
             self._corrupt("malformed BOARD record")
         metadata: dict[str, dict[str, Any]] = {}
@@ -546,7 +532,7 @@ class _Parser:
         self.entries += count
         self.boards += 1
         if not self.keep:
-            del self.keyspace.boards[bname]
+            self.keyspace.replay_drop(bname)
 
     def _key_runs(self, bname: str, count: int, min_key: int) -> Iterator[list[bytes]]:
         records = self.records

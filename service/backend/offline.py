@@ -1,4 +1,4 @@
-"""``rankd check`` and ``rankd repair`` (store/check.py), and what a failed start-up says.
+"""``rankd check`` and ``rankd repair`` (store/disk/check.py), and what a failed start-up says.
 
     rankd check  [--data-dir DIR]   exit 0: every file verifies and rankd would start as is
                                     exit 1: damage (the first bad file and byte offset shown)
@@ -19,9 +19,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from store import check as checker
-from store.datadir import DataDirLocked
-from store.frames import DataError, FutureVersion
+from store.disk import check as checker
+from store.disk.datadir import DataDirLocked
+from store.disk.frames import DataError, FutureVersion
 
 COMMANDS = ("check", "repair")
 EXIT_OK = 0

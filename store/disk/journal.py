@@ -1,6 +1,6 @@
 """The journal: one record per mutation, carrying the resulting state, in numbered segments.
 
-File model (integers little-endian; frames as in store/frames.py)::
+File model (integers little-endian; frames as in store/disk/frames.py)::
 
     journal-00000000000000000007.rkj
     offset 0   MAGIC "RANKDJNL" (8) | version u32 | flags u32 | segment number u64 | crc32 (u32)
@@ -37,14 +37,14 @@ failed, so persistence refused writes). Its records continue the *in-memory* sta
 older file describes, so it is only valid on top of the snapshot whose base it is. Recovery
 that meets such a segment after any other base stops there: it and the later segments are
 orphans of a snapshot that never completed, and hold no acknowledged write, because writes
-are refused from the failure until such a snapshot is durable (service/persistence.py).
+are refused from the failure until such a snapshot is durable (service/backend/persistence.py).
 
-Torn tails (store/frames.py defines them, including the policy for non-zero garbage: a bad
+Torn tails (store/disk/frames.py defines them, including the policy for non-zero garbage: a bad
 frame with no valid frame after it, where a power cut can leave stale blocks) are truncated at
 recovery, with the bytes cut logged; a segment other than the last may end torn only when the
 next one has FLAG_AFTER_GAP (the writer stopped there after a failure). Anything else is
 corruption and refuses to start -- unless an older snapshot generation and its segments cover
-it (store/recovery.py). Segments are created 0600: they hold session ids.
+it (store/disk/recovery.py). Segments are created 0600: they hold session ids.
 """
 
 import contextlib
@@ -58,11 +58,10 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from store import datadir, frames
-from store.boards import BoardConfig
-from store.frames import CorruptData, FutureVersion
+from store.disk import datadir, frames, rows
+from store.disk.frames import CorruptData, FutureVersion
 from store.keyspace import Keyspace
-from store.sessions import Session, SessionStore
+from store.sessions import SessionStore
 
 MAGIC = b"RANKDJNL"
 VERSION = 2  # 2: bbatch
@@ -109,10 +108,7 @@ def _bdrop(e: tuple[Any, ...]) -> bytes:
 
 def _sput(e: tuple[Any, ...]) -> bytes:
     # Encoded now: the Session object is the store's own and changes after this returns.
-    s: Session = e[1]
-    return _dumps(
-        (s.id, s.user, s.data, s.created_at, s.ttl, s.idle_deadline, s.max_expires_at, s.version)
-    )
+    return _dumps(rows.session_row(e[1]))
 
 
 def _stouch(e: tuple[Any, ...]) -> bytes:
@@ -145,13 +141,17 @@ def append_event(buf: bytearray, event: tuple[Any, ...]) -> int:
 
 
 def apply_record(code: int, payload: bytes, keyspace: Keyspace, sessions: SessionStore) -> None:
-    """Apply one record (idempotent). Malformed content raises ValueError/TypeError/KeyError."""
+    """Apply one record (idempotent). Malformed content raises ValueError/TypeError/KeyError.
+
+    Board records go through the keyspace's replay methods, the same ones ``Keyspace.apply``
+    uses for live events: one replay path, whatever the record came from.
+    """
     v = orjson.loads(payload)
     if code == BSET:
         board, member, score, seq, meta = v
-        keyspace.boards[board].apply_set(member, score, seq, meta)
+        keyspace.replay_set(board, member, score, seq, meta)
     elif code == SPUT:
-        sessions.load(Session(*v))
+        sessions.load(rows.session_from_row(v))
     elif code == STOUCH:
         sid, idle = v
         sessions.apply_touch(sid, idle)
@@ -159,33 +159,16 @@ def apply_record(code: int, payload: bytes, keyspace: Keyspace, sessions: Sessio
         sessions.apply_delete(v[0])
     elif code == BDEL:
         board, member, seq = v
-        b = keyspace.boards.get(board)
-        if b is not None:
-            b.apply_delete(member, seq)
+        keyspace.replay_delete(board, member, seq)
     elif code == BBATCH:
         board, writes = v
-        b = keyspace.boards[board]
         for member, score, seq, meta in writes:
-            b.apply_set(member, score, seq, meta)
+            keyspace.replay_set(board, member, score, seq, meta)
     elif code == BCFG:
         board, options = v
-        config = BoardConfig.from_options(options)
-        b = keyspace.boards.get(board)
-        if (
-            b is not None
-            and len(b)
-            and (b.config.order, b.config.ties)
-            != (
-                config.order,
-                config.ties,
-            )
-        ):
-            # Keyspace.configure changes order/ties only on an empty board, so at this record
-            # the board was empty: replaying history older than the state does not fail here.
-            del keyspace.boards[board]
-        keyspace.restore_board(board, config)
+        keyspace.replay_config(board, rows.config_from_row(options))
     elif code == BDROP:
-        keyspace.boards.pop(v[0], None)
+        keyspace.replay_drop(v[0])
     else:
         raise ValueError(f"unknown record code {code}")
 

@@ -2,11 +2,11 @@
 
     data/                               0700; every file in it 0600 (session ids are credentials)
       LOCK                              flock()ed by the one process that owns the directory
-      snapshot.rkd                      the newest snapshot (store/snapshot.py), base segment B1
+      snapshot.rkd                      the newest snapshot (snapshot.py), base segment B1
       snapshot.prev.rkd                 the previous generation, base segment B0 <= B1
       snapshot.rkd.tmp-<pid>            a snapshot being written; a leftover is removed at start
       snapshot.prev.rkd.tmp             a link being put in place; a leftover is removed at start
-      journal-00000000000000000007.rkj  journal segments (store/journal.py), replayed in number
+      journal-00000000000000000007.rkj  journal segments (store/disk/journal.py), replayed in number
                                         order from a snapshot's base segment
       <name>.bad-<unix time>            a file moved aside (recovery, ``rankd repair``)
 
@@ -16,8 +16,8 @@ Generations. Two snapshots are kept, and every journal segment from the *previou
     snapshot.rkd      (B1) +                         journal B1, ..., last  = the same state
 
 so one damaged snapshot never costs data: recovery falls back to the other and replays the
-longer journal (store/recovery.py). A new snapshot is written under a temporary name, fsynced,
-**loaded back and verified** (store/snapshot.py ``verify``), and only then installed by
+longer journal (store/disk/recovery.py). A new snapshot is written under a temporary name, fsynced,
+**loaded back and verified** (store/disk/snapshot.py ``verify``), and only then installed by
 ``install_snapshot``: the current newest becomes the previous generation (a hard link renamed
 over ``snapshot.prev.rkd``), the new file is renamed over ``snapshot.rkd``, the directory is
 fsynced. Segments below the new previous generation's base are then obsolete and deleted by the
@@ -88,7 +88,7 @@ def open_dir(directory: Path) -> int:
 
     flock() and not a pid file: the kernel drops the lock when the process dies (even by
     kill -9), so a crash never leaves a stale lock behind. A forked snapshot child inherits
-    the descriptor; it closes its copy at once (store/bgsave.py) so a lingering child cannot
+    the descriptor; it closes its copy at once (store/disk/bgsave.py) so a lingering child cannot
     keep a restarted server out.
     """
     directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)

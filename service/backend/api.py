@@ -1,0 +1,217 @@
+"""The backend seam: what routes, the WebSocket hub and the metrics may ask of the data.
+
+Two backends stand behind these protocols: ``embedded.py`` (this process holds everything, a
+snapshot + journal keep it safe) and the Redis/Valkey cluster backend (``redis/``). Nothing
+outside ``service/backend/`` touches ``Keyspace``, ``Board``, ``SessionStore`` or
+``store.disk``; tests/test_layering.py fails the build if anything does::
+
+    routes_*.py  ws.py  hub.py  metrics.py          (HTTP/WS edge: status codes, frames)
+            |      |      |        |
+            v      v      v        v
+    service/backend/api.py   Backend = Boards + Sessions + ChangeFeed + Views + Lifecycle
+            |                              |
+            v                              v
+    embedded.py (+ persistence,       redis/ (key layout, server-side
+    journal_flusher, heap)             functions, sharded pub/sub feed)
+            |
+            v
+    store/ (Keyspace, Board, SessionStore)   store/disk/ (snapshot, journal, recovery)
+
+Contracts every backend keeps:
+
+* Errors are ``store.errors.StoreError`` subclasses (BoardNotFound -> 404, Unavailable -> 503,
+  InsufficientStorage -> 507, ...); the edge maps them to HTTP/WS (service/errors.py).
+* A write is refused *before* it changes anything when it cannot be made durable, and answers
+  only once it is as durable as the backend promises (fsync=always: the group commit).
+* Ranks are 1-based everywhere. Entries are ``{rank, member, score, metadata?}`` dicts. The
+  result types are the wire shapes themselves (service/schemas.py): a route sends them as-is.
+* The change feed delivers the store's typed events (store/events.py), carrying resulting
+  state, in the order the writes were applied, on the event-loop thread. The hub reads views
+  through ``Views`` (synchronous: the embedded engine answers from memory; the Redis backend
+  answers from the state its feed keeps per watched board).
+
+Room for what comes next (periods, lookup, range, metadata patches) is left by keeping each
+operation a method of its own rather than one catch-all.
+"""
+
+from collections.abc import Callable
+from typing import Any, Protocol, TypedDict
+
+from service.schemas import (
+    BoardInfo,
+    BoardList,
+    Entry,
+    Page,
+    RankForScore,
+    SessionInfo,
+    WriteResult,
+)
+from store.events import BoardEvent, SessionEvent
+from store.values import Limits
+
+ScoreItem = tuple[object, object, object]  # (member, score, metadata), unchecked
+
+
+class Health(TypedDict):
+    ready: bool
+    writable: bool
+    reason: str | None
+
+
+class StoreStats(TypedDict):
+    boards: int
+    entries: int
+    sessions: int  # held, expired ones not yet purged included
+    session_events: dict[str, int]  # lifecycle events since start, by kind
+
+
+class PersistenceStats(TypedDict):
+    healthy: bool
+    journal_bytes: int
+    snapshot_age: float | None
+    snapshot_seconds: float | None
+    fsync_buckets: list[tuple[str, float]]  # cumulative histogram
+    fsync_sum: float
+
+
+class MemoryStats(TypedDict):
+    used: int
+    limit: int
+    refused: int
+    memory_errors: int
+
+
+class Stats(TypedDict):
+    store: StoreStats | None  # None while recovering (the data is being loaded)
+    persistence: PersistenceStats | None  # None where the backend keeps no local disk
+    memory: MemoryStats
+
+
+class Boards(Protocol):
+    limits: Limits
+
+    async def configure(self, name: str, options: dict[str, Any]) -> tuple[BoardInfo, bool]:
+        """Create (True) or reconfigure (False) a board; order/ties only while empty."""
+        ...
+
+    async def describe(self, name: str) -> BoardInfo: ...
+    async def list_boards(self, offset: int, limit: int) -> BoardList: ...
+    async def drop(self, name: str) -> None: ...
+    async def exists(self, name: str) -> bool: ...
+
+    async def write(self, name: str, member: object, score: object, metadata: object) -> Entry:
+        """One score; an absent board is created with defaults (only for a valid write)."""
+        ...
+
+    async def write_many(self, name: str, items: list[ScoreItem]) -> list[WriteResult]:
+        """In order, all or nothing; a refused item is named by its index."""
+        ...
+
+    async def remove(self, name: str, member: str) -> None: ...
+    async def top(self, name: str, offset: int, limit: int) -> Page: ...
+    async def entry(self, name: str, member: str) -> Entry: ...
+    async def around(self, name: str, member: str, radius: int) -> Page: ...
+    async def rank_for_score(self, name: str, score: int | float) -> RankForScore: ...
+
+
+class Sessions(Protocol):
+    async def create(
+        self, *, user: object, data: object, ttl: object, max_lifetime: object
+    ) -> SessionInfo: ...
+
+    async def get(self, sid: str, *, touch: bool) -> SessionInfo:
+        """The live session (SessionNotFound otherwise); ``touch`` refreshes its idle deadline.
+
+        A touch is not a write: it is not refused while persistence is unhealthy."""
+        ...
+
+    async def patch(self, sid: str, data: object, *, if_version: int | None) -> SessionInfo: ...
+    async def replace(self, sid: str, data: object, *, if_version: int | None) -> SessionInfo: ...
+    async def touch(self, sid: str) -> SessionInfo: ...
+    async def rotate(self, sid: str) -> SessionInfo: ...
+    async def delete(self, sid: str) -> None: ...
+    async def list_user(self, user: str) -> list[SessionInfo]: ...
+    async def revoke_user(self, user: str, *, except_id: str | None) -> int: ...
+
+
+BoardListener = Callable[[BoardEvent], None]
+SessionListener = Callable[[SessionEvent], None]
+
+
+class ChangeFeed(Protocol):
+    def listen(self, on_board: BoardListener, on_session: SessionListener) -> None:
+        """Deliver every later board event and session-end (``sdel``) event to these."""
+        ...
+
+    def unlisten(self, on_board: BoardListener, on_session: SessionListener) -> None: ...
+
+
+class Views(Protocol):
+    """What the hub shows subscribers; cheap and synchronous (a flush calls it per board)."""
+
+    def top_view(self, name: str, n: int) -> tuple[list[Entry], int, int]:
+        """(top n entries, total, seq); an absent board is ([], 0, 0)."""
+        ...
+
+    def rank_view(self, name: str, member: str) -> tuple[int | None, Any, int]:
+        """(rank, score, seq); (None, None, seq) when the member or board is absent."""
+        ...
+
+
+class Lifecycle(Protocol):
+    epoch: str  # changes exactly when history may have forked (here: per process start)
+    ready: bool
+    fatal: str | None  # start-up failed for good; the CLI exits non-zero
+    started_at: float
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def health(self) -> Health: ...
+    def stats(self) -> Stats: ...
+    def check_grow(self) -> None:
+        """Refuse (InsufficientStorage -> 507) a request that would add data now."""
+        ...
+
+    def on_memory_error(self) -> None: ...
+
+    async def snapshot(self) -> dict[str, Any]:
+        """Take a snapshot now (embedded); NotImplementedError where there is none (501)."""
+        ...
+
+
+class Backend(Lifecycle, Protocol):
+    """One handle per process; a handler asks for the part it needs (``backend.boards``)."""
+
+    @property
+    def boards(self) -> Boards: ...
+    @property
+    def sessions(self) -> Sessions: ...
+    @property
+    def feed(self) -> ChangeFeed: ...
+    @property
+    def views(self) -> Views: ...
+
+
+__all__ = [
+    "Backend",
+    "BoardInfo",
+    "BoardList",
+    "BoardListener",
+    "Boards",
+    "ChangeFeed",
+    "Entry",
+    "Health",
+    "Lifecycle",
+    "MemoryStats",
+    "Page",
+    "PersistenceStats",
+    "RankForScore",
+    "ScoreItem",
+    "SessionInfo",
+    "SessionListener",
+    "Sessions",
+    "Stats",
+    "StoreStats",
+    "Views",
+    "WriteResult",
+]

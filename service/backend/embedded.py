@@ -1,0 +1,455 @@
+"""The embedded backend: this process holds every board and session; disk keeps them safe.
+
+    EmbeddedBackend   lifecycle: recovery, persistence, the session purge, the memory guard
+      .boards         EmbeddedBoards   -> store.Keyspace / store.Board
+      .sessions       EmbeddedSessions -> store.SessionStore
+      .feed           the store's observer lists (the journal listens first, then the hub)
+      .views          synchronous reads for the hub's flush
+
+The write path (it was service/writes.py), the same for every mutation, in this order:
+
+    1. memory gate                   a write that adds data is refused (507) while memory is
+                                     over --max-memory, before anything is touched
+    2. persistence.check_writable()  refuse (store.Unavailable -> 503) *before* touching the
+                                     store, so an unhealthy disk never leaves a change in
+                                     memory that the journal did not get
+    3. the store call                synchronous: validates, mutates, emits one journal record
+    4. await persistence.commit()    only with fsync=always: the answer waits until the
+                                     journal is durable (group commit: one fsync per loop turn)
+
+What a 503 means. Step 2 refuses before anything happens. Step 4 fails (fsync=always) when the
+journal write or fsync of the write's batch fails; by then the change is in memory, so the
+journal flusher undoes it -- it and every later change whose record was lost, newest first,
+before any of their writers resumes (journal_flusher.py, "Undo"). Either way the 503'd write is
+invisible to the next read, absent after a restart, and safe to retry. A batch is one journal
+record, so it is applied, undone or replayed as a whole.
+
+A MemoryError from the store call may have cut a mutation half-way (a skip list relinked but
+its spans not updated), so the guard gets the structure's ``_check`` to run once memory is
+back; the error propagates (503). Without persistence (before ``start()``, and in tests of the
+HTTP layer alone) steps 2 and 4 vanish.
+"""
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from typing import Any, TypeVar
+
+from service.backend import offline
+from service.backend.api import (
+    BoardInfo,
+    BoardList,
+    BoardListener,
+    Entry,
+    Health,
+    MemoryStats,
+    Page,
+    PersistenceStats,
+    RankForScore,
+    ScoreItem,
+    SessionInfo,
+    SessionListener,
+    Stats,
+    StoreStats,
+    WriteResult,
+)
+from service.backend.persistence import Persistence
+from service.memory import MemoryGuard
+from service.settings import Settings
+from store.boards import Board
+from store.clock import Clock, SystemClock
+from store.errors import Unavailable
+from store.keyspace import Keyspace
+from store.sessions import Session, SessionStore
+from store.values import Limits
+
+log = logging.getLogger("rankd")
+
+T = TypeVar("T")
+
+# The purge reclaims at most this many sessions per call, then yields to the loop, so a mass
+# expiry never stalls requests; it sleeps at most PURGE_MAX_SLEEP between rounds.
+PURGE_BATCH = 1000
+PURGE_MAX_SLEEP = 1.0
+
+
+def _describe(board: Board) -> BoardInfo:
+    c = board.config
+    return {
+        "board": board.name,
+        "order": c.order,
+        "update": c.update,
+        "ties": c.ties,
+        "size": len(board),
+    }
+
+
+def _info(s: Session) -> SessionInfo:
+    return {
+        "id": s.id,
+        "user": s.user,
+        "data": s.data,
+        "created_at": s.created_at,
+        "expires_at": s.expires_at,
+        "ttl": s.ttl,
+        "max_expires_at": s.max_expires_at,
+        "version": s.version,
+    }
+
+
+class _WritePath:
+    """Steps 1, 2 and 4 of every mutation; shared by boards and sessions."""
+
+    __slots__ = ("memory", "persistence")
+
+    def __init__(self, memory: MemoryGuard) -> None:
+        self.memory = memory
+        self.persistence: Persistence | None = None
+
+    def grow(self) -> None:
+        if self.memory.over:
+            self.memory.check()
+
+    async def run(
+        self, check: Callable[[], None] | None, fn: Callable[..., T], *args: Any, **kw: Any
+    ) -> T:
+        p = self.persistence
+        if p is not None:
+            p.check_writable()
+        try:
+            result = fn(*args, **kw)
+        except MemoryError:
+            if check is not None:
+                self.memory.verify_later(check)
+            raise
+        if p is not None and p.needs_commit:
+            await p.commit()
+        return result
+
+
+class EmbeddedBoards:
+    def __init__(self, keyspace: Keyspace, path: _WritePath) -> None:
+        self._ks = keyspace
+        self._path = path
+        self.limits: Limits = keyspace.limits
+        # Bound once for write(), the hottest call of the service.
+        self._memory = path.memory
+        self._write = keyspace.write
+
+    def _board_check(self, name: str) -> Callable[[], None]:
+        # The board's _check rather than the whole keyspace's: only that board was changing.
+        def check() -> None:
+            board = self._ks.find(name)
+            if board is not None:
+                board._check()
+
+        return check
+
+    async def configure(self, name: str, options: dict[str, Any]) -> tuple[BoardInfo, bool]:
+        if self._ks.find(name) is None:
+            self._path.grow()  # reconfiguring an existing board adds nothing
+        board, created = await self._path.run(self._ks._check, self._ks.configure, name, options)
+        return _describe(board), created
+
+    async def describe(self, name: str) -> BoardInfo:
+        return _describe(self._ks.get(name))
+
+    async def list_boards(self, offset: int, limit: int) -> BoardList:
+        ks = self._ks
+        names = sorted(ks.names())
+        page = [_describe(ks.get(n)) for n in names[offset : offset + limit]]
+        return {"total": len(names), "offset": offset, "boards": page}
+
+    async def drop(self, name: str) -> None:
+        await self._path.run(self._ks._check, self._ks.drop, name)
+
+    async def exists(self, name: str) -> bool:
+        return self._ks.find(name) is not None
+
+    async def write(self, name: str, member: object, score: object, metadata: object) -> Entry:
+        # Spelled out rather than via _WritePath.run: this is the hottest path of the service.
+        memory = self._memory
+        if memory.over:
+            memory.check()
+        p = self._path.persistence
+        if p is not None:
+            p.check_writable()
+        try:
+            result = self._write(name, member, score, metadata)
+        except MemoryError:
+            memory.verify_later(self._board_check(name))
+            raise
+        if p is not None and p.needs_commit:
+            await p.commit()
+        return result
+
+    async def write_many(self, name: str, items: list[ScoreItem]) -> list[WriteResult]:
+        # The keyspace validates the whole batch before it creates an absent board.
+        self._path.grow()
+        return await self._path.run(self._board_check(name), self._ks.write_many, name, items)
+
+    async def remove(self, name: str, member: str) -> None:
+        board = self._ks.get(name)
+        await self._path.run(board._check, board.remove, member)
+
+    async def top(self, name: str, offset: int, limit: int) -> Page:
+        board = self._ks.get(name)
+        return {"board": board.name, "total": len(board), "entries": board.top(offset, limit)}
+
+    async def entry(self, name: str, member: str) -> Entry:
+        return self._ks.get(name).entry(member)
+
+    async def around(self, name: str, member: str, radius: int) -> Page:
+        board = self._ks.get(name)
+        return {"board": board.name, "total": len(board), "entries": board.around(member, radius)}
+
+    async def rank_for_score(self, name: str, score: int | float) -> RankForScore:
+        board = self._ks.get(name)
+        return {"board": board.name, "score": score, "rank": board.rank_for_score(score)}
+
+
+class EmbeddedSessions:
+    def __init__(self, store: SessionStore, path: _WritePath) -> None:
+        self._store = store
+        self._path = path
+
+    async def create(
+        self, *, user: object, data: object, ttl: object, max_lifetime: object
+    ) -> SessionInfo:
+        self._path.grow()
+        s = await self._path.run(
+            self._store._check,
+            self._store.create,
+            user=user,
+            data=data,
+            ttl=ttl,
+            max_lifetime=max_lifetime,
+        )
+        return _info(s)
+
+    async def get(self, sid: str, *, touch: bool) -> SessionInfo:
+        # A touch only pushes an idle deadline: it is no reason to refuse a read while the disk
+        # is unhealthy, so it skips the write path (a lost touch costs at most an early expiry).
+        return _info(self._store.get(sid, touch=touch))
+
+    async def patch(self, sid: str, data: object, *, if_version: int | None) -> SessionInfo:
+        self._path.grow()
+        store = self._store
+        return _info(
+            await self._path.run(store._check, store.patch, sid, data, if_version=if_version)
+        )
+
+    async def replace(self, sid: str, data: object, *, if_version: int | None) -> SessionInfo:
+        self._path.grow()
+        store = self._store
+        return _info(
+            await self._path.run(store._check, store.replace, sid, data, if_version=if_version)
+        )
+
+    async def touch(self, sid: str) -> SessionInfo:
+        return _info(await self._path.run(self._store._check, self._store.touch, sid))
+
+    async def rotate(self, sid: str) -> SessionInfo:
+        return _info(await self._path.run(self._store._check, self._store.rotate, sid))
+
+    async def delete(self, sid: str) -> None:
+        await self._path.run(self._store._check, self._store.delete, sid)
+
+    async def list_user(self, user: str) -> list[SessionInfo]:
+        return [_info(s) for s in self._store.list_user(user)]
+
+    async def revoke_user(self, user: str, *, except_id: str | None) -> int:
+        store = self._store
+        revoked: int = await self._path.run(
+            store._check, store.revoke_user, user, except_id=except_id
+        )
+        return revoked
+
+
+class _Feed:
+    def __init__(self, keyspace: Keyspace, sessions: SessionStore) -> None:
+        self._ks = keyspace
+        self._sessions = sessions
+
+    def listen(self, on_board: BoardListener, on_session: SessionListener) -> None:
+        self._ks.observers.append(on_board)
+        self._sessions.observers.append(on_session)
+
+    def unlisten(self, on_board: BoardListener, on_session: SessionListener) -> None:
+        for observers, fn in (
+            (self._ks.observers, on_board),
+            (self._sessions.observers, on_session),
+        ):
+            if fn in observers:
+                observers.remove(fn)
+
+
+class _Views:
+    def __init__(self, keyspace: Keyspace) -> None:
+        self._ks = keyspace
+
+    def top_view(self, name: str, n: int) -> tuple[list[Entry], int, int]:
+        board = self._ks.find(name)
+        if board is None:
+            return [], 0, 0
+        return board.top(0, n), len(board), board.seq
+
+    def rank_view(self, name: str, member: str) -> tuple[int | None, Any, int]:
+        board = self._ks.find(name)
+        if board is None:
+            return None, None, 0
+        if member not in board:
+            return None, None, board.seq
+        entry = board.entry(member)
+        return entry["rank"], entry["score"], board.seq
+
+
+class EmbeddedBackend:
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        limits = settings.limits
+        self._keyspace = Keyspace(limits.store())
+        self._sessions = SessionStore(
+            self.clock,
+            default_ttl=limits.session_ttl,
+            max_ttl=limits.session_max_ttl,
+            default_max_lifetime=limits.session_lifetime,
+            max_lifetime_limit=limits.session_max_lifetime,
+            max_data_bytes=limits.session_data_bytes,
+            max_sessions_per_user=limits.sessions_per_user,
+            max_anonymous_sessions=limits.max_anonymous_sessions,
+        )
+        self.memory = MemoryGuard(settings.max_memory or 0)
+        self.memory.on_corrupt = self._memory_corrupt
+        self._path = _WritePath(self.memory)
+        self.boards = EmbeddedBoards(self._keyspace, self._path)
+        self.sessions = EmbeddedSessions(self._sessions, self._path)
+        self.feed = _Feed(self._keyspace, self._sessions)
+        self.views = _Views(self._keyspace)
+        self.persistence: Persistence | None = None
+        # Changes on every start, so a WebSocket client can tell a restart from a quiet board.
+        self.epoch = secrets.token_hex(8)
+        self.ready = False
+        self.started_at = self.clock.now()
+        self.recovery: dict[str, Any] | None = None
+        # Set when start-up failed for good (e.g. corrupt data); the CLI exits non-zero.
+        self.fatal: str | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    def _memory_corrupt(self) -> None:
+        # Not ready: /readyz and every gated route answer 503, so an orchestrator restarts us.
+        self.ready = False
+        self.fatal = "in-memory data failed verification after an allocation failure"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Recover (a worker thread: /healthz answers meanwhile), start persistence, the
+        session purge and the memory sampler; then ready. Sets ``fatal`` and raises on failure.
+        """
+        settings = self.settings
+        try:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            p = Persistence(settings, self._keyspace, self._sessions, self.clock)
+            began = time.perf_counter()
+            self.recovery = await asyncio.to_thread(p.recover)
+            log.info("recovered data in %.3f s: %s", time.perf_counter() - began, self.recovery)
+            await p.start()
+            self.persistence = self._path.persistence = p
+            self._tasks.append(asyncio.create_task(self._purge(), name="rankd-session-purge"))
+            self.memory.start_reserve()
+            self._tasks.append(asyncio.create_task(self.memory.run(), name="rankd-memory-sample"))
+            if self.memory.limit:
+                log.info("memory limit %d MiB (--max-memory)", self.memory.limit >> 20)
+        except Exception as exc:
+            # Out of memory, an I/O error and damage each name their own way out (offline.py).
+            self.fatal = offline.describe_failure(exc, settings.data_dir)
+            raise
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        p = self.persistence
+        if p is not None:
+            began = time.perf_counter()
+            await p.stop()  # final snapshot: failures must surface, not be swallowed
+            log.info("final snapshot done in %.3f s", time.perf_counter() - began)
+
+    def health(self) -> Health:
+        p = self.persistence
+        return {
+            "ready": self.ready,
+            "writable": p is not None and p.healthy,
+            "reason": p.reason if p is not None else "not recovered yet",
+        }
+
+    def stats(self) -> Stats:
+        store: StoreStats | None = None
+        if self.ready:
+            # Recovery mutates the store from a worker thread: iterating it then could race.
+            boards = list(self._keyspace)
+            store = {
+                "boards": len(boards),
+                "entries": sum(len(b) for b in boards),
+                "sessions": len(self._sessions),
+                "session_events": dict(self._sessions.counters),
+            }
+        persistence: PersistenceStats | None = None
+        p = self.persistence
+        if p is not None:
+            fsync = p.fsync_seconds
+            last_at = p.last_snapshot_at
+            persistence = {
+                "healthy": p.healthy,
+                "journal_bytes": p.journal_bytes,
+                "snapshot_age": None if last_at is None else max(0.0, self.clock.now() - last_at),
+                "snapshot_seconds": p.last_snapshot_seconds,
+                "fsync_buckets": fsync.cumulative(),
+                "fsync_sum": fsync.sum,
+            }
+        m = self.memory
+        memory: MemoryStats = {
+            "used": m.used,
+            "limit": m.limit,
+            "refused": m.refused,
+            "memory_errors": m.memory_errors,
+        }
+        return {"store": store, "persistence": persistence, "memory": memory}
+
+    def check_grow(self) -> None:
+        self._path.grow()
+
+    def on_memory_error(self) -> None:
+        self.memory.on_memory_error()
+
+    async def snapshot(self) -> dict[str, Any]:
+        p = self.persistence
+        if p is None:
+            raise Unavailable("persistence is not running in this process")
+        return await p.snapshot()
+
+    async def _purge(self) -> None:
+        """Reclaim expired sessions in bounded rounds; sleep until the next deadline (<= 1 s)."""
+        sessions, clock = self._sessions, self.clock
+        while True:
+            now = clock.now()
+            try:
+                due = sessions.purge(now, PURGE_BATCH)
+            except Exception:
+                log.exception("session purge failed; retrying")
+                due = None
+            if due is not None and due <= now:
+                await asyncio.sleep(0)  # more is due: let requests run between rounds
+                continue
+            delay = PURGE_MAX_SLEEP if due is None else min(due - now, PURGE_MAX_SLEEP)
+            await asyncio.sleep(delay)

@@ -1,0 +1,61 @@
+"""Log redaction: API keys and session ids are credentials and never reach a log line.
+
+Installed once by the CLI (``install``), not at import time: importing a module must not
+change the process's logging.
+
+    RedactingFormatter   every record: configured keys, ``Bearer <x>``, ``Session <x>``
+    _RedactQuery         uvicorn logs each upgrade's path *with* its query string:
+                         ``?token=`` and ``?session=`` values are hidden before formatting
+"""
+
+import logging
+import re
+import sys
+from collections.abc import Sequence
+
+# 43-char session ids, and any long URL-safe token; "Bearer <anything>".
+_TOKEN = re.compile(r"[A-Za-z0-9_\-]{32,}")
+_BEARER = re.compile(r"(?i)(bearer\s+)\S+")
+
+
+class RedactingFormatter(logging.Formatter):
+    def __init__(self, fmt: str, secrets: Sequence[str]) -> None:
+        super().__init__(fmt)
+        self._secrets = sorted(secrets, key=len, reverse=True)
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        for secret in self._secrets:
+            text = text.replace(secret, "[redacted]")
+        text = _BEARER.sub(r"\1[redacted]", text)
+        return _TOKEN.sub("[redacted]", text)
+
+
+class _RedactQuery(logging.Filter):
+    _SECRET = re.compile(r"(?<=[?&])(token|session)=[^&\s\"]*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, str) for a in record.args):
+            record.args = tuple(
+                self._SECRET.sub(r"\1=<redacted>", a) if isinstance(a, str) else a
+                for a in record.args
+            )
+        return True
+
+
+_REDACT_QUERY = _RedactQuery()
+
+
+def install(api_keys: Sequence[str], level: str) -> None:
+    """Send every log record through the redacting formatter to stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", list(api_keys))
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        if _REDACT_QUERY not in logger.filters:
+            logger.addFilter(_REDACT_QUERY)
