@@ -342,7 +342,7 @@ def test_check_board_catches_corruption(run) -> None:
         await check_board(client, rb.prefix, name)
         k = rb.keys(name)
         good = await client.hget(k.m, "a")
-        assert good is not None
+        assert isinstance(good, bytes)
         corruptions = [
             lambda: client.zadd(k.z, {b"\x00" * 10 + b"stray\x00": 0}),  # ZSET-only key
             lambda: client.hset(k.d, "ghost", b"{}"),  # metadata without an entry
