@@ -15,6 +15,7 @@ import pytest
 
 from store.boards import Event
 from store.clock import ManualClock
+from store.disk.rows import session_row
 from store.errors import StoreError
 from store.keyspace import Keyspace
 from store.sessions import SessionStore
@@ -29,20 +30,7 @@ def state(ks: Keyspace, ss: SessionStore, now: float) -> dict[str, Any]:
             b.name: (b.config.as_dict(), [(m, s, q, meta) for m, s, q, meta in b.dump()])
             for b in ks
         },
-        "sessions": sorted(
-            (
-                s.id,
-                s.user,
-                s.data,
-                s.created_at,
-                s.ttl,
-                s.idle_deadline,
-                s.max_expires_at,
-                s.version,
-            )
-            for s in ss.sessions()
-            if s.expires_at > now
-        ),
+        "sessions": sorted(tuple(session_row(s)) for s in ss.sessions() if s.expires_at > now),
     }
 
 
