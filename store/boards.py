@@ -1,40 +1,69 @@
-"""Leaderboards: a dict member -> sort key, plus a SkipList of the same keys.
+"""Leaderboards: per window and period, a dict member -> sort key plus a SkipList of the keys.
 
 Two structures, one truth (the shape of Redis's zset): the dict answers "what is alice's entry"
 in O(1); the SkipList answers "who is 5th" and "what rank is alice" in O(log n). The dict owns
 nothing the SkipList lacks: its value *is* the key object stored in the SkipList, so an entry
-costs one tuple, and removing it means finding that same tuple again.
+costs one tuple, and removing it means finding that same tuple again. That pair, with the
+entries' metadata and a cache of the top page, is a ``Table``: one period of one window.
+
+    Board "b", windows ["all", "week"], keep 2, now in 2026-W49:
+      window all    {"all": Table}                               never closes
+      window week   {"2026-W49": Table,                          current
+                     "2026-W48": Table, "2026-W47": Table}       closed: frozen, still queried
+                     ("2026-W46" was dropped: keep = 2)
+
+A period is current while ``start <= now < end`` (store/periods.py computes both from the
+window, the instant and the board's reset_offset); nothing runs at the boundary. Every call that
+reads or writes first ``roll``s the board to "now": a cheap comparison against the earliest end
+of any current period; past it, closed periods beyond ``keep`` are dropped and a ``broll`` event
+tells observers (the WebSocket hub) which period closed. Which tables exist is thus a function
+of the journal and of "now" only, and the journal names the period of every write, so a restart
+on another day neither loses nor re-applies a rollover. A write carrying ``at`` (within
+``grace`` seconds of now) goes to the periods containing ``at``, closed or not.
 
 The sort key (store/sortkey.py) is one ``bytes`` object that sorts best first (index 0 =
 rank 1): the score (negated on ``desc`` boards), then on ``ties=first`` the board's write counter
 ``seq`` when the score was reached, then the member id. ``seq`` is data, not object identity, so
-"who reached the score first" survives a snapshot and a journal replay. A write that changes
-nothing (a non-improving ``best``, an equal ``latest``, a ``sum`` of 0) takes no sequence number
-and keeps its place among equal scores.
+"who reached the score first" survives a snapshot and a journal replay. One write takes one seq
+for all its windows. A write that changes nothing (a non-improving ``best``, an equal
+``latest``, a ``sum`` of 0) takes no sequence number and keeps its place among equal scores.
 
 Ranks in this module's public results are 1-based (rank 1 is the best); SkipList positions are
-0-based, so ``rank = position + 1`` at every boundary.
+0-based. Every rank the board answers goes through ``Table.rank_at`` (one place to change what
+"rank" means).
 
 Every mutation is reported to ``Board.emit`` (set by the Keyspace) as a tuple carrying the
-resulting state, so a journal can replay it idempotently and a WebSocket hub can tell whether a
-top-N view moved -- and, at the end, the state it replaced, so a write whose journal record was
-lost can be undone (``undo``; service/backend/journal_flusher.py says when):
+resulting state (store/events.py), so a journal can replay it idempotently and a WebSocket hub
+can tell whether a top-N view moved -- and, at the end, the state it replaced, so a write whose
+journal record was lost can be undone (``undo``; service/backend/journal_flusher.py says when):
 
     ("bset", board, member, score, seq, metadata | None, rank, previous_rank | None,
-             old_key | None, old_metadata | None)
-    ("bdel", board, member, seq, previous_rank, old_key, old_metadata | None)
-    ("bbatch", board, [bset, ...])        one scores:batch: one journal record, all or nothing
+             old_key | None, old_metadata | None, window, period)
+    ("bdel", board, member, seq, previous_rank, old_key, old_metadata | None, window, period)
+    ("bbatch", board, [bset | bdel, ...])   one journal record, all or nothing: a scores:batch,
+                                            or one write/delete that touched several windows
+    ("broll", board, window, closed period | None, current period | None)   not journalled
 
 Undo restores the replaced key object itself (so a restored entry keeps its tie order) and
 takes a new ``seq``: the board's write counter never goes back, so a WebSocket client that saw
 the undone write at seq N gets the restored state at a seq above N, not a repeat of N.
 """
 
-from collections.abc import Callable, ItemsView, Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any, Literal, cast
+import math
+import time
+from collections.abc import Callable, ItemsView, Iterable, Iterator, Sequence
+from typing import Any, NamedTuple
 
-from store.errors import InvalidArgument, MemberNotFound
+from store.errors import InvalidArgument, MemberNotFound, NotFound
+from store.options import BoardConfig, Order, Ties, Update
+from store.periods import (
+    Period,
+    PeriodCache,
+    Window,
+    parse_period,
+    previous_period,
+    recent_periods,
+)
 from store.show import show
 from store.skiplist import SkipList
 from store.sortkey import SEQ_LIMIT, encode_num, key_member, key_score, key_seq, make_key
@@ -49,83 +78,48 @@ from store.values import (
 )
 
 TOP_CACHE = 100
+INF = float("inf")
 
 Key = bytes
 Event = tuple[Any, ...]
 Entry = dict[str, Any]
+Item = tuple[str, Score, dict[str, Any] | None, float | None]  # checked (member, score, meta, at)
 
-Order = Literal["desc", "asc"]
-Update = Literal["best", "latest", "sum"]
-Ties = Literal["first", "member"]
+__all__ = [
+    "Board",
+    "BoardConfig",
+    "Entry",
+    "Event",
+    "Order",
+    "PeriodNotFound",
+    "Table",
+    "Ties",
+    "Update",
+]
 
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "order": ("desc", "asc"),
-    "update": ("best", "latest", "sum"),
-    "ties": ("first", "member"),
-}
+
+class PeriodNotFound(NotFound):
+    """A period that is not kept (older than ``keep``, or not begun)."""
 
 
 def _ignore(event: Event) -> None:
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class BoardConfig:
-    order: Order = "desc"
-    update: Update = "best"
-    ties: Ties = "first"
-
-    @classmethod
-    def from_options(
-        cls, options: dict[str, Any], base: "BoardConfig | None" = None
-    ) -> "BoardConfig":
-        """Build from client options; an unknown option or value is an InvalidArgument."""
-        base = base or cls()
-        values: dict[str, str] = {"order": base.order, "update": base.update, "ties": base.ties}
-        for name, value in options.items():
-            choices = _CHOICES.get(name)
-            if choices is None:
-                raise InvalidArgument(
-                    f"unknown board option {show(name)}; expected one of {sorted(_CHOICES)}"
-                )
-            if value not in choices:
-                raise InvalidArgument(
-                    f"board option {show(name)} must be one of {choices}, but got {show(value)}"
-                )
-            values[name] = value
-        return cls(
-            order=cast(Order, values["order"]),
-            update=cast(Update, values["update"]),
-            ties=cast(Ties, values["ties"]),
-        )
-
-    def as_dict(self) -> dict[str, str]:
-        return {"order": self.order, "update": self.update, "ties": self.ties}
+def _system_now() -> float:
+    return time.time()
 
 
-class Board:
-    __slots__ = (
-        "_desc",
-        "_first",
-        "_index",
-        "_keys",
-        "_limits",
-        "_meta",
-        "_top",
-        "config",
-        "emit",
-        "name",
-        "seq",
-    )
+class Table:
+    """One period of one window: member -> key, the SkipList of keys, metadata, top cache."""
 
-    def __init__(self, name: str, config: BoardConfig, limits: Limits) -> None:
-        self.name = name
-        self.config = config
-        self.seq = 0
-        self.emit: Callable[[Event], None] = _ignore
-        self._limits = limits
-        self._desc = config.order == "desc"
-        self._first = config.ties == "first"
+    __slots__ = ("_desc", "_first", "_index", "_keys", "_meta", "_top", "period", "window")
+
+    def __init__(self, window: str, period: str, desc: bool, first: bool) -> None:
+        self.window = window
+        self.period = period
+        self._desc = desc
+        self._first = first
         self._keys: dict[str, Key] = {}
         self._meta: dict[str, dict[str, Any]] = {}
         self._index: SkipList[Key] = SkipList()
@@ -136,34 +130,13 @@ class Board:
     def __len__(self) -> int:
         return len(self._keys)
 
-    def set_config(self, config: BoardConfig) -> None:
-        """Change options; the caller guarantees order/ties change only while empty."""
-        assert not self._keys or (config.order, config.ties) == (
-            self.config.order,
-            self.config.ties,
-        )
-        self.config = config
-        self._desc = config.order == "desc"
-        self._first = config.ties == "first"
-        self._top = None
-
     def __contains__(self, member: object) -> bool:
         return member in self._keys
 
-    # -- keys ------------------------------------------------------------------------------
-
-    def _key(self, score: Score, seq: int, member: str) -> Key:
-        num = encode_num(-score if self._desc else score)
-        return make_key(num, seq if self._first else None, member, score)
-
-    def _score(self, key: Key) -> Score:
-        return key_score(key, self._desc)
-
-    def _member(self, key: Key) -> str:
-        return key_member(key, self._first)
-
-    def _better(self, a: Score, b: Score) -> bool:
-        return a > b if self._desc else a < b
+    def rank_at(self, pos: int, key: Key) -> int:
+        """The rank of the entry ``key`` found at 0-based position ``pos``: every rank the
+        board answers comes from here."""
+        return pos + 1
 
     def _entry(self, rank: int, key: Key) -> Entry:
         member = key_member(key, self._first)
@@ -173,129 +146,14 @@ class Board:
             entry["metadata"] = meta
         return entry
 
-    # -- writes ----------------------------------------------------------------------------
-
-    def write(self, member: object, score: object, metadata: object = None) -> Entry:
-        """Apply one score write under the board's update rule; return the write result.
-
-        Result: {member, score, rank (1-based), previous: {score, rank} | None, changed}.
-        Metadata replaces the entry's metadata only when the score changes (omitted: kept).
-        Runtime complexity: O(log n).
-        """
-        member = check_member(member, self._limits)
-        score = check_score(score)
-        meta = check_metadata(metadata, self._limits) if metadata is not None else None
-        return self._write(member, score, meta)
-
-    def _write(self, member: str, score: Score, meta: dict[str, Any] | None) -> Entry:
-        index = self._index
-        old = self._keys.get(member)
-        if old is None:
-            previous = None
-            prev_rank = None
-            new_score = score
-        else:
-            old_score = self._score(old)
-            update = self.config.update
-            if update == "best":
-                new_score = score if self._better(score, old_score) else old_score
-            elif update == "latest":
-                new_score = score
-            else:
-                new_score = _checked_sum(old_score, score)
-            if new_score == old_score:
-                rank = index.index(old) + 1
-                return {
-                    "member": member,
-                    "score": old_score,
-                    "rank": rank,
-                    "previous": {"score": old_score, "rank": rank},
-                    "changed": False,
-                }
-            prev_rank = index.index_remove(old) + 1  # one search, not index() + del
-            previous = {"score": old_score, "rank": prev_rank}
-        self.seq = seq = self.seq + 1
-        assert seq < SEQ_LIMIT, "board write counter exhausted"
-        key = self._key(new_score, seq, member)
-        rank = index.add(key) + 1
-        self._keys[member] = key
-        old_meta = self._meta.get(member)
-        if meta is not None:
-            self._meta[member] = meta
-        else:
-            meta = old_meta
-        top = self._top
-        if top is not None and min(rank, prev_rank or rank) <= len(top):
-            self._top = None
-        self.emit(("bset", self.name, member, new_score, seq, meta, rank, prev_rank, old, old_meta))
-        return {
-            "member": member,
-            "score": new_score,
-            "rank": rank,
-            "previous": previous,
-            "changed": True,
-        }
-
-    def write_many(self, items: list[tuple[object, object, object]]) -> list[Entry]:
-        """Apply writes in order, all or nothing: every item is validated before the first write.
-
-        ``sum`` overflow is checked in the same pre-pass against running totals, so a batch never
-        stops half-applied. Runtime complexity: O(k log n).
-        """
-        checked = self.check_batch(items)
-        emit = self.emit
-        events: list[Event] = []
-        # Collected, then announced as one event: the journal writes one record for the whole
-        # batch, so a crash leaves all of it or none (store/disk/journal.py, "bbatch").
-        self.emit = events.append
-        try:
-            return [self._write(m, s, meta) for m, s, meta in checked]
-        finally:
-            self.emit = emit
-            if events:
-                emit(("bbatch", self.name, events))
-
-    def check_batch(
-        self, items: list[tuple[object, object, object]]
-    ) -> list[tuple[str, Score, dict[str, Any] | None]]:
-        """Validate a batch against this board without changing anything."""
-        check_batch_size(len(items), self._limits)
-        checked: list[tuple[str, Score, dict[str, Any] | None]] = []
-        totals: dict[str, Score] = {}
-        for member, score, metadata in items:
-            m = check_member(member, self._limits)
-            s = check_score(score)
-            meta = check_metadata(metadata, self._limits)
-            if self.config.update == "sum":
-                old = totals.get(m)
-                if old is None and m in self._keys:
-                    old = self._score(self._keys[m])
-                totals[m] = s if old is None else _checked_sum(old, s)
-            checked.append((m, s, meta))
-        return checked
-
-    def remove(self, member: str) -> None:
-        """Delete an entry; MemberNotFound if absent. Runtime complexity: O(log n)."""
-        key = self._keys.pop(member, None)
-        if key is None:
-            raise MemberNotFound(f"member {show(member)} is not on board {show(self.name)}")
-        pos = self._index.index_remove(key)
-        old_meta = self._meta.pop(member, None)
-        if self._top is not None and pos < len(self._top):
-            self._top = None
-        self.seq += 1
-        self.emit(("bdel", self.name, member, self.seq, pos + 1, key, old_meta))
-
-    # -- reads -----------------------------------------------------------------------------
-
-    def entry(self, member: str) -> Entry:
+    def entry(self, member: str, board: str) -> Entry:
         """{rank, member, score, metadata?}; MemberNotFound if absent. O(log n)."""
         key = self._keys.get(member)
         if key is None:
-            raise MemberNotFound(f"member {show(member)} is not on board {show(self.name)}")
-        return self._entry(self._index.index(key) + 1, key)
+            raise MemberNotFound(f"member {show(member)} is not on board {show(board)}")
+        return self._entry(self.rank_at(self._index.index(key), key), key)
 
-    def top(self, offset: int = 0, limit: int = 10) -> list[Entry]:
+    def top(self, offset: int, limit: int) -> list[Entry]:
         """Entries ranked offset+1 .. offset+limit. Runtime complexity: O(log n + limit).
 
         Pages within the first TOP_CACHE ranks come from a cache that only writes reaching
@@ -310,65 +168,49 @@ class Board:
         return top[offset:end]
 
     def _page(self, offset: int, limit: int) -> list[Entry]:
-        entry = self._entry
-        return [entry(r, k) for r, k in enumerate(self._index[offset : offset + limit], offset + 1)]
+        entry, rank_at = self._entry, self.rank_at
+        return [
+            entry(rank_at(pos, k), k)
+            for pos, k in enumerate(self._index[offset : offset + limit], offset)
+        ]
 
-    def around(self, member: str, radius: int) -> list[Entry]:
+    def around(self, member: str, radius: int, board: str) -> list[Entry]:
         """Up to ``radius`` entries on each side of member, member included. O(log n + radius)."""
         key = self._keys.get(member)
         if key is None:
-            raise MemberNotFound(f"member {show(member)} is not on board {show(self.name)}")
+            raise MemberNotFound(f"member {show(member)} is not on board {show(board)}")
         pos = self._index.index(key)
         lo = max(0, pos - radius)
         return self.top(lo, pos + radius + 1 - lo)
 
-    def rank_for_score(self, score: object) -> int:
-        """The rank a newcomer posting ``score`` now would get.
+    def rank_for_score(self, score: Score, seq: int) -> int:
+        """The rank a newcomer posting ``score`` at write counter ``seq + 1`` would get.
 
         ties=first: behind everyone already at that score (they reached it first).
         ties=member: the best rank among equal scores (the member id decides the rest).
         """
-        s = check_score(score)
-        probe = encode_num(-s if self._desc else s)
+        probe = encode_num(-score if self._desc else score)
         if self._first:
-            probe += (self.seq + 1).to_bytes(6, "big")
-        rank: int = self._index.bisect_left(probe) + 1
-        return rank
+            probe += (seq + 1).to_bytes(6, "big")
+        pos = self._index.bisect_left(probe)
+        return self.rank_at(pos, probe)
 
     # -- persistence -----------------------------------------------------------------------
 
     def dump(self) -> Iterator[tuple[str, Score, int, dict[str, Any] | None]]:
-        """(member, score, seq, metadata) in rank order; seq is 0 on ties=member boards."""
         first, desc, meta = self._first, self._desc, self._meta
         for key in self._index:
             member = key_member(key, first)
             yield member, key_score(key, desc), key_seq(key) if first else 0, meta.get(member)
 
     def dump_keys(self) -> Iterator[Key]:
-        """The raw sort keys (store/sortkey.py layout) in rank order, for a snapshot.
-
-        Runtime complexity: O(1) to start, O(n) to exhaust. Not safe across mutations.
-        """
         return iter(self._index)
 
     def dump_metadata(self) -> ItemsView[str, dict[str, Any]]:
-        """(member, metadata) of every entry that has metadata, any order. A live view."""
         return self._meta.items()
 
-    def load_keys(
-        self, runs: Iterable[list[Key]], metadata: dict[str, dict[str, Any]], seq: int
-    ) -> None:
-        """Replace the content with raw sort keys (runs of what ``dump_keys`` yields, encoded
-        for this board's order and ties), the entries' metadata and the write counter.
-
-        Nothing is re-encoded: a member is a slice of its key, indexed run by run while the
-        run is fresh in the CPU cache, and the SkipList is built from the concatenated keys
-        in O(n) when they come in rank order (any order still builds a correct board, by an
-        O(n log n) sort). Takes ownership of ``metadata``. Keys are trusted to be canonical
-        (``_check`` asserts it); ValueError if a member is not UTF-8 or appears twice, or
-        ``metadata`` names a member without a key -- the board is then left unchanged.
-        Runtime complexity: O(n).
-        """
+    def load_keys(self, runs: Iterable[list[Key]], metadata: dict[str, dict[str, Any]]) -> None:
+        """See Board.load_keys."""
         start = 16 if self._first else 10
         members: dict[str, Key] = {}
         keys: list[Key] = []
@@ -376,40 +218,759 @@ class Board:
             members.update(zip([key[start:-1].decode() for key in run], run, strict=True))
             keys += run
         if len(members) != len(keys):
-            raise ValueError(f"board {self.name!r}: a member appears twice")
+            raise ValueError(f"period {self.period!r}: a member appears twice")
         if not metadata.keys() <= members.keys():
-            raise ValueError(f"board {self.name!r}: metadata for a member not on the board")
+            raise ValueError(f"period {self.period!r}: metadata for a member not on the board")
         self._keys = members
         self._meta = metadata
         self._index = SkipList(keys)
-        self.seq = seq
         self._top = None
 
-    def apply_set(self, member: str, score: Score, seq: int, meta: dict[str, Any] | None) -> None:
-        """Journal replay of a "bset": idempotent, emits nothing."""
-        self._top = None
-        old = self._keys.get(member)
-        if old is not None:
-            self._index.remove(old)
-        key = self._key(score, seq, member)
-        self._index.add(key)
-        self._keys[member] = key
-        if meta is None:
-            self._meta.pop(member, None)
+    def _check(self, seq: int, key_of: Callable[[Score, int, str], Key]) -> None:
+        index = self._index
+        index._check()
+        assert len(index) == len(self._keys), (len(index), len(self._keys))
+        for member, key in self._keys.items():
+            assert key_member(key, self._first) == member, (member, key)
+            assert key in index, key
+            score = key_score(key, self._desc)
+            assert key == key_of(score, key_seq(key), member), key
+            if self._first:
+                assert 0 < key_seq(key) <= seq, (key, seq)
+        assert set(self._meta) <= set(self._keys)
+        if self._top is not None:
+            assert self._top == self._page(0, len(self._top)), "stale top cache"
+        assert all(abs(key_score(k, self._desc)) < SCORE_LIMIT for k in index)
+
+
+class Selected(NamedTuple):
+    """What a read names: the window, the period, and its table (None: nothing written)."""
+
+    window: Window
+    period: Period
+    table: Table | None
+
+
+_UNSET = Period("?", -1, -1)  # a window not rolled yet: its first roll announces nothing
+_ALL = Period("all", None, None)
+
+
+class Board:
+    __slots__ = (
+        "_bounded",
+        "_caches",
+        "_current",
+        "_desc",
+        "_first",
+        "_limits",
+        "_next",
+        "_single",
+        "_tables",
+        "_wix",
+        "clock",
+        "config",
+        "emit",
+        "name",
+        "seq",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        config: BoardConfig,
+        limits: Limits,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.name = name
+        self.seq = 0
+        self.emit: Callable[[Event], None] = _ignore
+        self.clock: Callable[[], float] = clock or _system_now
+        self._limits = limits
+        self.config = config
+        self._setup(config)
+
+    def _setup(self, config: BoardConfig) -> None:
+        """Adopt ``config`` with fresh, empty tables (a new board, or new windows/order/ties)."""
+        self.config = config
+        self._desc = desc = config.order == "desc"
+        self._first = first = config.ties == "first"
+        self._bounded = config.min_score is not None or config.max_score is not None
+        windows = config.windows
+        self._wix = {w.name: i for i, w in enumerate(windows)}
+        self._tables: list[dict[str, Table]] = [{} for _ in windows]
+        self._caches = [PeriodCache(w) for w in windows]
+        self._current: list[Period | None] = [_UNSET] * len(windows)
+        for i, w in enumerate(windows):
+            if w.kind == "all":
+                self._tables[i]["all"] = Table(w.name, "all", desc, first)
+                self._current[i] = _ALL
+        timed = any(w.kind != "all" for w in windows)
+        self._next = -INF if timed else INF  # the first call rolls a timed board
+        # The fast path: a board of one "all" window has exactly one table, and never rolls.
+        self._single = self._tables[0]["all"] if len(windows) == 1 and not timed else None
+
+    def __len__(self) -> int:
+        """Entries held in every period of every window (what the board costs)."""
+        if self._single is not None:
+            return len(self._single)
+        return sum(len(t) for tables in self._tables for t in tables.values())
+
+    def __contains__(self, member: object) -> bool:
+        table = self.select().table
+        return table is not None and member in table
+
+    def set_config(self, config: BoardConfig, now: float | None = None) -> None:
+        """Change options. The caller guarantees that options fixed while the board holds
+        entries (``BoardConfig.fixed_changes``) change only while it holds none. Closed periods
+        are trimmed to the new ``keep`` at ``now`` (the journal records it, so replay agrees)."""
+        if now is not None:
+            self.roll(now)
+        if config.fixed_changes(self.config):
+            assert not len(self), self.name
+            self._setup(config)
         else:
-            self._meta[member] = meta
+            self.config = config
+            self._bounded = config.min_score is not None or config.max_score is not None
+            if self._single is None:
+                self._next = -INF
+        if now is not None:
+            self.roll(now)
+        for tables in self._tables:
+            for table in tables.values():
+                table._top = None
+
+    # -- periods ---------------------------------------------------------------------------
+
+    def roll(self, now: float) -> None:
+        """Bring every window to the period containing ``now``: O(1) unless a period ended."""
+        if now >= self._next:
+            self._roll(now)
+
+    def _roll(self, now: float) -> None:
+        earliest = INF
+        keep = self.config.keep
+        for i, w in enumerate(self.config.windows):
+            if w.kind == "all":
+                continue
+            current = self._caches[i].period_of(now)
+            old = self._current[i]
+            self._current[i] = current
+            tables = self._tables[i]
+            if tables:
+                kept = {p.id for p in recent_periods(w, now, keep + 1)}
+                for pid in [pid for pid in tables if pid not in kept]:
+                    del tables[pid]
+            end = current.end if current is not None else w.start
+            assert end is not None, w  # only "all" periods never end
+            earliest = min(earliest, end)
+            if old is not _UNSET and old != current:
+                self.emit(
+                    (
+                        "broll",
+                        self.name,
+                        w.name,
+                        old.id if old is not None else None,
+                        current.id if current is not None else None,
+                    )
+                )
+        self._next = earliest
+
+    def _kept(self, i: int, period: Period, now: float) -> bool:
+        if period == self._current[i]:
+            return True
+        keep = self.config.keep
+        return any(p == period for p in recent_periods(self.config.windows[i], now, keep + 1))
+
+    def select(self, window: str | None = None, period: str | None = None) -> Selected:
+        """The table a read names: ``window`` (default: the first) and ``period`` (``current``,
+        ``previous`` or an id; default current). InvalidArgument for a window the board does
+        not have or a malformed id; PeriodNotFound for a period not kept or not begun."""
+        if window is None:
+            i = 0
+        else:
+            found = self._wix.get(window)
+            if found is None:
+                raise InvalidArgument(
+                    f"window must be one of board {show(self.name)}'s windows "
+                    f"{list(self._wix)}, but got {show(window)}"
+                )
+            i = found
+        w = self.config.windows[i]
+        single = self._single
+        if single is not None and period in (None, "current", "all"):
+            return Selected(w, _ALL, single)
+        now = self.clock()
+        self.roll(now)
+        current = self._current[i]
+        if period is None or period == "current":
+            if current is None:
+                raise PeriodNotFound(
+                    f"window {show(w.name)} of board {show(self.name)} has no current period: "
+                    f"its first begins at {w.start}"
+                )
+            p = current
+        elif period == "previous":
+            before = previous_period(w, current) if current is not None else None
+            if before is None:
+                raise PeriodNotFound(
+                    f"window {show(w.name)} of board {show(self.name)} has no previous period"
+                )
+            p = before
+        else:
+            p = parse_period(w, period)
+        if not self._kept(i, p, now):
+            raise PeriodNotFound(
+                f"period {show(p.id)} of window {show(w.name)} is not kept: board "
+                f"{show(self.name)} keeps the current period and the {self.config.keep} before it"
+            )
+        return Selected(w, p, self._tables[i].get(p.id))
+
+    def periods(self, window: str | None = None) -> list[dict[str, Any]]:
+        """The window's kept periods, newest first: {id, start, end, size, closed}."""
+        w = self.select(window).window if window is not None else self.config.windows[0]
+        i = self._wix[w.name]
+        if self._single is None:
+            self.roll(self.clock())
+        tables = self._tables[i]
+        if w.kind == "all":
+            return [
+                {
+                    "id": "all",
+                    "start": None,
+                    "end": None,
+                    "size": len(tables["all"]),
+                    "closed": False,
+                }
+            ]
+        current = self._current[i]
+        if current is None:
+            return []
+        out = []
+        for p in recent_periods(w, self.clock(), self.config.keep + 1):
+            table = tables.get(p.id)
+            size = len(table) if table is not None else 0
+            out.append(
+                {"id": p.id, "start": p.start, "end": p.end, "size": size, "closed": p != current}
+            )
+        return out
+
+    def sizes(self) -> dict[str, int]:
+        """Entries in each window's current period."""
+        out: dict[str, int] = {}
+        for w in self.config.windows:
+            try:
+                table = self.select(w.name).table
+            except PeriodNotFound:
+                table = None
+            out[w.name] = len(table) if table is not None else 0
+        return out
+
+    # -- keys ------------------------------------------------------------------------------
+
+    def _key(self, score: Score, seq: int, member: str) -> Key:
+        num = encode_num(-score if self._desc else score)
+        return make_key(num, seq if self._first else None, member, score)
+
+    def _score(self, key: Key) -> Score:
+        return key_score(key, self._desc)
+
+    def _better(self, a: Score, b: Score) -> bool:
+        return a > b if self._desc else a < b
+
+    def _new_score(self, old: Key, score: Score) -> Score:
+        old_score = self._score(old)
+        update = self.config.update
+        if update == "best":
+            return score if self._better(score, old_score) else old_score
+        if update == "latest":
+            return score
+        return _checked_sum(old_score, score)
+
+    def _check_bounds(self, score: Score) -> None:
+        lo, hi = self.config.min_score, self.config.max_score
+        if lo is not None and score < lo:
+            raise InvalidArgument(
+                f"score {show(score)} is below board {show(self.name)}'s min_score {show(lo)}"
+            )
+        if hi is not None and score > hi:
+            raise InvalidArgument(
+                f"score {show(score)} is above board {show(self.name)}'s max_score {show(hi)}"
+            )
+
+    def _check_at(self, at: object, now: float) -> float | None:
+        if at is None:
+            return None
+        if type(at) not in (int, float) or not math.isfinite(at):  # type: ignore[arg-type]
+            raise InvalidArgument(f"at must be unix seconds (a number), but got {show(at)}")
+        t: float = at  # type: ignore[assignment]
+        if t > now:
+            raise InvalidArgument(f"at {show(at)} is in the future (now is {now:.3f})")
+        grace = self.config.grace
+        if t < now - grace:
+            raise InvalidArgument(
+                f"at {show(at)} is more than board {show(self.name)}'s grace of {grace} s "
+                f"before now ({now:.3f})"
+            )
+        return t
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def write(
+        self, member: object, score: object, metadata: object = None, at: object = None
+    ) -> Entry:
+        """Apply one score write to every window under the board's update rule.
+
+        Result: {member, score, rank (1-based), previous: {score, rank} | None, changed} for
+        the first window, plus ``windows: {name: {period, score, rank, previous, changed}}``
+        when the board has several. Metadata replaces the entry's metadata only where the
+        score changes (omitted: kept). ``at``: the instant the score was achieved (within
+        ``grace``); it picks the periods. Runtime complexity: O(windows * log n).
+        """
+        member = check_member(member, self._limits)
+        score = check_score(score)
+        meta = check_metadata(metadata, self._limits) if metadata is not None else None
+        if self._bounded:
+            self._check_bounds(score)
+        single = self._single
+        if single is not None and at is None:
+            return self._write1(single, member, score, meta)
+        events: list[Event] = []
+        result = self._write_windows(member, score, meta, at, events)
+        if len(events) == 1:
+            self.emit(events[0])
+        elif events:
+            self.emit(("bbatch", self.name, events))
+        return result
+
+    def _write1(
+        self, table: Table, member: str, score: Score, meta: dict[str, Any] | None
+    ) -> Entry:
+        """The one-window write: the service's hottest path, spelled out."""
+        index = table._index
+        old = table._keys.get(member)
+        if old is None:
+            previous = None
+            prev_rank = None
+            new_score = score
+        else:
+            old_score = self._score(old)
+            update = self.config.update
+            if update == "best":
+                new_score = score if self._better(score, old_score) else old_score
+            elif update == "latest":
+                new_score = score
+            else:
+                new_score = _checked_sum(old_score, score)
+            if new_score == old_score:
+                rank = table.rank_at(index.index(old), old)
+                return {
+                    "member": member,
+                    "score": old_score,
+                    "rank": rank,
+                    "previous": {"score": old_score, "rank": rank},
+                    "changed": False,
+                }
+            prev_rank = table.rank_at(index.index_remove(old), old)  # one search
+            previous = {"score": old_score, "rank": prev_rank}
+        self.seq = seq = self.seq + 1
+        assert seq < SEQ_LIMIT, "board write counter exhausted"
+        key = self._key(new_score, seq, member)
+        rank = table.rank_at(index.add(key), key)
+        table._keys[member] = key
+        old_meta = table._meta.get(member)
+        if meta is not None:
+            table._meta[member] = meta
+        else:
+            meta = old_meta
+        top = table._top
+        if top is not None and min(rank, prev_rank or rank) <= len(top):
+            table._top = None
+        self.emit(
+            (
+                "bset",
+                self.name,
+                member,
+                new_score,
+                seq,
+                meta,
+                rank,
+                prev_rank,
+                old,
+                old_meta,
+                table.window,
+                table.period,
+            )
+        )
+        return {
+            "member": member,
+            "score": new_score,
+            "rank": rank,
+            "previous": previous,
+            "changed": True,
+        }
+
+    def _targets(self, at: float | None, now: float) -> list[tuple[int, Period]]:
+        """(window index, period) of every window a write at ``at`` (None: now) goes to."""
+        t = now if at is None else at
+        out: list[tuple[int, Period]] = []
+        for i, cache in enumerate(self._caches):
+            p = cache.period_of(t)
+            if p is None:  # before a custom window's start: the write skips it
+                continue
+            if at is not None and not self._kept(i, p, now):  # a grace write to a dropped period
+                continue
+            out.append((i, p))
+        return out
+
+    def _write_windows(
+        self,
+        member: str,
+        score: Score,
+        meta: dict[str, Any] | None,
+        at: object,
+        events: list[Event],
+        totals: dict[tuple[int, str, str], Score] | None = None,
+    ) -> Entry:
+        now = self.clock()
+        self.roll(now)
+        targets = self._targets(self._check_at(at, now), now)
+        windows = self.config.windows
+        plans: list[tuple[int, Period, Table | None, Key | None, Score, bool]] = []
+        for i, p in targets:
+            table = self._tables[i].get(p.id)
+            old = table._keys.get(member) if table is not None else None
+            if old is None:
+                plans.append((i, p, table, None, score, True))
+            else:
+                new = self._new_score(old, score)  # raises on sum overflow, before any change
+                plans.append((i, p, table, old, new, new != self._score(old)))
+        seq = self.seq
+        if any(plan[5] for plan in plans):
+            self.seq = seq = seq + 1
+            assert seq < SEQ_LIMIT, "board write counter exhausted"
+        results: dict[str, Entry] = {}
+        for i, p, table, old, new, changed in plans:
+            name = windows[i].name
+            if table is None:
+                table = self._tables[i][p.id] = Table(name, p.id, self._desc, self._first)
+            if not changed:
+                assert old is not None
+                rank = table.rank_at(table._index.index(old), old)
+                results[name] = {
+                    "period": p.id,
+                    "score": new,
+                    "rank": rank,
+                    "previous": {"score": new, "rank": rank},
+                    "changed": False,
+                }
+                continue
+            event = self._set(table, member, new, seq, meta, old)
+            events.append(event)
+            previous = None if old is None else {"score": self._score(old), "rank": event[7]}
+            results[name] = {
+                "period": p.id,
+                "score": new,
+                "rank": event[6],
+                "previous": previous,
+                "changed": True,
+            }
+        first = results.get(windows[0].name)
+        if first is None:
+            out: Entry = {
+                "member": member,
+                "score": score,
+                "rank": None,
+                "previous": None,
+                "changed": False,
+            }
+        else:
+            out = {
+                "member": member,
+                "score": first["score"],
+                "rank": first["rank"],
+                "previous": first["previous"],
+                "changed": first["changed"],
+            }
+        if len(windows) > 1:
+            out["windows"] = results
+        return out
+
+    def _set(
+        self,
+        table: Table,
+        member: str,
+        score: Score,
+        seq: int,
+        meta: dict[str, Any] | None,
+        old: Key | None,
+    ) -> Event:
+        """Put one entry into one table; the "bset" event that says so (not emitted)."""
+        index = table._index
+        prev_rank = None if old is None else table.rank_at(index.index_remove(old), old)
+        key = self._key(score, seq, member)
+        rank = table.rank_at(index.add(key), key)
+        table._keys[member] = key
+        old_meta = table._meta.get(member)
+        if meta is not None:
+            table._meta[member] = meta
+        else:
+            meta = old_meta
+        top = table._top
+        if top is not None and min(rank, prev_rank or rank) <= len(top):
+            table._top = None
+        return (
+            "bset",
+            self.name,
+            member,
+            score,
+            seq,
+            meta,
+            rank,
+            prev_rank,
+            old,
+            old_meta,
+            table.window,
+            table.period,
+        )
+
+    def write_many(self, items: Sequence[tuple[object, ...]]) -> list[Entry]:
+        """Apply writes in order, all or nothing: every item is validated before the first write.
+
+        Items are (member, score, metadata) or (member, score, metadata, at). ``sum`` overflow
+        is checked in the same pre-pass against running totals, so a batch never stops
+        half-applied. Runtime complexity: O(k * windows * log n).
+        """
+        checked = self.check_batch(items)
+        events: list[Event] = []
+        single = self._single
+        try:
+            if single is not None and all(item[3] is None for item in checked):
+                # Collected, then announced as one event: the journal writes one record for the
+                # whole batch, so a crash leaves all of it or none (store/disk/journal.py).
+                emit, self.emit = self.emit, events.append
+                try:
+                    return [self._write1(single, m, s, meta) for m, s, meta, _ in checked]
+                finally:
+                    self.emit = emit
+            return [self._write_windows(m, s, meta, at, events) for m, s, meta, at in checked]
+        finally:
+            if events:
+                self.emit(("bbatch", self.name, events))
+
+    def check_batch(self, items: Sequence[tuple[object, ...]]) -> list[Item]:
+        """Validate a batch against this board without changing anything."""
+        check_batch_size(len(items), self._limits)
+        checked: list[Item] = []
+        for item in items:
+            member, score, metadata = item[0], item[1], item[2]
+            at = item[3] if len(item) > 3 else None
+            m = check_member(member, self._limits)
+            s = check_score(score)
+            meta = check_metadata(metadata, self._limits)
+            if self._bounded:
+                self._check_bounds(s)
+            checked.append((m, s, meta, at))  # type: ignore[arg-type]
+        if self._single is None or any(c[3] is not None for c in checked):
+            now = self.clock()
+            self.roll(now)
+            targets = [self._targets(self._check_at(c[3], now), now) for c in checked]
+        else:
+            targets = [[(0, _ALL)]] * len(checked)
+        if self.config.update == "sum":
+            totals: dict[tuple[int, str, str], Score] = {}
+            for (m, s, _, _), where in zip(checked, targets, strict=True):
+                for i, p in where:
+                    k = (i, p.id, m)
+                    old = totals.get(k)
+                    if old is None:
+                        table = self._tables[i].get(p.id)
+                        key = table._keys.get(m) if table is not None else None
+                        if key is not None:
+                            old = self._score(key)
+                    totals[k] = s if old is None else _checked_sum(old, s)
+        return checked
+
+    def remove(self, member: str) -> None:
+        """Delete an entry from every window's current period; MemberNotFound if in none.
+        Runtime complexity: O(windows * log n)."""
+        single = self._single
+        if single is not None:
+            key = single._keys.get(member)
+            if key is None:
+                raise MemberNotFound(f"member {show(member)} is not on board {show(self.name)}")
+            self.seq += 1
+            self.emit(self._delete(single, member, key))
+            return
+        self.roll(self.clock())
+        found = []
+        for i, current in enumerate(self._current):
+            table = self._tables[i].get(current.id) if current is not None else None
+            if table is not None and member in table:
+                found.append(table)
+        if not found:
+            raise MemberNotFound(
+                f"member {show(member)} is not in any current period of board {show(self.name)}"
+            )
+        self.seq += 1
+        events = [self._delete(table, member, table._keys[member]) for table in found]
+        self.emit(events[0] if len(events) == 1 else ("bbatch", self.name, events))
+
+    def _delete(self, table: Table, member: str, key: Key) -> Event:
+        del table._keys[member]
+        pos = table._index.index_remove(key)
+        old_meta = table._meta.pop(member, None)
+        if table._top is not None and pos < len(table._top):
+            table._top = None
+        return (
+            "bdel",
+            self.name,
+            member,
+            self.seq,
+            table.rank_at(pos, key),
+            key,
+            old_meta,
+            table.window,
+            table.period,
+        )
+
+    # -- reads (first window, current period, unless named) --------------------------------
+
+    def entry(self, member: str, window: str | None = None, period: str | None = None) -> Entry:
+        """{rank, member, score, metadata?}; MemberNotFound if absent. O(log n)."""
+        table = self.select(window, period).table
+        if table is None:
+            raise MemberNotFound(f"member {show(member)} is not on board {show(self.name)}")
+        return table.entry(member, self.name)
+
+    def top(
+        self, offset: int = 0, limit: int = 10, window: str | None = None, period: str | None = None
+    ) -> list[Entry]:
+        """Entries ranked offset+1 .. offset+limit (read-only dicts). O(log n + limit)."""
+        table = self.select(window, period).table
+        return table.top(offset, limit) if table is not None else []
+
+    def around(
+        self, member: str, radius: int, window: str | None = None, period: str | None = None
+    ) -> list[Entry]:
+        table = self.select(window, period).table
+        if table is None:
+            raise MemberNotFound(f"member {show(member)} is not on board {show(self.name)}")
+        return table.around(member, radius, self.name)
+
+    def rank_for_score(
+        self, score: object, window: str | None = None, period: str | None = None
+    ) -> int:
+        """The rank a newcomer posting ``score`` now would get (ties: Table.rank_for_score)."""
+        s = check_score(score)
+        table = self.select(window, period).table
+        if table is None:
+            return 1
+        return table.rank_for_score(s, self.seq)
+
+    # -- persistence -----------------------------------------------------------------------
+
+    def _main(self) -> Table:
+        table = self._single
+        if table is None:
+            table = self.select().table or Table("", "", self._desc, self._first)
+        return table
+
+    def dump(self) -> Iterator[tuple[str, Score, int, dict[str, Any] | None]]:
+        """(member, score, seq, metadata) of the first window's current period, in rank order;
+        seq is 0 on ties=member boards."""
+        return self._main().dump()
+
+    def dump_keys(self) -> Iterator[Key]:
+        """The raw sort keys (store/sortkey.py layout) of a one-window board, in rank order."""
+        return self._main().dump_keys()
+
+    def dump_metadata(self) -> ItemsView[str, dict[str, Any]]:
+        return self._main().dump_metadata()
+
+    def tables(self) -> list[Table]:
+        """Every table the board holds, window by window (a snapshot writes them all)."""
+        return [t for tables in self._tables for t in tables.values()]
+
+    def load_keys(
+        self, runs: Iterable[list[Key]], metadata: dict[str, dict[str, Any]], seq: int
+    ) -> None:
+        """Replace the content of the "all" period of window "all" with raw sort keys (runs of
+        what ``dump_keys`` yields, encoded for this board's order and ties), the entries'
+        metadata and the write counter (see ``load_table``)."""
+        self.load_table("all", "all", runs, metadata)
+        self.seq = seq
+
+    def load_table(
+        self,
+        window: str,
+        period: str,
+        runs: Iterable[list[Key]],
+        metadata: dict[str, dict[str, Any]],
+    ) -> None:
+        """Replace one period's content with raw sort keys.
+
+        Nothing is re-encoded: a member is a slice of its key, indexed run by run while the
+        run is fresh in the CPU cache, and the SkipList is built from the concatenated keys
+        in O(n) when they come in rank order (any order still builds a correct board, by an
+        O(n log n) sort). Takes ownership of ``metadata``. Keys are trusted to be canonical
+        (``_check`` asserts it); ValueError if a member is not UTF-8 or appears twice,
+        ``metadata`` names a member without a key, or the window or period id is not this
+        board's -- the board is then left unchanged. Runtime complexity: O(n).
+        """
+        self._table(window, period).load_keys(runs, metadata)
+
+    def _table(self, window: str, period: str) -> Table:
+        """The table of (window, period), created if absent; ValueError if not this board's."""
+        i = self._wix.get(window)
+        if i is None:
+            raise ValueError(f"board {self.name!r} has no window {window!r}")
+        tables = self._tables[i]
+        table = tables.get(period)
+        if table is None:
+            try:
+                parse_period(self.config.windows[i], period)
+            except InvalidArgument as exc:
+                raise ValueError(str(exc)) from None
+            table = tables[period] = Table(window, period, self._desc, self._first)
+        return table
+
+    def apply_set(
+        self,
+        member: str,
+        score: Score,
+        seq: int,
+        meta: dict[str, Any] | None,
+        window: str = "all",
+        period: str = "all",
+    ) -> None:
+        """Journal replay of a "bset": idempotent, emits nothing."""
+        table = self._single if window == "all" and self._single is not None else None
+        if table is None:
+            table = self._table(window, period)
+        table._top = None
+        old = table._keys.get(member)
+        if old is not None:
+            table._index.remove(old)
+        key = self._key(score, seq, member)
+        table._index.add(key)
+        table._keys[member] = key
+        if meta is None:
+            table._meta.pop(member, None)
+        else:
+            table._meta[member] = meta
         if seq > self.seq:
             self.seq = seq
 
-    def apply_delete(self, member: str, seq: int) -> None:
+    def apply_delete(self, member: str, seq: int, window: str = "all", period: str = "all") -> None:
         """Journal replay of a "bdel": idempotent, emits nothing."""
-        self._top = None
         if seq > self.seq:
             self.seq = seq
-        key = self._keys.pop(member, None)
+        table = self._table(window, period)
+        table._top = None
+        key = table._keys.pop(member, None)
         if key is not None:
-            self._index.remove(key)
-            self._meta.pop(member, None)
+            table._index.remove(key)
+            table._meta.pop(member, None)
 
     # -- undo: a write whose journal record was lost ------------------------------------------
 
@@ -426,48 +987,66 @@ class Board:
             for sub in reversed(event[2]):
                 self.undo(sub)
             return
-        self._top = None
+        if op == "broll":
+            return
         self.seq += 1
         member = event[2]
         if op == "bset":
-            old_key, old_meta = event[8], event[9]
-            now = self._keys[member]
-            prev_rank: int | None = self._index.index_remove(now) + 1
+            old_key, old_meta, window, period = event[8], event[9], event[10], event[11]
+            table = self._table(window, period)
+            now = table._keys[member]
+            prev_rank: int | None = table.rank_at(table._index.index_remove(now), now)
         else:
             assert op == "bdel", op
-            old_key, old_meta = event[5], event[6]
-            assert member not in self._keys, member
+            old_key, old_meta, window, period = event[5], event[6], event[7], event[8]
+            table = self._table(window, period)
+            assert member not in table._keys, member
             prev_rank = None
+        table._top = None
         if old_key is None:
-            del self._keys[member]
-            self._meta.pop(member, None)
+            del table._keys[member]
+            table._meta.pop(member, None)
             assert prev_rank is not None
-            self.emit(("bdel", self.name, member, self.seq, prev_rank, now, event[5]))
+            self.emit(
+                ("bdel", self.name, member, self.seq, prev_rank, now, event[5], window, period)
+            )
             return
-        rank = self._index.add(old_key) + 1
-        self._keys[member] = old_key
+        rank = table.rank_at(table._index.add(old_key), old_key)
+        table._keys[member] = old_key
         if old_meta is None:
-            self._meta.pop(member, None)
+            table._meta.pop(member, None)
         else:
-            self._meta[member] = old_meta
+            table._meta[member] = old_meta
         score = self._score(old_key)
         seq = key_seq(old_key) if self._first else self.seq
-        self.emit(("bset", self.name, member, score, seq, old_meta, rank, prev_rank, None, None))
+        self.emit(
+            (
+                "bset",
+                self.name,
+                member,
+                score,
+                seq,
+                old_meta,
+                rank,
+                prev_rank,
+                None,
+                None,
+                window,
+                period,
+            )
+        )
 
     def _check(self) -> None:
-        index = self._index
-        index._check()
-        assert len(index) == len(self._keys), (len(index), len(self._keys))
-        for member, key in self._keys.items():
-            assert self._member(key) == member, (member, key)
-            assert key in index, key
-            assert key == self._key(self._score(key), key_seq(key), member), key
-            if self._first:
-                assert 0 < key_seq(key) <= self.seq, (key, self.seq)
-        assert set(self._meta) <= set(self._keys)
-        if self._top is not None:
-            assert self._top == self._page(0, len(self._top)), "stale top cache"
-        assert all(abs(self._score(k)) < SCORE_LIMIT for k in index)
+        windows = self.config.windows
+        assert len(self._tables) == len(windows) == len(self._caches)
+        for i, w in enumerate(windows):
+            assert self._wix[w.name] == i
+            for pid, table in self._tables[i].items():
+                assert (table.window, table.period) == (w.name, pid), (w, pid)
+                assert parse_period(w, pid).id == pid
+                table._check(self.seq, self._key)
+        if self._single is not None:
+            assert self._tables[0]["all"] is self._single
 
 
 def _checked_sum(a: Score, b: Score) -> Score:

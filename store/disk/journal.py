@@ -7,16 +7,27 @@ File model (integers little-endian; frames as in store/disk/frames.py)::
     offset 28  frame, frame, ...          one per mutation, in the order the store made them
 
     record    code  payload (orjson)                                      replay
-    bcfg      0x01  [board, {"order", "update", "ties"}]                  create / reconfigure
+    bcfg      0x01  [board, {option: value, ...}, now (v3)]               create / reconfigure
+                                                                          (trim to keep at now)
     bdrop     0x02  [board]                                               drop if present
     bset      0x03  [board, member, score, seq, metadata | null]          set entry to this state
     bdel      0x04  [board, member, seq]                                  delete if present
     bbatch    0x05  [board, [[member, score, seq, metadata | null], ...]] every bset of one
                                                                           scores:batch (v2)
+    bmulti    0x06  [board, [["s", member, score, seq, metadata | null,   every change of one
+                      window, period] | ["d", member, seq, window,        write, delete or
+                      period], ...]]                                      batch that names a
+                                                                          window other than
+                                                                          "all" (v3)
     sput      0x11  [id, user, data, created_at, ttl, idle_deadline,      set session to this
                      max_expires_at, version]                             state
     stouch    0x12  [id, idle_deadline]                                   set the idle deadline
     sdel      0x13  [id, reason]                                          delete if present
+
+``bset``, ``bdel`` and ``bbatch`` mean window "all", period "all" (the only one before v3).
+A change to any other window is a ``bmulti`` record naming the window and the period it went
+to: replay puts it exactly there, whatever the clock says at replay (periods.py names them), so
+a restart neither loses nor re-applies a rollover. One write to several windows is one record.
 
 A batch is one record so that it is all or nothing across a crash: the frame's checksum
 covers every item, and a torn or missing frame applies none of them. Version 2 introduced
@@ -64,7 +75,7 @@ from store.keyspace import Keyspace
 from store.sessions import SessionStore
 
 MAGIC = b"RANKDJNL"
-VERSION = 2  # 2: bbatch
+VERSION = 3  # 2: bbatch; 3: bmulti, bcfg's instant
 _HEAD = struct.Struct("<8sIIQ")
 HEADER_SIZE = _HEAD.size + 4  # 28
 FLAG_AFTER_GAP = 0x1
@@ -76,6 +87,7 @@ BDROP = 0x02
 BSET = 0x03
 BDEL = 0x04
 BBATCH = 0x05
+BMULTI = 0x06
 SPUT = 0x11
 STOUCH = 0x12
 SDEL = 0x13
@@ -99,7 +111,23 @@ def _bbatch(e: tuple[Any, ...]) -> bytes:
 
 
 def _bcfg(e: tuple[Any, ...]) -> bytes:
-    return _dumps((e[1], e[2]))
+    return _dumps((e[1], e[2], e[4]))
+
+
+def _row(w: tuple[Any, ...]) -> tuple[Any, ...]:
+    if w[0] == "bset":
+        return ("s", w[2], w[3], w[4], w[5], w[10], w[11])
+    return ("d", w[2], w[3], w[7], w[8])
+
+
+def _bmulti(e: tuple[Any, ...]) -> bytes:
+    if e[0] == "bbatch":
+        return _dumps((e[1], [_row(w) for w in e[2]]))
+    return _dumps((e[1], [_row(e)]))
+
+
+def _plain_batch(e: tuple[Any, ...]) -> bool:
+    return all(w[0] == "bset" and w[10] == "all" for w in e[2])
 
 
 def _bdrop(e: tuple[Any, ...]) -> bytes:
@@ -132,8 +160,18 @@ ENCODERS: dict[str, tuple[int, Callable[[tuple[Any, ...]], bytes]]] = {
 
 
 def append_event(buf: bytearray, event: tuple[Any, ...]) -> int:
-    """Encode one store event as a frame at the end of ``buf``; returns the frame's size."""
-    code, encode = ENCODERS[event[0]]
+    """Encode one store event as a frame at the end of ``buf``; returns the frame's size
+    (0 for a ``broll``: a rollover follows from the clock and the records' periods)."""
+    op = event[0]
+    if op == "broll":
+        return 0
+    code, encode = ENCODERS[op]
+    if (
+        (code == BSET and event[10] != "all")
+        or (code == BDEL and event[7] != "all")
+        or (code == BBATCH and not _plain_batch(event))
+    ):
+        code, encode = BMULTI, _bmulti
     return frames.append(buf, code, encode(event))
 
 
@@ -164,9 +202,23 @@ def apply_record(code: int, payload: bytes, keyspace: Keyspace, sessions: Sessio
         board, writes = v
         for member, score, seq, meta in writes:
             keyspace.replay_set(board, member, score, seq, meta)
+    elif code == BMULTI:
+        board, changes = v
+        for row in changes:
+            if row[0] == "s":
+                _, member, score, seq, meta, window, period = row
+                keyspace.replay_set(board, member, score, seq, meta, window, period)
+            elif row[0] == "d":
+                _, member, seq, window, period = row
+                keyspace.replay_delete(board, member, seq, window, period)
+            else:
+                raise ValueError(f"unknown bmulti row kind {row[0]!r}")
     elif code == BCFG:
-        board, options = v
-        keyspace.replay_config(board, rows.config_from_row(options))
+        board, options = v[0], v[1]
+        now = v[2] if len(v) > 2 else None
+        if len(v) > 3 or not (now is None or type(now) in (int, float)):
+            raise ValueError("malformed bcfg record")
+        keyspace.replay_config(board, rows.config_from_row(options), now)
     elif code == BDROP:
         keyspace.replay_drop(v[0])
     else:

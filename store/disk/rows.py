@@ -6,7 +6,9 @@ layout below is fixed forever; a new field means a new format version, decoded h
 
     session row   [id, user, data, created_at, ttl, idle_deadline, max_expires_at, version]
                   (snapshot SESSIONS items, journal ``sput`` payloads)
-    config row    {"order", "update", "ties"}  (snapshot BOARD heads, journal ``bcfg``)
+    config row    {"order", "update", "ties", other option: JSON value}  (snapshot BOARD
+                  heads, journal ``bcfg``): the options of store/options.py that differ from
+                  their defaults beyond the three v1 ones; an absent option is its default
     entry row     [member, score, seq, metadata | null]  (journal ``bbatch`` items; ``bset``
                   is [board, *entry row])
 
@@ -16,7 +18,7 @@ with the file and offset.
 
 from typing import Any
 
-from store.boards import BoardConfig
+from store.options import BoardConfig
 from store.sessions import Session
 
 SESSION_FIELDS = 8
@@ -49,8 +51,15 @@ def session_from_row(row: Any) -> Session:
     )
 
 
-def config_row(config: BoardConfig) -> dict[str, str]:
-    return {"order": config.order, "update": config.update, "ties": config.ties}
+LEGACY_OPTIONS = frozenset({"order", "update", "ties"})
+_DEFAULTS = BoardConfig().as_dict()
+
+
+def config_row(config: BoardConfig) -> dict[str, Any]:
+    """order, update and ties always (the v1 row), every other option only when it is not
+    its default: a plain board's row, and its snapshot, stay byte for byte what they were."""
+    row = config.as_dict()
+    return {k: v for k, v in row.items() if k in LEGACY_OPTIONS or v != _DEFAULTS[k]}
 
 
 def config_from_row(row: Any) -> BoardConfig:

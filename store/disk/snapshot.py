@@ -4,8 +4,10 @@ File model (all integers little-endian; frames as in store/disk/frames.py)::
 
     offset 0   MAGIC "RANKDSNP" (8) | format version u32 | crc32 of the 12 bytes before (u32)
     offset 16  META      {"created_at": unix time, "base_segment": n}
-               BOARD     [name, {"order", "update", "ties"}, board seq, key count,
-                          metadata count]
+               BOARD     [name, {option: value}, board seq, key count, metadata count]
+                          (a board of one "all" window), or (v2) [name, {option: value},
+                          board seq, [[window, period, key count, metadata count], ...]]
+                          and then METADATA* KEYS* per period, in that order
                METADATA  [[member, metadata], ...]                      ~1 MiB per frame, any
                           ...                                           order, until the BOARD's
                                                                         metadata count
@@ -94,7 +96,9 @@ from store.keyspace import Keyspace
 from store.sessions import Session, SessionStore
 
 MAGIC = b"RANKDSNP"
-VERSION = 1
+VERSION = 2  # 2: boards with windows and periods (the second BOARD form)
+# A file that needs nothing of version 2 is written as version 1, byte for byte as before, so
+# a data directory of plain boards can still be opened by the rankd that wrote it.
 _HEAD = struct.Struct("<8sI")
 HEADER_SIZE = _HEAD.size + 4  # 16
 
@@ -128,8 +132,8 @@ class SnapshotStats:
     created_at: float
 
 
-def header() -> bytes:
-    head = _HEAD.pack(MAGIC, VERSION)
+def header(version: int = VERSION) -> bytes:
+    head = _HEAD.pack(MAGIC, version)
     return head + zlib.crc32(head).to_bytes(4, "little")
 
 
@@ -174,21 +178,29 @@ def write(
     live structures and must not be interleaved with writes.
     """
     out = _Out(fd)
-    out.raw(header())
+    plain = all(rows.config_row(b.config).keys() <= rows.LEGACY_OPTIONS for b in keyspace)
+    out.raw(header(1 if plain else VERSION))
     out.frame(META, orjson.dumps({"created_at": now, "base_segment": base_segment}))
     n_entries = 0
     for board in keyspace:
-        count = len(board)
-        metadata = board.dump_metadata()
-        head = [board.name, rows.config_row(board.config), board.seq, count, len(metadata)]
+        tables = board.tables()
+        config = rows.config_row(board.config)
+        if len(board.config.windows) == 1 and board.config.windows[0].kind == "all":
+            (table,) = tables
+            head: list[Any] = [board.name, config, board.seq, len(table), len(table._meta)]
+        else:
+            periods = [[t.window, t.period, len(t), len(t.dump_metadata())] for t in tables]
+            head = [board.name, config, board.seq, periods]
         out.frame(BOARD, orjson.dumps(head))
-        for payload in _metadata_frames(metadata):
-            out.frame(METADATA, payload)
-        keys = board.dump_keys()
-        while chunk := list(itertools.islice(keys, KEYS_PER_FRAME)):
-            out.frame(KEYS, encode_keys(chunk))
-            n_entries += len(chunk)
-        assert n_entries >= count
+        for table in tables:
+            for payload in _metadata_frames(table.dump_metadata()):
+                out.frame(METADATA, payload)
+            keys = table.dump_keys()
+            count = n_entries + len(table)
+            while chunk := list(itertools.islice(keys, KEYS_PER_FRAME)):
+                out.frame(KEYS, encode_keys(chunk))
+                n_entries += len(chunk)
+            assert n_entries == count
     n_sessions = 0
     every = sessions.sessions()
     while chunk_s := list(itertools.islice(every, SESSIONS_PER_FRAME)):
@@ -506,13 +518,40 @@ class _Parser:
 
     def _board(self) -> None:
         records = self.records
-        bname, options, seq, count, metadata_count = orjson.loads(records.take(BOARD, "BOARD"))
+        head = orjson.loads(records.take(BOARD, "BOARD"))
+        if type(head) is not list or len(head) not in (4, 5):
+            self._corrupt("malformed BOARD record")
+        bname, options, seq = head[:3]
+        if len(head) == 5:
+            periods = [["all", "all", head[3], head[4]]]
+        else:
+            periods = head[3]
+            if type(periods) is not list or not all(
+                type(p) is list and len(p) == 4 and type(p[0]) is str and type(p[1]) is str
+                for p in periods
+            ):
+                self._corrupt("malformed BOARD record")
         if bname in self.names:
             self._corrupt(f"board {bname!r} appears twice")
         self.names.add(bname)
         config = rows.config_from_row(options)
-        if not all(type(n) is int and n >= 0 for n in (seq, count, metadata_count)):
+        if type(seq) is not int or seq < 0:
             self._corrupt("malformed BOARD record")
+        board = self.keyspace.restore_board(bname, config)
+        for window, period, count, metadata_count in periods:
+            if not all(type(n) is int and n >= 0 for n in (count, metadata_count)):
+                self._corrupt("malformed BOARD record")
+            self._table(board, window, period, count, metadata_count, config.ties)
+        board.seq = seq
+        self.boards += 1
+        if not self.keep:
+            self.keyspace.replay_drop(bname)
+
+    def _table(
+        self, board: Any, window: str, period: str, count: int, metadata_count: int, ties: str
+    ) -> None:
+        records = self.records
+        bname = board.name
         metadata: dict[str, dict[str, Any]] = {}
         read = 0
         while read < metadata_count:
@@ -526,13 +565,9 @@ class _Parser:
         if not all(type(m) is dict for m in metadata.values()):
             self._corrupt("metadata that is not a JSON object")
         # NUM (10) [+ SEQ (6)] + a member of at least one byte + TYPE (1)
-        min_key = (16 if config.ties == "first" else 10) + 2
-        board = self.keyspace.restore_board(bname, config)
-        board.load_keys(self._key_runs(bname, count, min_key), metadata, seq)
+        min_key = (16 if ties == "first" else 10) + 2
+        board.load_table(window, period, self._key_runs(bname, count, min_key), metadata)
         self.entries += count
-        self.boards += 1
-        if not self.keep:
-            self.keyspace.replay_drop(bname)
 
     def _key_runs(self, bname: str, count: int, min_key: int) -> Iterator[list[bytes]]:
         records = self.records

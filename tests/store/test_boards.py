@@ -211,7 +211,7 @@ def test_keyspace_configure_and_drop() -> None:
     with pytest.raises(BoardNotFound):
         ks.drop("b")
     assert [e[0] for e in events] == ["bcfg", "bset", "bcfg", "bdrop"]
-    assert events[1] == ("bset", "b", "m", 1, 1, None, 1, None, None, None)
+    assert events[1] == ("bset", "b", "m", 1, 1, None, 1, None, None, None, "all", "all")
 
 
 @pytest.mark.parametrize(("order", "update", "ties"), COMBOS)

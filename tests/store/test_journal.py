@@ -243,9 +243,9 @@ def test_a_record_that_does_not_fit_is_refused(tmp_path: Path) -> None:
     """Checksummed but impossible (a score for a board never created): not ours, refuse."""
     buf = bytearray()
     first = journal.append_event(
-        buf, ("bcfg", "b", {"order": "desc", "update": "best", "ties": "first"})
+        buf, ("bcfg", "b", {"order": "desc", "update": "best", "ties": "first"}, None, T0)
     )
-    journal.append_event(buf, ("bset", "nope", "m", 1, 1, None, 1, None))
+    journal.append_event(buf, ("bset", "nope", "m", 1, 1, None, 1, None, None, None, "all", "all"))
     write_segment(tmp_path, 1, bytes(buf))
     with pytest.raises(CorruptData, match="record does not apply") as info:
         recovered(tmp_path, ManualClock(T0))
