@@ -7,6 +7,7 @@
     │       └── store.BatchTooLarge    413     batch-too-large  (the body cap is checked here)
     ├── store.BoardNotFound            404     board-not-found
     ├── store.MemberNotFound           404     member-not-found
+    ├── store.PeriodNotFound           404     period-not-found (older than keep, not begun)
     ├── store.SessionNotFound          404     session-not-found
     ├── store.VersionConflict          412     precondition-failed (If-Match, RFC 9110)
     ├── store.Conflict                 409     conflict
@@ -78,6 +79,7 @@ _STORE_ERRORS: tuple[tuple[type[store.StoreError], int, str], ...] = (
     (store.InvalidArgument, 400, "invalid-argument"),
     (store.BoardNotFound, 404, "board-not-found"),
     (store.MemberNotFound, 404, "member-not-found"),
+    (store.PeriodNotFound, 404, "period-not-found"),
     (store.SessionNotFound, 404, "session-not-found"),
     (store.NotFound, 404, "not-found"),
     (store.VersionConflict, 412, "precondition-failed"),

@@ -142,6 +142,9 @@ _RADIUS = _param("radius", "query", {"type": "integer", "minimum": 0, "maximum":
 _TOUCH = _param("touch", "query", {"type": "boolean"}, doc="false: read without refreshing")
 _EXCEPT = _param("except", "query", {"type": "string"}, doc="a session id to keep")
 _SCORE_Q = _param("score", "query", _SCORE, required=True)
+_WINDOW = _param("window", "query", {"type": "string"}, doc="the board's first window")
+_PERIOD = _param("period", "query", {"type": "string"}, doc="current (or previous, or a period id)")
+_PERIOD_Q = [_WINDOW, _PERIOD]
 _BATCH = {"type": "array", "maxItems": 1000, "items": _ref("ScoreWrite")}
 _RESULTS = {"type": "array", "items": _ref("WriteResult")}
 
@@ -175,17 +178,22 @@ def _paths() -> dict[str, Schema]:
         (b + "/scores:batch", "post", [_BOARD], batch),
         (b + "/top", "get", [_BOARD], _op(
             "A page of the ranking", {"200": _json("Page", "Entries by rank.")}, "read",
-            [_OFFSET, _limit(10)], errors=_V1)),
+            [_OFFSET, _limit(10), *_PERIOD_Q], errors=_V1)),
         (b + "/rank", "get", [_BOARD], _op(
             "The rank a new score would get now", {"200": _json("RankAnswer", "The rank.")},
-            "read", [_SCORE_Q], errors=_V1)),
+            "read", [_SCORE_Q, *_PERIOD_Q], errors=_V1)),
+        (b + "/periods", "get", [_BOARD], _op(
+            "A window's kept periods, newest first",
+            {"200": _json("PeriodList", "The current period and the closed ones kept.")},
+            "read", [_WINDOW], errors=_V1)),
         (m, "get", [_BOARD, _MEMBER_P], _op(
-            "One member's entry", {"200": _json("Entry", "The entry.")}, "read", errors=_V1)),
+            "One member's entry", {"200": _json("Entry", "The entry.")}, "read",
+            _PERIOD_Q, errors=_V1)),
         (m, "delete", [_BOARD, _MEMBER_P], _op(
             "Remove a member", _NO_CONTENT, "write", errors=_V1)),
         (m + "/around", "get", [_BOARD, _MEMBER_P], _op(
             "Entries around a member", {"200": _json("Page", "Up to radius each side.")},
-            "read", [_RADIUS], errors=_V1)),
+            "read", [_RADIUS, *_PERIOD_Q], errors=_V1)),
         ("/v1/sessions", "post", [], _op(
             "Create a session", {"201": _json("Session", "Created.", created)}, "sessions",
             body="SessionCreate", body_required=False, errors=_W)),

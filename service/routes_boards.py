@@ -28,11 +28,16 @@ from service.http import (
 )
 from service.runtime import Runtime
 from service.schemas import SCORE_FIELDS
+from store.show import show
 from store.values import check_batch_size, check_member, check_score
 
+PERIOD_PARAMS = frozenset({"window", "period"})
 PAGE_PARAMS = frozenset({"offset", "limit"})
-AROUND_PARAMS = frozenset({"radius"})
-RANK_PARAMS = frozenset({"score"})
+TOP_PARAMS = PAGE_PARAMS | PERIOD_PARAMS
+AROUND_PARAMS = frozenset({"radius"}) | PERIOD_PARAMS
+RANK_PARAMS = frozenset({"score"}) | PERIOD_PARAMS
+WINDOW_PARAMS = frozenset({"window"})
+MAX_PERIOD_PARAM = 64  # longer than any window name or period id
 MAX_OFFSET = 2**31 - 1
 BOARD_LIST_DEFAULT = 100
 
@@ -66,13 +71,24 @@ async def delete_board(rt: Runtime, request: Request) -> Response:
     return no_content()
 
 
-def _score_item(item: Any, what: str) -> tuple[object, object, object]:
+def _score_item(item: Any, what: str) -> tuple[object, object, object, object]:
     body = json_object(item, SCORE_FIELDS, what)
     if "member" not in body:
         raise bad_request(f"{what} needs a 'member'")
     if "score" not in body:
         raise bad_request(f"{what} needs a 'score'")
-    return body["member"], body["score"], body.get("metadata")
+    return body["member"], body["score"], body.get("metadata"), body.get("at")
+
+
+def _period(params: dict[str, str]) -> tuple[str | None, str | None]:
+    """(window, period) from ``?window=&period=``; the store checks the names."""
+    window, period = params.get("window"), params.get("period")
+    for name, value in (("window", window), ("period", period)):
+        if value is not None and not 0 < len(value) <= MAX_PERIOD_PARAM:
+            raise bad_request(
+                f"{name} must be 1 to {MAX_PERIOD_PARAM} characters, but got {show(value)}"
+            )
+    return window, period
 
 
 async def post_score(rt: Runtime, request: Request) -> Response:
@@ -90,9 +106,12 @@ async def post_score(rt: Runtime, request: Request) -> Response:
         and "score" in body
     ):
         member, score, metadata = body["member"], body["score"], body.get("metadata")
+        at = None
     else:
-        member, score, metadata = _score_item(body, "the score")
-    result = await rt.backend.boards.write(request.path_params["board"], member, score, metadata)
+        member, score, metadata, at = _score_item(body, "the score")
+    result = await rt.backend.boards.write(
+        request.path_params["board"], member, score, metadata, at
+    )
     return Response(orjson.dumps(result), media_type=JSON)
 
 
@@ -109,10 +128,13 @@ async def post_batch(rt: Runtime, request: Request) -> Response:
 
 async def top(rt: Runtime, request: Request) -> Response:
     boards = rt.backend.boards
-    params = query(request, PAGE_PARAMS)
+    params = query(request, TOP_PARAMS)
     offset = int_param(params, "offset", 0, 0, MAX_OFFSET)
     limit = int_param(params, "limit", 10, 1, boards.limits.page_items)
-    return json_response(await boards.top(request.path_params["board"], offset, limit))
+    window, period = _period(params)
+    return json_response(
+        await boards.top(request.path_params["board"], offset, limit, window, period)
+    )
 
 
 def _member(rt: Runtime, request: Request) -> str:
@@ -120,23 +142,36 @@ def _member(rt: Runtime, request: Request) -> str:
 
 
 async def get_member(rt: Runtime, request: Request) -> Response:
+    window, period = _period(query(request, PERIOD_PARAMS))
     member = _member(rt, request)
-    return json_response(await rt.backend.boards.entry(request.path_params["board"], member))
+    return json_response(
+        await rt.backend.boards.entry(request.path_params["board"], member, window, period)
+    )
 
 
 async def around(rt: Runtime, request: Request) -> Response:
     boards = rt.backend.boards
     params = query(request, AROUND_PARAMS)
     radius = int_param(params, "radius", 5, 0, boards.limits.radius)
+    window, period = _period(params)
     member = _member(rt, request)
-    return json_response(await boards.around(request.path_params["board"], member, radius))
+    return json_response(
+        await boards.around(request.path_params["board"], member, radius, window, period)
+    )
 
 
 async def rank_for_score(rt: Runtime, request: Request) -> Response:
-    score = check_score(score_param(query(request, RANK_PARAMS), "score"))
+    params = query(request, RANK_PARAMS)
+    score = check_score(score_param(params, "score"))
+    window, period = _period(params)
     return json_response(
-        await rt.backend.boards.rank_for_score(request.path_params["board"], score)
+        await rt.backend.boards.rank_for_score(request.path_params["board"], score, window, period)
     )
+
+
+async def periods(rt: Runtime, request: Request) -> Response:
+    window, _ = _period(query(request, WINDOW_PARAMS))
+    return json_response(await rt.backend.boards.periods(request.path_params["board"], window))
 
 
 async def delete_member(rt: Runtime, request: Request) -> Response:
@@ -156,6 +191,7 @@ ROUTES = [
     RouteSpec("GET", _B + "/top", top, READ),
     RouteSpec("GET", _B + "/members/{member}/around", around, READ),
     RouteSpec("GET", _B + "/rank", rank_for_score, READ),
+    RouteSpec("GET", _B + "/periods", periods, READ),
     RouteSpec("POST", _B + "/scores:batch", post_batch, WRITE),
     RouteSpec("GET", "/v1/boards", list_boards, READ),
     RouteSpec("PUT", _B, put_board, WRITE),

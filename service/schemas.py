@@ -40,6 +40,42 @@ METADATA: Schema = {
     "description": "Small JSON object (at most 1 KiB); null or absent keeps the current one.",
 }
 EPOCH: Schema = {"type": "number", "description": "Unix epoch seconds."}
+WINDOW: Schema = {
+    "oneOf": [
+        {"enum": ["all", "hour", "day", "week", "month"]},
+        obj(
+            ["name", "every", "start"],
+            name={"type": "string", "pattern": "^[a-z][a-z0-9_]{0,31}$"},
+            every={"type": "integer", "minimum": 60, "maximum": 3660 * 86400},
+            start={"type": "integer", "minimum": 0, "description": "unix seconds"},
+        ),
+    ]
+}
+# The board options (store/options.py is the one list; DESIGN.md "Boards" the contract).
+OPTION_PROPS: dict[str, Schema] = {
+    "order": {"enum": ["desc", "asc"]},
+    "update": {"enum": ["best", "latest", "sum"]},
+    "ties": {"enum": ["first", "member"]},
+    "windows": {"type": "array", "items": WINDOW, "minItems": 1, "maxItems": 8},
+    "reset_offset": {"type": "integer", "exclusiveMinimum": -86400, "exclusiveMaximum": 86400},
+    "keep": {"type": "integer", "minimum": 0, "maximum": 100},
+    "grace": {"type": "integer", "minimum": 0, "maximum": 7 * 86400},
+    "min_score": {"type": ["number", "null"]},
+    "max_score": {"type": ["number", "null"]},
+}
+PERIOD_ID: Schema = {
+    "type": "string",
+    "description": "all | 2026-12-02T13 (hour) | 2026-12-02 (day) | 2026-W49 (week) | "
+    "2026-12 (month) | <name>-<n> (custom)",
+}
+WINDOW_RESULT: Schema = obj(
+    ["period", "score", "rank", "previous", "changed"],
+    period=PERIOD_ID,
+    score={"type": "number"},
+    rank={"type": "integer", "minimum": 1},
+    previous={"type": ["object", "null"]},
+    changed={"type": "boolean"},
+)
 
 SCHEMAS: dict[str, Schema] = {
     "Problem": obj(
@@ -50,19 +86,48 @@ SCHEMAS: dict[str, Schema] = {
         status={"type": "integer", "minimum": 400, "maximum": 599},
         detail={"type": "string"},
     ),
-    "BoardOptions": obj(
-        [],
-        order={"enum": ["desc", "asc"]},
-        update={"enum": ["best", "latest", "sum"]},
-        ties={"enum": ["first", "member"]},
-    ),
-    "Board": obj(
-        ["board", "order", "update", "ties", "size"],
+    "BoardOptions": {
+        "type": "object",
+        "properties": OPTION_PROPS,
+        "required": [],
+        "additionalProperties": False,
+    },
+    "Board": {
+        "type": "object",
+        "properties": {
+            "board": {"type": "string"},
+            **OPTION_PROPS,
+            "size": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "entries in the first window's current period",
+            },
+            "sizes": {
+                "type": "object",
+                "additionalProperties": {"type": "integer", "minimum": 0},
+                "description": "entries in each window's current period",
+            },
+        },
+        "required": ["board", *OPTION_PROPS, "size", "sizes"],
+        "additionalProperties": False,
+    },
+    "Period": {
+        "type": "object",
+        "properties": {
+            "id": PERIOD_ID,
+            "start": {"type": ["integer", "null"], "description": "unix seconds, inclusive"},
+            "end": {"type": ["integer", "null"], "description": "unix seconds, exclusive"},
+            "size": {"type": "integer", "minimum": 0},
+            "closed": {"type": "boolean"},
+        },
+        "required": ["id", "start", "end", "size", "closed"],
+        "additionalProperties": False,
+    },
+    "PeriodList": obj(
+        ["board", "window", "periods"],
         board={"type": "string"},
-        order={"enum": ["desc", "asc"]},
-        update={"enum": ["best", "latest", "sum"]},
-        ties={"enum": ["first", "member"]},
-        size={"type": "integer", "minimum": 0},
+        window={"type": "string"},
+        periods={"type": "array", "items": ref("Period"), "description": "newest first"},
     ),
     "BoardList": obj(
         ["total", "offset", "boards"],
@@ -70,7 +135,17 @@ SCHEMAS: dict[str, Schema] = {
         offset={"type": "integer", "minimum": 0},
         boards={"type": "array", "items": ref("Board")},
     ),
-    "ScoreWrite": obj(["member", "score"], member=MEMBER, score=SCORE, metadata=METADATA),
+    "ScoreWrite": obj(
+        ["member", "score"],
+        member=MEMBER,
+        score=SCORE,
+        metadata=METADATA,
+        at={
+            "type": ["number", "null"],
+            "description": "unix seconds when the score was achieved: within the board's "
+            "grace before now; it picks the period of every window (null or absent: now)",
+        },
+    ),
     "WriteResult": obj(
         ["member", "score", "rank", "previous", "changed"],
         member={"type": "string"},
@@ -83,6 +158,11 @@ SCHEMAS: dict[str, Schema] = {
             ]
         },
         changed={"type": "boolean"},
+        windows={
+            "type": "object",
+            "additionalProperties": WINDOW_RESULT,
+            "description": "per window, on boards with more than one",
+        },
     ),
     "Entry": obj(
         ["rank", "member", "score"],
@@ -92,8 +172,10 @@ SCHEMAS: dict[str, Schema] = {
         metadata={"type": "object"},
     ),
     "Page": obj(
-        ["board", "total", "entries"],
+        ["board", "window", "period", "total", "entries"],
         board={"type": "string"},
+        window={"type": "string"},
+        period=PERIOD_ID,
         total={"type": "integer", "minimum": 0},
         entries={"type": "array", "items": ref("Entry")},
     ),
@@ -153,7 +235,14 @@ class BoardInfo(TypedDict):
     order: str
     update: str
     ties: str
+    windows: list[Any]
+    reset_offset: int
+    keep: int
+    grace: int
+    min_score: int | float | None
+    max_score: int | float | None
     size: int
+    sizes: dict[str, int]
 
 
 class BoardList(TypedDict):
@@ -164,8 +253,24 @@ class BoardList(TypedDict):
 
 class Page(TypedDict):
     board: str
+    window: str
+    period: str
     total: int
     entries: list[Entry]
+
+
+class PeriodInfo(TypedDict):
+    id: str
+    start: int | None
+    end: int | None
+    size: int
+    closed: bool
+
+
+class PeriodList(TypedDict):
+    board: str
+    window: str
+    periods: list[PeriodInfo]
 
 
 class RankForScore(TypedDict):

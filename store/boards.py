@@ -54,7 +54,7 @@ import time
 from collections.abc import Callable, ItemsView, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
-from store.errors import InvalidArgument, MemberNotFound, NotFound
+from store.errors import InvalidArgument, MemberNotFound, PeriodNotFound
 from store.options import BoardConfig, Order, Ties, Update
 from store.periods import (
     Period,
@@ -96,10 +96,6 @@ __all__ = [
     "Ties",
     "Update",
 ]
-
-
-class PeriodNotFound(NotFound):
-    """A period that is not kept (older than ``keep``, or not begun)."""
 
 
 def _ignore(event: Event) -> None:

@@ -47,6 +47,10 @@ class MemberNotFound(NotFound):
     pass
 
 
+class PeriodNotFound(NotFound):
+    """A period a board does not keep (older than ``keep``, or not begun)."""
+
+
 class SessionNotFound(NotFound):
     pass
 

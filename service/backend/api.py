@@ -34,7 +34,7 @@ Room for what comes next (periods, lookup, range, metadata patches) is left by k
 operation a method of its own rather than one catch-all.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypedDict
 
 from service.schemas import (
@@ -42,6 +42,7 @@ from service.schemas import (
     BoardList,
     Entry,
     Page,
+    PeriodList,
     RankForScore,
     SessionInfo,
     WriteResult,
@@ -49,7 +50,9 @@ from service.schemas import (
 from store.events import BoardEvent, SessionEvent
 from store.values import Limits
 
-ScoreItem = tuple[object, object, object]  # (member, score, metadata), unchecked
+# (member, score, metadata) or (member, score, metadata, at), unchecked
+ScoreItem = tuple[object, ...]
+Period = str | None  # current (None), "previous" or a period id
 
 
 class Health(TypedDict):
@@ -99,19 +102,35 @@ class Boards(Protocol):
     async def drop(self, name: str) -> None: ...
     async def exists(self, name: str) -> bool: ...
 
-    async def write(self, name: str, member: object, score: object, metadata: object) -> Entry:
-        """One score; an absent board is created with defaults (only for a valid write)."""
+    async def write(
+        self, name: str, member: object, score: object, metadata: object, at: object = None
+    ) -> Entry:
+        """One score to every window; an absent board is created with defaults (only for a
+        valid write). ``at``: when it was achieved (within the board's grace)."""
         ...
 
-    async def write_many(self, name: str, items: list[ScoreItem]) -> list[WriteResult]:
+    async def write_many(self, name: str, items: Sequence[ScoreItem]) -> list[WriteResult]:
         """In order, all or nothing; a refused item is named by its index."""
         ...
 
-    async def remove(self, name: str, member: str) -> None: ...
-    async def top(self, name: str, offset: int, limit: int) -> Page: ...
-    async def entry(self, name: str, member: str) -> Entry: ...
-    async def around(self, name: str, member: str, radius: int) -> Page: ...
-    async def rank_for_score(self, name: str, score: int | float) -> RankForScore: ...
+    async def remove(self, name: str, member: str) -> None:
+        """From every window's current period."""
+        ...
+
+    # Reads name a window (None: the board's first) and a period (None: current).
+    async def top(
+        self, name: str, offset: int, limit: int, window: str | None = None, period: Period = None
+    ) -> Page: ...
+    async def entry(
+        self, name: str, member: str, window: str | None = None, period: Period = None
+    ) -> Entry: ...
+    async def around(
+        self, name: str, member: str, radius: int, window: str | None = None, period: Period = None
+    ) -> Page: ...
+    async def rank_for_score(
+        self, name: str, score: int | float, window: str | None = None, period: Period = None
+    ) -> RankForScore: ...
+    async def periods(self, name: str, window: str | None) -> PeriodList: ...
 
 
 class Sessions(Protocol):
@@ -149,12 +168,21 @@ class ChangeFeed(Protocol):
 class Views(Protocol):
     """What the hub shows subscribers; cheap and synchronous (a flush calls it per board)."""
 
-    def top_view(self, name: str, n: int) -> tuple[list[Entry], int, int]:
-        """(top n entries, total, seq); an absent board is ([], 0, 0)."""
+    def top_view(
+        self, name: str, n: int, window: str | None = None
+    ) -> tuple[list[Entry], int, int]:
+        """(top n entries, total, seq) of the window's current period; an absent board (or
+        window, or period) is ([], 0, seq)."""
         ...
 
-    def rank_view(self, name: str, member: str) -> tuple[int | None, Any, int]:
+    def rank_view(
+        self, name: str, member: str, window: str | None = None
+    ) -> tuple[int | None, Any, int]:
         """(rank, score, seq); (None, None, seq) when the member or board is absent."""
+        ...
+
+    def period_view(self, name: str, window: str | None = None) -> str | None:
+        """The id of the window's current period (None: absent board or window, not begun)."""
         ...
 
 
@@ -204,6 +232,8 @@ __all__ = [
     "Lifecycle",
     "MemoryStats",
     "Page",
+    "Period",
+    "PeriodList",
     "PersistenceStats",
     "RankForScore",
     "ScoreItem",

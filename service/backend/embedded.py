@@ -34,7 +34,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from typing import Any, TypeVar
 
@@ -47,6 +47,8 @@ from service.backend.api import (
     Health,
     MemoryStats,
     Page,
+    Period,
+    PeriodList,
     PersistenceStats,
     RankForScore,
     ScoreItem,
@@ -59,9 +61,9 @@ from service.backend.api import (
 from service.backend.persistence import Persistence
 from service.memory import MemoryGuard
 from service.settings import Settings
-from store.boards import Board
+from store.boards import Board, Table
 from store.clock import Clock, SystemClock
-from store.errors import Unavailable
+from store.errors import InvalidArgument, PeriodNotFound, Unavailable
 from store.keyspace import Keyspace
 from store.sessions import Session, SessionStore
 from store.values import Limits
@@ -74,17 +76,15 @@ T = TypeVar("T")
 # expiry never stalls requests; it sleeps at most PURGE_MAX_SLEEP between rounds.
 PURGE_BATCH = 1000
 PURGE_MAX_SLEEP = 1.0
+ROLL_INTERVAL = 0.5  # seconds between checks for an ended period: O(timed boards), O(1) each
 
 
 def _describe(board: Board) -> BoardInfo:
-    c = board.config
-    return {
-        "board": board.name,
-        "order": c.order,
-        "update": c.update,
-        "ties": c.ties,
-        "size": len(board),
-    }
+    sizes = board.sizes()
+    info: dict[str, Any] = {"board": board.name, **board.config.as_dict()}
+    info["size"] = sizes[board.config.windows[0].name]
+    info["sizes"] = sizes
+    return info  # type: ignore[return-value]
 
 
 def _info(s: Session) -> SessionInfo:
@@ -169,7 +169,9 @@ class EmbeddedBoards:
     async def exists(self, name: str) -> bool:
         return self._ks.find(name) is not None
 
-    async def write(self, name: str, member: object, score: object, metadata: object) -> Entry:
+    async def write(
+        self, name: str, member: object, score: object, metadata: object, at: object = None
+    ) -> Entry:
         # Spelled out rather than via _WritePath.run: this is the hottest path of the service.
         memory = self._memory
         if memory.over:
@@ -178,7 +180,7 @@ class EmbeddedBoards:
         if p is not None:
             p.check_writable()
         try:
-            result = self._write(name, member, score, metadata)
+            result = self._write(name, member, score, metadata, at)
         except MemoryError:
             memory.verify_later(self._board_check(name))
             raise
@@ -186,7 +188,7 @@ class EmbeddedBoards:
             await p.commit()
         return result
 
-    async def write_many(self, name: str, items: list[ScoreItem]) -> list[WriteResult]:
+    async def write_many(self, name: str, items: Sequence[ScoreItem]) -> list[WriteResult]:
         # The keyspace validates the whole batch before it creates an absent board.
         self._path.grow()
         return await self._path.run(self._board_check(name), self._ks.write_many, name, items)
@@ -195,20 +197,51 @@ class EmbeddedBoards:
         board = self._ks.get(name)
         await self._path.run(board._check, board.remove, member)
 
-    async def top(self, name: str, offset: int, limit: int) -> Page:
+    async def top(
+        self, name: str, offset: int, limit: int, window: str | None = None, period: Period = None
+    ) -> Page:
         board = self._ks.get(name)
-        return {"board": board.name, "total": len(board), "entries": board.top(offset, limit)}
+        w, p, table = board.select(window, period)
+        return {
+            "board": board.name,
+            "window": w.name,
+            "period": p.id,
+            "total": len(table) if table is not None else 0,
+            "entries": table.top(offset, limit) if table is not None else [],
+        }
 
-    async def entry(self, name: str, member: str) -> Entry:
-        return self._ks.get(name).entry(member)
+    async def entry(
+        self, name: str, member: str, window: str | None = None, period: Period = None
+    ) -> Entry:
+        return self._ks.get(name).entry(member, window, period)
 
-    async def around(self, name: str, member: str, radius: int) -> Page:
+    async def around(
+        self, name: str, member: str, radius: int, window: str | None = None, period: Period = None
+    ) -> Page:
         board = self._ks.get(name)
-        return {"board": board.name, "total": len(board), "entries": board.around(member, radius)}
+        w, p, table = board.select(window, period)
+        return {
+            "board": board.name,
+            "window": w.name,
+            "period": p.id,
+            "total": len(table) if table is not None else 0,
+            "entries": board.around(member, radius, window, period),
+        }
 
-    async def rank_for_score(self, name: str, score: int | float) -> RankForScore:
+    async def rank_for_score(
+        self, name: str, score: int | float, window: str | None = None, period: Period = None
+    ) -> RankForScore:
         board = self._ks.get(name)
-        return {"board": board.name, "score": score, "rank": board.rank_for_score(score)}
+        return {
+            "board": board.name,
+            "score": score,
+            "rank": board.rank_for_score(score, window, period),
+        }
+
+    async def periods(self, name: str, window: str | None) -> PeriodList:
+        board = self._ks.get(name)
+        w = board.select(window).window if window is not None else board.config.windows[0]
+        return {"board": board.name, "window": w.name, "periods": board.periods(w.name)}  # type: ignore[typeddict-item]
 
 
 class EmbeddedSessions:
@@ -291,20 +324,43 @@ class _Views:
     def __init__(self, keyspace: Keyspace) -> None:
         self._ks = keyspace
 
-    def top_view(self, name: str, n: int) -> tuple[list[Entry], int, int]:
+    def _table(self, board: Board, window: str | None) -> Table | None:
+        try:
+            return board.select(window).table
+        except (PeriodNotFound, InvalidArgument):
+            return None
+
+    def top_view(
+        self, name: str, n: int, window: str | None = None
+    ) -> tuple[list[Entry], int, int]:
         board = self._ks.find(name)
         if board is None:
             return [], 0, 0
-        return board.top(0, n), len(board), board.seq
+        table = self._table(board, window)
+        if table is None:
+            return [], 0, board.seq
+        return table.top(0, n), len(table), board.seq
 
-    def rank_view(self, name: str, member: str) -> tuple[int | None, Any, int]:
+    def rank_view(
+        self, name: str, member: str, window: str | None = None
+    ) -> tuple[int | None, Any, int]:
         board = self._ks.find(name)
         if board is None:
             return None, None, 0
-        if member not in board:
+        table = self._table(board, window)
+        if table is None or member not in table:
             return None, None, board.seq
-        entry = board.entry(member)
+        entry = table.entry(member, name)
         return entry["rank"], entry["score"], board.seq
+
+    def period_view(self, name: str, window: str | None = None) -> str | None:
+        board = self._ks.find(name)
+        if board is None:
+            return None
+        try:
+            return board.select(window).period.id
+        except (PeriodNotFound, InvalidArgument):
+            return None
 
 
 class EmbeddedBackend:
@@ -312,7 +368,7 @@ class EmbeddedBackend:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
         limits = settings.limits
-        self._keyspace = Keyspace(limits.store())
+        self._keyspace = Keyspace(limits.store(), self.clock)
         self._sessions = SessionStore(
             self.clock,
             default_ttl=limits.session_ttl,
@@ -361,6 +417,7 @@ class EmbeddedBackend:
             await p.start()
             self.persistence = self._path.persistence = p
             self._tasks.append(asyncio.create_task(self._purge(), name="rankd-session-purge"))
+            self._tasks.append(asyncio.create_task(self._roll(), name="rankd-period-roll"))
             self.memory.start_reserve()
             self._tasks.append(asyncio.create_task(self.memory.run(), name="rankd-memory-sample"))
             if self.memory.limit:
@@ -437,6 +494,17 @@ class EmbeddedBackend:
         if p is None:
             raise Unavailable("persistence is not running in this process")
         return await p.snapshot()
+
+    async def _roll(self) -> None:
+        """Close ended periods even on boards nobody touches, so WebSocket subscribers hear
+        of a rollover within ROLL_INTERVAL (a touch rolls a board at once anyway)."""
+        keyspace, clock = self._keyspace, self.clock
+        while True:
+            try:
+                keyspace.tick(clock.now())
+            except Exception:
+                log.exception("period rollover failed; retrying")
+            await asyncio.sleep(ROLL_INTERVAL)
 
     async def _purge(self) -> None:
         """Reclaim expired sessions in bounded rounds; sleep until the next deadline (<= 1 s)."""

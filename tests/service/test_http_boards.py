@@ -8,16 +8,32 @@ def test_put_creates_then_reconfigures(http: httpx.Client, name: str) -> None:
     r = http.put(f"/v1/boards/{name}", json={"order": "asc", "ties": "member"})
     assert r.status_code == 201
     assert r.headers["location"] == f"/v1/boards/{name}"
+    defaults = {
+        "windows": ["all"],
+        "reset_offset": 0,
+        "keep": 4,
+        "grace": 0,
+        "min_score": None,
+        "max_score": None,
+        "size": 0,
+        "sizes": {"all": 0},
+    }
     assert r.json() == {
         "board": name,
         "order": "asc",
         "update": "best",
         "ties": "member",
-        "size": 0,
+        **defaults,
     }
     r = http.put(f"/v1/boards/{name}", json={"update": "sum"})
     assert r.status_code == 200
-    assert r.json() == {"board": name, "order": "asc", "update": "sum", "ties": "member", "size": 0}
+    assert r.json() == {
+        "board": name,
+        "order": "asc",
+        "update": "sum",
+        "ties": "member",
+        **defaults,
+    }
     # An empty body is "no options": created with defaults, or unchanged.
     assert http.put(f"/v1/boards/{name}").status_code == 200
     assert http.put(f"/v1/boards/{name}x").json()["order"] == "desc"
@@ -87,6 +103,8 @@ def test_score_write_result_and_reads(http: httpx.Client, name: str) -> None:
     top = http.get(f"{b}/top").json()
     assert top == {
         "board": name,
+        "window": "all",
+        "period": "all",
         "total": 2,
         "entries": [
             {"rank": 1, "member": "bob", "score": 20},
