@@ -381,16 +381,7 @@ class Board:
         """The table a read names: ``window`` (default: the first) and ``period`` (``current``,
         ``previous`` or an id; default current). InvalidArgument for a window the board does
         not have or a malformed id; PeriodNotFound for a period not kept or not begun."""
-        if window is None:
-            i = 0
-        else:
-            found = self._wix.get(window)
-            if found is None:
-                raise InvalidArgument(
-                    f"window must be one of board {show(self.name)}'s windows "
-                    f"{list(self._wix)}, but got {show(window)}"
-                )
-            i = found
+        i = self.window_index(window)
         w = self.config.windows[i]
         single = self._single
         if single is not None and period in (None, "current", "all"):
@@ -421,10 +412,22 @@ class Board:
             )
         return Selected(w, p, self._tables[i].get(p.id))
 
+    def window_index(self, window: str | None) -> int:
+        """The position of the named window (None: the first); InvalidArgument if absent."""
+        if window is None:
+            return 0
+        found = self._wix.get(window)
+        if found is None:
+            raise InvalidArgument(
+                f"window must be one of board {show(self.name)}'s windows "
+                f"{list(self._wix)}, but got {show(window)}"
+            )
+        return found
+
     def periods(self, window: str | None = None) -> list[dict[str, Any]]:
         """The window's kept periods, newest first: {id, start, end, size, closed}."""
-        w = self.select(window).window if window is not None else self.config.windows[0]
-        i = self._wix[w.name]
+        i = self.window_index(window)
+        w = self.config.windows[i]
         if self._single is None:
             self.roll(self.clock())
         tables = self._tables[i]

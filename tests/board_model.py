@@ -1,91 +1,237 @@
 """What a leaderboard means, written the slow obvious way: the oracle for board tests.
 
-A board is a dict ``member -> (score, seq, metadata)`` and ``sorted()``; ``seq`` is the
-model's own write counter, bumped exactly when a write changes a score, which is what
-"ties=first" means. Shared by the store tests (tests/store/test_boards.py) and the HTTP
-differential test (tests/service/test_http_differential.py), so both check one definition.
+A board is, per window, a dict ``period id -> {member -> (score, seq, metadata)}`` and
+``sorted()``; ``seq`` is the model's own write counter, bumped once per write that changes a
+score in any window, which is what "ties=first" means. Periods come from store/periods.py
+(tested on its own against ``datetime``); everything else -- which period a write goes to,
+``keep``, ``grace``, what is closed -- is spelled out here again, by brute force: every call
+first drops the periods older than the current one and the ``keep`` before it, at ``now()``.
+Shared by the store tests (tests/store/test_boards.py, test_windows.py) and the HTTP
+differential tests (tests/contract/), so both check one definition.
 """
 
+from collections.abc import Callable
 from typing import Any
+
+from store.periods import Period, Window, parse_period, parse_windows, period_of, recent_periods
+
+Row = tuple[int | float, int, dict | None]
 
 
 class ModelBoard:
-    def __init__(self, order: str, update: str, ties: str) -> None:
+    def __init__(
+        self,
+        order: str,
+        update: str,
+        ties: str,
+        windows: list[Any] | None = None,
+        *,
+        reset_offset: int = 0,
+        keep: int = 4,
+        grace: int = 0,
+        now: Callable[[], float] = lambda: 1_700_000_000.0,
+    ) -> None:
         self.order, self.update, self.ties = order, update, ties
-        self.entries: dict[str, tuple[int | float, int, dict | None]] = {}
+        self.windows: tuple[Window, ...] = parse_windows(windows or ["all"], reset_offset)
+        self.keep, self.grace, self.now = keep, grace, now
+        self.tables: dict[str, dict[str, dict[str, Row]]] = {w.name: {} for w in self.windows}
         self.seq = 0
 
-    def _key(self, member: str) -> tuple:
-        score, seq, _ = self.entries[member]
+    # -- periods ---------------------------------------------------------------------------
+
+    def _window(self, window: str | None) -> Window:
+        if window is None:
+            return self.windows[0]
+        return next(w for w in self.windows if w.name == window)
+
+    def kept(self, w: Window, now: float) -> list[Period]:
+        """The current period and the ``keep`` before it, newest first."""
+        return recent_periods(w, now, self.keep + 1)
+
+    def _prune(self) -> None:
+        now = self.now()
+        for w in self.windows:
+            ids = {p.id for p in self.kept(w, now)}
+            tables = self.tables[w.name]
+            for pid in list(tables):
+                if pid not in ids:
+                    del tables[pid]
+
+    def set_keep(self, keep: int) -> None:
+        self._prune()
+        self.keep = keep
+        self._prune()
+
+    def period(self, window: str | None = None, period: str | None = None) -> Period | None:
+        """The period a read names, or None when the board does not keep it."""
+        self._prune()
+        w = self._window(window)
+        kept = self.kept(w, self.now())
+        current = period_of(w, self.now())
+        if period in (None, "current"):
+            return current
+        if period == "previous":
+            return kept[1] if len(kept) > 1 and current is not None else None
+        p = parse_period(w, period)
+        return p if p in kept else None
+
+    def table(self, window: str | None = None, period: str | None = None) -> dict[str, Row]:
+        p = self.period(window, period)
+        assert p is not None, (window, period)
+        return self.tables[self._window(window).name].get(p.id, {})
+
+    @property
+    def entries(self) -> dict[str, Row]:
+        """The first window's current period (the board's entries on a one-window board)."""
+        try:
+            return self.table()
+        except AssertionError:
+            return {}
+
+    # -- ranking ---------------------------------------------------------------------------
+
+    def _key(self, table: dict[str, Row], member: str) -> tuple:
+        score, seq, _ = table[member]
         s = -score if self.order == "desc" else score
         return (s, seq, member) if self.ties == "first" else (s, member)
 
-    def ranking(self) -> list[str]:
-        return sorted(self.entries, key=self._key)
+    def ranking(self, window: str | None = None, period: str | None = None) -> list[str]:
+        table = self.table(window, period)
+        return sorted(table, key=lambda m: self._key(table, m))
 
-    def rank(self, member: str) -> int:
-        return self.ranking().index(member) + 1
+    def rank(self, member: str, window: str | None = None, period: str | None = None) -> int:
+        return self.ranking(window, period).index(member) + 1
 
     def better(self, a: float, b: float) -> bool:
         return a > b if self.order == "desc" else a < b
 
-    def write(self, member: str, score: int | float, meta: dict | None) -> dict[str, Any]:
-        old = self.entries.get(member)
-        if old is None:
-            previous = None
-            new = score
-        else:
-            previous = {"score": old[0], "rank": self.rank(member)}
+    # -- writes ----------------------------------------------------------------------------
+
+    def write(
+        self, member: str, score: int | float, meta: dict | None, at: float | None = None
+    ) -> dict[str, Any]:
+        self._prune()
+        now = self.now()
+        plans = []
+        for w in self.windows:
+            p = period_of(w, now if at is None else at)
+            if p is None or p not in self.kept(w, now):
+                continue
+            table = self.tables[w.name].setdefault(p.id, {})
+            old = table.get(member)
+            if old is None:
+                plans.append((w, p, table, None, score, True))
+                continue
             if self.update == "best":
                 new = score if self.better(score, old[0]) else old[0]
             elif self.update == "latest":
                 new = score
             else:
                 new = old[0] + score
-            if new == old[0]:
-                return {
-                    "member": member,
-                    "score": old[0],
-                    "rank": previous["rank"],
-                    "previous": previous,
-                    "changed": False,
-                }
-        self.seq += 1
-        kept_meta = meta if meta is not None else (old[2] if old else None)
-        self.entries[member] = (new, self.seq, kept_meta)
-        return {
-            "member": member,
-            "score": new,
-            "rank": self.rank(member),
-            "previous": previous,
-            "changed": True,
-        }
+            plans.append((w, p, table, old, new, new != old[0]))
+        if any(plan[5] for plan in plans):
+            self.seq += 1
+        results: dict[str, dict[str, Any]] = {}
+        for w, p, table, old, new, changed in plans:
+            previous = None
+            if old is not None:
+                previous = {"score": old[0], "rank": self._rank_in(table, member)}
+            if changed:
+                kept_meta = meta if meta is not None else (old[2] if old else None)
+                table[member] = (new, self.seq, kept_meta)
+            results[w.name] = {
+                "period": p.id,
+                "score": new,
+                "rank": self._rank_in(table, member),
+                "previous": previous,
+                "changed": changed,
+            }
+        first = results.get(self.windows[0].name)
+        if first is None:
+            out: dict[str, Any] = {
+                "member": member, "score": score, "rank": None, "previous": None, "changed": False
+            }  # fmt: skip
+        else:
+            out = {"member": member, **{k: v for k, v in first.items() if k != "period"}}
+        if len(self.windows) > 1:
+            out["windows"] = results
+        return out
 
-    def delete(self, member: str) -> None:
-        del self.entries[member]
-        self.seq += 1
+    def _rank_in(self, table: dict[str, Row], member: str) -> int:
+        return sorted(table, key=lambda m: self._key(table, m)).index(member) + 1
 
-    def entry(self, member: str, rank: int) -> dict[str, Any]:
-        score, _, meta = self.entries[member]
+    def delete(self, member: str) -> bool:
+        """Remove from every window's current period; False if it was in none."""
+        self._prune()
+        found = False
+        for w in self.windows:
+            p = period_of(w, self.now())
+            table = self.tables[w.name].get(p.id) if p is not None else None
+            if table is not None and member in table:
+                del table[member]
+                found = True
+        if found:
+            self.seq += 1
+        return found
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def entry(
+        self,
+        member: str,
+        rank: int | None = None,
+        window: str | None = None,
+        period: str | None = None,
+    ) -> dict[str, Any]:
+        table = self.table(window, period)
+        score, _, meta = table[member]
+        if rank is None:
+            rank = self._rank_in(table, member)
         e: dict[str, Any] = {"rank": rank, "member": member, "score": score}
         if meta is not None:
             e["metadata"] = meta
         return e
 
-    def page(self, offset: int, limit: int) -> list[dict[str, Any]]:
-        ranking = self.ranking()
+    def page(
+        self, offset: int, limit: int, window: str | None = None, period: str | None = None
+    ) -> list[dict[str, Any]]:
+        ranking = self.ranking(window, period)
         return [
-            self.entry(m, offset + i + 1) for i, m in enumerate(ranking[offset : offset + limit])
+            self.entry(m, offset + i + 1, window, period)
+            for i, m in enumerate(ranking[offset : offset + limit])
         ]
 
-    def around(self, member: str, radius: int) -> list[dict[str, Any]]:
-        pos = self.ranking().index(member)
+    def around(
+        self, member: str, radius: int, window: str | None = None, period: str | None = None
+    ) -> list[dict[str, Any]]:
+        pos = self.ranking(window, period).index(member)
         lo = max(0, pos - radius)
-        return self.page(lo, pos + radius + 1 - lo)
+        return self.page(lo, pos + radius + 1 - lo, window, period)
 
-    def rank_for_score(self, score: int | float) -> int:
+    def rank_for_score(
+        self, score: int | float, window: str | None = None, period: str | None = None
+    ) -> int:
+        scores = [s for s, _, _ in self.table(window, period).values()]
         if self.ties == "first":
-            ahead = [s for s, _, _ in self.entries.values() if not self.better(score, s)]
+            ahead = [s for s in scores if not self.better(score, s)]
         else:
-            ahead = [s for s, _, _ in self.entries.values() if self.better(s, score)]
+            ahead = [s for s in scores if self.better(s, score)]
         return len(ahead) + 1
+
+    def periods(self, window: str | None = None) -> list[dict[str, Any]]:
+        self._prune()
+        w = self._window(window)
+        now = self.now()
+        current = period_of(w, now)
+        if current is None:
+            return []
+        return [
+            {
+                "id": p.id,
+                "start": p.start,
+                "end": p.end,
+                "size": len(self.tables[w.name].get(p.id, {})),
+                "closed": p != current,
+            }
+            for p in self.kept(w, now)
+        ]

@@ -240,7 +240,7 @@ class EmbeddedBoards:
 
     async def periods(self, name: str, window: str | None) -> PeriodList:
         board = self._ks.get(name)
-        w = board.select(window).window if window is not None else board.config.windows[0]
+        w = board.config.windows[board.window_index(window)]
         return {"board": board.name, "window": w.name, "periods": board.periods(w.name)}  # type: ignore[typeddict-item]
 
 
