@@ -30,7 +30,7 @@ from typing import Any
 
 import uvicorn
 
-from service import descriptors, redact
+from service import descriptors, redact, testclock
 from service.app import create_app
 from service.backend import offline
 from service.connections import CoarseClock, Sweeper, protocol_class
@@ -180,7 +180,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             fds.max_connections,
         )
 
-    app = create_app(settings)
+    try:
+        test_clock = testclock.from_environment(settings, dict(os.environ))
+    except (ValueError, OSError) as exc:
+        print(f"rankd: {exc}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    app = create_app(settings, test_clock)
     clock = CoarseClock()
     runtime: Runtime = app.state.rankd
     config = uvicorn.Config(

@@ -112,7 +112,7 @@ class ModelBoard:
     ) -> dict[str, Any]:
         self._prune()
         now = self.now()
-        plans = []
+        plans: list[tuple[Window, Period, dict[str, Row], Row | None, int | float, bool]] = []
         for w in self.windows:
             p = period_of(w, now if at is None else at)
             if p is None or p not in self.kept(w, now):
