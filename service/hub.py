@@ -42,6 +42,13 @@ connection holds at most one pending frame per subscription and never delays any
 client that stops reading entirely leaves its sender stuck in one send; a watchdog scans the
 connections once a second and closes those stuck for ``SEND_TIMEOUT``.
 
+Windows and periods: a subscription may name a board's ``window`` (default: its first). Its
+watch is keyed ``board`` or ``board\x00window`` and sees every event of the board (an event of
+another window only costs a needless look). A flush compares the window's current period with
+the one the watch last showed: when it changed (a ``broll``, or the clock crossing a boundary
+while the board was idle -- the backend rolls idle boards within a second), every subscriber
+of the watch gets a ``period`` frame and then the new state, even if that state looks equal.
+
 Observers run on the event-loop thread, as every store call in the service does.
 """
 
@@ -55,7 +62,7 @@ import orjson
 from starlette import status
 
 from service.backend.api import Backend, Entry
-from service.schemas import RankTail, TopTail
+from service.schemas import PeriodFrame, RankTail, TopTail
 from service.settings import ServiceLimits
 from store.events import BoardEvent, SessionEvent
 
@@ -63,6 +70,9 @@ log = logging.getLogger("rankd.ws")
 
 INF = math.inf
 MAX_TOP = 100
+# What a subscriber is known to have seen after a rollover: nothing it could equal again.
+_UNSEEN_TOP: list[Entry] = [{"rank": 0}]
+_UNSEEN_RANK: tuple[Any, Any] = (object(), None)
 
 # Close codes the hub itself asks for (the protocol edge owns the rest).
 POLICY = status.WS_1008_POLICY_VIOLATION
@@ -129,10 +139,27 @@ class _RankGroup:
 
 
 class _Watch:
-    __slots__ = ("hi", "lo", "max_top", "members", "name", "queued", "top_dirty", "tops")
+    __slots__ = (
+        "board",
+        "hi",
+        "lo",
+        "max_top",
+        "members",
+        "name",
+        "period",
+        "queued",
+        "top_dirty",
+        "tops",
+        "window",
+        "wname",
+    )
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, name: str, board: str, window: str | None, views: Any) -> None:
+        self.name = name  # the key in Hub._watches
+        self.board = board
+        self.window = window  # as subscribed; None: the board's first
+        # (window name, current period id) as last shown; None while the board is absent
+        self.wname, self.period = views.period_view(board, window)
         self.tops: dict[int, _TopGroup] = {}
         self.max_top = 0
         self.members: dict[str, _RankGroup] = {}
@@ -159,6 +186,7 @@ class Hub:
         self.closed_slow = 0
         self._epoch = backend.epoch
         self._watches: dict[str, _Watch] = {}
+        self._windowed: dict[str, set[str]] = {}  # board -> keys of watches naming a window
         self._dirty: list[_Watch] = []
         self._by_session: dict[str, set[Peer]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -227,15 +255,18 @@ class Hub:
 
     # -- subscriptions -------------------------------------------------------------------------
 
-    def subscribe_top(self, peer: Peer, head: str, name: str, n: int) -> TopSub:
+    def subscribe_top(
+        self, peer: Peer, head: str, name: str, n: int, window: str | None = None
+    ) -> TopSub:
         """Subscribe to a board's top ``n`` (it need not exist) and offer its full state."""
         assert 1 <= n <= MAX_TOP
-        watch = self._watch(name)
+        watch = self._watch(name, window)
+        name = watch.name
         group = watch.tops.get(n)
         if group is None:
             group = watch.tops[n] = _TopGroup(n)
             watch.max_top = max(watch.max_top, n)
-        view, total, seq = self._views.top_view(name, n)
+        view, total, seq = self._views.top_view(watch.board, n, watch.window)
         if group.view is None:
             group.view = view
         elif view != group.view:
@@ -244,16 +275,19 @@ class Hub:
         sub.seen = view
         group.subs[sub] = None
         self.subscriptions += 1
-        self._offer(peer, sub, head + self._top_tail(name, total, seq, view))
+        self._offer(peer, sub, head + self._top_tail(watch, total, seq, view))
         return sub
 
-    def subscribe_rank(self, peer: Peer, head: str, name: str, member: str) -> RankSub:
+    def subscribe_rank(
+        self, peer: Peer, head: str, name: str, member: str, window: str | None = None
+    ) -> RankSub:
         """Subscribe to one member's (rank, score) on a board and offer its current state."""
-        watch = self._watch(name)
+        watch = self._watch(name, window)
+        name = watch.name
         group = watch.members.get(member)
         if group is None:
             group = watch.members[member] = _RankGroup(member)
-        rank, score, seq = self._views.rank_view(name, member)
+        rank, score, seq = self._views.rank_view(watch.board, member, watch.window)
         state = (rank, score)
         if group.state is None:
             group.state = state
@@ -263,7 +297,7 @@ class Hub:
         sub.seen = state
         group.subs[sub] = None
         self.subscriptions += 1
-        self._offer(peer, sub, head + self._rank_tail(name, seq, member, state))
+        self._offer(peer, sub, head + self._rank_tail(watch, seq, member, state))
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
@@ -286,22 +320,36 @@ class Hub:
         if not watch:
             # A queued watch notices at flush time that it is no longer the registered one.
             del self._watches[watch.name]
+            if watch.window is not None:
+                keys = self._windowed[watch.board]
+                keys.discard(watch.name)
+                if not keys:
+                    del self._windowed[watch.board]
 
-    def _watch(self, name: str) -> _Watch:
+    def _watch(self, board: str, window: str | None) -> _Watch:
+        name = board if window is None else f"{board}\x00{window}"
         watch = self._watches.get(name)
         if watch is None:
-            watch = self._watches[name] = _Watch(name)
+            watch = self._watches[name] = _Watch(name, board, window, self._views)
+            if window is not None:
+                self._windowed.setdefault(board, set()).add(name)
         return watch
 
     # -- observers -----------------------------------------------------------------------------
 
     def _on_board_event(self, event: BoardEvent) -> None:
+        windowed = self._windowed.get(event[1])
+        if windowed:
+            for key in windowed:
+                self._mark(self._watches[key], event)
         watch = self._watches.get(event[1])
-        if watch is None:
-            return
+        if watch is not None:
+            self._mark(watch, event)
+
+    def _mark(self, watch: _Watch, event: BoardEvent) -> None:
         if event[0] == "bbatch":
             for write in event[2]:
-                self._on_board_event(write)
+                self._mark(watch, write)
             return
         low: float
         high: float
@@ -315,7 +363,7 @@ class Hub:
             member = event[2]
         elif event[0] == "bdel":  # ("bdel", board, member, seq, previous_rank)
             low, high, member = event[4], INF, event[2]
-        else:  # "bdrop", "bcfg": the whole board may have changed
+        else:  # "bdrop", "bcfg", "broll": the whole board may have changed
             low, high, member = 1, INF, None
             # Even members last seen absent (rank None, outside any span): a board that comes
             # back (an undone drop, store/keyspace.py) brings its entries with it. Rare events,
@@ -364,6 +412,7 @@ class Hub:
             if self._watches.get(watch.name) is not watch:
                 continue  # every subscription left (and maybe a new watch took the name)
             try:
+                self._check_period(watch)
                 if watch.top_dirty:
                     watch.top_dirty = False
                     self._flush_tops(watch)
@@ -373,9 +422,40 @@ class Hub:
                 # A bug here must not stop every later flush; the tests assert the log is clean.
                 log.exception("hub flush failed for one board")
 
+    def _check_period(self, watch: _Watch) -> None:
+        """A ``period`` frame to every subscriber when the watched window rolled over, and
+        the new state after it even where it looks the same (an empty top stays empty)."""
+        wname, period = self._views.period_view(watch.board, watch.window)
+        closed, was = watch.period, watch.wname
+        watch.wname, watch.period = wname, period
+        # Only a period that follows another of the same window: not a board that appeared,
+        # vanished or was reconfigured.
+        if period == closed or closed is None or period is None or wname != was:
+            return
+        frame: PeriodFrame = {"board": watch.board, "window": wname, "closed": closed,
+                              "current": period}  # fmt: skip
+        tail = "," + orjson.dumps(frame)[1:].decode()
+        watch.top_dirty = True
+        for group in watch.tops.values():
+            group.stale = True
+            for sub in group.subs:
+                self._offer_period(sub, tail)
+                sub.seen = _UNSEEN_TOP
+        for rank in watch.members.values():
+            rank.dirty = True
+            for rsub in rank.subs:
+                self._offer_period(rsub, tail)
+                rsub.seen = _UNSEEN_RANK
+
+    def _offer_period(self, sub: Subscription, tail: str) -> None:
+        # Its own outbox key: the state frame that follows must not conflate it away.
+        self.frames_offered += 1
+        head = '{"type":"period","id":' + sub.head.split(',"id":', 1)[1]
+        sub.peer.offer((sub, "period"), head + tail)
+
     def _flush_tops(self, watch: _Watch) -> None:
         # One read per dirty board per flush, sliced per N.
-        entries, total, seq = self._views.top_view(watch.name, watch.max_top)
+        entries, total, seq = self._views.top_view(watch.board, watch.max_top, watch.window)
         for n, group in watch.tops.items():
             view = entries[:n]
             if view == group.view and not group.stale:
@@ -388,12 +468,12 @@ class Hub:
                 if seen is view or seen == view:
                     continue
                 if tail is None:
-                    tail = self._top_tail(watch.name, total, seq, view)
+                    tail = self._top_tail(watch, total, seq, view)
                 sub.seen = view
                 self._offer(sub.peer, sub, sub.head + tail)
 
     def _flush_ranks(self, watch: _Watch) -> None:
-        views, name = self._views, watch.name
+        views, board, window = self._views, watch.board, watch.window
         lo, hi = watch.lo, watch.hi
         watch.lo, watch.hi = INF, 0
         for member, group in watch.members.items():
@@ -402,7 +482,7 @@ class Hub:
                 if rank is None or not lo <= rank <= hi:
                     continue
             group.dirty = False
-            rank, score, seq = views.rank_view(name, member)
+            rank, score, seq = views.rank_view(board, member, window)
             state = (rank, score)
             group.state = state
             tail = None
@@ -410,7 +490,7 @@ class Hub:
                 if sub.seen == state:
                     continue
                 if tail is None:
-                    tail = self._rank_tail(name, seq, member, state)
+                    tail = self._rank_tail(watch, seq, member, state)
                 sub.seen = state
                 self._offer(sub.peer, sub, sub.head + tail)
 
@@ -420,9 +500,11 @@ class Hub:
 
     # -- frames: '{"type":..,"id":..' (per subscription) + one shared tail ---------------------
 
-    def _top_tail(self, name: str, total: int, seq: int, view: list[Entry]) -> str:
+    def _top_tail(self, watch: _Watch, total: int, seq: int, view: list[Entry]) -> str:
         body: TopTail = {
-            "board": name,
+            "board": watch.board,
+            "window": watch.wname,
+            "period": watch.period,
             "total": total,
             "entries": view,
             "seq": seq,
@@ -430,9 +512,11 @@ class Hub:
         }
         return "," + orjson.dumps(body)[1:].decode()
 
-    def _rank_tail(self, name: str, seq: int, member: str, state: tuple[Any, Any]) -> str:
+    def _rank_tail(self, watch: _Watch, seq: int, member: str, state: tuple[Any, Any]) -> str:
         body: RankTail = {
-            "board": name,
+            "board": watch.board,
+            "window": watch.wname,
+            "period": watch.period,
             "member": member,
             "rank": state[0],
             "score": state[1],

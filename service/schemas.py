@@ -306,6 +306,8 @@ class Revoked(TypedDict):
 
 class TopTail(TypedDict):
     board: str
+    window: str | None  # None while the board does not exist
+    period: str | None
     total: int
     entries: list[Entry]
     seq: int
@@ -314,11 +316,22 @@ class TopTail(TypedDict):
 
 class RankTail(TypedDict):
     board: str
+    window: str | None
+    period: str | None
     member: str
     rank: int | None
     score: Any
     seq: int
     epoch: str
+
+
+class PeriodFrame(TypedDict):
+    """A watched window rolled over; the new (often empty) state follows."""
+
+    board: str
+    window: str | None
+    closed: str
+    current: str | None
 
 
 class ErrorFrame(TypedDict):

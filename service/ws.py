@@ -1,13 +1,16 @@
 """``/v1/ws``: live ranks and score writes over one JSON-text WebSocket.
 
     client -> server
-      {"op":"subscribe","id":ID,"board":B,"top":N}        N in 1..100; B need not exist yet
+      {"op":"subscribe","id":ID,"board":B,"top":N,"window"?:W}  N in 1..100; B need not exist
+                                                            yet; W: default the first window
       {"op":"subscribe","id":ID,"board":B,"member":M}
       {"op":"unsubscribe","id":ID}                        -> {"type":"ack","id":ID}
       {"op":"score","id":ID,"board":B,"member":M,"score":S,"metadata":{..}?}
                                                           -> {"type":"ack","id":ID, ..write result}
     server -> client
-      {"type":"top","id":ID,"board":B,"total":T,"entries":[..],"seq":N,"epoch":E}
+      {"type":"top","id":ID,"board":B,"window":W,"period":P,"total":T,"entries":[..],"seq":N,
+       "epoch":E}
+      {"type":"period","id":ID,"board":B,"window":W,"closed":P0,"current":P1}  then the state
       {"type":"rank","id":ID,"board":B,"member":M,"rank":R|null,"score":S|null,"seq":N,"epoch":E}
       {"type":"error","id":ID|null,"status":400|403|404|409|413|503,"detail":".."}
 
@@ -79,7 +82,7 @@ TRY_AGAIN = status.WS_1013_TRY_AGAIN_LATER
 _LINGER_0 = struct.pack("ii", 1, 0)  # struct linger {l_onoff = 1, l_linger = 0}
 
 _FIELDS = {
-    "subscribe": frozenset({"op", "id", "board", "top", "member"}),
+    "subscribe": frozenset({"op", "id", "board", "top", "member", "window"}),
     "unsubscribe": frozenset({"op", "id"}),
     "score": frozenset({"op", "id", "board", "member", "score", "metadata"}),
 }
@@ -329,14 +332,17 @@ class Connection:
             raise _Bad(409, f"subscription id {show(rid)} is already in use on this connection")
         if len(self.subs) >= self._max_subs:
             raise _Bad(400, f"a connection holds at most {self._max_subs} subscriptions")
+        window = msg.get("window")
+        if window is not None and (type(window) is not str or not 0 < len(window) <= 64):
+            raise _Bad(400, f"window must be a window name of the board, but got {show(window)}")
         head = '{"type":"%s","id":' + orjson.dumps(rid).decode()
         if top is not None:
             if type(top) is not int or not 1 <= top <= MAX_TOP:
                 raise _Bad(400, f"top must be an integer from 1 to {MAX_TOP}, but got {show(top)}")
-            self.subs[rid] = self.hub.subscribe_top(self, head % "top", board, top)
+            self.subs[rid] = self.hub.subscribe_top(self, head % "top", board, top, window)
         else:
             member = check_member(member, self.runtime.backend.boards.limits)
-            self.subs[rid] = self.hub.subscribe_rank(self, head % "rank", board, member)
+            self.subs[rid] = self.hub.subscribe_rank(self, head % "rank", board, member, window)
 
     def _unsubscribe(self, rid: object) -> None:
         sub = self.subs.pop(rid, None)
@@ -344,6 +350,7 @@ class Connection:
             raise _Bad(404, f"no subscription with id {show(rid)} on this connection")
         self.hub.unsubscribe(sub)
         self._outbox.pop(sub, None)  # nothing for this id after its ack
+        self._outbox.pop((sub, "period"), None)
         self._reply({"type": "ack", "id": rid})
 
     async def _score(self, rid: object, msg: dict[str, Any]) -> None:

@@ -181,8 +181,9 @@ class Views(Protocol):
         """(rank, score, seq); (None, None, seq) when the member or board is absent."""
         ...
 
-    def period_view(self, name: str, window: str | None = None) -> str | None:
-        """The id of the window's current period (None: absent board or window, not begun)."""
+    def period_view(self, name: str, window: str | None = None) -> tuple[str | None, str | None]:
+        """(window name, current period id); (None, None) for an absent board or window, and
+        (name, None) before a custom window's first period."""
         ...
 
 

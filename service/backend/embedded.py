@@ -353,14 +353,18 @@ class _Views:
         entry = table.entry(member, name)
         return entry["rank"], entry["score"], board.seq
 
-    def period_view(self, name: str, window: str | None = None) -> str | None:
+    def period_view(self, name: str, window: str | None = None) -> tuple[str | None, str | None]:
         board = self._ks.find(name)
         if board is None:
-            return None
+            return None, None
         try:
-            return board.select(window).period.id
-        except (PeriodNotFound, InvalidArgument):
-            return None
+            w = board.config.windows[board.window_index(window)]
+        except InvalidArgument:
+            return None, None
+        try:
+            return w.name, board.select(window).period.id
+        except PeriodNotFound:
+            return w.name, None
 
 
 class EmbeddedBackend:

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from tests.board_model import ModelBoard
+from tests.contract.test_ws import http_client, run, ws_client
 from tests.servers import ServerFactory
 
 T0 = datetime(2026, 11, 27, 21, 30, tzinfo=UTC).timestamp()
@@ -149,3 +150,49 @@ def test_a_month_over_http_across_kill_9(rankd_server: ServerFactory, tmp_path: 
         assert kills >= 5 and writes >= 600 and checks >= 10, (kills, writes, checks)
     finally:
         http.close()
+
+
+def test_websocket_window_subscription_sees_the_rollover(
+    rankd_server: ServerFactory, tmp_path: Path
+) -> None:
+    """A watched window's period ends while nobody writes: a ``period`` frame, then the new
+    (empty) state -- for top and member subscriptions; the "all" window does not roll."""
+    clock = Clock(tmp_path / "now")
+    srv = rankd_server(env={"RANKD_TEST_CLOCK_FILE": str(clock.path)})
+    path = "/v1/boards/live"
+
+    async def main() -> None:
+        async with ws_client(srv) as ws, http_client(srv) as http:
+            r = await http.put(path, json={"windows": ["all", "day"]})
+            assert r.status_code == 201
+            await http.post(f"{path}/scores", json={"member": "ann", "score": 5})
+            await ws.send(op="subscribe", id="d", board="live", top=3, window="day")
+            day = await ws.expect("top", "d")
+            assert (day["window"], day["period"]) == ("day", "2026-11-27")
+            assert day["entries"] == [{"rank": 1, "member": "ann", "score": 5}]
+            await ws.send(op="subscribe", id="a", board="live", top=3)
+            assert (await ws.expect("top", "a"))["window"] == "all"
+            await ws.send(op="subscribe", id="m", board="live", member="ann", window="day")
+            assert (await ws.expect("rank", "m"))["rank"] == 1
+            clock.set(T0 + 3 * HOUR)  # past midnight, no write: the server's tick rolls it
+            frames = await ws.quiet(2.5)
+            kinds = [(f["type"], f["id"]) for f in frames]
+            assert kinds.count(("period", "d")) == 1 and kinds.count(("period", "m")) == 1
+            assert ("period", "a") not in kinds and ("top", "a") not in kinds
+            period = next(f for f in frames if f["type"] == "period" and f["id"] == "d")
+            assert period == {"type": "period", "id": "d", "board": "live", "window": "day",
+                              "closed": "2026-11-27", "current": "2026-11-28"}  # fmt: skip
+            top = [f for f in frames if f["type"] == "top" and f["id"] == "d"]
+            assert top and top[-1]["entries"] == [] and top[-1]["period"] == "2026-11-28"
+            assert kinds.index(("period", "d")) < kinds.index(("top", "d"))
+            rank = [f for f in frames if f["type"] == "rank" and f["id"] == "m"]
+            assert rank and rank[-1]["rank"] is None
+            # Writes now land in the new day only.
+            await http.post(f"{path}/scores", json={"member": "bob", "score": 7})
+            frames = await ws.quiet(1.0)
+            top = [f for f in frames if f["type"] == "top" and f["id"] == "d"]
+            assert top[-1]["entries"] == [{"rank": 1, "member": "bob", "score": 7}]
+            await ws.send(op="subscribe", id="x", board="live", top=3, window=5)
+            assert (await ws.expect("error", "x"))["status"] == 400
+
+    run(main)

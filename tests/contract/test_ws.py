@@ -96,6 +96,8 @@ def test_subscribe_full_state_updates_unsubscribe(server: Any, name: str) -> Non
                 "type": "top",
                 "id": "s1",
                 "board": name,
+                "window": None,  # the board does not exist yet
+                "period": None,
                 "total": 0,
                 "entries": [],
                 "seq": 0,
