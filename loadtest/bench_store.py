@@ -282,6 +282,10 @@ def measure_board(count: int, kind: str, seed: int) -> float:
         board = Keyspace().board_for_write("b")
         for member in _members(count, rnd):
             board.write(member, rnd.randint(0, 10**9))
+    elif kind.startswith("windows="):  # e.g. "windows=all,week,day" (bench_windows.py)
+        board, _ = Keyspace().configure("b", {"windows": kind[8:].split(",")})
+        for member in _members(count, rnd):
+            board.write(member, rnd.randint(0, 10**9))
     else:
         keys: dict[str, tuple[int, int, str]] = {}
         index: SortedList = SortedList()

@@ -476,8 +476,7 @@ class Board:
     def _better(self, a: Score, b: Score) -> bool:
         return a > b if self._desc else a < b
 
-    def _new_score(self, old: Key, score: Score) -> Score:
-        old_score = self._score(old)
+    def _new_score(self, old_score: Score, score: Score) -> Score:
         update = self.config.update
         if update == "best":
             return score if self._better(score, old_score) else old_score
@@ -634,21 +633,23 @@ class Board:
         self.roll(now)
         targets = self._targets(self._check_at(at, now), now)
         windows = self.config.windows
-        plans: list[tuple[int, Period, Table | None, Key | None, Score, bool]] = []
+        plans: list[tuple[int, Period, Table | None, Key | None, Score, Score, bool]] = []
         for i, p in targets:
             table = self._tables[i].get(p.id)
             old = table._keys.get(member) if table is not None else None
             if old is None:
-                plans.append((i, p, table, None, score, True))
+                plans.append((i, p, table, None, score, score, True))
             else:
-                new = self._new_score(old, score)  # raises on sum overflow, before any change
-                plans.append((i, p, table, old, new, new != self._score(old)))
+                was = self._score(old)
+                new = self._new_score(was, score)  # raises on sum overflow, before any change
+                plans.append((i, p, table, old, was, new, new != was))
         seq = self.seq
-        if any(plan[5] for plan in plans):
+        if any(plan[6] for plan in plans):
             self.seq = seq = seq + 1
             assert seq < SEQ_LIMIT, "board write counter exhausted"
         results: dict[str, Entry] = {}
-        for i, p, table, old, new, changed in plans:
+        shared: Key | None = None
+        for i, p, table, old, was, new, changed in plans:
             name = windows[i].name
             if table is None:
                 table = self._tables[i][p.id] = Table(name, p.id, self._desc, self._first)
@@ -663,9 +664,17 @@ class Board:
                     "changed": False,
                 }
                 continue
-            event = self._set(table, member, new, seq, meta, old)
+            # Windows that reach the written score share one key object: same bytes, and an
+            # extra window then costs its dict and index slots, not another key.
+            if new is score:
+                if shared is None:
+                    shared = self._key(score, seq, member)
+                key = shared
+            else:
+                key = self._key(new, seq, member)
+            event = self._set(table, member, key, new, seq, meta, old)
             events.append(event)
-            previous = None if old is None else {"score": self._score(old), "rank": event[7]}
+            previous = None if old is None else {"score": was, "rank": event[7]}
             results[name] = {
                 "period": p.id,
                 "score": new,
@@ -698,15 +707,16 @@ class Board:
         self,
         table: Table,
         member: str,
+        key: Key,
         score: Score,
         seq: int,
         meta: dict[str, Any] | None,
         old: Key | None,
     ) -> Event:
-        """Put one entry into one table; the "bset" event that says so (not emitted)."""
+        """Put one entry (its sort key already made) into one table; the "bset" event that
+        says so (not emitted)."""
         index = table._index
         prev_rank = None if old is None else table.rank_at(index.index_remove(old), old)
-        key = self._key(score, seq, member)
         rank = table.rank_at(index.add(key), key)
         table._keys[member] = key
         old_meta = table._meta.get(member)
