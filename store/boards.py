@@ -260,6 +260,7 @@ class Board:
         "_first",
         "_limits",
         "_next",
+        "_selected",
         "_single",
         "_tables",
         "_wix",
@@ -304,6 +305,7 @@ class Board:
         self._next = -INF if timed else INF  # the first call rolls a timed board
         # The fast path: a board of one "all" window has exactly one table, and never rolls.
         self._single = self._tables[0]["all"] if len(windows) == 1 and not timed else None
+        self._selected = Selected(windows[0], _ALL, self._single)  # select()'s fast answer
 
     def __len__(self) -> int:
         """Entries held in every period of every window (what the board costs)."""
@@ -381,11 +383,13 @@ class Board:
         """The table a read names: ``window`` (default: the first) and ``period`` (``current``,
         ``previous`` or an id; default current). InvalidArgument for a window the board does
         not have or a malformed id; PeriodNotFound for a period not kept or not begun."""
-        i = self.window_index(window)
-        w = self.config.windows[i]
         single = self._single
         if single is not None and period in (None, "current", "all"):
-            return Selected(w, _ALL, single)
+            if window is not None:
+                self.window_index(window)  # "all" or a 400
+            return self._selected
+        i = self.window_index(window)
+        w = self.config.windows[i]
         now = self.clock()
         self.roll(now)
         current = self._current[i]
