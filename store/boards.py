@@ -314,7 +314,11 @@ class Board:
         return sum(len(t) for tables in self._tables for t in tables.values())
 
     def __contains__(self, member: object) -> bool:
-        table = self.select().table
+        """Whether ``member`` is in the first window's current period."""
+        try:
+            table = self.select().table
+        except PeriodNotFound:  # a custom window before its start
+            return False
         return table is not None and member in table
 
     def set_config(self, config: BoardConfig, now: float | None = None) -> None:

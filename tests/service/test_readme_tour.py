@@ -61,3 +61,16 @@ def test_the_first_run_loop_fills_the_live_board(rankd_server: Any) -> None:
     _run(srv, _block_after("Post a few scores and watch it move"))
     with srv.client() as http:
         assert http.get("/v1/boards/global/top").json()["total"] > 0
+
+
+def test_the_windows_example_runs_verbatim(rankd_server: Any) -> None:
+    srv = rankd_server()
+    out = _run(srv, _block_after("## Windows and periods (seasons)"))
+    assert out.count('"windows":{"all":') == 2, out  # both writes answer per window
+    assert '"window":"day","periods":[' in out and '"closed":false' in out
+    with srv.client() as http:
+        week = http.get("/v1/boards/arena/top", params={"window": "week"}).json()
+        assert [e["member"] for e in week["entries"]][:1] == ["ann"]
+        # bob's `at`, five minutes ago, is inside grace (the "all" window never turns)
+        assert http.get("/v1/boards/arena/top").json()["total"] == 2
+    assert "Exception" not in srv.logs()
