@@ -664,11 +664,11 @@ class Board:
             if not changed:
                 assert old is not None
                 rank = table.rank_at(table._index.index(old), old)
-                results[name] = {
+                results[name] = {  # the stored score: 13 stays 13 when 13.0 is written
                     "period": p.id,
-                    "score": new,
+                    "score": was,
                     "rank": rank,
-                    "previous": {"score": new, "rank": rank},
+                    "previous": {"score": was, "rank": rank},
                     "changed": False,
                 }
                 continue

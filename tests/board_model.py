@@ -141,7 +141,7 @@ class ModelBoard:
                 table[member] = (new, self.seq, kept_meta)
             results[w.name] = {
                 "period": p.id,
-                "score": new,
+                "score": new if changed or old is None else old[0],  # unchanged: as stored
                 "rank": self._rank_in(table, member),
                 "previous": previous,
                 "changed": changed,

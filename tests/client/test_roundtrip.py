@@ -21,7 +21,14 @@ def test_boards_round_trip(client: Client, name: str) -> None:
         "order": "asc",
         "update": "latest",
         "ties": "member",
+        "windows": ["all"],
+        "reset_offset": 0,
+        "keep": 4,
+        "grace": 0,
+        "min_score": None,
+        "max_score": None,
         "size": 0,
+        "sizes": {"all": 0},
     }
     assert client.put_board(name, update="sum")["update"] == "sum"  # others kept
     assert client.get_board(name)["order"] == "asc"

@@ -67,6 +67,7 @@ MATRIX: tuple[Row, ...] = (
     ),
     Row("GET", "/v1/boards/{board}/top", "/v1/boards/{board}/top", None, "read"),
     Row("GET", "/v1/boards/{board}/rank", "/v1/boards/{board}/rank?score=5", None, "read"),
+    Row("GET", "/v1/boards/{board}/periods", "/v1/boards/{board}/periods", None, "read"),
     Row(
         "GET",
         "/v1/boards/{board}/members/{member}",
