@@ -179,6 +179,10 @@ class Connection:
 
     def offer(self, key: object, frame: str) -> None:
         outbox = self._outbox
+        if type(key) is tuple:
+            # A period frame (hub._offer_period): a state of the closed period still pending
+            # is stale, and the new state must come after the period frame, not in its slot.
+            outbox.pop(key[0], None)
         if key in outbox:
             self.hub.frames_conflated += 1
         outbox[key] = frame  # an existing key keeps its place: latest state, original slot
