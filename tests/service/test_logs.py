@@ -4,6 +4,7 @@ API key or session id reaches either format (the redaction rules of service/reda
 import json
 import logging
 import signal
+import sys
 
 import pytest
 from websockets.sync.client import connect
@@ -90,11 +91,8 @@ def test_json_formatter_redacts_every_field_and_the_exception() -> None:
         raise ValueError(f"bad session {sid}")
     except ValueError:
         record = logging.LogRecord(
-            "rankd", logging.ERROR, __file__, 1, "key %s", (ODD_KEY,), exc_info=True
+            "rankd", logging.ERROR, __file__, 1, "key %s", (ODD_KEY,), exc_info=sys.exc_info()
         )
-        import sys
-
-        record.exc_info = sys.exc_info()
     record.path = f"/v1/sessions/{sid}"
     out = json.loads(fmt.format(record))
     assert out["message"] == "key [redacted]"
