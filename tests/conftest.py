@@ -13,6 +13,7 @@ Which tests need which tool:
     needs_chromium   marked ``needs_chromium`` or ``browser``
     needs_wrk        marked ``needs_wrk``
     needs_promtool   marked ``needs_promtool``
+    needs_root       marked ``needs_root``, or using the ``tmpfs`` fixture (it mounts one)
 """
 
 import os
@@ -33,6 +34,7 @@ PACKAGES = {
     "needs_promtool": "prometheus",
 }
 _ALIASES = {"redis": "needs_redis", "browser": "needs_chromium"}
+ROOT = "needs_root"
 
 _deselected: dict[str, int] = {}
 _missing: dict[str, list[str]] = {}
@@ -46,8 +48,11 @@ def needs(item: pytest.Item) -> set[str]:
     """The ``needs_*`` requirements of one collected test."""
     found = {m.name for m in item.iter_markers() if m.name in TOOLS}
     found |= {_ALIASES[m.name] for m in item.iter_markers() if m.name in _ALIASES}
-    if "redis_cluster" in getattr(item, "fixturenames", ()):
+    fixtures = getattr(item, "fixturenames", ())
+    if "redis_cluster" in fixtures:
         found.add("needs_redis")
+    if "tmpfs" in fixtures or item.get_closest_marker(ROOT) is not None:
+        found.add(ROOT)
     callspec = getattr(item, "callspec", None)
     if callspec is not None and callspec.params.get("backend") == "redis":
         found.add("needs_redis")
@@ -61,6 +66,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         absent = [t for t in tools if shutil.which(t) is None]
         if absent:
             _missing[marker] = absent
+    if os.geteuid() != 0:
+        _missing[ROOT] = ["root (mount)"]
     if not _missing:
         return
     keep: list[pytest.Item] = []
@@ -80,12 +87,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for marker, count in sorted(_deselected.items()):
-        tools = ", ".join(_missing[marker])
-        terminalreporter.write_line(
-            f"deselected {count} test(s) needing {tools} (not on PATH): install Debian's "
-            f"{PACKAGES[marker]} (scripts/test does, as root) to run them",
-            yellow=True,
-        )
+        if marker == ROOT:
+            line = f"deselected {count} test(s) that mount a tmpfs: run as root to include them"
+        else:
+            line = (
+                f"deselected {count} test(s) needing {', '.join(_missing[marker])} (not on "
+                f"PATH): install Debian's {PACKAGES[marker]} (scripts/test does, as root)"
+            )
+        terminalreporter.write_line(line, yellow=True)
     if in_ci():
         skipped = len(terminalreporter.stats.get("skipped", []))
         deselected = len(terminalreporter.stats.get("deselected", []))
