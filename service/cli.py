@@ -1,7 +1,8 @@
 """``rankd`` (and ``python -m service``): parse settings, refuse unsafe setups, run uvicorn.
 
 ``rankd check`` and ``rankd repair`` are offline commands (service/backend/offline.py):
-they never start the server. ``rankd --version`` prints the installed version.
+they never start the server; ``rankd healthcheck`` asks a running one (service/healthcheck.py,
+the container's HEALTHCHECK). ``rankd --version`` prints the installed version.
 
 Start-up, in this order, so every refusal comes before anything slow or visible::
 
@@ -51,7 +52,7 @@ from typing import Any
 
 import uvicorn
 
-from service import descriptors, logs
+from service import descriptors, healthcheck, logs
 from service.access import AccessLog
 from service.app import create_app
 from service.backend import offline, preflight
@@ -120,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rankd",
         description="Real-time leaderboards and sessions over HTTP and WebSocket. "
-        "Offline commands: rankd check, rankd repair (see rankd check --help).",
+        "Other commands: rankd check, rankd repair (offline), rankd healthcheck "
+        "(see rankd check --help).",
         epilog="Every setting also reads RANKD_<NAME> from the environment (flags win), "
         "and RANKD_<NAME>_FILE names a file holding it (e.g. RANKD_API_KEYS_FILE for a "
         "Docker or Kubernetes secret). Prefer RANKD_API_KEYS(_FILE) to --api-key: command "
@@ -337,6 +339,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 def _main(args: list[str]) -> int:
     if args and args[0] in offline.COMMANDS:
         return offline.main(args)
+    if args and args[0] == "healthcheck":
+        return healthcheck.main(args[1:], settings_from)
     try:
         settings, log_settings = parse(args, os.environ)
     except SettingsError as exc:
