@@ -1,12 +1,13 @@
 """Log output: text lines or JSON objects, both redacted; installed once by the CLI.
 
     --log-format text   ``2026-12-03 02:34:24,186 INFO rankd: ready in 0.016 s``
-    --log-format json   one object per line: ``{"time": ..., "level": "INFO", "logger": "rankd",
-                        "message": "ready in 0.016 s"}`` plus any structured fields a record
-                        carries (the access log's ``request_id``, ``status``, ...), and
-                        ``exc_info`` as one string. python-json-logger does the formatting: it
-                        is kept, typed and handles ``extra`` fields and exceptions the way
-                        log shippers expect, which a hand-written json.dumps would re-learn.
+    --log-format json   one object per line: ``{"level": "INFO", "logger": "rankd",
+                        "message": "ready in 0.016 s", "time": "2026-12-03T02:34:24.186+00:00"}``
+                        plus any structured fields a record carries (the access log's
+                        ``request_id``, ``status``, ...), and ``exc_info`` as one string.
+                        python-json-logger does the formatting: it is kept, typed and handles
+                        ``extra`` fields and exceptions the way log shippers expect, which a
+                        hand-written json.dumps would re-learn.
 
 Redaction happens on the values, before serialisation, so a key that contains a JSON escape
 (``"`` or ``\\``) is still found, and every field -- message, exception text, extras -- goes
@@ -68,8 +69,9 @@ class RedactingJsonFormatter(JsonFormatter):
 
     def __init__(self, secrets: Sequence[str]) -> None:
         super().__init__(
-            "%(asctime)s %(levelname)s %(name)s %(message)s",
-            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            "%(levelname)s %(name)s %(message)s",
+            rename_fields={"levelname": "level", "name": "logger"},
+            timestamp="time",  # ISO 8601 in UTC, what log shippers parse without a pattern
             reserved_attrs=[*_reserved(), *_SKIPPED],
         )
         self._redact = redact.Redactor(secrets)

@@ -3,6 +3,7 @@ API key or session id reaches either format (the redaction rules of service/reda
 
 import json
 import logging
+import re
 import signal
 import sys
 
@@ -65,6 +66,7 @@ def test_json_lines_parse_and_access_records_carry_fields(rankd_server) -> None:
     records = [json.loads(line) for line in srv.logs().splitlines() if line.strip()]
     assert records and all({"time", "level", "logger", "message"} <= set(r) for r in records)
     assert not any("color_message" in r for r in records)
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+\+00:00", r["time"]) for r in records)
     access = [r for r in records if r["logger"] == "rankd.access"]
     assert len(access) >= 7
     mine = next(r for r in access if r["request_id"] == "trace-42.a:b")
