@@ -172,3 +172,18 @@ def test_healthcheck_fails_when_the_server_does_not_answer(tmp_path) -> None:
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_compose_gives_the_final_snapshot_a_stop_grace() -> None:
+    import yaml
+
+    from service.settings import ServiceLimits
+
+    rankd = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())["services"]["rankd"]
+    grace = rankd["stop_grace_period"]
+    assert grace.endswith("s")
+    # --shutdown-grace, then the final snapshot (3-4 s at 1M entries + 1M sessions, README):
+    # Docker's default 10 s leaves too little room for anything bigger.
+    assert int(grace[:-1]) >= ServiceLimits().shutdown_grace + 30
+    assert rankd["environment"]["RANKD_API_KEYS_FILE"].startswith("/run/secrets/")
+    assert "healthcheck" not in rankd  # the image's own, which follows the port
