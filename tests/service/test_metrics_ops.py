@@ -39,7 +39,8 @@ def series(samples: Samples, name: str) -> dict[tuple[tuple[str, str], ...], flo
 
 
 def test_metrics_move_under_load(rankd_server) -> None:
-    srv = rankd_server(max_memory="4g", snapshot_interval=0)
+    # fsync=always: every acknowledged write is in the journal when kill -9 comes (below).
+    srv = rankd_server(max_memory="4g", snapshot_interval=0, fsync="always")
     before = scrape(srv)
     assert value(before, "rankd_memory_limit_bytes") == 4 << 30
     assert 0 < value(before, "rankd_memory_used_bytes") < 4 << 30
