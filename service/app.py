@@ -42,6 +42,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
 from service import routes_admin, routes_boards, routes_sessions
+from service.backend import offline
 from service.backend.api import Backend
 from service.backend.embedded import EmbeddedBackend
 from service.browser import (
@@ -215,7 +216,9 @@ async def _start(rt: Runtime, started: list[str]) -> None:
     except Exception as exc:
         if backend.fatal is None:
             backend.fatal = f"{type(exc).__name__}: {exc}"
-        log.error("start-up failed, shutting down: %s", backend.fatal, exc_info=exc)
+        # A described failure (damage, an I/O error, a locked directory) needs no traceback.
+        trace = None if offline.expected_failure(exc) else exc
+        log.error("start-up failed, shutting down: %s", backend.fatal, exc_info=trace)
         rt.request_shutdown()
 
 

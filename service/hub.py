@@ -157,6 +157,8 @@ class Hub:
         self.frames_offered = 0
         self.frames_conflated = 0
         self.closed_slow = 0
+        self.frames_sent = 0  # written to a socket (ws.py's send loop): fan-out cost
+        self.sent_bytes = 0
         self._epoch = backend.epoch
         self._watches: dict[str, _Watch] = {}
         self._dirty: list[_Watch] = []

@@ -227,6 +227,7 @@ class Connection:
     async def _send_loop(self) -> None:
         send = self.websocket.send
         clock = asyncio.get_running_loop().time
+        hub = self.hub
         while True:
             if not self._outbox:
                 self._wake.clear()
@@ -245,6 +246,8 @@ class Connection:
                     self._gone = True
                     return
                 self.send_started = None
+                hub.frames_sent += 1
+                hub.sent_bytes += len(frame)
 
     async def _read_loop(self) -> None:
         receive = self.websocket.receive

@@ -35,7 +35,7 @@ operation a method of its own rather than one catch-all.
 """
 
 from collections.abc import Callable
-from typing import Any, Protocol, TypedDict
+from typing import Any, NotRequired, Protocol, TypedDict
 
 from service.schemas import (
     BoardInfo,
@@ -63,6 +63,13 @@ class StoreStats(TypedDict):
     entries: int
     sessions: int  # held, expired ones not yet purged included
     session_events: dict[str, int]  # lifecycle events since start, by kind
+    # The largest boards (name, entries), biggest first, at most service.metrics.LARGEST_BOARDS.
+    largest: NotRequired[list[tuple[str, int]]]
+
+
+class RecoveryStats(TypedDict):
+    seconds: float
+    journal_records: int
 
 
 class PersistenceStats(TypedDict):
@@ -72,6 +79,8 @@ class PersistenceStats(TypedDict):
     snapshot_seconds: float | None
     fsync_buckets: list[tuple[str, float]]  # cumulative histogram
     fsync_sum: float
+    snapshot_running: NotRequired[bool]
+    recovery: NotRequired[RecoveryStats]  # what loading took at start
 
 
 class MemoryStats(TypedDict):

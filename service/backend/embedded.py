@@ -31,6 +31,7 @@ HTTP layer alone) steps 2 and 4 vanish.
 """
 
 import asyncio
+import heapq
 import logging
 import secrets
 import time
@@ -69,6 +70,8 @@ from store.values import Limits
 log = logging.getLogger("rankd")
 
 T = TypeVar("T")
+
+LARGEST_BOARDS = 10  # boards with a series of their own in /metrics (bounded cardinality)
 
 # The purge reclaims at most this many sessions per call, then yields to the loop, so a mass
 # expiry never stalls requests; it sleeps at most PURGE_MAX_SLEEP between rounds.
@@ -403,6 +406,9 @@ class EmbeddedBackend:
                 "entries": sum(len(b) for b in boards),
                 "sessions": len(self._sessions),
                 "session_events": dict(self._sessions.counters),
+                "largest": [
+                    (b.name, len(b)) for b in heapq.nlargest(LARGEST_BOARDS, boards, key=len)
+                ],
             }
         persistence: PersistenceStats | None = None
         p = self.persistence
@@ -416,7 +422,13 @@ class EmbeddedBackend:
                 "snapshot_seconds": p.last_snapshot_seconds,
                 "fsync_buckets": fsync.cumulative(),
                 "fsync_sum": fsync.sum,
+                "snapshot_running": p.snapshot_running,
             }
+            if self.recovery is not None:
+                persistence["recovery"] = {
+                    "seconds": float(self.recovery["seconds"]),
+                    "journal_records": int(self.recovery["journal_records"]),
+                }
         m = self.memory
         memory: MemoryStats = {
             "used": m.used,
