@@ -63,10 +63,27 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "update": ("best", "latest", "sum"),
     "ties": ("first", "member"),
 }
+# Player policy (service/players.py enforces it): not choices, so checked by _policy().
+_POLICY = ("player_writes", "player_rate", "public_read")
+PLAYER_RATE_MAX = 10_000  # writes per member per minute
 
 
 def _ignore(event: Event) -> None:
     pass
+
+
+def _policy(name: str, value: object) -> object:
+    if name == "player_rate":
+        if type(value) is not int or not 1 <= value <= PLAYER_RATE_MAX:
+            raise InvalidArgument(
+                f"board option 'player_rate' must be an integer from 1 to {PLAYER_RATE_MAX} "
+                f"(writes per member per minute), but got {show(value)}"
+            )
+    elif type(value) is not bool:
+        raise InvalidArgument(
+            f"board option {show(name)} must be true or false, but got {show(value)}"
+        )
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +91,9 @@ class BoardConfig:
     order: Order = "desc"
     update: Update = "best"
     ties: Ties = "first"
+    player_writes: bool = False
+    player_rate: int = 60
+    public_read: bool = False
 
     @classmethod
     def from_options(
@@ -81,12 +101,16 @@ class BoardConfig:
     ) -> "BoardConfig":
         """Build from client options; an unknown option or value is an InvalidArgument."""
         base = base or cls()
-        values: dict[str, str] = {"order": base.order, "update": base.update, "ties": base.ties}
+        values: dict[str, Any] = base.as_dict()
         for name, value in options.items():
+            if name in _POLICY:
+                values[name] = _policy(name, value)
+                continue
             choices = _CHOICES.get(name)
             if choices is None:
                 raise InvalidArgument(
-                    f"unknown board option {show(name)}; expected one of {sorted(_CHOICES)}"
+                    f"unknown board option {show(name)}; "
+                    f"expected one of {sorted((*_CHOICES, *_POLICY))}"
                 )
             if value not in choices:
                 raise InvalidArgument(
@@ -97,10 +121,20 @@ class BoardConfig:
             order=cast(Order, values["order"]),
             update=cast(Update, values["update"]),
             ties=cast(Ties, values["ties"]),
+            player_writes=values["player_writes"],
+            player_rate=values["player_rate"],
+            public_read=values["public_read"],
         )
 
-    def as_dict(self) -> dict[str, str]:
-        return {"order": self.order, "update": self.update, "ties": self.ties}
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "order": self.order,
+            "update": self.update,
+            "ties": self.ties,
+            "player_writes": self.player_writes,
+            "player_rate": self.player_rate,
+            "public_read": self.public_read,
+        }
 
 
 class Board:

@@ -7,6 +7,8 @@ layout below is fixed forever; a new field means a new format version, decoded h
     session row   [id, user, data, created_at, ttl, idle_deadline, max_expires_at, version]
                   (snapshot SESSIONS items, journal ``sput`` payloads)
     config row    {"order", "update", "ties"}  (snapshot BOARD heads, journal ``bcfg``)
+                  + optional {"player_writes", "player_rate", "public_read"}: absent = the
+                  default, so rows written before they existed decode unchanged
     entry row     [member, score, seq, metadata | null]  (journal ``bbatch`` items; ``bset``
                   is [board, *entry row])
 
@@ -49,8 +51,15 @@ def session_from_row(row: Any) -> Session:
     )
 
 
-def config_row(config: BoardConfig) -> dict[str, str]:
-    return {"order": config.order, "update": config.update, "ties": config.ties}
+def config_row(config: BoardConfig) -> dict[str, object]:
+    return {
+        "order": config.order,
+        "update": config.update,
+        "ties": config.ties,
+        "player_writes": config.player_writes,
+        "player_rate": config.player_rate,
+        "public_read": config.public_read,
+    }
 
 
 def config_from_row(row: Any) -> BoardConfig:
