@@ -20,6 +20,7 @@ from websockets.exceptions import ConnectionClosed
 from service.players import RateLimiter
 from tests.contract.test_ws import ws_client
 from tests.service.test_live import browser, page  # noqa: F401  (fixtures)
+from tests.service.test_readme_tour import _block_after, _run
 
 ADMIN = "players-admin-0123456789"
 KEYS = [f"{ADMIN}:admin"]
@@ -211,6 +212,21 @@ def test_protected_mode_keeps_todays_behaviour(rankd_server: Any) -> None:
         assert r.status_code == 200, r.text
         assert c.get("/v1/boards/g/top").status_code == 200
         assert c.post("/v1/admin/snapshot").status_code == 200
+
+
+def test_readme_players_walkthrough_runs_verbatim(rankd_server: Any) -> None:
+    srv = rankd_server(
+        env={
+            "RANKD_API_KEYS": "ops-key-0123456789abcdef:admin;game-backend-key-0123456789:sessions"
+        }
+    )
+    out = _run(srv, _block_after("### Players: a worked example"))
+    assert out.count('"member":"ann"') == 2, out  # her write, then the public top
+    assert "}403\n" in out and out.endswith("}401\n"), out
+    with srv.client() as c:
+        top = c.get("/v1/boards/arena/top").json()
+        assert [(e["member"], e["score"]) for e in top["entries"]] == [("ann", 1200)]
+    assert "Exception" not in srv.logs()
 
 
 def test_openapi_names_the_session_and_anonymous_schemes(http: Any) -> None:
