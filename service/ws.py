@@ -411,9 +411,11 @@ class Connection:
         if player is None:
             member = _field(msg, "member")
         else:
-            member = await self.runtime.players.authorize_write(
-                player, board, msg.get("member", MISSING)
-            )
+            players = self.runtime.players
+            # The session may have expired since the upgrade and the purge not reached it yet:
+            # a write is a right, so it is checked again (one lookup; 401 if gone).
+            await players.authenticate(player.sid)
+            member = await players.authorize_write(player, board, msg.get("member", MISSING))
         result = await self.runtime.backend.boards.write(board, member, value, msg.get("metadata"))
         self._reply({"type": "ack", "id": rid, **result})
 

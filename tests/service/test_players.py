@@ -143,17 +143,40 @@ def test_options_survive_a_crash_and_a_restart(keyed: Any) -> None:
         assert {k: c.get("/v1/boards/kept").json()[k] for k in options} == options
 
 
-def test_an_expired_session_is_401_at_once(keyed: Any, problem: Any) -> None:
+def test_an_expired_session_is_401_at_once_over_http_and_websocket(
+    keyed: Any, problem: Any
+) -> None:
     with keyed.client() as c:
+        c.put("/v1/boards/g", json={"player_writes": True}, headers=A)
         sid = _player(c, ttl=1)
-        assert c.get("/v1/boards", headers={"authorization": f"Session {sid}"}).status_code == 200
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:  # expiry is at 1 s: lazy on read, no purge needed
-            r = c.get("/v1/boards", headers={"authorization": f"Session {sid}"})
-            if r.status_code != 200:
-                break
-            time.sleep(0.05)
-        problem(r, 401, "unauthorized")
+        me = {"authorization": f"Session {sid}"}
+        assert c.get("/v1/boards", headers=me).status_code == 200
+
+        async def main() -> None:
+            async with ws_client(keyed, f"?session={sid}") as ws:
+                await ws.send(op="score", id="before", board="g", score=1)
+                await ws.expect("ack", "before")
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline:  # expiry at 1 s: lazy on read, no purge
+                    r = c.get("/v1/boards", headers=me)
+                    if r.status_code != 200:
+                        break
+                    await asyncio.sleep(0.05)
+                problem(r, 401, "unauthorized")
+                # The socket's rights end with it: its next write is refused (or, if the purge
+                # got there first, the socket is already closed).
+                try:
+                    await ws.send(op="score", id="after", board="g", score=2)
+                    frame = await ws.recv()
+                    if frame["type"] == "error":
+                        assert (frame["id"], frame["status"]) == ("after", 401), frame
+                    else:
+                        pytest.fail(f"a write after expiry was answered {frame}")
+                except ConnectionClosed:
+                    assert ws.conn.close_reason == "session expired", ws.conn.close_reason
+
+        asyncio.run(asyncio.wait_for(main(), 30))
+        assert c.get("/v1/boards/g/members/alice", headers=A).json()["score"] == 1
 
 
 def test_session_ids_never_reach_logs_error_bodies_or_metrics(keyed: Any, problem: Any) -> None:
