@@ -8,7 +8,7 @@ Request path (no middleware of our own: each one would cost every request an ext
             -> endpoint wrapper: browser rules (writes; reads only in protected mode)
                                  -> auth (only if keys exist: a key is judged at once; a
                                     player session or no credential on a public board after
-                                    the readiness gate, service/players.py)
+                                    the readiness gate, service/gate.py)
                                  -> readiness gate (/v1 only)
                                  -> handler(runtime, request) -> problem+json on any exception
                                     (handlers reach data only through runtime.backend)
@@ -54,9 +54,9 @@ from service.browser import (
     BrowserRules,
 )
 from service.errors import Problem, http_exception, response_for, server_error
+from service.gate import Gate
 from service.http import RouteSpec
 from service.live import live_page
-from service.players import Gate
 from service.router import IndexedRouter
 from service.runtime import Runtime
 from service.settings import Settings

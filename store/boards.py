@@ -66,6 +66,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 # Player policy (service/players.py enforces it): not choices, so checked by _policy().
 _POLICY = ("player_writes", "player_rate", "public_read")
 PLAYER_RATE_MAX = 10_000  # writes per member per minute
+DEFAULT_PLAYER_RATE = 60
 
 
 def _ignore(event: Event) -> None:
@@ -92,7 +93,7 @@ class BoardConfig:
     update: Update = "best"
     ties: Ties = "first"
     player_writes: bool = False
-    player_rate: int = 60
+    player_rate: int = DEFAULT_PLAYER_RATE
     public_read: bool = False
 
     @classmethod
@@ -101,7 +102,8 @@ class BoardConfig:
     ) -> "BoardConfig":
         """Build from client options; an unknown option or value is an InvalidArgument."""
         base = base or cls()
-        values: dict[str, Any] = base.as_dict()
+        values: dict[str, Any] = {"order": base.order, "update": base.update, "ties": base.ties}
+        values.update((name, getattr(base, name)) for name in _POLICY)
         for name, value in options.items():
             if name in _POLICY:
                 values[name] = _policy(name, value)
@@ -127,14 +129,17 @@ class BoardConfig:
         )
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "order": self.order,
-            "update": self.update,
-            "ties": self.ties,
-            "player_writes": self.player_writes,
-            "player_rate": self.player_rate,
-            "public_read": self.public_read,
-        }
+        """The options as a journal record / snapshot row holds them: a player policy option
+        only when it is not the default, so the files of boards that do not use them are
+        byte for byte what they were before the options existed."""
+        d: dict[str, Any] = {"order": self.order, "update": self.update, "ties": self.ties}
+        if self.player_writes:
+            d["player_writes"] = True
+        if self.player_rate != DEFAULT_PLAYER_RATE:
+            d["player_rate"] = self.player_rate
+        if self.public_read:
+            d["public_read"] = True
+        return d
 
 
 class Board:
