@@ -6,7 +6,10 @@ Request path (no middleware of our own: each one would cost every request an ext
                --cors-origins lists origins) -> IndexedRouter (one dict lookup)
             -> Route -> _Handle (one Request, the method's wrapper)
             -> endpoint wrapper: browser rules (writes; reads only in protected mode)
-                                 -> auth (only if keys exist) -> readiness gate (/v1 only)
+                                 -> auth (only if keys exist: a key is judged at once; a
+                                    player session or no credential on a public board after
+                                    the readiness gate, service/gate.py)
+                                 -> readiness gate (/v1 only)
                                  -> handler(runtime, request) -> problem+json on any exception
                                     (handlers reach data only through runtime.backend)
                                  -> Cache-Control: no-store (session routes)
@@ -52,6 +55,7 @@ from service.browser import (
     BrowserRules,
 )
 from service.errors import Problem, http_exception, response_for, server_error
+from service.gate import Gate
 from service.http import RouteSpec
 from service.live import live_page
 from service.router import IndexedRouter
@@ -78,7 +82,8 @@ def _wrap(rt: Runtime, spec: RouteSpec, rules: BrowserRules) -> Endpoint:
     backend = rt.backend
     handler = spec.handler
     stats = rt.metrics.route(spec.method, spec.path)
-    scope = spec.scope if auth is not None else None
+    # None: no keys (protected mode, open) or an open route; else keys, players, public boards.
+    gate = Gate(auth, rt.players, spec) if auth is not None and spec.scope is not None else None
     gated = spec.gated
     where = f"{spec.method} {spec.path}"
     clock = time.perf_counter
@@ -97,11 +102,13 @@ def _wrap(rt: Runtime, spec: RouteSpec, rules: BrowserRules) -> Endpoint:
         try:
             if browser is not None:
                 browser(request.scope)
-            if scope is not None:
-                auth.check(request, scope)  # type: ignore[union-attr]
+            pending = gate.check(request) if gate is not None else None
             if gated and not backend.ready:
                 raise Problem(503, "not-ready", "recovering data from disk; retry shortly")
-            response = await handler(rt, request)
+            if pending is None:
+                response = await handler(rt, request)
+            else:
+                response = await gate.serve(pending, rt, request)  # type: ignore[union-attr]
         except Exception as exc:
             if isinstance(exc, MemoryError):
                 backend.on_memory_error()  # frees the reserve this answer is built with

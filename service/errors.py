@@ -44,6 +44,7 @@ _TITLES = {
     412: "Precondition Failed",
     413: "Content Too Large",
     415: "Unsupported Media Type",
+    429: "Too Many Requests",
     500: "Internal Server Error",
     503: "Service Unavailable",
     507: "Insufficient Storage",

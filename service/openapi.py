@@ -23,15 +23,18 @@ _JSON = "application/json"
 
 _ERRORS = {
     "400": "Invalid input: malformed JSON, wrong type, out-of-range value, unknown field.",
-    "401": "Missing or invalid API key (only when keys are configured).",
-    "403": "The API key lacks the scope this route needs, or the browser rules refuse the "
-    "request: a foreign Origin on a write, a non-loopback Host without keys.",
+    "401": "Missing or invalid API key or player session (only when keys are configured); "
+    "no credential on a board that is not public_read.",
+    "403": "The API key lacks the scope this route needs, a player session may not do this "
+    "(another member, a board without player_writes, another session), or the browser rules "
+    "refuse the request: a foreign Origin on a write, a non-loopback Host without keys.",
     "404": "No such board, member, session or route.",
     "405": "Method not allowed on this path.",
     "409": "Conflicts with current state (order change on a non-empty board).",
     "412": "If-Match or If-None-Match is false for the session's current version.",
     "413": "Request body or batch over its limit.",
     "415": "A request body sent with a Content-Type other than application/json (or +json).",
+    "429": "A player wrote more than the board's player_rate this minute; see Retry-After.",
     "503": "Not ready yet (recovering), persistence refuses writes, or out of memory.",
     "507": "The data may not grow: over --max-memory, --max-boards or "
     "--max-anonymous-sessions. Reads and deletes still work.",
@@ -104,11 +107,23 @@ def _op(
     body: str | None = None,
     body_required: bool = True,
     errors: tuple[str, ...] = ("400", "404"),
+    player: str = "",
+    public: bool = False,
 ) -> Schema:
+    """``player``: what a player session may do here (a sentence), "" for nothing;
+    ``public``: served with no credential on a ``public_read`` board."""
     op: Schema = {"summary": summary, "responses": dict(ok)}
     if scope is not None:
-        op["security"] = [{"bearer": []}]
-        op["description"] = f"Needs an API key with the `{scope}` scope (or `admin`)."
+        security: list[Schema] = [{"bearer": []}]
+        description = f"Needs an API key with the `{scope}` scope (or `admin`)"
+        if player:
+            security.append({"session": []})
+            description += f", or a player session: {player}"
+        if public:
+            security.append({})
+            description += "; on a `public_read` board no credential at all"
+        op["security"] = security
+        op["description"] = description + "."
         errors = (*errors, "401", "403")
     if body is not None:
         errors = (*errors, "415")
@@ -137,6 +152,12 @@ def _content(media: str, description: str, schema: Schema) -> Schema:
 
 
 _NO_CONTENT = {"204": {"description": "Done."}}
+_READS = "every board"
+_OWN_ENTRY = (
+    "its own entry only (`member` absent or the session's user), on boards with "
+    "`player_writes`, at most `player_rate` writes a minute (429 + Retry-After past it)"
+)
+_OWN_SESSION = "its own session only"
 _SESSION = {"200": _json("Session", "The session.", _ETAG)}
 _RADIUS = _param("radius", "query", {"type": "integer", "minimum": 0, "maximum": 100}, doc="5")
 _TOUCH = _param("touch", "query", {"type": "boolean"}, doc="false: read without refreshing")
@@ -161,37 +182,39 @@ def _paths() -> dict[str, Schema]:
     ops: list[tuple[str, str, list[Schema], Schema]] = [
         ("/v1/boards", "get", [], _op(
             "List boards by name", {"200": _json("BoardList", "A page.")}, "read",
-            [_OFFSET, _limit(100)], errors=_V1)),
+            [_OFFSET, _limit(100)], errors=_V1, player=_READS)),
         (b, "put", [_BOARD], _op(
             "Create or reconfigure a board",
             {"200": _json("Board", "Reconfigured."), "201": _json("Board", "Created.", _LOCATION)},
             "write", body="BoardOptions", body_required=False, errors=conflict)),
         (b, "get", [_BOARD], _op(
-            "Describe a board", {"200": _json("Board", "The board.")}, "read", errors=_V1)),
+            "Describe a board", {"200": _json("Board", "The board.")}, "read", errors=_V1,
+            player=_READS, public=True)),
         (b, "delete", [_BOARD], _op("Drop a board", _NO_CONTENT, "write", errors=_V1)),
         (b + "/scores", "post", [_BOARD], _op(
             "Write a score", {"200": _json("WriteResult", "The write result.")}, "write",
-            body="ScoreWrite", errors=_W)),
+            body="ScoreWrite", errors=(*_W, "429"), player=_OWN_ENTRY)),
         (b + "/scores:batch", "post", [_BOARD], batch),
         (b + "/top", "get", [_BOARD], _op(
             "A page of the ranking", {"200": _json("Page", "Entries by rank.")}, "read",
-            [_OFFSET, _limit(10)], errors=_V1)),
+            [_OFFSET, _limit(10)], errors=_V1, player=_READS, public=True)),
         (b + "/rank", "get", [_BOARD], _op(
             "The rank a new score would get now", {"200": _json("RankAnswer", "The rank.")},
-            "read", [_SCORE_Q], errors=_V1)),
+            "read", [_SCORE_Q], errors=_V1, player=_READS, public=True)),
         (m, "get", [_BOARD, _MEMBER_P], _op(
-            "One member's entry", {"200": _json("Entry", "The entry.")}, "read", errors=_V1)),
+            "One member's entry", {"200": _json("Entry", "The entry.")}, "read", errors=_V1,
+            player=_READS, public=True)),
         (m, "delete", [_BOARD, _MEMBER_P], _op(
             "Remove a member", _NO_CONTENT, "write", errors=_V1)),
         (m + "/around", "get", [_BOARD, _MEMBER_P], _op(
             "Entries around a member", {"200": _json("Page", "Up to radius each side.")},
-            "read", [_RADIUS], errors=_V1)),
+            "read", [_RADIUS], errors=_V1, player=_READS, public=True)),
         ("/v1/sessions", "post", [], _op(
             "Create a session", {"201": _json("Session", "Created.", created)}, "sessions",
             body="SessionCreate", body_required=False, errors=_W)),
         (s, "get", [_SID], _op(
             "Read a session (refreshes it unless touch=false)", _SESSION, "sessions",
-            [_TOUCH], errors=_V1)),
+            [_TOUCH], errors=_V1, player=_OWN_SESSION)),
         (s, "patch", [_SID], _op(
             "Merge into data (null deletes a key)", _SESSION, "sessions",
             [_IF_MATCH, _IF_NONE_MATCH], body="SessionData", errors=conditional)),
@@ -200,7 +223,8 @@ def _paths() -> dict[str, Schema]:
             body="SessionData", errors=conditional)),
         (s, "delete", [_SID], _op("Delete a session", _NO_CONTENT, "sessions", errors=_V1)),
         (s + "/touch", "post", [_SID], _op(
-            "Refresh the idle deadline", _SESSION, "sessions", errors=_V1)),
+            "Refresh the idle deadline", _SESSION, "sessions", errors=_V1,
+            player=_OWN_SESSION)),
         (s + "/rotate", "post", [_SID], _op(
             "Move to a new id; the old one dies",
             {"200": _json("Session", "Under its new id.", created)}, "sessions", errors=_V1)),
@@ -251,7 +275,15 @@ def document() -> Schema:
         "paths": _paths(),
         "components": {
             "schemas": SCHEMAS,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "An API key."},
+                "session": {
+                    "type": "http",
+                    "scheme": "Session",
+                    "description": "A player: `Authorization: Session <id>` with the id of a "
+                    'session a game backend created with `{"user": "<member id>"}`.',
+                },
+            },
         },
     }
 

@@ -40,6 +40,20 @@ METADATA: Schema = {
     "description": "Small JSON object (at most 1 KiB); null or absent keeps the current one.",
 }
 EPOCH: Schema = {"type": "number", "description": "Unix epoch seconds."}
+PLAYER_WRITES: Schema = {
+    "type": "boolean",
+    "description": "Players (Authorization: Session) may write their own entry.",
+}
+PLAYER_RATE: Schema = {
+    "type": "integer",
+    "minimum": 1,
+    "maximum": 10_000,
+    "description": "Player writes per member per minute; past it 429 + Retry-After.",
+}
+PUBLIC_READ: Schema = {
+    "type": "boolean",
+    "description": "Reads and WebSocket subscriptions need no credential.",
+}
 
 SCHEMAS: dict[str, Schema] = {
     "Problem": obj(
@@ -55,13 +69,19 @@ SCHEMAS: dict[str, Schema] = {
         order={"enum": ["desc", "asc"]},
         update={"enum": ["best", "latest", "sum"]},
         ties={"enum": ["first", "member"]},
+        player_writes=PLAYER_WRITES,
+        player_rate=PLAYER_RATE,
+        public_read=PUBLIC_READ,
     ),
     "Board": obj(
-        ["board", "order", "update", "ties", "size"],
+        ["board", "order", "update", "ties", "player_writes", "player_rate", "public_read", "size"],
         board={"type": "string"},
         order={"enum": ["desc", "asc"]},
         update={"enum": ["best", "latest", "sum"]},
         ties={"enum": ["first", "member"]},
+        player_writes=PLAYER_WRITES,
+        player_rate=PLAYER_RATE,
+        public_read=PUBLIC_READ,
         size={"type": "integer", "minimum": 0},
     ),
     "BoardList": obj(
@@ -153,6 +173,9 @@ class BoardInfo(TypedDict):
     order: str
     update: str
     ties: str
+    player_writes: bool
+    player_rate: int
+    public_read: bool
     size: int
 
 

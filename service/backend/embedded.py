@@ -86,6 +86,9 @@ def _describe(board: Board) -> BoardInfo:
         "order": c.order,
         "update": c.update,
         "ties": c.ties,
+        "player_writes": c.player_writes,
+        "player_rate": c.player_rate,
+        "public_read": c.public_read,
         "size": len(board),
     }
 
