@@ -1,14 +1,31 @@
-"""The OpenAPI 3.1 document for every HTTP route, written by hand as data.
+"""The OpenAPI 3.1 document for every HTTP route: bodies from ``service.schemas``, the
+per-route parts (summary, parameters, answers) written here as data.
 
 Hand-written rather than generated from handlers because the handlers parse bodies themselves
-(for speed and strictness) and carry no schema annotations. A test checks that every route in
-``service.app.SPECS`` appears here with its method, that the document validates against the
-OpenAPI 3.1 schema, and schemathesis checks live answers against it.
+(for speed and strictness) and carry no schema annotations. What can be derived is derived, in
+``_name_operations``, so a new route gets it without a line here:
+
+* ``operationId`` = the handler's name (``routes_boards.top`` -> ``top``): unique because a
+  clash refuses to build the document (and so fails every test that serves it);
+* ``tags`` = the route module without ``routes_`` (``boards``, ``sessions``, ``admin``), each
+  described by the first line of its module docstring.
+
+Generators build their names from these: openapi-python-client emits
+``api/boards/top.py``. Tests check that every route in ``service.app.SPECS`` appears here with
+its method, that the document validates against the OpenAPI 3.1 schema, that each TypedDict in
+``schemas.TYPED`` agrees with its component, that schemathesis finds every live answer
+described, and that openapi-python-client generates a client from the served document with no
+warning and no route or model left out (tests/service/test_openapi_generate.py).
 
 Scores are JSON numbers of magnitude below 2**63; timestamps are Unix epoch seconds (numbers).
 """
 
+import copy
+import sys
+from collections.abc import Callable
 from functools import cache
+from importlib.metadata import version
+from typing import Any
 
 import orjson
 
@@ -194,10 +211,10 @@ def _paths() -> dict[str, Schema]:
             [_TOUCH], errors=_V1)),
         (s, "patch", [_SID], _op(
             "Merge into data (null deletes a key)", _SESSION, "sessions",
-            [_IF_MATCH, _IF_NONE_MATCH], body="SessionData", errors=conditional)),
+            [_IF_MATCH, _IF_NONE_MATCH], body="SessionDataWrite", errors=conditional)),
         (s, "put", [_SID], _op(
             "Replace data", _SESSION, "sessions", [_IF_MATCH, _IF_NONE_MATCH],
-            body="SessionData", errors=conditional)),
+            body="SessionDataWrite", errors=conditional)),
         (s, "delete", [_SID], _op("Delete a session", _NO_CONTENT, "sessions", errors=_V1)),
         (s + "/touch", "post", [_SID], _op(
             "Refresh the idle deadline", _SESSION, "sessions", errors=_V1)),
@@ -239,18 +256,84 @@ def _paths() -> dict[str, Schema]:
     return paths
 
 
+def _handlers() -> dict[tuple[str, str], Callable[..., Any]]:
+    """(path, lower-case method) -> the function that answers it."""
+    # Imported here: service.app imports this module (through routes_admin).
+    from service.app import SPECS
+    from service.live import live_page
+
+    found: dict[tuple[str, str], Callable[..., Any]] = {("/", "get"): live_page}
+    for spec in SPECS:
+        found[(spec.path, spec.method.lower())] = spec.handler
+    return found
+
+
+def _tag(handler: Callable[..., Any]) -> tuple[str, str]:
+    """The tag of a handler's module (``service.routes_boards`` -> ``boards``) and its
+    description, the module docstring's first sentence."""
+    module = handler.__module__
+    name = module.rpartition(".")[2].removeprefix("routes_")
+    doc = (sys.modules[module].__doc__ or name).strip()
+    return name, doc.split("\n\n", 1)[0].split(". ", 1)[0].replace("\n", " ").rstrip(".")
+
+
+def _name_operations(paths: dict[str, Schema]) -> list[Schema]:
+    """Give every operation its ``operationId`` and ``tags``; answer the top-level tag list."""
+    handlers = _handlers()
+    seen: dict[str, tuple[str, str]] = {}
+    tags: dict[str, str] = {}
+    for path, item in paths.items():
+        for method, op in item.items():
+            if method == "parameters":
+                continue
+            handler = handlers.get((path, method))
+            if handler is None:
+                raise ValueError(f"{method.upper()} {path} is documented but not routed")
+            op_id = handler.__name__
+            if op_id in seen and seen[op_id] != (path, method):
+                other = seen[op_id]
+                raise ValueError(
+                    f"operationId {op_id!r} would name both {method.upper()} {path} and "
+                    f"{other[1].upper()} {other[0]}: rename one handler"
+                )
+            seen[op_id] = (path, method)
+            tag, description = _tag(handler)
+            tags[tag] = description
+            op["operationId"] = op_id
+            op["tags"] = [tag]
+    return [{"name": name, "description": tags[name]} for name in sorted(tags)]
+
+
 def document() -> Schema:
+    paths = _paths()
+    tags = _name_operations(paths)
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "rankd",
-            "version": "1.0.0",
+            "version": version("rankd"),
             "description": "Real-time leaderboards and sessions. Errors are "
-            "application/problem+json (RFC 9457); timestamps are Unix epoch seconds.",
+            "application/problem+json (RFC 9457); timestamps are Unix epoch seconds. "
+            "The WebSocket protocol (/v1/ws) is described by the AsyncAPI document at "
+            "/asyncapi.json.",
         },
-        "paths": _paths(),
+        "servers": [
+            {"url": "/", "description": "The rankd that served this document."},
+            {
+                "url": "{scheme}://{host}:{port}",
+                "description": "Any rankd: `rankd` listens on 127.0.0.1:8000 by default.",
+                "variables": {
+                    "scheme": {"enum": ["http", "https"], "default": "http"},
+                    "host": {"default": "127.0.0.1"},
+                    "port": {"default": "8000"},
+                },
+            },
+        ],
+        "tags": tags,
+        "paths": paths,
         "components": {
-            "schemas": SCHEMAS,
+            # A copy: a caller editing the document must not edit the routes' field sets.
+            "schemas": copy.deepcopy(SCHEMAS),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
