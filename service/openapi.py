@@ -242,6 +242,10 @@ def _paths() -> dict[str, Schema]:
         ("/openapi.json", "get", [], _op(
             "This document", {"200": _content(_JSON, "OpenAPI 3.1.", {"type": "object"})},
             None, errors=("403",))),
+        ("/asyncapi.json", "get", [], _op(
+            "The WebSocket protocol (/v1/ws): every frame as JSON Schema",
+            {"200": _content(_JSON, "AsyncAPI 3.0.", {"type": "object"})}, None,
+            errors=("403",))),
         ("/", "get", [], _op(
             "Live leaderboard page; its data comes over the /v1/ws WebSocket",
             {"200": _content("text/html", "HTML.", {"type": "string"})}, None, errors=())),
