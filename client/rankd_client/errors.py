@@ -16,6 +16,8 @@
         │   │   └── SessionNotFound       404 session-not-found
         │   ├── MethodNotAllowed      405 method-not-allowed
         │   ├── Conflict              409 conflict (order/ties of a non-empty board)
+        │   ├── Gone                  410 gone (a caller-chosen session id that already
+        │   │                             ended: ids are never reused)
         │   ├── PreconditionFailed    412 precondition-failed (a stale if_match version)
         │   ├── PayloadTooLarge       413 payload-too-large, batch-too-large
         │   └── UnsupportedMediaType  415 unsupported-media-type
@@ -110,6 +112,9 @@ class MethodNotAllowed(ClientError): ...
 class Conflict(ClientError): ...
 
 
+class Gone(ClientError): ...
+
+
 class PreconditionFailed(ClientError): ...
 
 
@@ -141,6 +146,7 @@ _BY_STATUS: dict[int, type[ProblemError]] = {
     404: NotFound,
     405: MethodNotAllowed,
     409: Conflict,
+    410: Gone,
     412: PreconditionFailed,
     413: PayloadTooLarge,
     415: UnsupportedMediaType,
