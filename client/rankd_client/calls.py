@@ -116,10 +116,15 @@ def put_board(
     order: Order | None = None,
     update: UpdateRule | None = None,
     ties: Ties | None = None,
+    **options: Any,
 ) -> Call[Board]:
-    """Create or reconfigure a board; options left out keep their value (or the default)."""
-    options = {k: v for k, v in (("order", order), ("update", update), ("ties", ties)) if v}
-    return Call("PUT", f"/v1/boards/{_seg(board)}", body=options, idempotent=True)
+    """Create or reconfigure a board; options left out keep their value (or the default).
+
+    Any other option of the server's (``player_writes=True``, ``public_read=True``,
+    ``windows=[...]``, ...) is sent as given; the server refuses one it does not know (400).
+    """
+    named = {k: v for k, v in (("order", order), ("update", update), ("ties", ties)) if v}
+    return Call("PUT", f"/v1/boards/{_seg(board)}", body={**named, **options}, idempotent=True)
 
 
 def get_board(board: str) -> Call[Board]:
