@@ -247,3 +247,16 @@ def test_an_undocumented_field_fails_validation(keyed, name) -> None:
         protocol.check_server(frame)
     with pytest.raises(AssertionError):
         protocol.check_server({**frame, "type": "gossip"})
+
+
+def test_the_hub_typed_frames_and_the_published_ones_agree() -> None:
+    """schemas' TypedDicts for frames (what the hub and ws.py build) name the same fields as
+    the published frames (the optional window/period aside, until the hub sends them)."""
+    from service import schemas
+
+    pairs = {"top": schemas.TopTail, "rank": schemas.RankTail, "error": schemas.ErrorFrame}
+    for kind, typed in pairs.items():
+        payload = SERVER_FRAMES[kind].payload
+        fields = set(typed.__annotations__) | {"type", "id"}
+        assert fields == set(payload["required"]), kind
+        assert fields <= set(payload["properties"]) <= fields | {"window", "period"}, kind
