@@ -14,10 +14,12 @@ so a field added to a frame without its line in service/asyncapi.py fails here.
 import asyncio
 import contextlib
 import json
+import warnings
 from typing import Any
 
 import httpx
 import jsonschema
+import pydantic
 import pytest
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
@@ -76,10 +78,33 @@ def _served(srv: Any) -> dict[str, Any]:
     return doc
 
 
+def _asyncapi3_model() -> Any:
+    with warnings.catch_warnings():
+        # Its models name a field "schema", which pydantic warns about at import.
+        warnings.simplefilter("ignore", UserWarning)
+        from asyncapi3.models.asyncapi import AsyncAPI3  # type: ignore[import-untyped]
+    return AsyncAPI3
+
+
 def test_served_document_is_the_built_one_and_well_formed(keyed) -> None:
     doc = _served(keyed)
     assert doc == document()
     assert doc["asyncapi"] == "3.0.0"
+    # The AsyncAPI 3.0 object model (unknown fields forbidden) reads it whole...
+    model = _asyncapi3_model()
+    model.model_validate(doc)
+    # ...and is strict enough to refuse a misspelt or a 2.x-style document.
+    for path, value in [(("channels", "ws", "adress"), "/v1/ws"), (("asyncapi",), "2.6.0")]:
+        bad = document()
+        parent: Any = bad
+        for step in path[:-1]:
+            parent = parent[step]
+        parent[path[-1]] = value
+        with pytest.raises(pydantic.ValidationError):
+            model.model_validate(bad)
+    sends = doc["operations"]["sendFrames"]
+    with pytest.raises(pydantic.ValidationError):
+        model.model_validate({**doc, "operations": {"x": {**sends, "action": "publish"}}})
     channel = doc["channels"]["ws"]
     assert channel["address"] == "/v1/ws"
     assert set(channel["messages"]) == set(doc["components"]["messages"])
