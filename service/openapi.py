@@ -22,13 +22,15 @@ Scores are JSON numbers of magnitude below 2**63; timestamps are Unix epoch seco
 
 import copy
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import cache
 from importlib.metadata import version
 from typing import Any
 
 import orjson
 
+from service.http import RouteSpec
+from service.live import live_page
 from service.schemas import MEMBER as _MEMBER
 from service.schemas import SCHEMAS, Schema
 from service.schemas import SCORE as _SCORE
@@ -260,14 +262,10 @@ def _paths() -> dict[str, Schema]:
     return paths
 
 
-def _handlers() -> dict[tuple[str, str], Callable[..., Any]]:
+def _handlers(specs: Iterable[RouteSpec]) -> dict[tuple[str, str], Callable[..., Any]]:
     """(path, lower-case method) -> the function that answers it."""
-    # Imported here: service.app imports this module (through routes_admin).
-    from service.app import SPECS
-    from service.live import live_page
-
     found: dict[tuple[str, str], Callable[..., Any]] = {("/", "get"): live_page}
-    for spec in SPECS:
+    for spec in specs:
         found[(spec.path, spec.method.lower())] = spec.handler
     return found
 
@@ -281,9 +279,9 @@ def _tag(handler: Callable[..., Any]) -> tuple[str, str]:
     return name, doc.split("\n\n", 1)[0].split(". ", 1)[0].replace("\n", " ").rstrip(".")
 
 
-def _name_operations(paths: dict[str, Schema]) -> list[Schema]:
+def _name_operations(paths: dict[str, Schema], specs: Iterable[RouteSpec]) -> list[Schema]:
     """Give every operation its ``operationId`` and ``tags``; answer the top-level tag list."""
-    handlers = _handlers()
+    handlers = _handlers(specs)
     seen: dict[str, tuple[str, str]] = {}
     tags: dict[str, str] = {}
     for path, item in paths.items():
@@ -308,9 +306,10 @@ def _name_operations(paths: dict[str, Schema]) -> list[Schema]:
     return [{"name": name, "description": tags[name]} for name in sorted(tags)]
 
 
-def document() -> Schema:
+def document(specs: Iterable[RouteSpec]) -> Schema:
+    """The document of the app that serves ``specs`` (``service.app.SPECS``)."""
     paths = _paths()
-    tags = _name_operations(paths)
+    tags = _name_operations(paths, specs)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -344,5 +343,5 @@ def document() -> Schema:
 
 
 @cache
-def document_bytes() -> bytes:
-    return orjson.dumps(document())
+def document_bytes(specs: tuple[RouteSpec, ...]) -> bytes:
+    return orjson.dumps(document(specs))

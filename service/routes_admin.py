@@ -36,7 +36,9 @@ async def metrics(rt: Runtime, request: Request) -> Response:
 
 
 async def openapi_json(rt: Runtime, request: Request) -> Response:
-    return Response(openapi.document_bytes(), media_type="application/json")
+    # The app's routes come from app.state: service.app imports this module.
+    specs = request.app.state.specs
+    return Response(openapi.document_bytes(specs), media_type="application/json")
 
 
 async def asyncapi_json(rt: Runtime, request: Request) -> Response:

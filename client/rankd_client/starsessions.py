@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from typing import Any
 
 from starsessions import SessionStore
@@ -53,6 +54,8 @@ __all__ = ["RankdStore"]
 _USER = "rankd_user"
 _ID = "rankd_id"
 _META = "__metadata__"
+# rankd's grammar for caller-chosen ids (starsessions makes 32 hex digits).
+_ID_GRAMMAR = re.compile(r"[A-Za-z0-9_-]{32,128}")
 
 
 class RankdStore(SessionStore):
@@ -71,6 +74,8 @@ class RankdStore(SessionStore):
         self.ttl = ttl
 
     async def read(self, session_id: str, lifetime: int) -> bytes:
+        if not _ID_GRAMMAR.fullmatch(session_id):
+            return b""  # a cookie no store of ours issued: no session at all
         try:
             session = await self.client.get_session(session_id)
         except SessionNotFound:
@@ -92,6 +97,8 @@ class RankdStore(SessionStore):
         seen, read_id = meta.pop(_USER, _NEW), meta.pop(_ID, None)
         user = self._user(values)
         if seen is _NEW:
+            if not _ID_GRAMMAR.fullmatch(session_id):
+                session_id = generate_session_id()
             return await self._create(session_id, user, values, lifetime, fresh_on_conflict=True)
         if seen != user:
             # A login (or a user change): the data goes under a new id; the old id ends.

@@ -146,6 +146,15 @@ def test_login_rotates_read_write_regenerate_logout(site, admin: Client) -> None
         assert b.get("/me").json() == {"user": None, "cart": []}
 
 
+def test_a_garbage_cookie_is_no_session(site, admin: Client) -> None:
+    url, _, _ = site
+    with browser(url) as b:
+        _set(b, "../../v1/boards")
+        assert b.get("/me").json() == {"user": None, "cart": []}
+        assert b.post("/cart/kiwi").json() == {"cart": ["kiwi"]}
+        assert admin.get_session(_sid(b), touch=False)["data"]["cart"] == ["kiwi"]
+
+
 def test_logout_everywhere(site, admin: Client) -> None:
     url, _, _ = site
     bob = user()

@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 
 from service import schemas
+from service.app import SPECS
 from service.openapi import document
 
 PACKAGE = "rankd_api"
@@ -85,7 +86,7 @@ print(json.dumps({
 
 def test_openapi_python_client_generates_everything_with_no_warning(server, name, tmp_path):
     doc = httpx.get(f"{server.url}/openapi.json", trust_env=False).json()
-    assert doc == document()
+    assert doc == document(SPECS)
     r = _generate(doc, tmp_path)
     printed = [line for line in (r.stdout + r.stderr).splitlines() if line.strip()]
     assert r.returncode == 0, printed
@@ -133,7 +134,7 @@ def test_openapi_python_client_generates_everything_with_no_warning(server, name
 
 def test_generator_catches_a_model_name_clash(tmp_path):
     """The check above can fail: the old component name makes the generator drop models."""
-    doc = document()
+    doc = document(SPECS)
     components = doc["components"]["schemas"]
     components["SessionData"] = components.pop("SessionDataWrite")
     text = json.dumps(doc).replace("/SessionDataWrite", "/SessionData")
