@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from functools import cache
+import threading
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -49,20 +49,33 @@ from rankd_client.client import Client
 from rankd_client.errors import Gone, PreconditionFailed, SessionNotFound
 from rankd_client.types import Revoked
 
-__all__ = ["SessionStore", "client", "logout_everywhere"]
+__all__ = ["SessionStore", "client", "close_client", "logout_everywhere"]
 
 # rankd's grammar for caller-chosen ids; anything else in a cookie is no session at all.
 _KEY = re.compile(r"[A-Za-z0-9_-]{32,128}")
 
 
-@cache
-def _client(url: str, api_key: str | None) -> Client:
-    return Client(url, api_key=api_key)
+_clients: dict[tuple[str, str | None], Client] = {}
+_lock = threading.Lock()
 
 
 def client() -> Client:
     """The process's rankd client, from ``RANKD_URL`` and ``RANKD_API_KEY`` (thread-safe)."""
-    return _client(settings.RANKD_URL, getattr(settings, "RANKD_API_KEY", None))
+    key = (settings.RANKD_URL, getattr(settings, "RANKD_API_KEY", None))
+    found = _clients.get(key)
+    if found is None:
+        with _lock:
+            found = _clients.get(key)
+            if found is None:
+                found = _clients[key] = Client(key[0], api_key=key[1])
+    return found
+
+
+def close_client() -> None:
+    """Close the process's client (a later call to ``client()`` opens a new one)."""
+    for cached in _clients.values():
+        cached.close()
+    _clients.clear()
 
 
 def _user_key() -> str:

@@ -24,6 +24,7 @@ from django.core.management import call_command
 from django.db import connections
 from django.test import Client as Browser
 from rankd_client import Client, SessionNotFound
+from rankd_client.django import close_client
 
 from tests.client.apps import run_block
 from tests.servers import RankdServer
@@ -66,6 +67,7 @@ def site(rankd: RankdServer, tmp_path_factory: pytest.TempPathFactory) -> Any:
 
     yield django_site
     connections.close_all()
+    close_client()
 
 
 @pytest.fixture
