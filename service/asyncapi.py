@@ -14,7 +14,8 @@ field schemas of ``service.schemas``, so a new frame is one entry and a changed 
 Every frame object is closed (``additionalProperties: false``), as rankd refuses unknown
 fields: a test validates each frame a real server sends against this document, so a field
 added to the hub without a line here fails it. ``window`` and ``period`` are optional in the
-state frames until every board answer carries them (DESIGN.md, WebSocket).
+state frames until every board answer carries them (DESIGN.md, WebSocket); both are null while
+the board does not exist.
 
 Close codes are not frames; they are listed in the channel's description (ws.py has the
 reasons). WebSocket ping/pong are protocol control frames answered by the server's WebSocket
@@ -39,8 +40,16 @@ REQUEST_ID: Schema = {
     "description": "Chosen by the client; echoed in every answer to that request.",
 }
 BOARD: Schema = {"type": "string", "pattern": "^[A-Za-z0-9_.\\-]{1,64}$"}
-WINDOW: Schema = {"type": "string", "minLength": 1, "description": "A window of the board."}
+WINDOW: Schema = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 64,
+    "description": "A window of the board (default: its first).",
+}
 PERIOD: Schema = {"type": "string", "minLength": 1, "description": "A period id: 2026-W49."}
+# In server frames: null while the board does not exist.
+SHOWN_WINDOW: Schema = {"type": ["string", "null"], "description": "The window shown."}
+SHOWN_PERIOD: Schema = {"type": ["string", "null"], "description": "Its period shown."}
 SEQ: Schema = {"type": "integer", "minimum": 0, "description": "Grows per board."}
 BACKEND_EPOCH: Schema = {
     "type": "string",
@@ -145,8 +154,8 @@ SERVER_FRAMES: dict[str, Frame] = dict(
             ["board", "total", "entries", "seq", "epoch"],
             _STATE,
             board=BOARD,
-            window=WINDOW,
-            period=PERIOD,
+            window=SHOWN_WINDOW,
+            period=SHOWN_PERIOD,
             total=TOTAL,
             entries=ENTRIES,
             seq=SEQ,
@@ -158,8 +167,8 @@ SERVER_FRAMES: dict[str, Frame] = dict(
             ["board", "member", "rank", "score", "seq", "epoch"],
             _STATE,
             board=BOARD,
-            window=WINDOW,
-            period=PERIOD,
+            window=SHOWN_WINDOW,
+            period=SHOWN_PERIOD,
             member=MEMBER,
             rank=RANK_OR_NULL,
             score={"type": ["number", "null"]},
@@ -172,8 +181,8 @@ SERVER_FRAMES: dict[str, Frame] = dict(
             ["board", "member", "total", "entries", "seq", "epoch"],
             _STATE,
             board=BOARD,
-            window=WINDOW,
-            period=PERIOD,
+            window=SHOWN_WINDOW,
+            period=SHOWN_PERIOD,
             member=MEMBER,
             total=TOTAL,
             entries=ENTRIES,
@@ -185,9 +194,9 @@ SERVER_FRAMES: dict[str, Frame] = dict(
             "A watched window rolled over; the new (empty) state follows",
             ["board", "window", "closed", "current"],
             board=BOARD,
-            window=WINDOW,
+            window=SHOWN_WINDOW,
             closed=PERIOD,
-            current=PERIOD,
+            current=SHOWN_PERIOD,
         ),
         (
             "ack",

@@ -279,9 +279,15 @@ def test_the_hub_typed_frames_and_the_published_ones_agree() -> None:
     the published frames (the optional window/period aside, until the hub sends them)."""
     from service import schemas
 
-    pairs = {"top": schemas.TopTail, "rank": schemas.RankTail, "error": schemas.ErrorFrame}
-    for kind, typed in pairs.items():
+    pairs = {"top": "TopTail", "rank": "RankTail", "error": "ErrorFrame", "period": "PeriodFrame"}
+    held = 0
+    for kind, typed_name in pairs.items():
+        typed = getattr(schemas, typed_name, None)
+        if typed is None:
+            continue  # the hub does not send this frame yet
+        held += 1
         payload = SERVER_FRAMES[kind].payload
         fields = set(typed.__annotations__) | {"type", "id"}
-        assert fields == set(payload["required"]), kind
+        assert set(payload["required"]) <= fields, kind
         assert fields <= set(payload["properties"]) <= fields | {"window", "period"}, kind
+    assert held >= 3
