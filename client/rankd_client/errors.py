@@ -16,11 +16,13 @@
         │   │   └── SessionNotFound       404 session-not-found
         │   ├── MethodNotAllowed      405 method-not-allowed
         │   ├── Conflict              409 conflict (order/ties of a non-empty board)
-        │   ├── Gone                  410 gone (a caller-chosen session id that already
-        │   │                             ended: ids are never reused)
+        │   ├── Gone                  410
+        │   │   └── SessionEnded          410 session-ended (a caller-chosen session id
+        │   │                                 that ended before: ids are never reused)
         │   ├── PreconditionFailed    412 precondition-failed (a stale if_match version)
         │   ├── PayloadTooLarge       413 payload-too-large, batch-too-large
-        │   └── UnsupportedMediaType  415 unsupported-media-type
+        │   ├── UnsupportedMediaType  415 unsupported-media-type
+        │   └── TooManyRequests       429 too-many-sessions, a player's rate (.retry_after)
         └── ServerError           5xx
             ├── Unavailable           503 unavailable, not-ready, out-of-memory,
             │                             too-many-connections, shutting-down (retryable)
@@ -115,6 +117,9 @@ class Conflict(ClientError): ...
 class Gone(ClientError): ...
 
 
+class SessionEnded(Gone): ...
+
+
 class PreconditionFailed(ClientError): ...
 
 
@@ -122,6 +127,9 @@ class PayloadTooLarge(ClientError): ...
 
 
 class UnsupportedMediaType(ClientError): ...
+
+
+class TooManyRequests(ClientError): ...
 
 
 class ServerError(ProblemError): ...
@@ -137,6 +145,7 @@ _BY_TYPE: dict[str, type[ProblemError]] = {
     "board-not-found": BoardNotFound,
     "member-not-found": MemberNotFound,
     "session-not-found": SessionNotFound,
+    "session-ended": SessionEnded,
 }
 
 _BY_STATUS: dict[int, type[ProblemError]] = {
@@ -150,6 +159,7 @@ _BY_STATUS: dict[int, type[ProblemError]] = {
     412: PreconditionFailed,
     413: PayloadTooLarge,
     415: UnsupportedMediaType,
+    429: TooManyRequests,
     503: Unavailable,
     507: InsufficientStorage,
 }
