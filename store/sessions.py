@@ -3,6 +3,9 @@
     _ttl      TTLMap  sid -> Session, deadline = session.expires_at   (lazy + bounded purge)
     _by_user  dict    user -> {sid: None}                             (insertion-ordered set)
 
+Both grow with the number of sessions, so both are sharded by key hash (store/ttl.py explains
+why: no insert may rehash a million keys at once): ``_by_user[hash(user) & mask]``.
+
 Ownership rule: a session enters the store only through ``_insert`` and leaves only through
 ``_drop`` -- including when the TTL map expires it (``_on_expire`` calls ``_drop``) -- so the
 per-user index is updated in the one function that creates, deletes, revokes, rotates or expires
@@ -36,7 +39,6 @@ are never changed in place (a write installs a new dict), so a ``data`` referenc
 """
 
 import secrets
-import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -53,7 +55,7 @@ from store.errors import (
     VersionConflict,
 )
 from store.show import show
-from store.ttl import TTLMap
+from store.ttl import SHARD_BITS, TTLMap
 from store.values import check_depth, check_path_segment
 
 Event = tuple[Any, ...]
@@ -129,6 +131,7 @@ class SessionStore:
         max_user_bytes: int = 256,
         max_sessions_per_user: int = 1000,
         max_anonymous_sessions: int = 0,
+        shard_bits: int = SHARD_BITS,
     ) -> None:
         for name, value in [
             ("max_ttl", max_ttl),
@@ -161,9 +164,13 @@ class SessionStore:
         )
         self._clock = clock
         self._ttl: TTLMap[str, Session] = TTLMap(
-            resolution=PURGE_RESOLUTION, on_expire=self._on_expire, on_earlier=self._on_earlier
+            resolution=PURGE_RESOLUTION,
+            on_expire=self._on_expire,
+            on_earlier=self._on_earlier,
+            shard_bits=shard_bits,
         )
-        self._by_user: dict[str, dict[str, None]] = {}
+        self._mask = (1 << shard_bits) - 1
+        self._by_user: list[dict[str, dict[str, None]]] = [{} for _ in range(self._mask + 1)]
         self._pending: deque[Event] = deque()
         self._wake_at: float | None = None
         # Sessions a snapshot held that were expired at load: a later journal "stouch" may show
@@ -192,7 +199,9 @@ class SessionStore:
         self._check_user(user)
         now = self._clock.now()
         live = []
-        for sid in list(self._by_user.get(user, ())):  # a lazy expiry edits the index
+        for sid in list(
+            self._by_user[hash(user) & self._mask].get(user, ())
+        ):  # a lazy expiry edits the index
             s = self._ttl.get(sid, now)
             if s is not None:
                 live.append(s)
@@ -303,7 +312,7 @@ class SessionStore:
         self._check_user(user)
         now = self._clock.now()
         victims = []
-        for sid in list(self._by_user.get(user, ())):
+        for sid in list(self._by_user[hash(user) & self._mask].get(user, ())):
             if sid != except_id:
                 s = self._ttl.get(sid, now)  # an expired one is dropped as "expired", not counted
                 if s is not None:
@@ -461,11 +470,21 @@ class SessionStore:
 
     def _insert(self, s: Session) -> None:
         self._ttl.set(s.id, s, s.expires_at)
-        if s.user is not None:
-            # One string object per user instead of one per session: less memory, and index
-            # lookups compare by identity instead of by content (measured: purge +20%).
-            s.user = sys.intern(s.user)
-            self._by_user.setdefault(s.user, {})[s.id] = None
+        user = s.user
+        if user is not None:
+            users = self._by_user[hash(user) & self._mask]
+            ids = users.get(user)
+            if ids is None:
+                ids = users[user] = {}
+            else:
+                # One string object per user instead of one per session: less memory, and index
+                # lookups compare by identity instead of by content (measured: purge +20%). The
+                # user's other sessions hold it; not sys.intern, whose one table grows with the
+                # users and rehashes them all at once (97 ms at 1.4M users, measured).
+                other = self._ttl.stored(next(iter(ids)))
+                assert other is not None  # every indexed id is in the map (_check)
+                s.user = other.user
+            ids[s.id] = None
             self._with_user += 1
 
     def _drop(self, dead: Iterable[Session], reason: str | None, *, in_map: bool = True) -> None:
@@ -473,17 +492,18 @@ class SessionStore:
         ``in_map`` False: the TTL map has already removed them (expiry). Takes many sessions
         because the purge drops a thousand at a time and per-call overhead shows there.
         """
-        pop, by_user, emit = self._ttl.pop, self._by_user, self._pending.append
+        pop, by_user, mask, emit = self._ttl.pop, self._by_user, self._mask, self._pending.append
         n = 0
         for s in dead:
             if in_map:
                 pop(s.id)
             user = s.user
             if user is not None:
-                ids = by_user[user]
+                users = by_user[hash(user) & mask]
+                ids = users[user]
                 del ids[s.id]
                 if not ids:
-                    del by_user[user]
+                    del users[user]
                 self._with_user -= 1
             if reason is not None:
                 emit(("sdel", s.id, reason, s))
@@ -521,12 +541,12 @@ class SessionStore:
                 watcher(when)
 
     def _check_room(self, user: str, now: float) -> None:
-        ids = self._by_user.get(user)
+        ids = self._by_user[hash(user) & self._mask].get(user)
         if ids is None or len(ids) < self.max_sessions_per_user:
             return
         for sid in list(ids):  # expired ones should not count: reclaim them (bounded by limit)
             self._ttl.get(sid, now)
-        n = len(self._by_user.get(user, ()))
+        n = len(self._by_user[hash(user) & self._mask].get(user, ()))
         if n >= self.max_sessions_per_user:
             self._flush()
             raise LimitExceeded(
@@ -603,5 +623,13 @@ class SessionStore:
             assert sid not in self._held
             if s.user is not None:
                 with_user.setdefault(s.user, set()).add(sid)
-        assert {u: set(ids) for u, ids in self._by_user.items()} == with_user
+        by_user = {}
+        for i, shard in enumerate(self._by_user):
+            for u, ids in shard.items():
+                assert hash(u) & self._mask == i and ids, (u, i)
+                by_user[u] = set(ids)
+                for sid in ids:  # one user string object shared by the user's sessions
+                    other = self._ttl.stored(sid)
+                    assert other is not None and other.user is u, (u, sid)
+        assert by_user == with_user
         assert self._with_user == sum(len(ids) for ids in with_user.values())

@@ -134,12 +134,16 @@ def test_a_million_entries_due_in_the_same_second_purge_in_bounded_batches() -> 
     m._check()
 
 
+@pytest.mark.parametrize("shard_bits", [0, 2, 8])
 @pytest.mark.parametrize("seed", range(4))
-def test_random_ops_against_a_dict_model(seed: int) -> None:
-    """Seeded stress: every read agrees with a plain dict; purge removes exactly what is due."""
+def test_random_ops_against_a_dict_model(seed: int, shard_bits: int) -> None:
+    """Seeded stress: every read agrees with a plain dict; purge removes exactly what is due.
+    One shard (a plain dict), four (keys and buckets share shards), and the default."""
     rng = random.Random(seed)
     expired: list[tuple[str, int]] = []
-    m: TTLMap[str, int] = TTLMap(resolution=rng.choice([0.25, 1.0, 7.0]), on_expire=expired.extend)
+    m: TTLMap[str, int] = TTLMap(
+        resolution=rng.choice([0.25, 1.0, 7.0]), on_expire=expired.extend, shard_bits=shard_bits
+    )
     model: dict[str, tuple[int, float]] = {}
     now = T0
     for step in range(3000):
@@ -181,3 +185,63 @@ def test_random_ops_against_a_dict_model(seed: int) -> None:
         model.pop(k)
     assert all(d // m.resolution >= now // m.resolution for _, d in model.values())
     m._check()
+
+
+@pytest.mark.parametrize("shard_bits", [1, 2, 3])
+def test_keys_and_buckets_spread_over_tiny_shard_counts_grow_and_shrink_correctly(
+    shard_bits: int,
+) -> None:
+    """Int keys hash to themselves, so key i lives in shard i & mask and neighbours never share
+    one; deadlines one second apart put neighbouring buckets in different shards too. Growing
+    every shard through several of its own resizes, then emptying them out of order by pop,
+    lazy expiry and purge, must agree with a dict model at each step."""
+    rng = random.Random(shard_bits)
+    expired: list[tuple[int, int]] = []
+    m: TTLMap[int, int] = TTLMap(on_expire=expired.extend, shard_bits=shard_bits)
+    shards = 1 << shard_bits
+    model: dict[int, float] = {}
+    n = 3000  # ~750+ keys per shard: each shard's dict resizes ~7 times
+    for i in range(n):
+        d = T0 + 1 + i % 50 + rng.random()  # 50 one-second buckets, spread over every shard
+        assert m.set(i, i, d) is (i == 0)
+        model[i] = d
+        if i % 97 == 0:
+            m._check()
+    m._check()
+    assert len(m) == n
+    assert sorted(k for k, _ in m.items()) == list(range(n))  # each key once, whatever order
+    for s in range(shards):  # the shards are filled evenly: keys s, s + shards, ...
+        assert len(m._entries[s]) == len(range(s, n, shards))
+    assert sum(len(b) for b in m._buckets) == 50
+    # pop from every shard, move some deadlines earlier and later (other bucket shards)
+    for i in rng.sample(range(n), n // 3):
+        assert m.pop(i) == i
+        del model[i]
+    for i in rng.sample(sorted(model), len(model) // 3):
+        model[i] = T0 + rng.uniform(1, 80)
+        m.set_deadline(i, model[i])
+    m._check()
+    now = T0 + 20.5
+    for i in rng.sample(sorted(model), 100):  # lazy expiry across shards
+        assert m.get(i, now) == (i if model[i] > now else None)
+        if model[i] <= now:
+            del model[i]
+    expired.clear()
+    while (due := m.purge(now, rng.randint(1, 40))) is not None and due <= now:
+        m._check()
+    for k, v in expired:
+        assert k == v and model.pop(k) <= now
+    assert all(d > now or d // 1 >= now // 1 for d in model.values())
+    assert {k for k, _ in m.items()} == set(model) and len(m) == len(model)
+    for k, d in model.items():
+        assert m.deadline(k) == d and m.stored(k) == k
+    m._check()
+    m.purge(T0 + 1000, 10_000)
+    assert len(m) == 0 and all(not s for s in m._entries) and all(not b for b in m._buckets)
+    m._check()
+
+
+@pytest.mark.parametrize("bad", [-1, 17, 2.0, True, None])
+def test_shard_bits_validation(bad: object) -> None:
+    with pytest.raises(ValueError, match=rf"shard_bits must be an int in 0\.\.16, but got {bad!r}"):
+        TTLMap(shard_bits=bad)  # type: ignore[arg-type]
