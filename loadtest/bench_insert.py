@@ -36,7 +36,9 @@ def main() -> None:
     data = {"cart": [1, 2, 3], "theme": "dark"}
     store = SessionStore(_Clock(), max_anonymous_sessions=0)
     ttl: TTLMap[str, int] = TTLMap()
-    worst: list[tuple[int, int, int]] = []  # min-heap of (wall ns, cpu ns, size before)
+    # min-heaps of the slowest calls: (cpu ns, wall ns, size before) and (wall ns, cpu ns, size)
+    worst_cpu: list[tuple[int, int, int]] = []
+    worst_wall: list[tuple[int, int, int]] = []
     wall, cpu = time.perf_counter_ns, time.thread_time_ns
     slow = 0  # calls over 1 ms
     gc.disable()
@@ -52,22 +54,25 @@ def main() -> None:
             w0, c0 = wall(), cpu()
             store.create(user=user, data=data)
             c1, w1 = cpu(), wall()
-        row = (w1 - w0, c1 - c0, i)
-        if row[0] > 1_000_000:
+        c, w = c1 - c0, w1 - w0
+        if c > 1_000_000:
             slow += 1
-        if len(worst) < WORST:
-            heapq.heappush(worst, row)
-        elif row > worst[0]:
-            heapq.heapreplace(worst, row)
+        for heap, row in ((worst_cpu, (c, w, i)), (worst_wall, (w, c, i))):
+            if len(heap) < WORST:
+                heapq.heappush(heap, row)
+            elif row > heap[0]:
+                heapq.heapreplace(heap, row)
     total = time.perf_counter() - t_start
     gc.enable()
     what = "TTLMap.set" if args.ttl_map else "SessionStore.create"
     users = ", one user each" if args.users and not args.ttl_map else ""
-    print(f"{what}: {args.n:,} inserts{users}, {total:.1f} s, {slow} over 1 ms; slowest:")
-    for w, c, i in sorted(worst, reverse=True):
-        print(f"  {w / 1e6:7.2f} ms wall {c / 1e6:7.2f} ms cpu   at size {i:,}")
-    if not args.ttl_map:
-        store._check() if args.n <= 100_000 else None
+    print(f"{what}: {args.n:,} inserts{users}, {total:.1f} s, {slow} over 1 ms of CPU")
+    print("  slowest in CPU time (the loop thread's own work):")
+    for c, w, i in sorted(worst_cpu, reverse=True):
+        print(f"  {c / 1e6:7.2f} ms cpu {w / 1e6:7.2f} ms wall   at size {i:,}")
+    print("  slowest in wall time (includes time descheduled by other load on the box):")
+    for w, c, i in sorted(worst_wall, reverse=True):
+        print(f"  {c / 1e6:7.2f} ms cpu {w / 1e6:7.2f} ms wall   at size {i:,}")
 
 
 if __name__ == "__main__":
