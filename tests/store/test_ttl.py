@@ -245,3 +245,64 @@ def test_keys_and_buckets_spread_over_tiny_shard_counts_grow_and_shrink_correctl
 def test_shard_bits_validation(bad: object) -> None:
     with pytest.raises(ValueError, match=rf"shard_bits must be an int in 0\.\.16, but got {bad!r}"):
         TTLMap(shard_bits=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("shard_bits", [0, 3])
+def test_a_bucket_drained_across_calls_sees_every_change_made_in_between(shard_bits: int) -> None:
+    """The purge takes a bucket's keys as a list and works through it over several calls.
+    Between two calls every kind of change hits keys it has not reached yet; each key must
+    end up expired exactly when its current deadline is due, wherever it lives now."""
+    expired: list[tuple[str, int]] = []
+    wakes: list[float] = []
+    m: TTLMap[str, int] = TTLMap(
+        on_expire=expired.extend, on_earlier=wakes.append, shard_bits=shard_bits
+    )
+    model: dict[str, float] = {}
+    for i in range(100):  # all due in bucket T0 + 1
+        k = f"k{i:03d}"
+        model[k] = T0 + 1 + i / 200
+        m.set(k, i, model[k])
+    now = T0 + 3.5
+    assert m.purge(now, 10) == T0 + 2  # work left: the drained bucket's time
+    m._check()
+    assert len(expired) == 10
+    for k, _ in expired:
+        del model[k]
+    untaken = sorted(model)  # the purge takes from the end: these are k000..k089
+    assert untaken == [f"k{i:03d}" for i in range(90)]
+    for k in untaken[0:10]:  # deleted
+        assert m.pop(k) is not None
+        del model[k]
+    for n, k in enumerate(untaken[10:20]):  # deleted, set again: in the same slot (a new
+        m.pop(k)  # bucket object) or a later one
+        model[k] = T0 + 1.9 if n % 2 else T0 + 30
+        m.set(k, -1, model[k])
+    for k in untaken[20:30]:  # set again in place, a later deadline (a new value)
+        m.set(k, -2, T0 + 50)
+        model[k] = T0 + 50
+    for k in untaken[30:40]:  # touched later (lazy: still in the drained bucket)
+        m.set_deadline(k, T0 + 3.2)  # later, but still due at `now`
+        model[k] = T0 + 3.2
+    for k in untaken[40:50]:
+        m.set_deadline(k, T0 + 9)  # not due at `now`: must be moved, not expired
+        model[k] = T0 + 9
+    for k in untaken[50:55]:
+        m.set_deadline(k, T0 + 0.5)  # earlier: re-bucketed at once
+        model[k] = T0 + 0.5
+    m._check()
+    for k in ("new1", "new2"):  # new keys due in the slot being drained, and a later one
+        m.set(k, 7, T0 + 1.5 if k == "new1" else T0 + 20)
+        model[k] = T0 + 1.5 if k == "new1" else T0 + 20
+    m._check()
+    expired.clear()
+    while (due := m.purge(now, 7)) is not None and due <= now:
+        m._check()
+    m._check()
+    gone = {k for k, _ in expired}
+    assert len(gone) == len(expired)  # nobody reported twice
+    assert gone == {k for k, d in model.items() if d <= now}
+    assert {k for k, _ in m.items()} == {k for k, d in model.items() if d > now}
+    for k, d in model.items():
+        if d > now:
+            assert m.deadline(k) == d
+    assert m.next_deadline() == T0 + 10  # the touched-later keys, moved to bucket T0 + 9
