@@ -231,6 +231,12 @@ class TTLMap(Generic[K, V]):
             for key, e in shard.items():
                 yield key, e.value
 
+    def deadlines(self) -> Iterator[tuple[K, float]]:
+        """Every stored (key, deadline), expired or not; as ``items()``."""
+        for shard in self._entries:
+            for key, e in shard.items():
+                yield key, e.deadline
+
     def next_deadline(self) -> float | None:
         """When the next purge will have work, or None when empty.
 
