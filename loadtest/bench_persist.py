@@ -414,8 +414,10 @@ def live_stall(
         waits = [tuple(map(float, line.split())) for line in lines if line and line not in errors]
 
         def longest(spans: list[tuple[float, float]], t0: float, t1: float) -> float:
-            """The longest (start, length) span that overlaps [t0, t1], in ms."""
-            return 1e3 * max((d for t, d in spans if t <= t1 and t + d >= t0), default=0.0)
+            """The longest (start, length) span that ends in [t0, t1], in ms. By its end: the
+            snapshot's fork starts right after a create phase's last chunk, so a gap holding
+            it begins in the create phase but belongs to the snapshot."""
+            return 1e3 * max((d for t, d in spans if t0 <= t + d <= t1), default=0.0)
 
         return [
             {

@@ -48,9 +48,14 @@ _ERRORS = {
     "404": "No such board, member, session or route.",
     "405": "Method not allowed on this path.",
     "409": "Conflicts with current state (order change on a non-empty board).",
-    "412": "If-Match or If-None-Match is false for the session's current version.",
+    "410": "That caller-chosen session id ended (deleted, expired, rotated, revoked or evicted) "
+    "within --session-max-ttl: it is never used again. Choose a new id.",
+    "412": "If-Match or If-None-Match is false for the session's current version "
+    "(with If-None-Match: *, a session has that id).",
     "413": "Request body or batch over its limit.",
     "415": "A request body sent with a Content-Type other than application/json (or +json).",
+    "429": "The user already holds --sessions-per-user sessions and --sessions-over-limit is "
+    "refuse (with evict-oldest, the default, their oldest session ends instead).",
     "503": "Not ready yet (recovering), persistence refuses writes, or out of memory.",
     "507": "The data may not grow: over --max-memory, --max-boards or "
     "--max-anonymous-sessions. Reads and deletes still work.",
@@ -176,6 +181,20 @@ def _paths() -> dict[str, Schema]:
     batch["requestBody"] = {"required": True, "content": _body(_BATCH)}
     batch["responses"]["200"] = _content(_JSON, "Write results, in request order.", _RESULTS)
     created = {**_ETAG, **_LOCATION}
+    put = _op(
+        "Replace data; with If-None-Match: * create under this id", _SESSION, "sessions",
+        [_IF_MATCH, _IF_NONE_MATCH], body="SessionDataWrite", errors=(*conditional, "410", "429"),
+    )  # fmt: skip
+    put["description"] += (
+        " With `If-None-Match: *` (and no If-Match) the request creates a session with the"
+        " caller-chosen id (32-128 characters of A-Z a-z 0-9 _ -) and a SessionCreate body:"
+        " 201; 412 if it exists; 410 if that id ended recently. Otherwise it replaces `data`"
+        " (SessionDataWrite body) under the If-Match rule."
+    )
+    put["requestBody"]["content"][_JSON]["schema"] = {
+        "anyOf": [_ref("SessionDataWrite"), _ref("SessionCreate")]
+    }
+    put["responses"]["201"] = _json("Session", "Created under the caller's id.", created)
     # fmt: off
     ops: list[tuple[str, str, list[Schema], Schema]] = [
         ("/v1/boards", "get", [], _op(
@@ -207,16 +226,14 @@ def _paths() -> dict[str, Schema]:
             "read", [_RADIUS], errors=_V1)),
         ("/v1/sessions", "post", [], _op(
             "Create a session", {"201": _json("Session", "Created.", created)}, "sessions",
-            body="SessionCreate", body_required=False, errors=_W)),
+            body="SessionCreate", body_required=False, errors=(*_W, "429"))),
         (s, "get", [_SID], _op(
             "Read a session (refreshes it unless touch=false)", _SESSION, "sessions",
             [_TOUCH], errors=_V1)),
         (s, "patch", [_SID], _op(
             "Merge into data (null deletes a key)", _SESSION, "sessions",
             [_IF_MATCH, _IF_NONE_MATCH], body="SessionDataWrite", errors=conditional)),
-        (s, "put", [_SID], _op(
-            "Replace data", _SESSION, "sessions", [_IF_MATCH, _IF_NONE_MATCH],
-            body="SessionDataWrite", errors=conditional)),
+        (s, "put", [_SID], put),
         (s, "delete", [_SID], _op("Delete a session", _NO_CONTENT, "sessions", errors=_V1)),
         (s + "/touch", "post", [_SID], _op(
             "Refresh the idle deadline", _SESSION, "sessions", errors=_V1)),

@@ -61,6 +61,18 @@ class EndedIds:
         """Refuse ``sid`` until ``ended_at + window``. Runtime complexity: O(1) amortized."""
         self.remember_digest(digest(sid), ended_at + self.window)
 
+    def remember_many(self, sids: list[str], ended_at: float) -> None:
+        """``remember`` for the ids a purge or a revoke ended at the same instant: one call,
+        names hoisted (the purge's per-session cost). No check for a longer deadline already
+        remembered: an id ended now was remembered, if ever, from an earlier instant."""
+        if self.limit == 0 or not sids:
+            return
+        until, put, person = ended_at + self.window, self._ttl.set, _PERSON
+        for sid in sids:
+            d = blake2b(sid.encode(), digest_size=8, person=person).digest()
+            put(int.from_bytes(d, "little"), None, until)
+        self._trim()
+
     def remember_digest(self, d: int, until: float) -> None:
         """Replay and snapshot load: never shortens a deadline already remembered."""
         if self.limit == 0:
@@ -69,6 +81,9 @@ class EndedIds:
         if known is not None and known >= until:
             return
         self._ttl.set(d, None, until)
+        self._trim()
+
+    def _trim(self) -> None:
         over = len(self._ttl) - self.limit
         if over > 0:
             # The oldest first: the purge takes buckets in deadline order.

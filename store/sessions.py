@@ -571,13 +571,11 @@ class SessionStore:
         because the purge drops a thousand at a time and per-call overhead shows there.
         """
         pop, by_user, mask, emit = self._ttl.pop, self._by_user, self._mask, self._pending.append
-        remember, now = self.ended.remember, self._clock.now()
+        ended: list[str] = []
         n = 0
         for s in dead:
             if in_map:
                 pop(s.id)
-            if reason is not None:  # None: a replay or an undone create, not an end
-                remember(s.id, now)
             ids = s.user_ids
             if ids is not None:
                 s.user_ids = None
@@ -585,11 +583,13 @@ class SessionStore:
                 if not ids:
                     del by_user[hash(ids.user) & mask][ids.user]
                 self._with_user -= 1
-            if reason is not None:
+            if reason is not None:  # None: a replay or an undone create, not an end
                 emit(("sdel", s.id, reason, s))
+                ended.append(s.id)
             n += 1
         if reason is not None:
             self.counters[reason] += n
+            self.ended.remember_many(ended, self._clock.now())
 
     def _forget(self, sid: str) -> None:
         if self._held.pop(sid, None) is not None:
