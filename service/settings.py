@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from service import memory
-from store.sessions import OVER_LIMIT_POLICIES
 from store.values import Limits
 
 Fsync = Literal["always", "everysec", "no"]
@@ -35,6 +34,8 @@ OnBadData = Literal["refuse", "move-aside"]
 SCOPES = frozenset({"read", "write", "sessions", "metrics", "admin"})
 FSYNC_POLICIES: tuple[Fsync, ...] = ("always", "everysec", "no")
 BAD_DATA_POLICIES: tuple[OnBadData, ...] = ("refuse", "move-aside")
+# --sessions-over-limit; SessionStore checks the same names (the engine is not imported here)
+OVER_LIMIT_POLICIES = ("evict-oldest", "refuse")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 # Short keys can be guessed over the network; 16 characters of a random token is ~96 bits.
