@@ -187,6 +187,7 @@ def create_app(
     )
     app.router = IndexedRouter(routes, lifespan=_lifespan)
     app.state.rankd = rt
+    app.state.specs = SPECS  # what GET /openapi.json documents (service/openapi.py)
     app.state.browser = browser_rules(settings)  # for the WebSocket handshake
     return app
 

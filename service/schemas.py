@@ -130,7 +130,9 @@ SCHEMAS: dict[str, Schema] = {
         ttl={"type": ["integer", "null"], "minimum": 1, "description": "idle timeout, s"},
         max_lifetime={"type": ["integer", "null"], "minimum": 1, "description": "absolute, s"},
     ),
-    "SessionData": obj(["data"], data={"type": "object"}),
+    # Not "SessionData": generators name Session's inline ``data`` object that, and the two
+    # models would collide (openapi-python-client dropped every session answer over it).
+    "SessionDataWrite": obj(["data"], data={"type": "object"}),
     "Session": obj(
         ["id", "user", "data", "created_at", "expires_at", "ttl", "max_expires_at", "version"],
         id={"type": "string"},
@@ -162,7 +164,7 @@ def _fields(name: str) -> frozenset[str]:
 # What a request body may hold (anything else is a 400 naming the field).
 SCORE_FIELDS = _fields("ScoreWrite")
 SESSION_CREATE_FIELDS = _fields("SessionCreate")
-SESSION_DATA_FIELDS = _fields("SessionData")
+SESSION_DATA_FIELDS = _fields("SessionDataWrite")
 
 Entry = dict[str, Any]  # {rank, member, score, metadata?}; a member answer adds percentile
 WriteResult = dict[str, Any]  # {member, score, rank, previous: {score, rank} | None, changed}
@@ -216,6 +218,19 @@ class UserSessions(TypedDict):
 class Revoked(TypedDict):
     user: str
     revoked: int
+
+
+# Component -> the TypedDict the backend answers with: a test holds the two in lockstep
+# (the same fields, the same required ones, compatible JSON types).
+TYPED: dict[str, type] = {
+    "Board": BoardInfo,
+    "BoardList": BoardList,
+    "Page": Page,
+    "RankAnswer": RankForScore,
+    "Session": SessionInfo,
+    "UserSessions": UserSessions,
+    "Revoked": Revoked,
+}
 
 
 # -- WebSocket frames (server -> client) --------------------------------------------------------

@@ -34,6 +34,8 @@ OnBadData = Literal["refuse", "move-aside"]
 SCOPES = frozenset({"read", "write", "sessions", "metrics", "admin"})
 FSYNC_POLICIES: tuple[Fsync, ...] = ("always", "everysec", "no")
 BAD_DATA_POLICIES: tuple[OnBadData, ...] = ("refuse", "move-aside")
+# --sessions-over-limit; SessionStore checks the same names (the engine is not imported here)
+OVER_LIMIT_POLICIES = ("evict-oldest", "refuse")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 # Short keys can be guessed over the network; 16 characters of a random token is ~96 bits.
@@ -61,6 +63,11 @@ class ServiceLimits:
     ws_tick: float = 0.1  # seconds between coalesced pushes per subscription
     session_data_bytes: int = 16 * 1024  # session data, as compact JSON
     sessions_per_user: int = 1000  # live sessions one user may hold
+    # At that limit a new session evicts the user's oldest ("evict-oldest") or is a 429 ("refuse")
+    sessions_over_limit: str = "evict-oldest"
+    # Ended ids remembered (refused as caller-chosen ids for --session-max-ttl): past this many
+    # the oldest are forgotten early; ~200 bytes each (store/ended.py)
+    session_ended_ids: int = 1_000_000
     session_ttl: int = 1800  # default idle timeout, seconds
     session_max_ttl: int = 30 * 86400  # largest idle timeout a client may ask for
     session_lifetime: int = 7 * 86400  # default absolute lifetime, seconds
@@ -244,6 +251,7 @@ _LIMIT_RANGES: dict[str, tuple[float, float]] = {
     "ws_tick": (0.001, 60.0),
     "session_data_bytes": (2, 16 * 1024 * 1024),
     "sessions_per_user": (1, 1_000_000),
+    "session_ended_ids": (0, 1_000_000_000),
     "session_ttl": (1, 10 * 365 * 86400),
     "session_max_ttl": (1, 10 * 365 * 86400),
     "session_lifetime": (1, 10 * 365 * 86400),
@@ -286,8 +294,11 @@ def load(env: Mapping[str, str], flags: Mapping[str, Any] | None = None) -> Sett
     limit_values: dict[str, Any] = {}
     for name in LIMIT_NAMES:
         if name in given:
-            lo, hi = _LIMIT_RANGES[name]
             label = f"--{name.replace('_', '-')} / RANKD_{name.upper()}"
+            if name == "sessions_over_limit":
+                limit_values[name] = _choice(label, given[name], OVER_LIMIT_POLICIES)
+                continue
+            lo, hi = _LIMIT_RANGES[name]
             if isinstance(getattr(defaults.limits, name), float):
                 limit_values[name] = _float(label, given[name], lo, hi)
             else:

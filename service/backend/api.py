@@ -125,8 +125,16 @@ class Boards(Protocol):
 
 class Sessions(Protocol):
     async def create(
-        self, *, user: object, data: object, ttl: object, max_lifetime: object
-    ) -> SessionInfo: ...
+        self,
+        *,
+        user: object,
+        data: object,
+        ttl: object,
+        max_lifetime: object,
+        sid: str | None = None,
+    ) -> SessionInfo:
+        """A new session; ``sid`` a caller-chosen id (SessionExists / SessionEnded if taken)."""
+        ...
 
     async def get(self, sid: str, *, touch: bool) -> SessionInfo:
         """The live session (SessionNotFound otherwise); ``touch`` refreshes its idle deadline.

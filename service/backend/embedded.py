@@ -223,7 +223,13 @@ class EmbeddedSessions:
         self._path = path
 
     async def create(
-        self, *, user: object, data: object, ttl: object, max_lifetime: object
+        self,
+        *,
+        user: object,
+        data: object,
+        ttl: object,
+        max_lifetime: object,
+        sid: str | None = None,
     ) -> SessionInfo:
         self._path.grow()
         s = await self._path.run(
@@ -233,6 +239,7 @@ class EmbeddedSessions:
             data=data,
             ttl=ttl,
             max_lifetime=max_lifetime,
+            sid=sid,
         )
         return _info(s)
 
@@ -328,6 +335,8 @@ class EmbeddedBackend:
             max_data_bytes=limits.session_data_bytes,
             max_sessions_per_user=limits.sessions_per_user,
             max_anonymous_sessions=limits.max_anonymous_sessions,
+            over_limit=limits.sessions_over_limit,
+            max_ended_ids=limits.session_ended_ids,
         )
         self.memory = MemoryGuard(settings.max_memory or 0)
         self.memory.on_corrupt = self._memory_corrupt

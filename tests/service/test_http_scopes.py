@@ -141,6 +141,7 @@ MATRIX: tuple[Row, ...] = (
     Row("GET", "/healthz", "/healthz", None, None),
     Row("GET", "/readyz", "/readyz", None, None),
     Row("GET", "/openapi.json", "/openapi.json", None, None),
+    Row("GET", "/asyncapi.json", "/asyncapi.json", None, None),
     Row("GET", "/", "/", None, None),
 )
 
