@@ -378,7 +378,7 @@ def document(specs: Iterable[RouteSpec]) -> Schema:
         "components": {
             # A copy: a caller editing the document must not edit the routes' field sets.
             "schemas": copy.deepcopy(SCHEMAS),
-                        "securitySchemes": {
+            "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "An API key."},
                 "session": {
                     "type": "http",
