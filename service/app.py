@@ -151,10 +151,19 @@ def build_routes(rt: Runtime, specs: tuple[RouteSpec, ...] = SPECS) -> list[Base
     return routes
 
 
+def _backend(settings: Settings, clock: Clock | None) -> Backend:
+    if settings.backend == "redis":
+        # Imported only when chosen: the embedded service needs no redis client installed.
+        from service.backend.redis.backend import RedisBackend
+
+        return RedisBackend(settings, clock)
+    return EmbeddedBackend(settings, clock)
+
+
 def create_app(
     settings: Settings, clock: Clock | None = None, backend: Backend | None = None
 ) -> Starlette:
-    rt = Runtime(settings, backend or EmbeddedBackend(settings, clock))
+    rt = Runtime(settings, backend or _backend(settings, clock))
     routes = build_routes(rt)
     routes += [WebSocketRoute("/v1/ws", ws_endpoint), Route("/", live_page)]
     middleware = []

@@ -81,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ORIGINS",
         help="comma-separated web origins whose pages may call rankd, e.g. https://game.example",
     )
+    p.add_argument("--backend", choices=("embedded", "redis"), help="where data lives (embedded)")
+    p.add_argument(
+        "--redis-url",
+        help="redis backend: seed nodes, comma-separated (redis://h:p,h2:p2 or rediss://...); "
+        "password from RANKD_REDIS_PASSWORD or RANKD_REDIS_PASSWORD_FILE",
+    )
+    p.add_argument("--redis-prefix", help="redis backend: key prefix (default rk)")
+    p.add_argument("--redis-username", help="redis backend: ACL user (default: none)")
     p.add_argument("--log-level", choices=LOG_LEVELS)
     p.add_argument("--on-bad-data", choices=BAD_DATA_POLICIES, help="corrupt data: refuse start")
     p.add_argument(

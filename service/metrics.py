@@ -122,6 +122,54 @@ class _Collector:
         yield from self._persistence(stats)
         yield from self._ws()
         yield from self._memory(stats)
+        yield from self._backend()
+
+    def _backend(self) -> Iterable[Metric]:
+        """What a networked backend reports (service/backend/redis): call latency, errors,
+        retries, slot-map refreshes, pub/sub gaps. Nothing for the embedded backend."""
+        report = getattr(self.metrics.backend, "backend_metrics", None)
+        if report is None:
+            return ()
+        r = report()
+        latency = HistogramMetricFamily(
+            "rankd_backend_call_seconds", "Backend calls (redis), by kind.", labels=["kind"]
+        )
+        for kind, (buckets, total) in sorted(r["latency"].items()):
+            latency.add_metric([kind], buckets, total)
+        errors = CounterMetricFamily(
+            "rankd_backend_errors",
+            "Backend calls that failed for the cluster's sake (503), by error class.",
+            labels=["error"],
+        )
+        for name, n in sorted(r["errors"].items()):
+            errors.add_metric([name], n)
+        return (
+            latency,
+            errors,
+            CounterMetricFamily(
+                "rankd_backend_retries", "Idempotent reads retried once.", value=r["retries"]
+            ),
+            CounterMetricFamily(
+                "rankd_backend_topology_refreshes",
+                "Slot-map refreshes after a failed call (redirections, failovers).",
+                value=r["refreshes"],
+            ),
+            CounterMetricFamily(
+                "rankd_pubsub_gaps",
+                "Change-feed seq gaps healed by re-reading the board.",
+                value=r["gaps"],
+            ),
+            CounterMetricFamily(
+                "rankd_pubsub_resubscribes",
+                "Change-feed re-subscriptions after a lost pub/sub connection.",
+                value=r["resubscribes"],
+            ),
+            GaugeMetricFamily(
+                "rankd_backend_library_loaded",
+                "1 while every primary has the rankd function library.",
+                value=1 if r["library_loaded"] else 0,
+            ),
+        )
 
     def _memory(self, stats: "Stats") -> Iterable[Metric]:
         m = stats["memory"]
