@@ -7,11 +7,13 @@
 # requests and writes a final snapshot before the process exits.
 
 FROM python:3.11-slim AS build
+# "[redis]" adds the redis backend's client (compose.yaml builds it that way).
+ARG RANKD_EXTRAS=""
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY store ./store
 COPY service ./service
-RUN pip install --no-cache-dir --root-user-action=ignore --prefix=/install .
+RUN pip install --no-cache-dir --root-user-action=ignore --prefix=/install ".${RANKD_EXTRAS}"
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
