@@ -414,6 +414,8 @@ class Hub:
                     top = watch.top_dirty
                     watch.top_dirty = False
                     due = self._rank_groups_due(watch)
+                    if not top and not due:
+                        continue  # a write below every view: nothing to read
                     try:
                         await self._views.load(
                             watch.name, watch.max_top if top else 0, [g.member for g in due]
