@@ -99,7 +99,9 @@ def _wrap(rt: Runtime, spec: RouteSpec, rules: BrowserRules) -> Endpoint:
             if scope is not None:
                 auth.check(request, scope)  # type: ignore[union-attr]
             if gated and not backend.ready:
-                raise Problem(503, "not-ready", "recovering data from disk; retry shortly")
+                # embedded: still recovering; redis: the cluster is unreachable (health())
+                reason = backend.health()["reason"] or "recovering data from disk"
+                raise Problem(503, "not-ready", f"not ready: {reason}; retry shortly")
             response = await handler(rt, request)
         except Exception as exc:
             if isinstance(exc, MemoryError):

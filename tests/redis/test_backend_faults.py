@@ -144,6 +144,8 @@ def test_cluster_unreachable_then_back(cluster: tuple[Path, str], tmp_path: Path
             r = c.post("/v1/boards/down/scores", json={"member": "b", "score": 2})
             assert r.status_code == 503, r.text
             assert c.get("/v1/boards/down/top").status_code == 503
+            detail = c.get("/readyz").json()["detail"]
+            assert "redis cluster is unreachable" in detail and "127.0.0.1" not in detail
             for d in dirs.values():
                 restart(d)
             asyncio.run(wait_cluster_ok(url))

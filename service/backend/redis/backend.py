@@ -539,8 +539,8 @@ class RedisBackend:
             try:
                 await self._connect()
             except (Unavailable, RedisError, OSError) as exc:
-                self.reason = f"redis unreachable: {exc}"
-                log.warning("%s; retrying", self.reason)
+                self.reason = "the redis cluster is unreachable"
+                log.warning("redis unreachable (%s); retrying", exc)
                 await asyncio.sleep(HEALTH_INTERVAL)
         log.info("redis backend on %d seed(s), prefix %r", len(self.target.seeds), self.prefix)
         self.memory.start_reserve()
@@ -563,10 +563,14 @@ class RedisBackend:
             self.reason = None if self.library_ok else "function library not loaded"
         except Exception as exc:
             self.library_ok = False
-            self.reason = f"redis cluster unreachable: {type(exc).__name__}: {exc}"
+            # clients see the reason (/readyz, 503s): no addresses; the log has the details
+            self.reason = "the redis cluster is unreachable"
+            detail = f"{type(exc).__name__}: {exc}"
+        else:
+            detail = self.reason or ""
         was, self.ready = self.ready, self.library_ok
         if was != self.ready:
-            log.warning("redis backend %s", "ready" if self.ready else f"not ready: {self.reason}")
+            log.warning("redis backend %s", "ready" if self.ready else f"not ready: {detail}")
             if self.ready:
                 self.views.forget_replids()
 
