@@ -60,7 +60,7 @@ from service.memory import MemoryGuard
 from service.metrics import Histogram
 from service.settings import Settings
 from store.clock import Clock, SystemClock
-from store.errors import BoardNotFound, Unavailable
+from store.errors import BoardNotFound, SessionNotFound, Unavailable
 from store.sessions import SessionStore
 from store.sortkey import key_member, key_score
 from store.values import Limits, check_board_name, check_score
@@ -526,10 +526,8 @@ class RedisBackend:
     async def _expires_at(self, sid: str) -> float | None:
         try:
             info = await self._sessions.get(sid, touch=False)
-        except Exception as exc:
-            if type(exc).__name__ == "SessionNotFound":
-                return None
-            raise
+        except SessionNotFound:
+            return None
         return float(info["expires_at"])
 
     async def start(self) -> None:
