@@ -11,6 +11,8 @@
 # Kubernetes `terminationGracePeriodSeconds: 60` (deploy/compose.yaml sets it).
 
 FROM python:3.11-slim AS build
+# "[redis]" adds the redis backend's client (compose.yaml builds it that way).
+ARG RANKD_EXTRAS=""
 WORKDIR /src
 COPY pyproject.toml README.md LICENSE constraints.txt ./
 COPY store ./store
@@ -18,7 +20,7 @@ COPY service ./service
 # constraints.txt pins every runtime dependency and the build backend: two builds of one
 # commit install the same code (PIP_CONSTRAINT reaches pip's isolated build environment too).
 RUN PIP_CONSTRAINT=/src/constraints.txt \
-    pip install --no-cache-dir --root-user-action=ignore --prefix=/install .
+    pip install --no-cache-dir --root-user-action=ignore --prefix=/install ".${RANKD_EXTRAS}"
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -104,7 +104,9 @@ def _wrap(rt: Runtime, spec: RouteSpec, rules: BrowserRules) -> Endpoint:
                 browser(request.scope)
             pending = gate.check(request) if gate is not None else None
             if gated and not backend.ready:
-                raise Problem(503, "not-ready", "recovering data from disk; retry shortly")
+                # embedded: still recovering; redis: the cluster is unreachable (health())
+                reason = backend.health()["reason"] or "recovering data from disk"
+                raise Problem(503, "not-ready", f"not ready: {reason}; retry shortly")
             if pending is None:
                 response = await handler(rt, request)
             else:
@@ -159,10 +161,19 @@ def build_routes(rt: Runtime, specs: tuple[RouteSpec, ...] = SPECS) -> list[Base
     return routes
 
 
+def _backend(settings: Settings, clock: Clock | None) -> Backend:
+    if settings.backend == "redis":
+        # Imported only when chosen: the embedded service needs no redis client installed.
+        from service.backend.redis.backend import RedisBackend
+
+        return RedisBackend(settings, clock)
+    return EmbeddedBackend(settings, clock)
+
+
 def create_app(
     settings: Settings, clock: Clock | None = None, backend: Backend | None = None
 ) -> Starlette:
-    rt = Runtime(settings, backend or EmbeddedBackend(settings, clock))
+    rt = Runtime(settings, backend or _backend(settings, clock))
     routes = build_routes(rt)
     routes += [WebSocketRoute("/v1/ws", ws_endpoint), Route("/", live_page)]
     middleware = []

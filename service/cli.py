@@ -179,6 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="corrupt data at start-up: refuse to start, or move the damaged files aside "
         f"(default: {d.on_bad_data})",
     )
+    p.add_argument("--backend", choices=("embedded", "redis"), help="where data lives (embedded)")
+    p.add_argument(
+        "--redis-url",
+        help="redis backend: seed nodes, comma-separated (redis://h:p,h2:p2 or rediss://...); "
+        "password from RANKD_REDIS_PASSWORD or RANKD_REDIS_PASSWORD_FILE",
+    )
+    p.add_argument("--redis-prefix", help="redis backend: key prefix (default rk)")
+    p.add_argument("--redis-username", help="redis backend: ACL user (default: none)")
     p.add_argument(
         "--max-memory",
         metavar="BYTES",

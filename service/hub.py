@@ -43,6 +43,12 @@ client that stops reading entirely leaves its sender stuck in one send; a watchd
 connections once a second and closes those stuck for ``SEND_TIMEOUT``.
 
 Observers run on the event-loop thread, as every store call in the service does.
+
+Views that live elsewhere (``views.synchronous`` False: the redis backend) are fetched before
+they are read: ``prepare`` before a subscription's full state, and an asynchronous flush that
+awaits ``views.load`` for one dirty board, then runs the same comparisons. Each board carries an
+epoch (``views.epoch``); when it changes (a failover), every subscriber of the board gets its
+full state again, even an unchanged one.
 """
 
 import asyncio
@@ -129,10 +135,11 @@ class _RankGroup:
 
 
 class _Watch:
-    __slots__ = ("hi", "lo", "max_top", "members", "name", "queued", "top_dirty", "tops")
+    __slots__ = ("epoch", "hi", "lo", "max_top", "members", "name", "queued", "top_dirty", "tops")
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.epoch: str | None = None
         self.tops: dict[int, _TopGroup] = {}
         self.max_top = 0
         self.members: dict[str, _RankGroup] = {}
@@ -159,7 +166,6 @@ class Hub:
         self.closed_slow = 0
         self.frames_sent = 0  # written to a socket (ws.py's send loop): fan-out cost
         self.sent_bytes = 0
-        self._epoch = backend.epoch
         self._watches: dict[str, _Watch] = {}
         self._dirty: list[_Watch] = []
         self._by_session: dict[str, set[Peer]] = {}
@@ -167,6 +173,7 @@ class Hub:
         self._timer: asyncio.TimerHandle | None = None
         self._last_flush = -INF
         self._watchdog: asyncio.Task[None] | None = None
+        self._flushing: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -182,6 +189,11 @@ class Hub:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._flushing is not None:
+            self._flushing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flushing
+            self._flushing = None
         self._feed.unlisten(self._on_board_event, self._on_session_event)
         for peer in list(self.peers):
             peer.close_soon(GOING_AWAY, "server shutting down")
@@ -207,6 +219,7 @@ class Hub:
                 bound.discard(peer)
                 if not bound:
                     del self._by_session[session]
+                    self._feed.unwatch_session(session)
 
     async def _watch_sends(self) -> None:
         """Close connections whose current send has waited SEND_TIMEOUT for the client to read.
@@ -229,6 +242,15 @@ class Hub:
 
     # -- subscriptions -------------------------------------------------------------------------
 
+    async def prepare(self, name: str, top: int, member: str | None) -> None:
+        """Fetch the views a subscription's full state needs (nothing when they are local)."""
+        views = self._views
+        if views.synchronous:
+            return
+        watch = self._watches.get(name)
+        top = max(top, watch.max_top if watch is not None else 0)
+        await views.load(name, top, [] if member is None else [member])
+
     def subscribe_top(self, peer: Peer, head: str, name: str, n: int) -> TopSub:
         """Subscribe to a board's top ``n`` (it need not exist) and offer its full state."""
         assert 1 <= n <= MAX_TOP
@@ -238,6 +260,8 @@ class Hub:
             group = watch.tops[n] = _TopGroup(n)
             watch.max_top = max(watch.max_top, n)
         view, total, seq = self._views.top_view(name, n)
+        if watch.epoch is None:
+            watch.epoch = self._views.epoch(name)
         if group.view is None:
             group.view = view
         elif view != group.view:
@@ -256,6 +280,8 @@ class Hub:
         if group is None:
             group = watch.members[member] = _RankGroup(member)
         rank, score, seq = self._views.rank_view(name, member)
+        if watch.epoch is None:
+            watch.epoch = self._views.epoch(name)
         state = (rank, score)
         if group.state is None:
             group.state = state
@@ -288,6 +314,7 @@ class Hub:
         if not watch:
             # A queued watch notices at flush time that it is no longer the registered one.
             del self._watches[watch.name]
+            self._feed.unwatch_board(watch.name)
 
     def _watch(self, name: str) -> _Watch:
         watch = self._watches.get(name)
@@ -360,56 +387,115 @@ class Hub:
         self._timer = None
         if self._loop is not None:
             self._last_flush = self._loop.time()
+        if not self._views.synchronous:
+            if self._flushing is None and self._loop is not None:
+                self._flushing = self._loop.create_task(self._flush_remote())
+            return  # a flush in progress re-arms itself for what arrived meanwhile
         dirty, self._dirty = self._dirty, []
         for watch in dirty:
             watch.queued = False
             if self._watches.get(watch.name) is not watch:
                 continue  # every subscription left (and maybe a new watch took the name)
             try:
-                if watch.top_dirty:
-                    watch.top_dirty = False
-                    self._flush_tops(watch)
-                if watch.members:
-                    self._flush_ranks(watch)
+                top = watch.top_dirty
+                watch.top_dirty = False
+                self._flush_watch(watch, top, self._rank_groups_due(watch))
             except Exception:
                 # A bug here must not stop every later flush; the tests assert the log is clean.
                 log.exception("hub flush failed for one board")
 
-    def _flush_tops(self, watch: _Watch) -> None:
+    async def _flush_remote(self) -> None:
+        """The flush for views read over the network: load each dirty board, then compare."""
+        try:
+            while self._dirty:
+                dirty, self._dirty = self._dirty, []
+                for watch in dirty:
+                    watch.queued = False
+                    if self._watches.get(watch.name) is not watch:
+                        continue
+                    top = watch.top_dirty
+                    watch.top_dirty = False
+                    due = self._rank_groups_due(watch)
+                    if not top and not due:
+                        continue  # a write below every view: nothing to read
+                    try:
+                        await self._views.load(
+                            watch.name, watch.max_top if top else 0, [g.member for g in due]
+                        )
+                    except Exception as exc:
+                        # unreachable: keep what subscribers have; the feed re-announces the
+                        # board once it re-subscribes, which brings this flush back
+                        log.warning("hub: cannot read board views: %s", exc)
+                        continue
+                    try:
+                        self._flush_watch(watch, top, due)
+                    except Exception:
+                        log.exception("hub flush failed for one board")
+                if self._dirty and self._loop is not None:
+                    await asyncio.sleep(max(0.0, self._last_flush + self.tick - self._loop.time()))
+                    self._last_flush = self._loop.time()
+        finally:
+            self._flushing = None
+            if self._dirty and self._timer is None and self._loop is not None:
+                self._timer = self._loop.call_at(self._loop.time(), self._flush)
+
+    def _flush_watch(self, watch: _Watch, top: bool, due: list[_RankGroup]) -> None:
+        epoch = self._views.epoch(watch.name)
+        force = watch.epoch is not None and epoch != watch.epoch
+        watch.epoch = epoch
+        if force:  # history may have forked: everyone gets the full state again
+            top = bool(watch.tops)
+            due = list(watch.members.values())
+        if top:
+            self._flush_tops(watch, force)
+        if due:
+            self._send_ranks(watch, due, force)
+
+    def _flush_tops(self, watch: _Watch, force: bool = False) -> None:
         # One read per dirty board per flush, sliced per N.
         entries, total, seq = self._views.top_view(watch.name, watch.max_top)
         for n, group in watch.tops.items():
             view = entries[:n]
-            if view == group.view and not group.stale:
+            if view == group.view and not group.stale and not force:
                 continue
             group.view = view
             group.stale = False
             tail = None
             for sub in group.subs:
                 seen = sub.seen
-                if seen is view or seen == view:
+                if not force and (seen is view or seen == view):
                     continue
                 if tail is None:
                     tail = self._top_tail(watch.name, total, seq, view)
                 sub.seen = view
                 self._offer(sub.peer, sub, sub.head + tail)
 
-    def _flush_ranks(self, watch: _Watch) -> None:
-        views, name = self._views, watch.name
+    def _rank_groups_due(self, watch: _Watch) -> list[_RankGroup]:
+        """Rank groups that may have moved since the last flush (flags reset)."""
         lo, hi = watch.lo, watch.hi
         watch.lo, watch.hi = INF, 0
-        for member, group in watch.members.items():
+        due = []
+        for group in watch.members.values():
             if not group.dirty:
                 rank = group.state[0] if group.state is not None else None
                 if rank is None or not lo <= rank <= hi:
                     continue
             group.dirty = False
+            due.append(group)
+        return due
+
+    def _send_ranks(self, watch: _Watch, due: list[_RankGroup], force: bool) -> None:
+        views, name = self._views, watch.name
+        for group in due:
+            if watch.members.get(group.member) is not group:
+                continue  # its last subscriber left while the views loaded
+            member = group.member
             rank, score, seq = views.rank_view(name, member)
             state = (rank, score)
             group.state = state
             tail = None
             for sub in group.subs:
-                if sub.seen == state:
+                if sub.seen == state and not force:
                     continue
                 if tail is None:
                     tail = self._rank_tail(name, seq, member, state)
@@ -428,7 +514,7 @@ class Hub:
             "total": total,
             "entries": view,
             "seq": seq,
-            "epoch": self._epoch,
+            "epoch": self._views.epoch(name),
         }
         return "," + orjson.dumps(body)[1:].decode()
 
@@ -439,7 +525,7 @@ class Hub:
             "rank": state[0],
             "score": state[1],
             "seq": seq,
-            "epoch": self._epoch,
+            "epoch": self._views.epoch(name),
         }
         return "," + orjson.dumps(body)[1:].decode()
 
@@ -459,4 +545,4 @@ class Hub:
                 count += len(rank.subs)
             assert watch.queued == (watch in self._dirty)
         assert count == self.subscriptions, (count, self.subscriptions)
-        assert (self._timer is None) or bool(self._dirty)
+        assert (self._timer is None) or bool(self._dirty) or self._flushing is not None

@@ -213,7 +213,56 @@ class _Collector:
         yield from self._ws()
         yield from self._memory(stats)
         yield from self._loop()
-        yield from self._backend_calls()
+        yield from self._backend()
+
+    def _backend(self) -> Iterable[Metric]:
+        """What a networked backend reports (service/backend/redis): call latency, errors,
+        retries, slot-map refreshes, pub/sub gaps. Nothing for the embedded backend."""
+        report = getattr(self.metrics.backend, "backend_metrics", None)
+        if report is None:
+            return ()
+        r = report()
+        latency = HistogramMetricFamily(
+            "rankd_backend_call_duration_seconds",
+            "Round trips to the backend's server (redis), by operation.",
+            labels=["op"],
+        )
+        for kind, (buckets, total) in sorted(r["latency"].items()):
+            latency.add_metric([kind], buckets, total)
+        errors = CounterMetricFamily(
+            "rankd_backend_errors",
+            "Backend calls that failed for the cluster's sake (503), by error class.",
+            labels=["error"],
+        )
+        for name, n in sorted(r["errors"].items()):
+            errors.add_metric([name], n)
+        return (
+            latency,
+            errors,
+            CounterMetricFamily(
+                "rankd_backend_retries", "Idempotent reads retried once.", value=r["retries"]
+            ),
+            CounterMetricFamily(
+                "rankd_backend_topology_refreshes",
+                "Slot-map refreshes after a failed call (redirections, failovers).",
+                value=r["refreshes"],
+            ),
+            CounterMetricFamily(
+                "rankd_pubsub_gaps",
+                "Change-feed seq gaps healed by re-reading the board.",
+                value=r["gaps"],
+            ),
+            CounterMetricFamily(
+                "rankd_pubsub_resubscribes",
+                "Change-feed re-subscriptions after a lost pub/sub connection.",
+                value=r["resubscribes"],
+            ),
+            GaugeMetricFamily(
+                "rankd_backend_library_loaded",
+                "1 while every primary has the rankd function library.",
+                value=1 if r["library_loaded"] else 0,
+            ),
+        )
 
     def _loop(self) -> Iterable[Metric]:
         lag = self.metrics.loop_lag
@@ -230,19 +279,6 @@ class _Collector:
                 value=lag.max,
             ),
         )
-
-    def _backend_calls(self) -> Iterable[Metric]:
-        calls: CallLatency | None = getattr(self.metrics.backend, "call_latency", None)
-        if calls is None:
-            return ()
-        family = HistogramMetricFamily(
-            "rankd_backend_call_duration_seconds",
-            "Round trips to the backend's server, by operation.",
-            labels=["op"],
-        )
-        for op, h in sorted(calls.by_op.items()):
-            family.add_metric([op], h.cumulative(), h.sum)
-        return (family,)
 
     def _memory(self, stats: "Stats") -> Iterable[Metric]:
         m = stats["memory"]

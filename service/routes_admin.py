@@ -28,7 +28,8 @@ async def readyz(rt: Runtime, request: Request) -> Response:
         return json_response({"status": "ready", "epoch": backend.epoch})
     if backend.fatal is not None:
         return problem_response(503, "start-up-failed", "start-up failed; see the server log")
-    return problem_response(503, "not-ready", "recovering data from disk; not ready yet")
+    reason = backend.health()["reason"] or "recovering data from disk"
+    return problem_response(503, "not-ready", f"not ready yet: {reason}")
 
 
 async def metrics(rt: Runtime, request: Request) -> Response:

@@ -59,6 +59,7 @@ import itertools
 import logging
 import socket
 import struct
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -164,7 +165,8 @@ async def ws_endpoint(websocket: WebSocket) -> None:
             return
         try:
             # A use, like any read: refreshes its idle deadline.
-            await runtime.backend.sessions.get(session, touch=True)
+            bound = await runtime.backend.sessions.get(session, touch=True)
+            await runtime.backend.feed.watch_session(session, bound["expires_at"], time.time())
         except StoreError:
             await _close(websocket, POLICY, "session not found")
             return
@@ -357,7 +359,7 @@ class Connection:
                         raise _Bad(
                             401, f"unauthorized: board {show(board)} is not public; {_CREDENTIAL}"
                         )
-                self._subscribe(rid, msg)
+                await self._subscribe(rid, msg)
             else:
                 self._unsubscribe(rid)
         except _Bad as bad:
@@ -375,7 +377,7 @@ class Connection:
             log.exception("WebSocket request failed")
             self._error(rid, 500, "internal error; the server log has the details")
 
-    def _subscribe(self, rid: object, msg: dict[str, Any]) -> None:
+    async def _subscribe(self, rid: object, msg: dict[str, Any]) -> None:
         if not self._read:
             raise _Bad(403, "the API key lacks the 'read' scope subscribe needs")
         board = check_board_name(_field(msg, "board"))
@@ -390,9 +392,11 @@ class Connection:
         if top is not None:
             if type(top) is not int or not 1 <= top <= MAX_TOP:
                 raise _Bad(400, f"top must be an integer from 1 to {MAX_TOP}, but got {show(top)}")
+            await self.hub.prepare(board, top, None)
             self.subs[rid] = self.hub.subscribe_top(self, head % "top", board, top)
         else:
             member = check_member(member, self.runtime.backend.boards.limits)
+            await self.hub.prepare(board, 0, member)
             self.subs[rid] = self.hub.subscribe_rank(self, head % "rank", board, member)
 
     def _unsubscribe(self, rid: object) -> None:

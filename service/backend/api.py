@@ -27,8 +27,9 @@ Contracts every backend keeps:
   result types are the wire shapes themselves (service/schemas.py): a route sends them as-is.
 * The change feed delivers the store's typed events (store/events.py), carrying resulting
   state, in the order the writes were applied, on the event-loop thread. The hub reads views
-  through ``Views`` (synchronous: the embedded engine answers from memory; the Redis backend
-  answers from the state its feed keeps per watched board).
+  through ``Views``: synchronous reads of what the backend holds (the embedded engine answers
+  from memory); a backend whose data is elsewhere (redis) sets ``synchronous = False`` and the
+  hub awaits ``load`` for a board before reading its views.
 
 Room for what comes next (periods, lookup, range, metadata patches) is left by keeping each
 operation a method of its own rather than one catch-all.
@@ -162,9 +163,29 @@ class ChangeFeed(Protocol):
 
     def unlisten(self, on_board: BoardListener, on_session: SessionListener) -> None: ...
 
+    def unwatch_board(self, name: str) -> None:
+        """Nobody here watches ``name`` any more (a remote feed unsubscribes from it)."""
+        ...
+
+    async def watch_session(self, sid: str, expires_at: float, now: float) -> None:
+        """Deliver ``sdel`` for this session (a connection is bound to it), expiry included."""
+        ...
+
+    def unwatch_session(self, sid: str) -> None: ...
+
 
 class Views(Protocol):
     """What the hub shows subscribers; cheap and synchronous (a flush calls it per board)."""
+
+    synchronous: bool  # False: ``load`` first (the data is across the network)
+
+    async def load(self, name: str, top: int, members: list[str]) -> None:
+        """Fetch the top ``top`` and these members' places, for the reads that follow."""
+        ...
+
+    def epoch(self, name: str) -> str:
+        """Changes exactly when the board's history may have forked (frames carry it)."""
+        ...
 
     def top_view(self, name: str, n: int) -> tuple[list[Entry], int, int]:
         """(top n entries, total, seq); an absent board is ([], 0, 0)."""

@@ -299,10 +299,29 @@ class _Feed:
             if fn in observers:
                 observers.remove(fn)
 
+    # Every event of this process reaches the observers: nothing to (un)subscribe.
+    def unwatch_board(self, name: str) -> None:
+        pass
+
+    async def watch_session(self, sid: str, expires_at: float, now: float) -> None:
+        pass
+
+    def unwatch_session(self, sid: str) -> None:
+        pass
+
 
 class _Views:
-    def __init__(self, keyspace: Keyspace) -> None:
+    synchronous = True
+
+    def __init__(self, keyspace: Keyspace, epoch: str) -> None:
         self._ks = keyspace
+        self._epoch = epoch
+
+    async def load(self, name: str, top: int, members: list[str]) -> None:
+        pass  # everything is in memory
+
+    def epoch(self, name: str) -> str:
+        return self._epoch  # one process: history forks only when it restarts
 
     def top_view(self, name: str, n: int) -> tuple[list[Entry], int, int]:
         board = self._ks.find(name)
@@ -344,10 +363,10 @@ class EmbeddedBackend:
         self.boards = EmbeddedBoards(self._keyspace, self._path)
         self.sessions = EmbeddedSessions(self._sessions, self._path)
         self.feed = _Feed(self._keyspace, self._sessions)
-        self.views = _Views(self._keyspace)
         self.persistence: Persistence | None = None
         # Changes on every start, so a WebSocket client can tell a restart from a quiet board.
         self.epoch = secrets.token_hex(8)
+        self.views = _Views(self._keyspace, self.epoch)
         self.ready = False
         self.started_at = self.clock.now()
         self.recovery: dict[str, Any] | None = None
