@@ -92,6 +92,8 @@ LIMIT_HELP = {
     "ws_tick": "seconds between coalesced pushes per subscription",
     "session_data_bytes": "bytes of a session's data, as compact JSON",
     "sessions_per_user": "live sessions one user may hold",
+    "sessions_over_limit": "a user past --sessions-per-user: evict-oldest (their oldest session "
+    "ends, reason evicted) or refuse (429)",
     "session_ttl": "default idle timeout of a session, seconds",
     "session_max_ttl": "largest idle timeout a client may ask for, seconds",
     "session_lifetime": "default absolute lifetime of a session, seconds",
@@ -179,13 +181,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="corrupt data at start-up: refuse to start, or move the damaged files aside "
         f"(default: {d.on_bad_data})",
     )
-    p.add_argument("--backend", choices=("embedded", "redis"), help="where data lives (embedded)")
+    p.add_argument(
+        "--backend",
+        choices=("embedded", "redis"),
+        help="where data lives: embedded (this process, ./data) or redis (a Redis/Valkey "
+        "Cluster; see README 'Scaling out') (default: embedded)",
+    )
     p.add_argument(
         "--redis-url",
         help="redis backend: seed nodes, comma-separated (redis://h:p,h2:p2 or rediss://...); "
-        "password from RANKD_REDIS_PASSWORD or RANKD_REDIS_PASSWORD_FILE",
+        "password from RANKD_REDIS_PASSWORD or RANKD_REDIS_PASSWORD_FILE (default: none; required "
+        "with --backend redis)",
     )
-    p.add_argument("--redis-prefix", help="redis backend: key prefix (default rk)")
+    p.add_argument("--redis-prefix", help="redis backend: key prefix (default: rk)")
     p.add_argument("--redis-username", help="redis backend: ACL user (default: none)")
     p.add_argument(
         "--max-memory",
@@ -197,11 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = ServiceLimits()
     for name in LIMIT_NAMES:
         what = LIMIT_HELP.get(name, name.replace("_", " "))
+        default = getattr(defaults, name)
+        number = isinstance(default, int | float)
         limits.add_argument(
             "--" + name.replace("_", "-"),
             dest=name,
-            metavar="N",
-            help=f"{what} (default: {getattr(defaults, name):g})",
+            metavar="N" if number else "POLICY",
+            help=f"{what} (default: {default:g})" if number else f"{what} (default: {default})",
         )
     return p
 

@@ -25,7 +25,7 @@ are read from the live objects at scrape time, so nothing is updated that nobody
     rankd_ws_frames_sent_total, rankd_ws_sent_bytes_total             counters
     rankd_snapshot_running, rankd_recovery_duration_seconds,
     rankd_recovery_journal_records                                    gauges (persistence)
-    rankd_backend_call_duration_seconds{op}                           histogram (CallLatency)
+    rankd_backend_call_duration_seconds{op}  histogram, redis backend only (backend_metrics())
 
 Board labels are bounded on purpose: one series per board would let a client that creates
 boards create series without end, so only the ten largest (LARGEST_BOARDS in
@@ -147,36 +147,6 @@ class LoopLag:
     def observe(self, lag: float) -> None:
         self.histogram.observe(lag)
         self.max = max(self.max, lag)
-
-
-class CallLatency:
-    """Latency of calls to a remote backend, by operation (the redis backend's hook).
-
-    A backend that talks to a server owns one as ``call_latency`` and wraps each round trip::
-
-        with self.call_latency.time("write"):
-            await self._fcall(...)
-
-    ``op`` must come from a fixed set in the backend's code (never a board or member name):
-    each distinct value is a series.
-    """
-
-    def __init__(self) -> None:
-        self.by_op: dict[str, Histogram] = {}
-
-    def observe(self, op: str, seconds: float) -> None:
-        h = self.by_op.get(op)
-        if h is None:
-            h = self.by_op[op] = Histogram()
-        h.observe(seconds)
-
-    @contextlib.contextmanager
-    def time(self, op: str) -> Iterator[None]:
-        began = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.observe(op, time.perf_counter() - began)
 
 
 class Metrics:

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
 from service.backend.embedded import LARGEST_BOARDS
-from service.metrics import CallLatency, Metrics
+from tests.servers import RankdServer
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -112,21 +112,24 @@ def test_metrics_move_under_load(rankd_server) -> None:
     assert srv.stop(signal.SIGTERM) == 0
 
 
-def test_backend_call_latency_hook_is_exported(tmp_path) -> None:
-    # The hook a remote backend (redis) owns: CallLatency on the backend, read at scrape time.
-    from service.backend.embedded import EmbeddedBackend
-    from service.settings import Settings
-
-    backend = EmbeddedBackend(Settings(data_dir=tmp_path))
-    calls = CallLatency()
-    backend.call_latency = calls  # type: ignore[attr-defined]
-    with calls.time("write"):
-        time.sleep(0.002)
-    calls.observe("read", 0.0003)
-    text = Metrics(backend).render().decode()
-    families = {f.name: f for f in text_string_to_metric_families(text)}
-    family = families["rankd_backend_call_duration_seconds"]
-    counts = {s.labels["op"]: s.value for s in family.samples if s.name.endswith("_count")}
-    assert counts == {"read": 1, "write": 1}
-    total = {s.labels["op"]: s.value for s in family.samples if s.name.endswith("_sum")}
-    assert total["write"] >= 0.002
+def test_backend_call_latency_is_exported_by_the_redis_backend(redis_cluster, tmp_path) -> None:
+    """Round trips to the cluster, by operation, on a real rankd over the real cluster."""
+    flags = {"backend": "redis", "redis_url": redis_cluster, "redis_prefix": "mops"}
+    srv = RankdServer(tmp_path, flags)
+    srv.start()
+    try:
+        with srv.client() as c:
+            for i in range(5):
+                assert c.post(
+                    "/v1/boards/lat/scores", json={"member": f"m{i}", "score": i}
+                ).is_success
+            assert c.get("/v1/boards/lat/top").status_code == 200
+        samples = scrape(srv)
+    finally:
+        srv.stop(signal.SIGTERM)
+    counts = {
+        dict(labels)["op"]: v
+        for labels, v in series(samples, "rankd_backend_call_duration_seconds_count").items()
+    }
+    assert counts.get("write", 0) >= 5 and counts.get("read", 0) >= 1, counts
+    assert value(samples, "rankd_backend_library_loaded") == 1
