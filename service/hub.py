@@ -50,6 +50,12 @@ while the board was idle -- the backend rolls idle boards within a second), ever
 of the watch gets a ``period`` frame and then the new state, even if that state looks equal.
 
 Observers run on the event-loop thread, as every store call in the service does.
+
+Views that live elsewhere (``views.synchronous`` False: the redis backend) are fetched before
+they are read: ``prepare`` before a subscription's full state, and an asynchronous flush that
+awaits ``views.load`` for one dirty board, then runs the same comparisons. Each board carries an
+epoch (``views.epoch``); when it changes (a failover), every subscriber of the board gets its
+full state again, even an unchanged one.
 """
 
 import asyncio
@@ -138,9 +144,15 @@ class _RankGroup:
         self.dirty = False
 
 
+def _key(board: str, window: str | None) -> str:
+    """A watch's key in Hub._watches: the board, or the board and the window it names."""
+    return board if window is None else f"{board}\x00{window}"
+
+
 class _Watch:
     __slots__ = (
         "board",
+        "epoch",
         "hi",
         "lo",
         "max_top",
@@ -158,6 +170,7 @@ class _Watch:
         self.name = name  # the key in Hub._watches
         self.board = board
         self.window = window  # as subscribed; None: the board's first
+        self.epoch: str | None = None
         # (window name, current period id) as last shown; None while the board is absent
         self.wname, self.period = views.period_view(board, window)
         self.tops: dict[int, _TopGroup] = {}
@@ -184,7 +197,8 @@ class Hub:
         self.frames_offered = 0
         self.frames_conflated = 0
         self.closed_slow = 0
-        self._epoch = backend.epoch
+        self.frames_sent = 0  # written to a socket (ws.py's send loop): fan-out cost
+        self.sent_bytes = 0
         self._watches: dict[str, _Watch] = {}
         self._windowed: dict[str, set[str]] = {}  # board -> keys of watches naming a window
         self._dirty: list[_Watch] = []
@@ -193,6 +207,7 @@ class Hub:
         self._timer: asyncio.TimerHandle | None = None
         self._last_flush = -INF
         self._watchdog: asyncio.Task[None] | None = None
+        self._flushing: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -208,6 +223,11 @@ class Hub:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._flushing is not None:
+            self._flushing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flushing
+            self._flushing = None
         self._feed.unlisten(self._on_board_event, self._on_session_event)
         for peer in list(self.peers):
             peer.close_soon(GOING_AWAY, "server shutting down")
@@ -233,6 +253,7 @@ class Hub:
                 bound.discard(peer)
                 if not bound:
                     del self._by_session[session]
+                    self._feed.unwatch_session(session)
 
     async def _watch_sends(self) -> None:
         """Close connections whose current send has waited SEND_TIMEOUT for the client to read.
@@ -255,6 +276,17 @@ class Hub:
 
     # -- subscriptions -------------------------------------------------------------------------
 
+    async def prepare(
+        self, name: str, top: int, member: str | None, window: str | None = None
+    ) -> None:
+        """Fetch the views a subscription's full state needs (nothing when they are local)."""
+        views = self._views
+        if views.synchronous:
+            return
+        watch = self._watches.get(_key(name, window))
+        top = max(top, watch.max_top if watch is not None else 0)
+        await views.load(name, top, [] if member is None else [member])
+
     def subscribe_top(
         self, peer: Peer, head: str, name: str, n: int, window: str | None = None
     ) -> TopSub:
@@ -267,6 +299,8 @@ class Hub:
             group = watch.tops[n] = _TopGroup(n)
             watch.max_top = max(watch.max_top, n)
         view, total, seq = self._views.top_view(watch.board, n, watch.window)
+        if watch.epoch is None:
+            watch.epoch = self._views.epoch(watch.board)
         if group.view is None:
             group.view = view
         elif view != group.view:
@@ -288,6 +322,8 @@ class Hub:
         if group is None:
             group = watch.members[member] = _RankGroup(member)
         rank, score, seq = self._views.rank_view(watch.board, member, watch.window)
+        if watch.epoch is None:
+            watch.epoch = self._views.epoch(watch.board)
         state = (rank, score)
         if group.state is None:
             group.state = state
@@ -325,9 +361,11 @@ class Hub:
                 keys.discard(watch.name)
                 if not keys:
                     del self._windowed[watch.board]
+            if watch.board not in self._watches and watch.board not in self._windowed:
+                self._feed.unwatch_board(watch.board)  # the board's last watch
 
     def _watch(self, board: str, window: str | None) -> _Watch:
-        name = board if window is None else f"{board}\x00{window}"
+        name = _key(board, window)
         watch = self._watches.get(name)
         if watch is None:
             watch = self._watches[name] = _Watch(name, board, window, self._views)
@@ -406,6 +444,10 @@ class Hub:
         self._timer = None
         if self._loop is not None:
             self._last_flush = self._loop.time()
+        if not self._views.synchronous:
+            if self._flushing is None and self._loop is not None:
+                self._flushing = self._loop.create_task(self._flush_remote())
+            return  # a flush in progress re-arms itself for what arrived meanwhile
         dirty, self._dirty = self._dirty, []
         for watch in dirty:
             watch.queued = False
@@ -413,11 +455,9 @@ class Hub:
                 continue  # every subscription left (and maybe a new watch took the name)
             try:
                 self._check_period(watch)
-                if watch.top_dirty:
-                    watch.top_dirty = False
-                    self._flush_tops(watch)
-                if watch.members:
-                    self._flush_ranks(watch)
+                top = watch.top_dirty
+                watch.top_dirty = False
+                self._flush_watch(watch, top, self._rank_groups_due(watch))
             except Exception:
                 # A bug here must not stop every later flush; the tests assert the log is clean.
                 log.exception("hub flush failed for one board")
@@ -453,41 +493,100 @@ class Hub:
         head = '{"type":"period","id":' + sub.head.split(',"id":', 1)[1]
         sub.peer.offer((sub, "period"), head + tail)
 
-    def _flush_tops(self, watch: _Watch) -> None:
+    async def _flush_remote(self) -> None:
+        """The flush for views read over the network: load each dirty board, then compare."""
+        try:
+            while self._dirty:
+                dirty, self._dirty = self._dirty, []
+                for watch in dirty:
+                    watch.queued = False
+                    if self._watches.get(watch.name) is not watch:
+                        continue
+                    self._check_period(watch)
+                    top = watch.top_dirty
+                    watch.top_dirty = False
+                    due = self._rank_groups_due(watch)
+                    if not top and not due:
+                        continue  # a write below every view: nothing to read
+                    try:
+                        await self._views.load(
+                            watch.board, watch.max_top if top else 0, [g.member for g in due]
+                        )
+                    except Exception as exc:
+                        # unreachable: keep what subscribers have; the feed re-announces the
+                        # board once it re-subscribes, which brings this flush back
+                        log.warning("hub: cannot read board views: %s", exc)
+                        continue
+                    try:
+                        self._check_period(watch)  # what the load found (a board came or went)
+                        self._flush_watch(watch, top, due)
+                    except Exception:
+                        log.exception("hub flush failed for one board")
+                if self._dirty and self._loop is not None:
+                    await asyncio.sleep(max(0.0, self._last_flush + self.tick - self._loop.time()))
+                    self._last_flush = self._loop.time()
+        finally:
+            self._flushing = None
+            if self._dirty and self._timer is None and self._loop is not None:
+                self._timer = self._loop.call_at(self._loop.time(), self._flush)
+
+    def _flush_watch(self, watch: _Watch, top: bool, due: list[_RankGroup]) -> None:
+        epoch = self._views.epoch(watch.board)
+        force = watch.epoch is not None and epoch != watch.epoch
+        watch.epoch = epoch
+        if force:  # history may have forked: everyone gets the full state again
+            top = bool(watch.tops)
+            due = list(watch.members.values())
+        if top:
+            self._flush_tops(watch, force)
+        if due:
+            self._send_ranks(watch, due, force)
+
+    def _flush_tops(self, watch: _Watch, force: bool = False) -> None:
         # One read per dirty board per flush, sliced per N.
         entries, total, seq = self._views.top_view(watch.board, watch.max_top, watch.window)
         for n, group in watch.tops.items():
             view = entries[:n]
-            if view == group.view and not group.stale:
+            if view == group.view and not group.stale and not force:
                 continue
             group.view = view
             group.stale = False
             tail = None
             for sub in group.subs:
                 seen = sub.seen
-                if seen is view or seen == view:
+                if not force and (seen is view or seen == view):
                     continue
                 if tail is None:
                     tail = self._top_tail(watch, total, seq, view)
                 sub.seen = view
                 self._offer(sub.peer, sub, sub.head + tail)
 
-    def _flush_ranks(self, watch: _Watch) -> None:
-        views, board, window = self._views, watch.board, watch.window
+    def _rank_groups_due(self, watch: _Watch) -> list[_RankGroup]:
+        """Rank groups that may have moved since the last flush (flags reset)."""
         lo, hi = watch.lo, watch.hi
         watch.lo, watch.hi = INF, 0
-        for member, group in watch.members.items():
+        due = []
+        for group in watch.members.values():
             if not group.dirty:
                 rank = group.state[0] if group.state is not None else None
                 if rank is None or not lo <= rank <= hi:
                     continue
             group.dirty = False
+            due.append(group)
+        return due
+
+    def _send_ranks(self, watch: _Watch, due: list[_RankGroup], force: bool) -> None:
+        views, board, window = self._views, watch.board, watch.window
+        for group in due:
+            if watch.members.get(group.member) is not group:
+                continue  # its last subscriber left while the views loaded
+            member = group.member
             rank, score, seq = views.rank_view(board, member, window)
             state = (rank, score)
             group.state = state
             tail = None
             for sub in group.subs:
-                if sub.seen == state:
+                if sub.seen == state and not force:
                     continue
                 if tail is None:
                     tail = self._rank_tail(watch, seq, member, state)
@@ -508,7 +607,7 @@ class Hub:
             "total": total,
             "entries": view,
             "seq": seq,
-            "epoch": self._epoch,
+            "epoch": self._views.epoch(watch.board),
         }
         return "," + orjson.dumps(body)[1:].decode()
 
@@ -521,7 +620,7 @@ class Hub:
             "rank": state[0],
             "score": state[1],
             "seq": seq,
-            "epoch": self._epoch,
+            "epoch": self._views.epoch(watch.board),
         }
         return "," + orjson.dumps(body)[1:].decode()
 
@@ -541,4 +640,4 @@ class Hub:
                 count += len(rank.subs)
             assert watch.queued == (watch in self._dirty)
         assert count == self.subscriptions, (count, self.subscriptions)
-        assert (self._timer is None) or bool(self._dirty)
+        assert (self._timer is None) or bool(self._dirty) or self._flushing is not None

@@ -15,6 +15,9 @@ whether it may change only while the board holds no entry in any period)::
     grace         int seconds 0..MAX_GRACE        0          any time
     min_score     Score | None (inclusive)        None       any time
     max_score     Score | None (inclusive)        None       any time
+    player_writes bool                            false      any time  (service/players.py)
+    player_rate   int 1..PLAYER_RATE_MAX          60         any time  (writes/member/minute)
+    public_read   bool                            false      any time  (service/gate.py)
 
 Cross-option rules live in ``_finish`` (windows take the board's reset_offset; min <= max).
 """
@@ -35,6 +38,8 @@ Ties = Literal["first", "member"]
 
 MAX_KEEP = 100
 MAX_GRACE = 7 * 86400  # a match longer than a week is not a match
+PLAYER_RATE_MAX = 10_000  # writes per member per minute
+DEFAULT_PLAYER_RATE = 60
 
 
 class Option(NamedTuple):
@@ -70,6 +75,26 @@ def _int(name: str, low: int, high: int) -> Callable[[object], Any]:
     return parse
 
 
+def _bool(name: str) -> Callable[[object], Any]:
+    def parse(value: object) -> Any:
+        if type(value) is not bool:
+            raise InvalidArgument(
+                f"board option {show(name)} must be true or false, but got {show(value)}"
+            )
+        return value
+
+    return parse
+
+
+def _player_rate(value: object) -> int:
+    if type(value) is not int or not 1 <= value <= PLAYER_RATE_MAX:
+        raise InvalidArgument(
+            f"board option 'player_rate' must be an integer from 1 to {PLAYER_RATE_MAX} "
+            f"(writes per member per minute), but got {show(value)}"
+        )
+    return value
+
+
 def _bound(name: str) -> Callable[[object], Any]:
     def parse(value: object) -> Any:
         if value is None:
@@ -103,6 +128,10 @@ OPTIONS: dict[str, Option] = {
     "grace": Option(_int("grace", 0, MAX_GRACE), _same, False),
     "min_score": Option(_bound("min_score"), _same, False),
     "max_score": Option(_bound("max_score"), _same, False),
+    # Player policy (service/players.py and service/gate.py enforce it)
+    "player_writes": Option(_bool("player_writes"), _same, False),
+    "player_rate": Option(_player_rate, _same, False),
+    "public_read": Option(_bool("public_read"), _same, False),
 }
 
 ALL_WINDOWS: tuple[Window, ...] = (Window("all", "all"),)
@@ -119,6 +148,9 @@ class BoardConfig:
     grace: int = 0
     min_score: Score | None = None
     max_score: Score | None = None
+    player_writes: bool = False
+    player_rate: int = DEFAULT_PLAYER_RATE
+    public_read: bool = False
 
     @classmethod
     def from_options(

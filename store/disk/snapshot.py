@@ -5,7 +5,7 @@ File model (all integers little-endian; frames as in store/disk/frames.py)::
     offset 0   MAGIC "RANKDSNP" (8) | format version u32 | crc32 of the 12 bytes before (u32)
     offset 16  META      {"created_at": unix time, "base_segment": n}
                BOARD     [name, {option: value}, board seq, key count, metadata count]
-                          (a board of one "all" window), or (v2) [name, {option: value},
+                          (a board of one "all" window), or (v3) [name, {option: value},
                           board seq, [[window, period, key count, metadata count], ...]]
                           and then METADATA* KEYS* per period, in that order
                METADATA  [[member, metadata], ...]                      ~1 MiB per frame, any
@@ -19,8 +19,10 @@ File model (all integers little-endian; frames as in store/disk/frames.py)::
                            version], ...]                                up to 1024 per frame
                                                                         and ~1 MiB (one
                                                                         session may exceed it)
-               END       {"boards": b, "entries": e, "sessions": s, "crc": crc32 of every byte
-                          of the file before this frame}
+               ENDED     [[digest, refused until], ...]                up to 8192 per frame
+                          (version 2: ended session ids, store/ended.py; digest a u64)
+               END       {"boards": b, "entries": e, "sessions": s, "ended": d (version 2),
+                          "crc": crc32 of every byte of the file before this frame}
     (end of file: nothing may follow END)
 
 The 16-byte header layout is fixed forever: the checksum is verified before the version is
@@ -96,9 +98,13 @@ from store.keyspace import Keyspace
 from store.sessions import Session, SessionStore
 
 MAGIC = b"RANKDSNP"
-VERSION = 2  # 2: boards with windows and periods (the second BOARD form)
-# A file that needs nothing of version 2 is written as version 1, byte for byte as before, so
-# a data directory of plain boards can still be opened by the rankd that wrote it.
+VERSION = 3
+# 1: the first format. 2: ENDED records, END's "ended" count, the player policy options in
+# config rows. 3: boards with windows and periods (the second BOARD form) and the options of
+# store/options.py beyond version 2's. A file is written at the lowest version that holds it:
+# one that needs nothing of version 3 is a version-2 file byte for byte, so a data directory
+# of boards without windows can still be opened by the rankd before windows.
+V2_OPTIONS = rows.LEGACY_OPTIONS | {"player_writes", "player_rate", "public_read"}
 _HEAD = struct.Struct("<8sI")
 HEADER_SIZE = _HEAD.size + 4  # 16
 
@@ -109,10 +115,12 @@ BOARD = 0x02
 SESSIONS = 0x04
 KEYS = 0x05
 METADATA = 0x06
+ENDED = 0x07
 END = 0x7F
 
 KEYS_PER_FRAME = 4096  # ~130 KiB of 30-byte keys; at most ~4.3 MiB at the 1 KiB member limit
 SESSIONS_PER_FRAME = 1024
+ENDED_PER_FRAME = 8192  # ~40 bytes each as JSON: ~330 KiB
 FRAME_BYTES = 1 << 20  # SESSIONS and METADATA frames are cut near this size
 METADATA_FRAME_BYTES = FRAME_BYTES
 _FLUSH_BYTES = 1 << 20
@@ -178,8 +186,8 @@ def write(
     live structures and must not be interleaved with writes.
     """
     out = _Out(fd)
-    plain = all(rows.config_row(b.config).keys() <= rows.LEGACY_OPTIONS for b in keyspace)
-    out.raw(header(1 if plain else VERSION))
+    plain = all(rows.config_row(b.config).keys() <= V2_OPTIONS for b in keyspace)
+    out.raw(header(2 if plain else VERSION))
     out.frame(META, orjson.dumps({"created_at": now, "base_segment": base_segment}))
     n_entries = 0
     for board in keyspace:
@@ -207,8 +215,19 @@ def write(
         for payload in _session_frames(chunk_s):
             out.frame(SESSIONS, payload)
         n_sessions += len(chunk_s)
+    n_ended = 0
+    ended = sessions.ended.items()
+    while chunk_e := list(itertools.islice(ended, ENDED_PER_FRAME)):
+        out.frame(ENDED, orjson.dumps(chunk_e))
+        n_ended += len(chunk_e)
     out.flush()
-    end = {"boards": len(keyspace), "entries": n_entries, "sessions": n_sessions, "crc": out.crc}
+    end = {
+        "boards": len(keyspace),
+        "entries": n_entries,
+        "sessions": n_sessions,
+        "ended": n_ended,
+        "crc": out.crc,
+    }
     out.frame(END, orjson.dumps(end))
     out.flush()
     return SnapshotStats(out.size, len(keyspace), n_entries, n_sessions, base_segment, now)
@@ -462,7 +481,7 @@ class _Records:
 
 
 class _Parser:
-    """Reads the grammar META (BOARD METADATA* KEYS*)* SESSIONS* END, applying as it goes.
+    """Reads the grammar META (BOARD METADATA* KEYS*)* SESSIONS* ENDED* END, applying as it goes.
 
     Recursive descent over the records rather than a state machine: a board's KEYS records
     are pulled by ``_key_runs`` while ``Board.load_keys`` consumes them, so each run's keys
@@ -506,9 +525,24 @@ class _Parser:
                 collections.deque(loaded, maxlen=0)  # build each Session: the same checks
             self.sessions += len(session_rows)
             self._report(0)
-        end = orjson.loads(records.take(END, "a BOARD, SESSIONS or END record"))
-        counts = (self.boards, self.entries, self.sessions)
-        if (end["boards"], end["entries"], end["sessions"]) != counts:
+        ended = 0
+        while records.peek() == ENDED:
+            pairs = orjson.loads(records.take(ENDED, "an ENDED record"))
+            if type(pairs) is not list or not all(
+                type(p) is list
+                and len(p) == 2
+                and type(p[0]) is int
+                and 0 <= p[0] < 1 << 64
+                and type(p[1]) in (int, float)
+                for p in pairs
+            ):
+                self._corrupt("malformed ENDED record")
+            if self.keep:
+                self.store.load_ended(pairs)
+            ended += len(pairs)
+        end = orjson.loads(records.take(END, "a BOARD, SESSIONS, ENDED or END record"))
+        counts = (self.boards, self.entries, self.sessions, ended)
+        if (end["boards"], end["entries"], end["sessions"], end.get("ended", 0)) != counts:
             self._corrupt(f"END counts {end} differ from the records read {counts}")
         if end["crc"] != records.crc_before:
             self._corrupt("whole-file checksum mismatch")

@@ -15,6 +15,9 @@ def test_put_creates_then_reconfigures(http: httpx.Client, name: str) -> None:
         "grace": 0,
         "min_score": None,
         "max_score": None,
+        "player_writes": False,
+        "player_rate": 60,
+        "public_read": False,
         "size": 0,
         "sizes": {"all": 0},
     }

@@ -52,6 +52,8 @@ def test_options_are_validated_and_named() -> None:
         ({"min_score": "1"}, "'min_score'"),
         ({"min_score": 5, "max_score": 4}, "must not exceed"),
         ({"order": 1}, "'order'"),
+        ({"player_rate": 0}, "'player_rate' must be an integer from 1 to 10000"),
+        ({"public_read": 1}, "'public_read' must be true or false"),
     ]
     for options, message in bad:
         with pytest.raises(InvalidArgument, match=message):
@@ -72,6 +74,9 @@ def test_options_are_validated_and_named() -> None:
         "grace": 60,
         "min_score": 0,
         "max_score": 100,
+        "player_writes": False,
+        "player_rate": 60,
+        "public_read": False,
     }
     assert board.config.windows[1].offset == 14400
     with pytest.raises(InvalidArgument, match="above board 'b''s max_score 100"):

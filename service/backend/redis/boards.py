@@ -38,6 +38,16 @@ from store.values import (
 )
 
 _STALE_RETRIES = 3
+# The board options this backend keeps (in the board's cfg hash: order, update and ties as
+# fields, the player policy as one JSON field); windows, periods and bounds are embedded-only.
+SHAPE = ("order", "update", "ties")
+POLICY = ("player_writes", "player_rate", "public_read")
+_DEFAULTS = BoardConfig().as_dict()
+
+
+def _changed(config: BoardConfig) -> dict[str, Any]:
+    """The options other than order, update and ties that differ from their defaults."""
+    return {k: v for k, v in config.as_dict().items() if k not in SHAPE and v != _DEFAULTS[k]}
 
 
 class Page(NamedTuple):
@@ -71,15 +81,28 @@ class RedisBoards:
         board = check_board_name(board)
         # options not named keep their current values (an empty dict changes nothing)
         current = await self.describe(board)
-        base = BoardConfig(**current["config"]) if current else None
+        base = BoardConfig.from_options(current["config"]) if current else None
         config = BoardConfig.from_options(options, base)
+        extra = _changed(config)
+        unsupported = sorted(name for name in extra if name not in POLICY)
+        if unsupported:
+            raise InvalidArgument(
+                f"board options {unsupported} (windows, periods, score bounds) are not "
+                "supported by the redis backend yet; use the embedded backend for them"
+            )
         k = self.keys(board)
         try:
             reply = await fcall(
                 self.client,
                 "rankd_configure",
                 [k.z, k.cfg],
-                [config.order, config.update, config.ties, secrets.token_hex(8)],
+                [
+                    config.order,
+                    config.update,
+                    config.ties,
+                    secrets.token_hex(8),
+                    orjson.dumps(extra) if extra else "",
+                ],
             )
         except ResponseError as exc:
             if str(exc).startswith("CONFLICT"):
@@ -96,10 +119,13 @@ class RedisBoards:
         reply = await fcall(self.client, "rankd_describe", [k.z, k.cfg], [], readonly=True)
         if reply is None:
             return None
-        order, update, ties, seq, epoch, total = reply
+        order, update, ties, seq, epoch, total, opts = reply
         self._shape[board] = (order.decode(), ties.decode())
+        config = {"order": order.decode(), "update": update.decode(), "ties": ties.decode()}
+        if opts:
+            config.update(orjson.loads(opts))
         return {
-            "config": {"order": order.decode(), "update": update.decode(), "ties": ties.decode()},
+            "config": config,
             "seq": seq,
             "epoch": epoch.decode(),
             "total": total,
