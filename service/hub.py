@@ -20,6 +20,10 @@ change feed (service/backend/api.py) and reads views through it, never a store o
   since the last flush; a rank group whose last known rank lies outside it cannot have moved
   (by induction over the events: a rank that an event moves stays inside that event's span),
   so the flush skips it without a lookup. The written member's own group is flagged directly.
+  Events carry positions (ordinal ranks) on every board, so a group keeps its member's last
+  position beside the rank it shows. Shared ranks (ranking competition or dense) move further:
+  a member's shown rank changes only when an entry before it changes, so there the span of a
+  write is ``[min, inf)`` -- still exact, as a change can only come from above.
 
 A write undone after a journal failure (service/backend/journal_flusher.py) needs nothing
 special: the store announces the restored state as ordinary events, at a higher ``seq``, so a
@@ -119,12 +123,13 @@ class _TopGroup:
 
 
 class _RankGroup:
-    __slots__ = ("dirty", "member", "state", "subs")
+    __slots__ = ("dirty", "member", "pos", "state", "subs")
 
     def __init__(self, member: str) -> None:
         self.member = member
         self.subs: dict[RankSub, None] = {}
         self.state: tuple[Any, Any] | None = None  # (rank, score) as of the last look
+        self.pos: int | None = None  # its position (ordinal rank) then: spans are positions
         self.dirty = False
 
 
@@ -253,7 +258,7 @@ class Hub:
         group = watch.members.get(member)
         if group is None:
             group = watch.members[member] = _RankGroup(member)
-        rank, score, seq = self._views.rank_view(name, member)
+        rank, score, seq, group.pos = self._views.rank_view(name, member)
         state = (rank, score)
         if group.state is None:
             group.state = state
@@ -396,13 +401,15 @@ class Hub:
         views, name = self._views, watch.name
         lo, hi = watch.lo, watch.hi
         watch.lo, watch.hi = INF, 0
+        if views.ranking(name) != "ordinal":
+            hi = INF  # shared ranks: any change above a member may move its rank (ranks.py)
         for member, group in watch.members.items():
             if not group.dirty:
-                rank = group.state[0] if group.state is not None else None
-                if rank is None or not lo <= rank <= hi:
+                pos = group.pos
+                if pos is None or not lo <= pos <= hi:
                     continue
             group.dirty = False
-            rank, score, seq = views.rank_view(name, member)
+            rank, score, seq, group.pos = views.rank_view(name, member)
             state = (rank, score)
             group.state = state
             tail = None

@@ -40,6 +40,11 @@ METADATA: Schema = {
     "description": "Small JSON object (at most 1 KiB); null or absent keeps the current one.",
 }
 EPOCH: Schema = {"type": "number", "description": "Unix epoch seconds."}
+RANKING: Schema = {
+    "enum": ["ordinal", "competition", "dense"],
+    "description": "What rank means in every answer: ordinal 1,2,3,4 (ties broken by the "
+    "board's ties rule), competition 1,2,2,4, dense 1,2,2,3. May change at any time.",
+}
 
 SCHEMAS: dict[str, Schema] = {
     "Problem": obj(
@@ -55,13 +60,15 @@ SCHEMAS: dict[str, Schema] = {
         order={"enum": ["desc", "asc"]},
         update={"enum": ["best", "latest", "sum"]},
         ties={"enum": ["first", "member"]},
+        ranking=RANKING,
     ),
     "Board": obj(
-        ["board", "order", "update", "ties", "size"],
+        ["board", "order", "update", "ties", "ranking", "size"],
         board={"type": "string"},
         order={"enum": ["desc", "asc"]},
         update={"enum": ["best", "latest", "sum"]},
         ties={"enum": ["first", "member"]},
+        ranking=RANKING,
         size={"type": "integer", "minimum": 0},
     ),
     "BoardList": obj(
@@ -89,6 +96,19 @@ SCHEMAS: dict[str, Schema] = {
         rank={"type": "integer", "minimum": 1},
         member={"type": "string"},
         score={"type": "number"},
+        metadata={"type": "object"},
+    ),
+    "MemberEntry": obj(
+        ["rank", "member", "score", "percentile"],
+        rank={"type": "integer", "minimum": 1},
+        member={"type": "string"},
+        score={"type": "number"},
+        percentile={
+            "type": "number",
+            "minimum": 0,
+            "maximum": 100,
+            "description": "Share of the other entries ranked strictly below (100 when alone).",
+        },
         metadata={"type": "object"},
     ),
     "Page": obj(
@@ -153,6 +173,7 @@ class BoardInfo(TypedDict):
     order: str
     update: str
     ties: str
+    ranking: str
     size: int
 
 

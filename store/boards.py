@@ -34,10 +34,11 @@ from collections.abc import Callable, ItemsView, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
+from store import ranks
 from store.errors import InvalidArgument, MemberNotFound
+from store.ranks import RANKINGS, DenseIndex, Index, Ranking
 from store.show import show
-from store.skiplist import SkipList
-from store.sortkey import SEQ_LIMIT, encode_num, key_member, key_score, key_seq, make_key
+from store.sortkey import NUM_BYTES, SEQ_LIMIT, encode_num, key_member, key_score, key_seq, make_key
 from store.values import (
     SCORE_LIMIT,
     Limits,
@@ -62,6 +63,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "order": ("desc", "asc"),
     "update": ("best", "latest", "sum"),
     "ties": ("first", "member"),
+    "ranking": RANKINGS,
 }
 
 
@@ -74,6 +76,7 @@ class BoardConfig:
     order: Order = "desc"
     update: Update = "best"
     ties: Ties = "first"
+    ranking: Ranking = "ordinal"
 
     @classmethod
     def from_options(
@@ -81,7 +84,12 @@ class BoardConfig:
     ) -> "BoardConfig":
         """Build from client options; an unknown option or value is an InvalidArgument."""
         base = base or cls()
-        values: dict[str, str] = {"order": base.order, "update": base.update, "ties": base.ties}
+        values: dict[str, str] = {
+            "order": base.order,
+            "update": base.update,
+            "ties": base.ties,
+            "ranking": base.ranking,
+        }
         for name, value in options.items():
             choices = _CHOICES.get(name)
             if choices is None:
@@ -97,10 +105,16 @@ class BoardConfig:
             order=cast(Order, values["order"]),
             update=cast(Update, values["update"]),
             ties=cast(Ties, values["ties"]),
+            ranking=cast(Ranking, values["ranking"]),
         )
 
     def as_dict(self) -> dict[str, str]:
-        return {"order": self.order, "update": self.update, "ties": self.ties}
+        # ranking only when it is not the default: an ordinal board's journal and snapshot
+        # rows stay byte for byte what they were before rankings existed (store/disk/rows.py).
+        d: dict[str, str] = {"order": self.order, "update": self.update, "ties": self.ties}
+        if self.ranking != "ordinal":
+            d["ranking"] = self.ranking
+        return d
 
 
 class Board:
@@ -111,6 +125,7 @@ class Board:
         "_keys",
         "_limits",
         "_meta",
+        "_ordinal",
         "_top",
         "config",
         "emit",
@@ -128,7 +143,8 @@ class Board:
         self._first = config.ties == "first"
         self._keys: dict[str, Key] = {}
         self._meta: dict[str, dict[str, Any]] = {}
-        self._index: SkipList[Key] = SkipList()
+        self._ordinal = config.ranking == "ordinal"
+        self._index: Index = ranks.make_index(config.ranking)
         # Decoded entries of ranks 1..len(_top), or None. Most writes land far below the
         # top, so the page every dashboard polls is decoded once per change, not per read.
         self._top: list[Entry] | None = None
@@ -145,6 +161,8 @@ class Board:
         self.config = config
         self._desc = config.order == "desc"
         self._first = config.ties == "first"
+        self._ordinal = config.ranking == "ordinal"
+        self._index = ranks.convert(self._index, config.ranking)
         self._top = None
 
     def __contains__(self, member: object) -> bool:
@@ -164,6 +182,22 @@ class Board:
 
     def _better(self, a: Score, b: Score) -> bool:
         return a > b if self._desc else a < b
+
+    # -- ranks: the one place the board's ranking is applied (store/ranks.py) ----------------
+
+    def _rank(self, pos: int, key: Key) -> int:
+        """The rank shown for ``key`` at 0-based ``pos`` (or about to leave it)."""
+        return (
+            pos + 1 if self._ordinal else ranks.rank_at(self.config.ranking, self._index, pos, key)
+        )
+
+    def _ranked(self, offset: int, keys: list[Key]) -> list[Entry]:
+        """Entries for the consecutive ``keys`` from position ``offset``. O(log n + len(keys))."""
+        entry = self._entry
+        if self._ordinal:
+            return [entry(r, k) for r, k in enumerate(keys, offset + 1)]
+        shown = ranks.page_ranks(self.config.ranking, self._index, offset, keys)
+        return [entry(r, k) for r, k in zip(shown, keys, strict=True)]
 
     def _entry(self, rank: int, key: Key) -> Entry:
         member = key_member(key, self._first)
@@ -205,6 +239,8 @@ class Board:
                 new_score = _checked_sum(old_score, score)
             if new_score == old_score:
                 rank = index.index(old) + 1
+                if not self._ordinal:
+                    rank = self._rank(rank - 1, old)
                 return {
                     "member": member,
                     "score": old_score,
@@ -212,8 +248,10 @@ class Board:
                     "previous": {"score": old_score, "rank": rank},
                     "changed": False,
                 }
+            # Shown before the old key leaves: competition/dense ranks count the others.
+            prev_shown = 0 if self._ordinal else self._rank(0, old)
             prev_rank = index.index_remove(old) + 1  # one search, not index() + del
-            previous = {"score": old_score, "rank": prev_rank}
+            previous = {"score": old_score, "rank": prev_rank if self._ordinal else prev_shown}
         self.seq = seq = self.seq + 1
         assert seq < SEQ_LIMIT, "board write counter exhausted"
         key = self._key(new_score, seq, member)
@@ -227,11 +265,13 @@ class Board:
         top = self._top
         if top is not None and min(rank, prev_rank or rank) <= len(top):
             self._top = None
+        # Events carry positions (ordinal ranks) whatever the ranking: the top cache above and
+        # the WebSocket hub reason about which positions a write crossed.
         self.emit(("bset", self.name, member, new_score, seq, meta, rank, prev_rank, old, old_meta))
         return {
             "member": member,
             "score": new_score,
-            "rank": rank,
+            "rank": rank if self._ordinal else self._rank(rank - 1, key),
             "previous": previous,
             "changed": True,
         }
@@ -293,7 +333,22 @@ class Board:
         key = self._keys.get(member)
         if key is None:
             raise MemberNotFound(f"member {show(member)} is not on board {show(self.name)}")
-        return self._entry(self._index.index(key) + 1, key)
+        return self._entry(self._rank(self._index.index(key), key), key)
+
+    def position(self, member: str) -> int | None:
+        """The member's ordinal rank (1-based), whatever the ranking; None if absent."""
+        key = self._keys.get(member)
+        return None if key is None else self._index.index(key) + 1
+
+    def member(self, member: str) -> Entry:
+        """The member answer: {rank, member, score, percentile, metadata?}. O(log n)."""
+        key = self._keys.get(member)
+        if key is None:
+            raise MemberNotFound(f"member {show(member)} is not on board {show(self.name)}")
+        pos = self._index.index(key)
+        entry = self._entry(self._rank(pos, key), key)
+        entry["percentile"] = ranks.percentile(self.config.ranking, self._index, pos, key)
+        return entry
 
     def top(self, offset: int = 0, limit: int = 10) -> list[Entry]:
         """Entries ranked offset+1 .. offset+limit. Runtime complexity: O(log n + limit).
@@ -310,8 +365,7 @@ class Board:
         return top[offset:end]
 
     def _page(self, offset: int, limit: int) -> list[Entry]:
-        entry = self._entry
-        return [entry(r, k) for r, k in enumerate(self._index[offset : offset + limit], offset + 1)]
+        return self._ranked(offset, self._index[offset : offset + limit])
 
     def around(self, member: str, radius: int) -> list[Entry]:
         """Up to ``radius`` entries on each side of member, member included. O(log n + radius)."""
@@ -333,7 +387,80 @@ class Board:
         if self._first:
             probe += (self.seq + 1).to_bytes(6, "big")
         rank: int = self._index.bisect_left(probe) + 1
-        return rank
+        if self._ordinal:
+            return rank
+        return ranks.rank_for_num(self.config.ranking, self._index, probe[:NUM_BYTES], rank)
+
+    def lookup(self, members: object) -> tuple[list[Entry], list[str]]:
+        """(entries of the listed members in board order, with board-wide ranks; the listed
+        members not on the board, in request order). A member listed twice counts once.
+        InvalidArgument unless ``members`` is a list of at most LOOKUP_MEMBERS valid ids.
+        Runtime complexity: O(k log n) for k members.
+        """
+        if type(members) is not list:
+            raise InvalidArgument(
+                f"members must be an array of member ids, but got {show(members)}"
+            )
+        if len(members) > ranks.LOOKUP_MEMBERS:
+            raise InvalidArgument(
+                f"a lookup names at most {ranks.LOOKUP_MEMBERS} members, but got {len(members)}"
+            )
+        found: set[Key] = set()
+        missing: dict[str, None] = {}
+        for m in members:
+            member = check_member(m, self._limits)
+            key = self._keys.get(member)
+            if key is None:
+                missing[member] = None
+            else:
+                found.add(key)
+        index = self._index
+        entries = [self._entry(self._rank(index.index(k), k), k) for k in sorted(found)]
+        return entries, list(missing)
+
+    def score_range(
+        self, low: object, high: object, offset: int, limit: int
+    ) -> tuple[int, list[Entry]]:
+        """(how many entries have low <= score <= high, those ranked offset+1 .. offset+limit
+        among them, in board order). InvalidArgument for a bad bound or low > high.
+        Runtime complexity: O(log n + limit).
+        """
+        lo, hi = check_score(low), check_score(high)
+        if lo > hi:
+            raise InvalidArgument(f"min must not be above max, but got min={lo!r}, max={hi!r}")
+        start, stop = ranks.score_span(self._index, lo, hi, self._desc)
+        first = min(start + offset, stop)
+        return stop - start, self._ranked(first, self._index[first : min(stop, first + limit)])
+
+    def set_metadata(self, member: str, metadata: object) -> Entry:
+        """Replace (an object) or clear (None) an entry's metadata; its score, sort key and
+        place stay. Emits a "bset" carrying the same key, so the journal, replay, undo and the
+        WebSocket hub need nothing new: replaying it rebuilds the identical key. The board's
+        write counter still moves (WebSocket frames show a newer seq); on ties=first boards
+        the record keeps the key's own seq, so after a replay the counter may sit lower, which
+        nothing orders by. MemberNotFound if absent. Runtime complexity: O(log n).
+        """
+        meta = check_metadata(metadata, self._limits) if metadata is not None else None
+        key = self._keys.get(member)
+        if key is None:
+            raise MemberNotFound(f"member {show(member)} is not on board {show(self.name)}")
+        old_meta = self._meta.get(member)
+        pos = self._index.index(key)
+        if meta == old_meta:
+            return self._entry(self._rank(pos, key), key)  # changes nothing: no record, no seq
+        if meta is None:
+            del self._meta[member]
+        else:
+            self._meta[member] = meta
+        top = self._top
+        if top is not None and pos < len(top):
+            self._top = None
+        self.seq += 1
+        assert self.seq < SEQ_LIMIT, "board write counter exhausted"
+        seq = key_seq(key) if self._first else self.seq
+        score = self._score(key)
+        self.emit(("bset", self.name, member, score, seq, meta, pos + 1, pos + 1, key, old_meta))
+        return self._entry(self._rank(pos, key), key)
 
     # -- persistence -----------------------------------------------------------------------
 
@@ -381,7 +508,7 @@ class Board:
             raise ValueError(f"board {self.name!r}: metadata for a member not on the board")
         self._keys = members
         self._meta = metadata
-        self._index = SkipList(keys)
+        self._index = ranks.make_index(self.config.ranking, keys)
         self.seq = seq
         self._top = None
 
@@ -457,6 +584,7 @@ class Board:
     def _check(self) -> None:
         index = self._index
         index._check()
+        assert isinstance(index, DenseIndex) == (self.config.ranking == "dense"), "wrong index"
         assert len(index) == len(self._keys), (len(index), len(self._keys))
         for member, key in self._keys.items():
             assert self._member(key) == member, (member, key)

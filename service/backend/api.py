@@ -153,8 +153,14 @@ class Views(Protocol):
         """(top n entries, total, seq); an absent board is ([], 0, 0)."""
         ...
 
-    def rank_view(self, name: str, member: str) -> tuple[int | None, Any, int]:
-        """(rank, score, seq); (None, None, seq) when the member or board is absent."""
+    def rank_view(self, name: str, member: str) -> tuple[int | None, Any, int, int | None]:
+        """(rank, score, seq, position); (None, None, seq, None) when the member or board is
+        absent. ``position`` is the ordinal rank whatever the board's ranking: change events
+        carry positions, and the hub compares them with it."""
+        ...
+
+    def ranking(self, name: str) -> str:
+        """The board's ranking ("ordinal" when absent): how far a change can move ranks."""
         ...
 
 

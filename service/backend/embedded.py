@@ -83,6 +83,7 @@ def _describe(board: Board) -> BoardInfo:
         "order": c.order,
         "update": c.update,
         "ties": c.ties,
+        "ranking": c.ranking,
         "size": len(board),
     }
 
@@ -200,7 +201,7 @@ class EmbeddedBoards:
         return {"board": board.name, "total": len(board), "entries": board.top(offset, limit)}
 
     async def entry(self, name: str, member: str) -> Entry:
-        return self._ks.get(name).entry(member)
+        return self._ks.get(name).member(member)
 
     async def around(self, name: str, member: str, radius: int) -> Page:
         board = self._ks.get(name)
@@ -297,14 +298,18 @@ class _Views:
             return [], 0, 0
         return board.top(0, n), len(board), board.seq
 
-    def rank_view(self, name: str, member: str) -> tuple[int | None, Any, int]:
+    def rank_view(self, name: str, member: str) -> tuple[int | None, Any, int, int | None]:
         board = self._ks.find(name)
         if board is None:
-            return None, None, 0
+            return None, None, 0, None
         if member not in board:
-            return None, None, board.seq
+            return None, None, board.seq, None
         entry = board.entry(member)
-        return entry["rank"], entry["score"], board.seq
+        return entry["rank"], entry["score"], board.seq, board.position(member)
+
+    def ranking(self, name: str) -> str:
+        board = self._ks.find(name)
+        return "ordinal" if board is None else board.config.ranking
 
 
 class EmbeddedBackend:

@@ -6,7 +6,9 @@ layout below is fixed forever; a new field means a new format version, decoded h
 
     session row   [id, user, data, created_at, ttl, idle_deadline, max_expires_at, version]
                   (snapshot SESSIONS items, journal ``sput`` payloads)
-    config row    {"order", "update", "ties"}  (snapshot BOARD heads, journal ``bcfg``)
+    config row    {"order", "update", "ties", "ranking"?}  (snapshot BOARD heads, journal
+                  ``bcfg``); "ranking" is written only when it is not "ordinal", so rows of
+                  ordinal boards are what they always were, and a row without it is ordinal.
     entry row     [member, score, seq, metadata | null]  (journal ``bbatch`` items; ``bset``
                   is [board, *entry row])
 
@@ -50,7 +52,10 @@ def session_from_row(row: Any) -> Session:
 
 
 def config_row(config: BoardConfig) -> dict[str, str]:
-    return {"order": config.order, "update": config.update, "ties": config.ties}
+    row: dict[str, str] = {"order": config.order, "update": config.update, "ties": config.ties}
+    if config.ranking != "ordinal":
+        row["ranking"] = config.ranking
+    return row
 
 
 def config_from_row(row: Any) -> BoardConfig:

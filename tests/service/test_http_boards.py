@@ -13,11 +13,19 @@ def test_put_creates_then_reconfigures(http: httpx.Client, name: str) -> None:
         "order": "asc",
         "update": "best",
         "ties": "member",
+        "ranking": "ordinal",
         "size": 0,
     }
     r = http.put(f"/v1/boards/{name}", json={"update": "sum"})
     assert r.status_code == 200
-    assert r.json() == {"board": name, "order": "asc", "update": "sum", "ties": "member", "size": 0}
+    assert r.json() == {
+        "board": name,
+        "order": "asc",
+        "update": "sum",
+        "ties": "member",
+        "ranking": "ordinal",
+        "size": 0,
+    }
     # An empty body is "no options": created with defaults, or unchanged.
     assert http.put(f"/v1/boards/{name}").status_code == 200
     assert http.put(f"/v1/boards/{name}x").json()["order"] == "desc"
@@ -82,6 +90,7 @@ def test_score_write_result_and_reads(http: httpx.Client, name: str) -> None:
         "rank": 2,
         "member": "alice",
         "score": 10,
+        "percentile": 0.0,
         "metadata": {"lvl": 3},
     }
     top = http.get(f"{b}/top").json()
