@@ -142,6 +142,8 @@ _RADIUS = _param("radius", "query", {"type": "integer", "minimum": 0, "maximum":
 _TOUCH = _param("touch", "query", {"type": "boolean"}, doc="false: read without refreshing")
 _EXCEPT = _param("except", "query", {"type": "string"}, doc="a session id to keep")
 _SCORE_Q = _param("score", "query", _SCORE, required=True)
+_MIN = _param("min", "query", _SCORE, doc="lowest score included (absent: no bound)")
+_MAX = _param("max", "query", _SCORE, doc="highest score included (absent: no bound)")
 _BATCH = {"type": "array", "maxItems": 1000, "items": _ref("ScoreWrite")}
 _RESULTS = {"type": "array", "items": _ref("WriteResult")}
 
@@ -180,7 +182,19 @@ def _paths() -> dict[str, Schema]:
             "The rank a new score would get now", {"200": _json("RankAnswer", "The rank.")},
             "read", [_SCORE_Q], errors=_V1)),
         (m, "get", [_BOARD, _MEMBER_P], _op(
-            "One member's entry", {"200": _json("Entry", "The entry.")}, "read", errors=_V1)),
+            "One member's entry", {"200": _json("MemberEntry", "The entry and its percentile.")},
+            "read", errors=_V1)),
+        (m, "patch", [_BOARD, _MEMBER_P], _op(
+            "Replace or clear a member's metadata (the score stays)",
+            {"200": _json("Entry", "The entry.")}, "write", body="MetadataPatch", errors=_W)),
+        (b + "/members:lookup", "post", [_BOARD], _op(
+            "Entries of up to 1000 members (a friends list), with board-wide ranks",
+            {"200": _json("LookupResult", "Found entries in board order, and the missing.")},
+            "read", body="Lookup", errors=_V1)),
+        (b + "/scores", "get", [_BOARD], _op(
+            "Entries whose score lies in [min, max], in board order",
+            {"200": _json("ScoreRange", "A page of the range and its size.")}, "read",
+            [_MIN, _MAX, _OFFSET, _limit(10)], errors=_V1)),
         (m, "delete", [_BOARD, _MEMBER_P], _op(
             "Remove a member", _NO_CONTENT, "write", errors=_V1)),
         (m + "/around", "get", [_BOARD, _MEMBER_P], _op(

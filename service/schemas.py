@@ -117,6 +117,39 @@ SCHEMAS: dict[str, Schema] = {
         total={"type": "integer", "minimum": 0},
         entries={"type": "array", "items": ref("Entry")},
     ),
+    "Lookup": obj(
+        ["members"],
+        members={"type": "array", "maxItems": 1000, "items": MEMBER},
+    ),
+    "LookupResult": obj(
+        ["board", "total", "entries", "missing"],
+        board={"type": "string"},
+        total={"type": "integer", "minimum": 0},
+        entries={
+            "type": "array",
+            "items": ref("Entry"),
+            "description": "The members found, in board order, with their board-wide ranks.",
+        },
+        missing={
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "The members asked for that are not on the board, in request order.",
+        },
+    ),
+    "ScoreRange": obj(
+        ["board", "total", "count", "entries"],
+        board={"type": "string"},
+        total={"type": "integer", "minimum": 0},
+        count={"type": "integer", "minimum": 0, "description": "Entries with min <= score <= max."},
+        entries={"type": "array", "items": ref("Entry")},
+    ),
+    "MetadataPatch": obj(
+        ["metadata"],
+        metadata={
+            "type": ["object", "null"],
+            "description": "The entry's new metadata (at most 1 KiB); null clears it.",
+        },
+    ),
     "RankAnswer": obj(
         ["board", "score", "rank"],
         board={"type": "string"},
@@ -163,6 +196,8 @@ def _fields(name: str) -> frozenset[str]:
 SCORE_FIELDS = _fields("ScoreWrite")
 SESSION_CREATE_FIELDS = _fields("SessionCreate")
 SESSION_DATA_FIELDS = _fields("SessionData")
+LOOKUP_FIELDS = _fields("Lookup")
+METADATA_PATCH_FIELDS = _fields("MetadataPatch")
 
 Entry = dict[str, Any]  # {rank, member, score, metadata?}; a member answer adds percentile
 WriteResult = dict[str, Any]  # {member, score, rank, previous: {score, rank} | None, changed}
@@ -186,6 +221,20 @@ class BoardList(TypedDict):
 class Page(TypedDict):
     board: str
     total: int
+    entries: list[Entry]
+
+
+class LookupPage(TypedDict):
+    board: str
+    total: int
+    entries: list[Entry]
+    missing: list[str]
+
+
+class RangePage(TypedDict):
+    board: str
+    total: int
+    count: int
     entries: list[Entry]
 
 

@@ -41,7 +41,9 @@ from service.schemas import (
     BoardInfo,
     BoardList,
     Entry,
+    LookupPage,
     Page,
+    RangePage,
     RankForScore,
     SessionInfo,
     WriteResult,
@@ -112,6 +114,20 @@ class Boards(Protocol):
     async def entry(self, name: str, member: str) -> Entry: ...
     async def around(self, name: str, member: str, radius: int) -> Page: ...
     async def rank_for_score(self, name: str, score: int | float) -> RankForScore: ...
+
+    async def lookup(self, name: str, members: list[str]) -> LookupPage:
+        """The listed members present, in board order with board-wide ranks; the rest."""
+        ...
+
+    async def score_range(
+        self, name: str, low: int | float, high: int | float, offset: int, limit: int
+    ) -> RangePage:
+        """Entries with low <= score <= high in board order, and how many there are."""
+        ...
+
+    async def patch_metadata(self, name: str, member: str, metadata: object) -> Entry:
+        """Replace (object) or clear (None) an entry's metadata; the score stays."""
+        ...
 
 
 class Sessions(Protocol):
@@ -208,9 +224,11 @@ __all__ = [
     "Entry",
     "Health",
     "Lifecycle",
+    "LookupPage",
     "MemoryStats",
     "Page",
     "PersistenceStats",
+    "RangePage",
     "RankForScore",
     "ScoreItem",
     "SessionInfo",

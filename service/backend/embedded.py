@@ -45,9 +45,11 @@ from service.backend.api import (
     BoardListener,
     Entry,
     Health,
+    LookupPage,
     MemoryStats,
     Page,
     PersistenceStats,
+    RangePage,
     RankForScore,
     ScoreItem,
     SessionInfo,
@@ -210,6 +212,25 @@ class EmbeddedBoards:
     async def rank_for_score(self, name: str, score: int | float) -> RankForScore:
         board = self._ks.get(name)
         return {"board": board.name, "score": score, "rank": board.rank_for_score(score)}
+
+    async def lookup(self, name: str, members: list[str]) -> LookupPage:
+        board = self._ks.get(name)
+        entries, missing = board.lookup(members)
+        return {"board": board.name, "total": len(board), "entries": entries, "missing": missing}
+
+    async def score_range(
+        self, name: str, low: int | float, high: int | float, offset: int, limit: int
+    ) -> RangePage:
+        board = self._ks.get(name)
+        count, entries = board.score_range(low, high, offset, limit)
+        return {"board": board.name, "total": len(board), "count": count, "entries": entries}
+
+    async def patch_metadata(self, name: str, member: str, metadata: object) -> Entry:
+        board = self._ks.get(name)
+        if metadata is not None:
+            self._path.grow()  # metadata may add bytes; clearing it never does
+        entry: Entry = await self._path.run(board._check, board.set_metadata, member, metadata)
+        return entry
 
 
 class EmbeddedSessions:

@@ -88,6 +88,21 @@ MATRIX: tuple[Row, ...] = (
         None,
         "read",
     ),
+    Row(
+        "PATCH",
+        "/v1/boards/{board}/members/{member}",
+        "/v1/boards/{board}/members/a",
+        {"metadata": {"k": 1}},
+        "write",
+    ),
+    Row(
+        "POST",
+        "/v1/boards/{board}/members:lookup",
+        "/v1/boards/{board}/members:lookup",
+        {"members": ["a", "zz"]},
+        "read",
+    ),
+    Row("GET", "/v1/boards/{board}/scores", "/v1/boards/{board}/scores?min=0&max=9", None, "read"),
     Row("WS", "subscribe", "/v1/ws", {"op": "subscribe", "board": "{board}", "top": 3}, "read"),
     Row(
         "WS",
