@@ -21,6 +21,7 @@ import pytest
 from tests.board_model import RankedModel
 from tests.contract.test_ws import http_client, run, ws_client
 from tests.servers import RankdServer, ServerFactory
+from tests.service.test_readme_tour import _block_after, _run
 
 SEED = 20261203
 RANKINGS = ("ordinal", "competition", "dense")
@@ -322,3 +323,13 @@ def test_ranking_and_patches_survive_kill_9(rankd_server: ServerFactory, ties: s
     with srv.client() as http:
         assert http.get(path).json()["ranking"] == "dense"
         assert http.get(f"{path}/top", params={"limit": 100}).json() == dense
+
+
+def test_readme_ranks_block_runs_verbatim(rankd_server: ServerFactory) -> None:
+    srv = rankd_server()
+    out = _run(srv, _block_after("## Ranks, friends lists and score ranges"))
+    with srv.client() as http:
+        got = http.get("/v1/boards/cup/scores", params={"min": 75, "max": 85}).json()
+        assert [(e["member"], e["rank"]) for e in got["entries"]] == [("bob", 2), ("cy", 2)]
+        assert http.get("/v1/boards/cup").json()["ranking"] == "dense"
+    assert '"missing":["zed"]' in out and '"percentile":33.33' in out
