@@ -223,6 +223,7 @@ class Board:
 
     def _write(self, member: str, score: Score, meta: dict[str, Any] | None) -> Entry:
         index = self._index
+        ordinal = self._ordinal
         old = self._keys.get(member)
         if old is None:
             previous = None
@@ -239,7 +240,7 @@ class Board:
                 new_score = _checked_sum(old_score, score)
             if new_score == old_score:
                 rank = index.index(old) + 1
-                if not self._ordinal:
+                if not ordinal:
                     rank = self._rank(rank - 1, old)
                 return {
                     "member": member,
@@ -249,9 +250,9 @@ class Board:
                     "changed": False,
                 }
             # Shown before the old key leaves: competition/dense ranks count the others.
-            prev_shown = 0 if self._ordinal else self._rank(0, old)
+            prev_shown = 0 if ordinal else self._rank(0, old)
             prev_rank = index.index_remove(old) + 1  # one search, not index() + del
-            previous = {"score": old_score, "rank": prev_rank if self._ordinal else prev_shown}
+            previous = {"score": old_score, "rank": prev_rank if ordinal else prev_shown}
         self.seq = seq = self.seq + 1
         assert seq < SEQ_LIMIT, "board write counter exhausted"
         key = self._key(new_score, seq, member)
@@ -271,7 +272,7 @@ class Board:
         return {
             "member": member,
             "score": new_score,
-            "rank": rank if self._ordinal else self._rank(rank - 1, key),
+            "rank": rank if ordinal else self._rank(rank - 1, key),
             "previous": previous,
             "changed": True,
         }
