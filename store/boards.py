@@ -13,7 +13,10 @@ nothing (a non-improving ``best``, an equal ``latest``, a ``sum`` of 0) takes no
 and keeps its place among equal scores.
 
 Ranks in this module's public results are 1-based (rank 1 is the best); SkipList positions are
-0-based, so ``rank = position + 1`` at every boundary.
+0-based, so ``rank = position + 1`` at every boundary -- on ``ranking=ordinal`` boards. The
+``ranking`` option (competition, dense) changes what every answer shows as ``rank``; that is
+applied in one place, ``_rank``/``_ranked``, by store/ranks.py. Events and the top cache keep
+working in positions, which the ranking never changes.
 
 Every mutation is reported to ``Board.emit`` (set by the Keyspace) as a tuple carrying the
 resulting state, so a journal can replay it idempotently and a WebSocket hub can tell whether a
