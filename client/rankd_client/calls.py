@@ -39,6 +39,7 @@ from rankd_client.types import (
     Metadata,
     Order,
     RankForScore,
+    Ranking,
     Ready,
     Revoked,
     Score,
@@ -116,9 +117,11 @@ def put_board(
     order: Order | None = None,
     update: UpdateRule | None = None,
     ties: Ties | None = None,
+    ranking: Ranking | None = None,
 ) -> Call[Board]:
     """Create or reconfigure a board; options left out keep their value (or the default)."""
-    options = {k: v for k, v in (("order", order), ("update", update), ("ties", ties)) if v}
+    given = (("order", order), ("update", update), ("ties", ties), ("ranking", ranking))
+    options = {k: v for k, v in given if v}
     return Call("PUT", f"/v1/boards/{_seg(board)}", body=options, idempotent=True)
 
 
