@@ -33,6 +33,7 @@ two searches; on ``desc`` boards NUMs encode the negated score, which swaps the 
 Ranks here are 1-based, positions 0-based, as everywhere in store/.
 """
 
+import gc
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from operator import itemgetter
@@ -153,7 +154,16 @@ def convert(index: Index, ranking: Ranking) -> Index:
     dense builds the distinct-score index, switching away drops it. Runtime complexity: O(n)."""
     if isinstance(index, DenseIndex) == (ranking == "dense"):
         return index
-    return make_index(ranking, index)
+    # The build allocates one object per key (a NUM, list slots): with the collector on, those
+    # allocations trigger full passes over the whole heap, which cost more than the build
+    # itself (a profile at 300k keys: 3.3 s of 4.3). Nothing built here can form a cycle.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return make_index(ranking, index)
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def rank_at(ranking: Ranking, index: Index, pos: int, key: bytes) -> int:
