@@ -272,6 +272,6 @@ def test_wrong_method_and_unknown_route(http: httpx.Client, problem) -> None:
     r = http.patch("/v1/boards/x")
     problem(r, 405, "method-not-allowed")
     assert set(r.headers["allow"].split(", ")) == {"GET", "HEAD", "PUT", "DELETE"}
-    problem(http.get("/v1/boards/x/scores"), 405)
+    problem(http.put("/v1/boards/x/scores"), 405)  # GET is the score-range read
     problem(http.get("/v1/nope"), 404, "not-found")
     problem(http.get("/v1/boards/x/members/a/b/c"), 404)
