@@ -44,7 +44,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
-from service import routes_admin, routes_boards, routes_sessions
+from service import routes_admin, routes_boards, routes_members, routes_sessions
 from service.backend import offline
 from service.backend.api import Backend
 from service.backend.embedded import EmbeddedBackend
@@ -70,6 +70,7 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 SPECS: tuple[RouteSpec, ...] = (
     *routes_boards.ROUTES,
+    *routes_members.ROUTES,
     *routes_sessions.ROUTES,
     *routes_admin.ROUTES,
 )

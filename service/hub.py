@@ -20,6 +20,10 @@ change feed (service/backend/api.py) and reads views through it, never a store o
   since the last flush; a rank group whose last known rank lies outside it cannot have moved
   (by induction over the events: a rank that an event moves stays inside that event's span),
   so the flush skips it without a lookup. The written member's own group is flagged directly.
+  Events carry positions (ordinal ranks) on every board, so a group keeps its member's last
+  position beside the rank it shows. Shared ranks (ranking competition or dense) move further:
+  a member's shown rank changes only when an entry before it changes, so there the span of a
+  write is ``[min, inf)`` -- still exact, as a change can only come from above.
 
 A write undone after a journal failure (service/backend/journal_flusher.py) needs nothing
 special: the store announces the restored state as ordinary events, at a higher ``seq``, so a
@@ -135,12 +139,13 @@ class _TopGroup:
 
 
 class _RankGroup:
-    __slots__ = ("dirty", "member", "state", "subs")
+    __slots__ = ("dirty", "member", "pos", "state", "subs")
 
     def __init__(self, member: str) -> None:
         self.member = member
         self.subs: dict[RankSub, None] = {}
         self.state: tuple[Any, Any] | None = None  # (rank, score) as of the last look
+        self.pos: int | None = None  # its position (ordinal rank) then: spans are positions
         self.dirty = False
 
 
@@ -321,7 +326,7 @@ class Hub:
         group = watch.members.get(member)
         if group is None:
             group = watch.members[member] = _RankGroup(member)
-        rank, score, seq = self._views.rank_view(watch.board, member, watch.window)
+        rank, score, seq, group.pos = self._views.rank_view(watch.board, member, watch.window)
         if watch.epoch is None:
             watch.epoch = self._views.epoch(watch.board)
         state = (rank, score)
@@ -565,11 +570,13 @@ class Hub:
         """Rank groups that may have moved since the last flush (flags reset)."""
         lo, hi = watch.lo, watch.hi
         watch.lo, watch.hi = INF, 0
+        if self._views.ranking(watch.board) != "ordinal":
+            hi = INF  # shared ranks: any change above a member may move its rank (ranks.py)
         due = []
         for group in watch.members.values():
             if not group.dirty:
-                rank = group.state[0] if group.state is not None else None
-                if rank is None or not lo <= rank <= hi:
+                pos = group.pos
+                if pos is None or not lo <= pos <= hi:
                     continue
             group.dirty = False
             due.append(group)
@@ -581,7 +588,7 @@ class Hub:
             if watch.members.get(group.member) is not group:
                 continue  # its last subscriber left while the views loaded
             member = group.member
-            rank, score, seq = views.rank_view(board, member, window)
+            rank, score, seq, group.pos = views.rank_view(board, member, window)
             state = (rank, score)
             group.state = state
             tail = None

@@ -190,6 +190,8 @@ _SCORE_Q = _param("score", "query", _SCORE, required=True)
 _WINDOW = _param("window", "query", {"type": "string"}, doc="the board's first window")
 _PERIOD = _param("period", "query", {"type": "string"}, doc="current (or previous, or a period id)")
 _PERIOD_Q = [_WINDOW, _PERIOD]
+_MIN = _param("min", "query", _SCORE, doc="lowest score included (absent: no bound)")
+_MAX = _param("max", "query", _SCORE, doc="highest score included (absent: no bound)")
 _BATCH = {"type": "array", "maxItems": 1000, "items": _ref("ScoreWrite")}
 _RESULTS = {"type": "array", "items": _ref("WriteResult")}
 
@@ -247,8 +249,19 @@ def _paths() -> dict[str, Schema]:
             {"200": _json("PeriodList", "The current period and the closed ones kept.")},
             "read", [_WINDOW], errors=_V1, player=_READS, public=True)),
         (m, "get", [_BOARD, _MEMBER_P], _op(
-            "One member's entry", {"200": _json("Entry", "The entry.")}, "read",
-            _PERIOD_Q, errors=_V1, player=_READS, public=True)),
+            "One member's entry", {"200": _json("MemberEntry", "The entry and its percentile.")},
+            "read", _PERIOD_Q, errors=_V1, player=_READS, public=True)),
+        (m, "patch", [_BOARD, _MEMBER_P], _op(
+            "Replace or clear a member's metadata (the score stays)",
+            {"200": _json("Entry", "The entry.")}, "write", body="MetadataPatch", errors=_W)),
+        (b + "/members:lookup", "post", [_BOARD], _op(
+            "Entries of up to 1000 members (a friends list), with board-wide ranks",
+            {"200": _json("LookupResult", "Found entries in board order, and the missing.")},
+            "read", body="Lookup", errors=_V1, player=_READS, public=True)),
+        (b + "/scores", "get", [_BOARD], _op(
+            "Entries whose score lies in [min, max], in board order",
+            {"200": _json("ScoreRange", "A page of the range and its size.")}, "read",
+            [_MIN, _MAX, _OFFSET, _limit(10)], errors=_V1, player=_READS, public=True)),
         (m, "delete", [_BOARD, _MEMBER_P], _op(
             "Remove a member", _NO_CONTENT, "write", errors=_V1)),
         (m + "/around", "get", [_BOARD, _MEMBER_P], _op(

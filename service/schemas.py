@@ -40,6 +40,11 @@ METADATA: Schema = {
     "description": "Small JSON object (at most 1 KiB); null or absent keeps the current one.",
 }
 EPOCH: Schema = {"type": "number", "description": "Unix epoch seconds."}
+RANKING: Schema = {
+    "enum": ["ordinal", "competition", "dense"],
+    "description": "What rank means in every answer: ordinal 1,2,3,4 (ties broken by the "
+    "board's ties rule), competition 1,2,2,4, dense 1,2,2,3. May change at any time.",
+}
 PLAYER_WRITES: Schema = {
     "type": "boolean",
     "description": "Players (Authorization: Session) may write their own entry.",
@@ -70,6 +75,7 @@ OPTION_PROPS: dict[str, Schema] = {
     "order": {"enum": ["desc", "asc"]},
     "update": {"enum": ["best", "latest", "sum"]},
     "ties": {"enum": ["first", "member"]},
+    "ranking": RANKING,
     "windows": {"type": "array", "items": WINDOW, "minItems": 1, "maxItems": 8},
     "reset_offset": {"type": "integer", "exclusiveMinimum": -86400, "exclusiveMaximum": 86400},
     "keep": {"type": "integer", "minimum": 0, "maximum": 100},
@@ -188,6 +194,19 @@ SCHEMAS: dict[str, Schema] = {
         score={"type": "number"},
         metadata={"type": "object"},
     ),
+    "MemberEntry": obj(
+        ["rank", "member", "score", "percentile"],
+        rank={"type": "integer", "minimum": 1},
+        member={"type": "string"},
+        score={"type": "number"},
+        percentile={
+            "type": "number",
+            "minimum": 0,
+            "maximum": 100,
+            "description": "Share of the other entries ranked strictly below (100 when alone).",
+        },
+        metadata={"type": "object"},
+    ),
     "Page": obj(
         ["board", "window", "period", "total", "entries"],
         board={"type": "string"},
@@ -195,6 +214,39 @@ SCHEMAS: dict[str, Schema] = {
         period=PERIOD_ID,
         total={"type": "integer", "minimum": 0},
         entries={"type": "array", "items": ref("Entry")},
+    ),
+    "Lookup": obj(
+        ["members"],
+        members={"type": "array", "maxItems": 1000, "items": MEMBER},
+    ),
+    "LookupResult": obj(
+        ["board", "total", "entries", "missing"],
+        board={"type": "string"},
+        total={"type": "integer", "minimum": 0},
+        entries={
+            "type": "array",
+            "items": ref("Entry"),
+            "description": "The members found, in board order, with their board-wide ranks.",
+        },
+        missing={
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "The members asked for that are not on the board, in request order.",
+        },
+    ),
+    "ScoreRange": obj(
+        ["board", "total", "count", "entries"],
+        board={"type": "string"},
+        total={"type": "integer", "minimum": 0},
+        count={"type": "integer", "minimum": 0, "description": "Entries with min <= score <= max."},
+        entries={"type": "array", "items": ref("Entry")},
+    ),
+    "MetadataPatch": obj(
+        ["metadata"],
+        metadata={
+            "type": ["object", "null"],
+            "description": "The entry's new metadata (at most 1 KiB); null clears it.",
+        },
     ),
     "RankAnswer": obj(
         ["board", "score", "rank"],
@@ -244,6 +296,8 @@ def _fields(name: str) -> frozenset[str]:
 SCORE_FIELDS = _fields("ScoreWrite")
 SESSION_CREATE_FIELDS = _fields("SessionCreate")
 SESSION_DATA_FIELDS = _fields("SessionDataWrite")
+LOOKUP_FIELDS = _fields("Lookup")
+METADATA_PATCH_FIELDS = _fields("MetadataPatch")
 
 Entry = dict[str, Any]  # {rank, member, score, metadata?}; a member answer adds percentile
 WriteResult = dict[str, Any]  # {member, score, rank, previous: {score, rank} | None, changed}
@@ -254,6 +308,7 @@ class BoardInfo(TypedDict):
     order: str
     update: str
     ties: str
+    ranking: str
     windows: list[Any]
     reset_offset: int
     keep: int
@@ -293,6 +348,20 @@ class PeriodList(TypedDict):
     board: str
     window: str
     periods: list[PeriodInfo]
+
+
+class LookupPage(TypedDict):
+    board: str
+    total: int
+    entries: list[Entry]
+    missing: list[str]
+
+
+class RangePage(TypedDict):
+    board: str
+    total: int
+    count: int
+    entries: list[Entry]
 
 
 class RankForScore(TypedDict):

@@ -30,7 +30,9 @@ for all its windows. A write that changes nothing (a non-improving ``best``, an 
 
 Ranks in this module's public results are 1-based (rank 1 is the best); SkipList positions are
 0-based. Every rank the board answers goes through ``Table.rank_at`` (one place to change what
-"rank" means).
+"rank" means): the ``ranking`` option (ordinal, competition, dense; store/ranks.py) is applied
+there and in ``Table._ranked`` for pages. Events and the top cache keep working in positions
+(ordinal ranks), which the ranking never changes.
 
 Every mutation is reported to ``Board.emit`` (set by the Keyspace) as a tuple carrying the
 resulting state (store/events.py), so a journal can replay it idempotently and a WebSocket hub
@@ -54,6 +56,7 @@ import time
 from collections.abc import Callable, ItemsView, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
+from store import ranks
 from store.errors import InvalidArgument, MemberNotFound, PeriodNotFound
 from store.options import BoardConfig, Order, Ties, Update
 from store.periods import (
@@ -64,9 +67,9 @@ from store.periods import (
     previous_period,
     recent_periods,
 )
+from store.ranks import Index, Ranking
 from store.show import show
-from store.skiplist import SkipList
-from store.sortkey import SEQ_LIMIT, encode_num, key_member, key_score, key_seq, make_key
+from store.sortkey import NUM_BYTES, SEQ_LIMIT, encode_num, key_member, key_score, key_seq, make_key
 from store.values import (
     SCORE_LIMIT,
     Limits,
@@ -109,16 +112,31 @@ def _system_now() -> float:
 class Table:
     """One period of one window: member -> key, the SkipList of keys, metadata, top cache."""
 
-    __slots__ = ("_desc", "_first", "_index", "_keys", "_meta", "_top", "period", "window")
+    __slots__ = (
+        "_desc",
+        "_first",
+        "_index",
+        "_keys",
+        "_meta",
+        "_ordinal",
+        "_ranking",
+        "_top",
+        "period",
+        "window",
+    )
 
-    def __init__(self, window: str, period: str, desc: bool, first: bool) -> None:
+    def __init__(
+        self, window: str, period: str, desc: bool, first: bool, ranking: Ranking = "ordinal"
+    ) -> None:
         self.window = window
         self.period = period
         self._desc = desc
         self._first = first
+        self._ranking: Ranking = ranking
+        self._ordinal = ranking == "ordinal"
         self._keys: dict[str, Key] = {}
         self._meta: dict[str, dict[str, Any]] = {}
-        self._index: SkipList[Key] = SkipList()
+        self._index: Index = ranks.make_index(ranking)
         # Decoded entries of ranks 1..len(_top), or None. Most writes land far below the
         # top, so the page every dashboard polls is decoded once per change, not per read.
         self._top: list[Entry] | None = None
@@ -130,9 +148,63 @@ class Table:
         return member in self._keys
 
     def rank_at(self, pos: int, key: Key) -> int:
-        """The rank of the entry ``key`` found at 0-based position ``pos``: every rank the
-        board answers comes from here."""
-        return pos + 1
+        """The rank shown for the entry ``key`` found at 0-based position ``pos`` (or about to
+        leave it), under the board's ranking (store/ranks.py): every rank the board answers
+        comes from here. Events and the top cache keep positions, which no ranking changes."""
+        if self._ordinal:
+            return pos + 1
+        return ranks.rank_at(self._ranking, self._index, pos, key)
+
+    def set_ranking(self, ranking: Ranking) -> None:
+        """Change what ``rank`` shows; O(n) to build or drop a dense index, else O(1)."""
+        if ranking != self._ranking:
+            self._index = ranks.convert(self._index, ranking)
+            self._ranking = ranking
+            self._ordinal = ranking == "ordinal"
+            self._top = None
+
+    def position(self, member: str) -> int | None:
+        """The member's ordinal rank (1-based), whatever the ranking; None if absent."""
+        key = self._keys.get(member)
+        return None if key is None else self._index.index(key) + 1
+
+    def member(self, member: str, board: str) -> Entry:
+        """The member answer: {rank, member, score, percentile, metadata?}. O(log n)."""
+        key = self._keys.get(member)
+        if key is None:
+            raise MemberNotFound(f"member {show(member)} is not on board {show(board)}")
+        pos = self._index.index(key)
+        entry = self._entry(self.rank_at(pos, key), key)
+        entry["percentile"] = ranks.percentile(self._ranking, self._index, pos, key)
+        return entry
+
+    def lookup(self, members: list[str]) -> tuple[list[Entry], list[str]]:
+        """See Board.lookup (the members already checked)."""
+        found: set[Key] = set()
+        missing: dict[str, None] = {}
+        for member in members:
+            key = self._keys.get(member)
+            if key is None:
+                missing[member] = None
+            else:
+                found.add(key)
+        index = self._index
+        entries = [self._entry(self.rank_at(index.index(k), k), k) for k in sorted(found)]
+        return entries, list(missing)
+
+    def score_range(self, lo: Score, hi: Score, offset: int, limit: int) -> tuple[int, list[Entry]]:
+        """See Board.score_range (the bounds already checked)."""
+        start, stop = ranks.score_span(self._index, lo, hi, self._desc)
+        first = min(start + offset, stop)
+        return stop - start, self._ranked(first, self._index[first : min(stop, first + limit)])
+
+    def _ranked(self, offset: int, keys: list[Key]) -> list[Entry]:
+        """Entries for the consecutive ``keys`` from position ``offset``. O(log n + len(keys))."""
+        entry = self._entry
+        if self._ordinal:
+            return [entry(r, k) for r, k in enumerate(keys, offset + 1)]
+        shown = ranks.page_ranks(self._ranking, self._index, offset, keys)
+        return [entry(r, k) for r, k in zip(shown, keys, strict=True)]
 
     def _entry(self, rank: int, key: Key) -> Entry:
         member = key_member(key, self._first)
@@ -164,11 +236,7 @@ class Table:
         return top[offset:end]
 
     def _page(self, offset: int, limit: int) -> list[Entry]:
-        entry, rank_at = self._entry, self.rank_at
-        return [
-            entry(rank_at(pos, k), k)
-            for pos, k in enumerate(self._index[offset : offset + limit], offset)
-        ]
+        return self._ranked(offset, self._index[offset : offset + limit])
 
     def around(self, member: str, radius: int, board: str) -> list[Entry]:
         """Up to ``radius`` entries on each side of member, member included. O(log n + radius)."""
@@ -188,8 +256,10 @@ class Table:
         probe = encode_num(-score if self._desc else score)
         if self._first:
             probe += (seq + 1).to_bytes(6, "big")
-        pos = self._index.bisect_left(probe)
-        return self.rank_at(pos, probe)
+        rank: int = self._index.bisect_left(probe) + 1
+        if self._ordinal:
+            return rank
+        return ranks.rank_for_num(self._ranking, self._index, probe[:NUM_BYTES], rank)
 
     # -- persistence -----------------------------------------------------------------------
 
@@ -219,7 +289,7 @@ class Table:
             raise ValueError(f"period {self.period!r}: metadata for a member not on the board")
         self._keys = members
         self._meta = metadata
-        self._index = SkipList(keys)
+        self._index = ranks.make_index(self._ranking, keys)
         self._top = None
 
     def _check(self, seq: int, key_of: Callable[[Score, int, str], Key]) -> None:
@@ -299,7 +369,7 @@ class Board:
         self._current: list[Period | None] = [_UNSET] * len(windows)
         for i, w in enumerate(windows):
             if w.kind == "all":
-                self._tables[i]["all"] = Table(w.name, "all", desc, first)
+                self._tables[i]["all"] = Table(w.name, "all", desc, first, config.ranking)
                 self._current[i] = _ALL
         timed = any(w.kind != "all" for w in windows)
         self._next = -INF if timed else INF  # the first call rolls a timed board
@@ -339,6 +409,7 @@ class Board:
             self.roll(now)
         for tables in self._tables:
             for table in tables.values():
+                table.set_ranking(config.ranking)
                 table._top = None
 
     # -- periods ---------------------------------------------------------------------------
@@ -576,12 +647,16 @@ class Board:
                     "previous": {"score": old_score, "rank": rank},
                     "changed": False,
                 }
-            prev_rank = table.rank_at(index.index_remove(old), old)  # one search
-            previous = {"score": old_score, "rank": prev_rank}
+            # Shown before the old key leaves: competition/dense ranks count the others.
+            shown_prev = 0 if table._ordinal else table.rank_at(index.index(old), old)
+            prev_rank = index.index_remove(old) + 1  # one search (ordinal boards)
+            previous = {"score": old_score, "rank": prev_rank if table._ordinal else shown_prev}
         self.seq = seq = self.seq + 1
         assert seq < SEQ_LIMIT, "board write counter exhausted"
         key = self._key(new_score, seq, member)
-        rank = table.rank_at(index.add(key), key)
+        # Events carry positions (ordinal ranks) whatever the ranking: the top cache and the
+        # WebSocket hub reason about which positions a write crossed.
+        rank = index.add(key) + 1
         table._keys[member] = key
         old_meta = table._meta.get(member)
         if meta is not None:
@@ -610,7 +685,7 @@ class Board:
         return {
             "member": member,
             "score": new_score,
-            "rank": rank,
+            "rank": rank if table._ordinal else table.rank_at(rank - 1, key),
             "previous": previous,
             "changed": True,
         }
@@ -660,7 +735,9 @@ class Board:
         for i, p, table, old, was, new, changed in plans:
             name = windows[i].name
             if table is None:
-                table = self._tables[i][p.id] = Table(name, p.id, self._desc, self._first)
+                table = self._tables[i][p.id] = Table(
+                    name, p.id, self._desc, self._first, self.config.ranking
+                )
             if not changed:
                 assert old is not None
                 rank = table.rank_at(table._index.index(old), old)
@@ -680,13 +757,20 @@ class Board:
                 key = shared
             else:
                 key = self._key(new, seq, member)
+            shown_prev = None
+            if old is not None and not table._ordinal:
+                shown_prev = table.rank_at(table._index.index(old), old)
             event = self._set(table, member, key, new, seq, meta, old)
             events.append(event)
-            previous = None if old is None else {"score": was, "rank": event[7]}
+            shown = event[6] if table._ordinal else table.rank_at(event[6] - 1, key)
+            if old is None:
+                previous = None
+            else:
+                previous = {"score": was, "rank": event[7] if shown_prev is None else shown_prev}
             results[name] = {
                 "period": p.id,
                 "score": new,
-                "rank": event[6],
+                "rank": shown,
                 "previous": previous,
                 "changed": True,
             }
@@ -724,8 +808,8 @@ class Board:
         """Put one entry (its sort key already made) into one table; the "bset" event that
         says so (not emitted)."""
         index = table._index
-        prev_rank = None if old is None else table.rank_at(index.index_remove(old), old)
-        rank = table.rank_at(index.add(key), key)
+        prev_rank = None if old is None else index.index_remove(old) + 1  # positions, always
+        rank = index.add(key) + 1
         table._keys[member] = key
         old_meta = table._meta.get(member)
         if meta is not None:
@@ -843,7 +927,7 @@ class Board:
             self.name,
             member,
             self.seq,
-            table.rank_at(pos, key),
+            pos + 1,  # a position, whatever the ranking
             key,
             old_meta,
             table.window,
@@ -858,6 +942,108 @@ class Board:
         if table is None:
             raise MemberNotFound(f"member {show(member)} is not on board {show(self.name)}")
         return table.entry(member, self.name)
+
+    def member(self, member: str, window: str | None = None, period: str | None = None) -> Entry:
+        """The member answer: {rank, member, score, percentile, metadata?}. O(log n)."""
+        table = self.select(window, period).table
+        if table is None:
+            raise MemberNotFound(f"member {show(member)} is not on board {show(self.name)}")
+        return table.member(member, self.name)
+
+    def position(self, member: str, window: str | None = None) -> int | None:
+        """The member's ordinal rank in the window's current period, whatever the ranking."""
+        try:
+            table = self.select(window).table
+        except PeriodNotFound:
+            return None
+        return None if table is None else table.position(member)
+
+    def lookup(
+        self, members: object, window: str | None = None, period: str | None = None
+    ) -> tuple[list[Entry], list[str]]:
+        """(entries of the listed members in board order, with board-wide ranks; the listed
+        members not on the board, in request order). A member listed twice counts once.
+        InvalidArgument unless ``members`` is a list of at most LOOKUP_MEMBERS valid ids.
+        Runtime complexity: O(k log n) for k members.
+        """
+        if type(members) is not list:
+            raise InvalidArgument(
+                f"members must be an array of member ids, but got {show(members)}"
+            )
+        if len(members) > ranks.LOOKUP_MEMBERS:
+            raise InvalidArgument(
+                f"a lookup names at most {ranks.LOOKUP_MEMBERS} members, but got {len(members)}"
+            )
+        checked = [check_member(m, self._limits) for m in members]
+        table = self.select(window, period).table
+        if table is None:
+            return [], list(dict.fromkeys(checked))
+        return table.lookup(checked)
+
+    def score_range(
+        self,
+        low: object,
+        high: object,
+        offset: int,
+        limit: int,
+        window: str | None = None,
+        period: str | None = None,
+    ) -> tuple[int, list[Entry]]:
+        """(how many entries have low <= score <= high, those ranked offset+1 .. offset+limit
+        among them, in board order). InvalidArgument for a bad bound or low > high.
+        Runtime complexity: O(log n + limit).
+        """
+        lo, hi = check_score(low), check_score(high)
+        if lo > hi:
+            raise InvalidArgument(f"min must not be above max, but got min={lo!r}, max={hi!r}")
+        table = self.select(window, period).table
+        if table is None:
+            return 0, []
+        return table.score_range(lo, hi, offset, limit)
+
+    def set_metadata(self, member: str, metadata: object) -> Entry:
+        """Replace (an object) or clear (None) an entry's metadata in every window's current
+        period that holds it; its score, sort key and place stay. Emits a "bset" per period
+        carrying the same key (a "bbatch" when several), so the journal, replay, undo and the
+        WebSocket hub need nothing new: replaying it rebuilds the identical key. The board's
+        write counter moves (WebSocket frames show a newer seq); on ties=first boards the
+        record keeps the key's own seq. Answers the first window's entry; MemberNotFound if
+        in none. Runtime complexity: O(windows * log n).
+        """
+        meta = check_metadata(metadata, self._limits) if metadata is not None else None
+        self.roll(self.clock())
+        found: list[Table] = []
+        for i, current in enumerate(self._current):
+            table = self._tables[i].get(current.id) if current is not None else None
+            if table is not None and member in table:
+                found.append(table)
+        if not found:
+            raise MemberNotFound(f"member {show(member)} is not on board {show(self.name)}")
+        changed = [t for t in found if t._meta.get(member) != meta]
+        if changed:
+            self.seq += 1
+            assert self.seq < SEQ_LIMIT, "board write counter exhausted"
+        events: list[Event] = []
+        for table in changed:
+            key = table._keys[member]
+            old_meta = table._meta.get(member)
+            pos = table._index.index(key)
+            if meta is None:
+                del table._meta[member]
+            else:
+                table._meta[member] = meta
+            if table._top is not None and pos < len(table._top):
+                table._top = None
+            seq = key_seq(key) if self._first else self.seq
+            events.append(
+                ("bset", self.name, member, self._score(key), seq, meta, pos + 1, pos + 1, key,
+                 old_meta, table.window, table.period)
+            )  # fmt: skip
+        if events:
+            self.emit(events[0] if len(events) == 1 else ("bbatch", self.name, events))
+        first = found[0]
+        key = first._keys[member]
+        return first._entry(first.rank_at(first._index.index(key), key), key)
 
     def top(
         self, offset: int = 0, limit: int = 10, window: str | None = None, period: str | None = None
@@ -948,7 +1134,9 @@ class Board:
                 parse_period(self.config.windows[i], period)
             except InvalidArgument as exc:
                 raise ValueError(str(exc)) from None
-            table = tables[period] = Table(window, period, self._desc, self._first)
+            table = tables[period] = Table(
+                window, period, self._desc, self._first, self.config.ranking
+            )
         return table
 
     def apply_set(

@@ -9,6 +9,7 @@ whether it may change only while the board holds no entry in any period)::
     order         "desc" | "asc"                  "desc"     while empty  (the sort key)
     update        "best" | "latest" | "sum"       "best"     any time
     ties          "first" | "member"              "first"    while empty  (the sort key)
+    ranking       "ordinal" | "competition" | "dense"  "ordinal"  any time  (store/ranks.py)
     windows       tuple[Window, ...]              ("all",)   while empty  (the tables)
     reset_offset  int, |x| < 86400                0          while empty  (period ids)
     keep          int 0..100                      4          any time
@@ -29,6 +30,7 @@ from typing import Any, Literal, NamedTuple
 
 from store.errors import InvalidArgument
 from store.periods import Window, parse_reset_offset, parse_windows
+from store.ranks import RANKINGS, Ranking
 from store.show import show
 from store.values import Score, check_score
 
@@ -122,6 +124,7 @@ OPTIONS: dict[str, Option] = {
     "order": Option(_choice("order", ("desc", "asc")), _same, True),
     "update": Option(_choice("update", ("best", "latest", "sum")), _same, False),
     "ties": Option(_choice("ties", ("first", "member")), _same, True),
+    "ranking": Option(_choice("ranking", RANKINGS), _same, False),
     "windows": Option(_windows, _dump_windows, True),
     "reset_offset": Option(parse_reset_offset, _same, True),
     "keep": Option(_int("keep", 0, MAX_KEEP), _same, False),
@@ -142,6 +145,7 @@ class BoardConfig:
     order: Order = "desc"
     update: Update = "best"
     ties: Ties = "first"
+    ranking: Ranking = "ordinal"
     windows: tuple[Window, ...] = ALL_WINDOWS
     reset_offset: int = 0
     keep: int = 4

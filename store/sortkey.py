@@ -34,6 +34,7 @@ import struct
 from store.values import Score
 
 SEQ_LIMIT = 2**48  # 6 bytes: 89 years of 100k writes/s on one board
+NUM_BYTES = 10  # every key starts with its score's NUM: equal scores share these bytes
 
 _F64 = struct.Struct(">d")
 _U64 = struct.Struct(">Q")
@@ -51,6 +52,12 @@ def encode_num(v: Score) -> bytes:
     u = u ^ _ALL if u & _SIGN else u | _SIGN
     corr = v - int(f) if type(v) is int else 0
     return _NUM.pack(u, corr + _BIAS)
+
+
+def next_num(num: bytes) -> bytes:
+    """The smallest NUM above ``num``: ``bisect_left(next_num(n))`` counts the keys whose score
+    sorts at or before n. Never overflows: no score encodes to all 0xff bytes (2**63 is refused)."""
+    return (int.from_bytes(num, "big") + 1).to_bytes(NUM_BYTES, "big")
 
 
 def decode_num(b: bytes, is_float: bool) -> Score:

@@ -235,3 +235,77 @@ class ModelBoard:
             }
             for p in self.kept(w, now)
         ]
+
+
+class RankedModel(ModelBoard):
+    """ModelBoard plus DESIGN "Ranks": ranking kinds, percentile, lookup, score ranges and
+    metadata patches, each computed from its definition by brute force (O(n) or worse per call:
+    fine for an oracle, and nothing shared with store/ranks.py)."""
+
+    def __init__(self, order: str, update: str, ties: str, ranking: str = "ordinal") -> None:
+        super().__init__(order, update, ties)
+        self.kind = ranking
+
+    @property
+    def entries(self) -> dict[str, Row]:
+        """The one "all" window's table (the ranked model does not combine with windows)."""
+        return self.tables[self.windows[0].name].setdefault("all", {})
+
+    def shown(self, member: str) -> int:
+        if self.kind == "ordinal":
+            return self.rank(member)
+        score = self.entries[member][0]
+        better = [s for s, _, _ in self.entries.values() if self.better(s, score)]
+        return len(better if self.kind == "competition" else set(better)) + 1
+
+    def write(
+        self, member: str, score: int | float, meta: dict | None, at: float | None = None
+    ) -> dict[str, Any]:
+        before = self.shown(member) if member in self.entries else None
+        result = super().write(member, score, meta, at)
+        result["rank"] = self.shown(member)
+        if result["previous"] is not None:
+            result["previous"] = {"score": result["previous"]["score"], "rank": before}
+        return result
+
+    def page(
+        self, offset: int, limit: int, window: str | None = None, period: str | None = None
+    ) -> list[dict[str, Any]]:
+        return [self.entry(m, self.shown(m)) for m in self.ranking()[offset : offset + limit]]
+
+    def rank_for_score(
+        self, score: int | float, window: str | None = None, period: str | None = None
+    ) -> int:
+        if self.kind == "ordinal":
+            return super().rank_for_score(score)
+        better = [s for s, _, _ in self.entries.values() if self.better(s, score)]
+        return len(better if self.kind == "competition" else set(better)) + 1
+
+    def member(self, member: str) -> dict[str, Any]:
+        """The member answer: the entry plus its percentile."""
+        mine = self.shown(member)
+        others = [m for m in self.entries if m != member]
+        below = sum(1 for m in others if self.shown(m) > mine)
+        e = self.entry(member, mine)
+        e["percentile"] = 100.0 * below / len(others) if others else 100.0
+        return e
+
+    def lookup(self, members: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
+        present = {m for m in members if m in self.entries}
+        entries = [self.entry(m, self.shown(m)) for m in self.ranking() if m in present]
+        missing: list[str] = []
+        for m in members:
+            if m not in self.entries and m not in missing:
+                missing.append(m)
+        return entries, missing
+
+    def score_range(
+        self, low: int | float, high: int | float, offset: int, limit: int
+    ) -> tuple[int, list[dict[str, Any]]]:
+        inside = [m for m in self.ranking() if low <= self.entries[m][0] <= high]
+        return len(inside), [self.entry(m, self.shown(m)) for m in inside[offset : offset + limit]]
+
+    def set_metadata(self, member: str, meta: dict | None) -> dict[str, Any]:
+        score, seq, _ = self.entries[member]
+        self.entries[member] = (score, seq, meta)
+        return self.entry(member, self.shown(member))

@@ -39,6 +39,7 @@ from rankd_client.types import (
     Metadata,
     Order,
     RankForScore,
+    Ranking,
     Ready,
     Revoked,
     Score,
@@ -116,6 +117,7 @@ def put_board(
     order: Order | None = None,
     update: UpdateRule | None = None,
     ties: Ties | None = None,
+    ranking: Ranking | None = None,
     **options: Any,
 ) -> Call[Board]:
     """Create or reconfigure a board; options left out keep their value (or the default).
@@ -123,7 +125,8 @@ def put_board(
     Any other option of the server's (``player_writes=True``, ``public_read=True``,
     ``windows=[...]``, ...) is sent as given; the server refuses one it does not know (400).
     """
-    named = {k: v for k, v in (("order", order), ("update", update), ("ties", ties)) if v}
+    given = (("order", order), ("update", update), ("ties", ties), ("ranking", ranking))
+    named = {k: v for k, v in given if v}
     return Call("PUT", f"/v1/boards/{_seg(board)}", body={**named, **options}, idempotent=True)
 
 

@@ -13,6 +13,7 @@ Metadata = dict[str, Any]
 Order = Literal["desc", "asc"]
 UpdateRule = Literal["best", "latest", "sum"]
 Ties = Literal["first", "member"]
+Ranking = Literal["ordinal", "competition", "dense"]
 
 
 class Board(TypedDict):
@@ -20,6 +21,7 @@ class Board(TypedDict):
     order: Order
     update: UpdateRule
     ties: Ties
+    ranking: Ranking
     player_writes: bool
     player_rate: int
     public_read: bool
@@ -37,6 +39,7 @@ class Entry(TypedDict):
     member: str
     score: Score
     metadata: NotRequired[Metadata]
+    percentile: NotRequired[float]  # member answers: share of the others ranked below, 0-100
 
 
 class Entries(TypedDict):

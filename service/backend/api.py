@@ -42,8 +42,10 @@ from service.schemas import (
     BoardInfo,
     BoardList,
     Entry,
+    LookupPage,
     Page,
     PeriodList,
+    RangePage,
     RankForScore,
     SessionInfo,
     WriteResult,
@@ -142,6 +144,20 @@ class Boards(Protocol):
     ) -> RankForScore: ...
     async def periods(self, name: str, window: str | None) -> PeriodList: ...
 
+    async def lookup(self, name: str, members: list[str]) -> LookupPage:
+        """The listed members present, in board order with board-wide ranks; the rest."""
+        ...
+
+    async def score_range(
+        self, name: str, low: int | float, high: int | float, offset: int, limit: int
+    ) -> RangePage:
+        """Entries with low <= score <= high in board order, and how many there are."""
+        ...
+
+    async def patch_metadata(self, name: str, member: str, metadata: object) -> Entry:
+        """Replace (object) or clear (None) an entry's metadata; the score stays."""
+        ...
+
 
 class Sessions(Protocol):
     async def create(
@@ -215,8 +231,14 @@ class Views(Protocol):
 
     def rank_view(
         self, name: str, member: str, window: str | None = None
-    ) -> tuple[int | None, Any, int]:
-        """(rank, score, seq); (None, None, seq) when the member or board is absent."""
+    ) -> tuple[int | None, Any, int, int | None]:
+        """(rank, score, seq, position); (None, None, seq, None) when the member or board is
+        absent. ``position`` is the ordinal rank whatever the board's ranking: change events
+        carry positions, and the hub compares them with it."""
+        ...
+
+    def ranking(self, name: str) -> str:
+        """The board's ranking ("ordinal" when absent): how far a change can move ranks."""
         ...
 
     def period_view(self, name: str, window: str | None = None) -> tuple[str | None, str | None]:
@@ -269,11 +291,13 @@ __all__ = [
     "Entry",
     "Health",
     "Lifecycle",
+    "LookupPage",
     "MemoryStats",
     "Page",
     "Period",
     "PeriodList",
     "PersistenceStats",
+    "RangePage",
     "RankForScore",
     "ScoreItem",
     "SessionInfo",

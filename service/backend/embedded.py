@@ -46,11 +46,13 @@ from service.backend.api import (
     BoardListener,
     Entry,
     Health,
+    LookupPage,
     MemoryStats,
     Page,
     Period,
     PeriodList,
     PersistenceStats,
+    RangePage,
     RankForScore,
     ScoreItem,
     SessionInfo,
@@ -88,6 +90,11 @@ def _describe(board: Board) -> BoardInfo:
     info["size"] = sizes[board.config.windows[0].name]
     info["sizes"] = sizes
     return info  # type: ignore[return-value]
+
+
+def _current_size(board: Board) -> int:
+    """Entries in the first window's current period (what ``total`` counts on reads)."""
+    return board.sizes()[board.config.windows[0].name]
 
 
 def _info(s: Session) -> SessionInfo:
@@ -216,7 +223,7 @@ class EmbeddedBoards:
     async def entry(
         self, name: str, member: str, window: str | None = None, period: Period = None
     ) -> Entry:
-        return self._ks.get(name).entry(member, window, period)
+        return self._ks.get(name).member(member, window, period)
 
     async def around(
         self, name: str, member: str, radius: int, window: str | None = None, period: Period = None
@@ -245,6 +252,27 @@ class EmbeddedBoards:
         board = self._ks.get(name)
         w = board.config.windows[board.window_index(window)]
         return {"board": board.name, "window": w.name, "periods": board.periods(w.name)}  # type: ignore[typeddict-item]
+
+    async def lookup(self, name: str, members: list[str]) -> LookupPage:
+        board = self._ks.get(name)
+        entries, missing = board.lookup(members)
+        total = _current_size(board)
+        return {"board": board.name, "total": total, "entries": entries, "missing": missing}
+
+    async def score_range(
+        self, name: str, low: int | float, high: int | float, offset: int, limit: int
+    ) -> RangePage:
+        board = self._ks.get(name)
+        count, entries = board.score_range(low, high, offset, limit)
+        total = _current_size(board)
+        return {"board": board.name, "total": total, "count": count, "entries": entries}
+
+    async def patch_metadata(self, name: str, member: str, metadata: object) -> Entry:
+        board = self._ks.get(name)
+        if metadata is not None:
+            self._path.grow()  # metadata may add bytes; clearing it never does
+        entry: Entry = await self._path.run(board._check, board.set_metadata, member, metadata)
+        return entry
 
 
 class EmbeddedSessions:
@@ -372,15 +400,19 @@ class _Views:
 
     def rank_view(
         self, name: str, member: str, window: str | None = None
-    ) -> tuple[int | None, Any, int]:
+    ) -> tuple[int | None, Any, int, int | None]:
         board = self._ks.find(name)
         if board is None:
-            return None, None, 0
+            return None, None, 0, None
         table = self._table(board, window)
         if table is None or member not in table:
-            return None, None, board.seq
+            return None, None, board.seq, None
         entry = table.entry(member, name)
-        return entry["rank"], entry["score"], board.seq
+        return entry["rank"], entry["score"], board.seq, table.position(member)
+
+    def ranking(self, name: str) -> str:
+        board = self._ks.find(name)
+        return "ordinal" if board is None else board.config.ranking
 
     def period_view(self, name: str, window: str | None = None) -> tuple[str | None, str | None]:
         board = self._ks.find(name)

@@ -9,7 +9,7 @@ layout below is fixed forever; a new field means a new format version, decoded h
     config row    {"order", "update", "ties", other option: JSON value}  (snapshot BOARD
                   heads, journal ``bcfg``): the options of store/options.py that differ from
                   their defaults beyond the three v1 ones; an absent option is its default
-                  (windows, periods and bounds; player_writes, player_rate, public_read)
+                  (ranking; windows, periods and bounds; player_writes, player_rate, public_read)
     entry row     [member, score, seq, metadata | null]  (journal ``bbatch`` items; ``bset``
                   is [board, *entry row])
 

@@ -21,6 +21,7 @@ def test_boards_round_trip(client: Client, name: str) -> None:
         "order": "asc",
         "update": "latest",
         "ties": "member",
+        "ranking": "ordinal",
         "windows": ["all"],
         "reset_offset": 0,
         "keep": 4,
@@ -34,6 +35,8 @@ def test_boards_round_trip(client: Client, name: str) -> None:
         "sizes": {"all": 0},
     }
     assert client.put_board(name, update="sum")["update"] == "sum"  # others kept
+    assert client.put_board(name, ranking="dense")["ranking"] == "dense"
+    assert client.put_board(name, ranking="ordinal")["ranking"] == "ordinal"
     assert client.get_board(name)["order"] == "asc"
 
     first = client.post_score(name, ODD, 10, metadata={"car": "red"})
@@ -56,6 +59,7 @@ def test_boards_round_trip(client: Client, name: str) -> None:
         "rank": 2,
         "member": ODD,
         "score": 15,
+        "percentile": 50.0,
         "metadata": {"car": "red"},
     }
     around = client.around(name, "cy", radius=1)

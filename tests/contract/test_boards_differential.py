@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from tests.board_model import ModelBoard
+from tests.board_model import RankedModel
 
 ORDERS = ("desc", "asc")
 UPDATES = ("best", "latest", "sum")
@@ -44,7 +44,7 @@ def _body(member: str, score: int | float, meta: dict | None) -> dict[str, Any]:
     return body
 
 
-def _check_board(http: httpx.Client, rng: random.Random, path: str, model: ModelBoard) -> None:
+def _check_board(http: httpx.Client, rng: random.Random, path: str, model: RankedModel) -> None:
     ranking = model.ranking()
     total = len(ranking)
     for offset in range(0, max(total, 1), 7):
@@ -53,7 +53,7 @@ def _check_board(http: httpx.Client, rng: random.Random, path: str, model: Model
         assert got["entries"] == model.page(offset, 7), (path, offset)
     assert http.get(f"{path}/top", params={"limit": 1000}).json()["entries"] == model.page(0, 1000)
     for rank, member in enumerate(ranking, 1):
-        assert http.get(f"{path}/members/{member}").json() == model.entry(member, rank)
+        assert http.get(f"{path}/members/{member}").json() == model.member(member), rank
         radius = rng.randint(0, 6)
         got = http.get(f"{path}/members/{member}/around", params={"radius": radius}).json()
         assert got["entries"] == model.around(member, radius), (path, member, radius)
@@ -66,12 +66,12 @@ def _check_board(http: httpx.Client, rng: random.Random, path: str, model: Model
 
 def test_random_writes_match_the_model(http: httpx.Client, name: str) -> None:
     rng = random.Random(SEED)
-    boards: dict[str, ModelBoard] = {}
+    boards: dict[str, RankedModel] = {}
     for order, update, ties in itertools.product(ORDERS, UPDATES, TIES):
         path = f"/v1/boards/{name}-{order}-{update}-{ties}"
         r = http.put(path, json={"order": order, "update": update, "ties": ties})
         assert r.status_code == 201
-        boards[path] = ModelBoard(order, update, ties)
+        boards[path] = RankedModel(order, update, ties)
 
     writes = deletes = 0
     for _round in range(3):

@@ -78,7 +78,11 @@ def _check(http: httpx.Client, path: str, model: ModelBoard, rng: random.Random)
             reads += 2
             for member in rng.sample(model.ranking(w.name, p["id"]), min(3, p["size"])):
                 got = http.get(f"{path}/members/{member}", params=q).json()
-                assert got == model.entry(member, None, w.name, p["id"])
+                want = model.entry(member, None, w.name, p["id"])
+                # ordinal percentile: the share of the period's other entries ranked below
+                n = p["size"]
+                want["percentile"] = 100.0 if n == 1 else 100.0 * (n - want["rank"]) / (n - 1)
+                assert got == want
                 radius = rng.randint(0, 3)
                 got = http.get(f"{path}/members/{member}/around", params={**q, "radius": radius})
                 assert got.json()["entries"] == model.around(member, radius, w.name, p["id"])

@@ -26,6 +26,7 @@ def test_put_creates_then_reconfigures(http: httpx.Client, name: str) -> None:
         "order": "asc",
         "update": "best",
         "ties": "member",
+        "ranking": "ordinal",
         **defaults,
     }
     r = http.put(f"/v1/boards/{name}", json={"update": "sum"})
@@ -35,6 +36,7 @@ def test_put_creates_then_reconfigures(http: httpx.Client, name: str) -> None:
         "order": "asc",
         "update": "sum",
         "ties": "member",
+        "ranking": "ordinal",
         **defaults,
     }
     # An empty body is "no options": created with defaults, or unchanged.
@@ -101,6 +103,7 @@ def test_score_write_result_and_reads(http: httpx.Client, name: str) -> None:
         "rank": 2,
         "member": "alice",
         "score": 10,
+        "percentile": 0.0,
         "metadata": {"lvl": 3},
     }
     top = http.get(f"{b}/top").json()
@@ -284,6 +287,6 @@ def test_wrong_method_and_unknown_route(http: httpx.Client, problem) -> None:
     r = http.patch("/v1/boards/x")
     problem(r, 405, "method-not-allowed")
     assert set(r.headers["allow"].split(", ")) == {"GET", "HEAD", "PUT", "DELETE"}
-    problem(http.get("/v1/boards/x/scores"), 405)
+    problem(http.put("/v1/boards/x/scores"), 405)  # GET is the score-range read
     problem(http.get("/v1/nope"), 404, "not-found")
     problem(http.get("/v1/boards/x/members/a/b/c"), 404)

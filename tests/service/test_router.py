@@ -110,7 +110,7 @@ def test_edges_keep_starlettes_answers(tmp_path: Path) -> None:
     not_allowed, unknown, head, slash, slash_param, around, empty = asyncio.run(calls())
     assert not_allowed.status_code == 405
     assert not_allowed.headers["content-type"] == "application/problem+json"
-    assert set(not_allowed.headers["allow"].split(", ")) == {"GET", "HEAD", "DELETE"}
+    assert set(not_allowed.headers["allow"].split(", ")) == {"GET", "HEAD", "DELETE", "PATCH"}
     assert unknown.status_code == 404
     assert unknown.headers["content-type"] == "application/problem+json"
     assert sum(rt.metrics.route("GET", "unmatched").by_status[404].counts) == 4  # the four 404s

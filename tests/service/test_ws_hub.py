@@ -84,6 +84,8 @@ def _write(ks: Keyspace, rng: random.Random) -> None:
     elif roll < 0.96:
         if board is not None:
             ks.configure(name, {"update": rng.choice(["best", "latest", "sum"])})
+            # Shared ranks move further than the span a write crossed (service/hub.py).
+            ks.configure(name, {"ranking": rng.choice(["ordinal", "competition", "dense"])})
     elif board is not None:
         ks.drop(name)
         if rng.random() < 0.5:

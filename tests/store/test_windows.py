@@ -54,6 +54,7 @@ def test_options_are_validated_and_named() -> None:
         ({"order": 1}, "'order'"),
         ({"player_rate": 0}, "'player_rate' must be an integer from 1 to 10000"),
         ({"public_read": 1}, "'public_read' must be true or false"),
+        ({"ranking": "olympic"}, "'ranking' must be one of"),
     ]
     for options, message in bad:
         with pytest.raises(InvalidArgument, match=message):
@@ -68,6 +69,7 @@ def test_options_are_validated_and_named() -> None:
         "order": "desc",
         "update": "best",
         "ties": "first",
+        "ranking": "ordinal",
         "windows": ["all", "week", {"name": "s", "every": 3600, "start": int(T0)}],
         "reset_offset": 14400,
         "keep": 2,
@@ -275,3 +277,45 @@ def test_a_month_matches_the_model_across_restarts(tmp_path: Path, case: int) ->
     ks, ss, rec, segment = _restart(tmp_path, ks, rec, segment, clock)
     check(ks.get("b"), model, rng)
     assert restarts >= 10 and writes >= 1000 and checks >= 20, (restarts, writes, checks)
+
+
+# -- windows x rankings ------------------------------------------------------------------------
+
+
+def test_a_ranking_applies_in_every_window_and_a_patch_in_every_current_period(
+    tmp_path: Path,
+) -> None:
+    """store/ranks.py's ranking is per board: every window's tables show it (pages, write
+    results, member answers), a switch converts them all, and a metadata patch reaches every
+    current period holding the member, as one journal record that survives kill -9."""
+    clock = ManualClock(T0)
+    ks, ss = fresh(clock)
+    rec = Recorder(ks, ss)
+    board, _ = ks.configure("b", {"windows": ["all", "day"], "ranking": "competition"})
+    for member, score in [("a", 3), ("b", 2), ("c", 2), ("d", 1)]:
+        board.write(member, score)
+    for w in ("all", "day"):
+        assert [e["rank"] for e in board.top(0, 10, w)] == [1, 2, 2, 4]
+    result = board.write("d", 2)
+    assert (result["rank"], result["previous"]) == (2, {"score": 1, "rank": 4})
+    assert result["windows"]["day"]["rank"] == 2
+    assert result["windows"]["day"]["previous"] == {"score": 1, "rank": 4}
+    ks.configure("b", {"ranking": "dense"})
+    for w in ("all", "day"):
+        assert [e["rank"] for e in board.top(0, 10, w)] == [1, 2, 2, 2]
+    assert board.member("c", "day")["percentile"] == 0.0  # nobody strictly below
+    assert board.rank_for_score(2, "day") == 2
+    assert board.set_metadata("c", {"t": 1}) == {
+        "rank": 2,
+        "member": "c",
+        "score": 2,
+        "metadata": {"t": 1},
+    }
+    assert board.member("c", "day")["metadata"] == {"t": 1}
+    board._check()
+    ks2, _, _, _ = _restart(tmp_path, ks, rec, 1, clock)
+    b2 = ks2.get("b")
+    assert b2.config.ranking == "dense"
+    for w in ("all", "day"):
+        assert b2.top(0, 10, w) == board.top(0, 10, w)
+    assert b2.member("c", "day")["metadata"] == {"t": 1}

@@ -87,7 +87,7 @@ class RedisBoards:
         unsupported = sorted(name for name in extra if name not in POLICY)
         if unsupported:
             raise InvalidArgument(
-                f"board options {unsupported} (windows, periods, score bounds) are not "
+                f"board options {unsupported} (ranking, windows, periods, score bounds) are not "
                 "supported by the redis backend yet; use the embedded backend for them"
             )
         k = self.keys(board)
