@@ -571,7 +571,10 @@ class SessionStore:
         because the purge drops a thousand at a time and per-call overhead shows there.
         """
         pop, by_user, mask, emit = self._ttl.pop, self._by_user, self._mask, self._pending.append
-        ended: list[str] = []
+        # Ended from their deadline if they expired (the purge may reach them a second or more
+        # later), else from now: the window is "ended within the last max_ttl".
+        now, expired = self._clock.now(), reason == "expired"
+        ended: list[tuple[str, float]] = []
         n = 0
         for s in dead:
             if in_map:
@@ -585,11 +588,11 @@ class SessionStore:
                 self._with_user -= 1
             if reason is not None:  # None: a replay or an undone create, not an end
                 emit(("sdel", s.id, reason, s))
-                ended.append(s.id)
+                ended.append((s.id, s.expires_at if expired else now))
             n += 1
         if reason is not None:
             self.counters[reason] += n
-            self.ended.remember_many(ended, self._clock.now())
+            self.ended.remember_many(ended)
 
     def _forget(self, sid: str) -> None:
         if self._held.pop(sid, None) is not None:

@@ -159,3 +159,30 @@ def test_an_ended_id_stays_refused_after_kill_9_and_restart(
     srv.restart(signal.SIGKILL)
     with srv.client() as http:
         problem(_put_new(http, sid), 410, "session-ended")
+
+
+def test_an_evicted_sessions_websocket_is_closed_with_its_reason(
+    rankd_server: ServerFactory, name: str
+) -> None:
+    """Eviction ends a session like any other end: its WebSockets close ("session evicted")."""
+    import asyncio
+
+    from tests.contract.test_ws import http_client, run, ws_client
+
+    srv = rankd_server(sessions_per_user=1)
+
+    async def main() -> None:
+        async with http_client(srv) as http:
+            r = await http.post("/v1/sessions", json={"user": name})
+            sid = r.json()["id"]
+            async with ws_client(srv, f"?session={sid}") as bound:
+                await bound.send(op="subscribe", id="s", board=name, top=1)
+                await bound.expect("top", "s")
+                nxt = f"/v1/sessions/{_id(name, 'next')}"
+                r = await http.put(nxt, json={"user": name}, headers=CREATE)
+                assert r.status_code == 201, r.text
+                assert await bound.closed(timeout=5) == (1008, "session evicted")
+            await asyncio.sleep(0)
+        assert sid not in srv.logs()
+
+    run(main)
