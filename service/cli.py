@@ -197,11 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = ServiceLimits()
     for name in LIMIT_NAMES:
         what = LIMIT_HELP.get(name, name.replace("_", " "))
+        default = getattr(defaults, name)
+        text = isinstance(default, str)  # a policy name (sessions_over_limit), not a number
         limits.add_argument(
             "--" + name.replace("_", "-"),
             dest=name,
-            metavar="N",
-            help=f"{what} (default: {getattr(defaults, name):g})",
+            metavar="POLICY" if text else "N",
+            help=f"{what} (default: {default if text else format(default, 'g')})",
         )
     return p
 

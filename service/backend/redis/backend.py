@@ -226,6 +226,9 @@ class RedisBoardsApi:
             "order": c["order"],
             "update": c["update"],
             "ties": c["ties"],
+            "player_writes": c["player_writes"],
+            "player_rate": c["player_rate"],
+            "public_read": c["public_read"],
             "size": found["total"],
         }
 

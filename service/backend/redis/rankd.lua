@@ -257,11 +257,15 @@ local function remove(keys, args)
   return { seq, r, old }
 end
 
---[[ rankd_configure  KEYS z cfg   ARGV order update ties epoch
+--[[ rankd_configure  KEYS z cfg   ARGV order update ties epoch player_writes(0/1) player_rate
+public_read(0/1)
 Creates the board or changes its options; order/ties may change only while it is empty.
-Error "CONFLICT <order> <ties>" otherwise. Reply: {created(0/1), order, update, ties, seq, epoch}. ]]
+Error "CONFLICT <order> <ties>" otherwise. The player policy (store/boards.py _POLICY) is kept in
+cfg as pw, pr, pub; a board created by a write has none of them: the defaults (0, 60, 0).
+Reply: {created(0/1), order, update, ties, seq, epoch}. ]]
 local function configure(keys, args)
   need_keys(keys, 2)
+  if #args ~= 7 then error('rankd_configure: expected 7 arguments, got ' .. #args) end
   local c = redis.call('HMGET', keys[2], 'order', 'ties')
   local created = 0
   if not c[1] then
@@ -270,7 +274,8 @@ local function configure(keys, args)
   elseif (c[1] ~= args[1] or c[2] ~= args[3]) and redis.call('ZCARD', keys[1]) > 0 then
     return redis.error_reply('CONFLICT ' .. c[1] .. ' ' .. c[2])
   end
-  redis.call('HSET', keys[2], 'order', args[1], 'update', args[2], 'ties', args[3])
+  redis.call('HSET', keys[2], 'order', args[1], 'update', args[2], 'ties', args[3],
+    'pw', args[5], 'pr', args[6], 'pub', args[7])
   local r = redis.call('HMGET', keys[2], 'seq', 'epoch')
   return { created, args[1], args[2], args[3], tonumber(r[1]), r[2] }
 end
@@ -286,12 +291,15 @@ local function drop(keys, args)
 end
 
 --[[ rankd_describe (read-only)  KEYS z cfg
-Reply: nil when absent, else {order, update, ties, seq, epoch, total}. ]]
+Reply: nil when absent, else {order, update, ties, seq, epoch, total, pw, pr, pub} (the policy
+fields false where never configured). ]]
 local function describe(keys, args)
   need_keys(keys, 2)
-  local c = redis.call('HMGET', keys[2], 'order', 'update', 'ties', 'seq', 'epoch')
+  local c = redis.call('HMGET', keys[2], 'order', 'update', 'ties', 'seq', 'epoch', 'pw', 'pr',
+    'pub')
   if not c[1] then return false end
-  return { c[1], c[2], c[3], tonumber(c[4]), c[5], redis.call('ZCARD', keys[1]) }
+  return { c[1], c[2], c[3], tonumber(c[4]), c[5], redis.call('ZCARD', keys[1]), c[6], c[7],
+    c[8] }
 end
 
 local function metas(d, list, first)
