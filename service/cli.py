@@ -179,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="corrupt data at start-up: refuse to start, or move the damaged files aside "
         f"(default: {d.on_bad_data})",
     )
-    p.add_argument("--backend", choices=("embedded", "redis"), help="where data lives (embedded)")
+    p.add_argument(
+        "--backend", choices=("embedded", "redis"), help="where data lives (default: embedded)"
+    )
     p.add_argument(
         "--redis-url",
         help="redis backend: seed nodes, comma-separated (redis://h:p,h2:p2 or rediss://...); "
