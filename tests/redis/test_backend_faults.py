@@ -86,6 +86,25 @@ def restart(node_dir: Path) -> None:
     subprocess.run(["redis-server", str(node_dir / "redis.conf")], check=True, timeout=10)
 
 
+async def wait_replica_online(port: int, timeout: float = 30) -> None:
+    """Until the primary on ``port`` has a replica in sync. A replica that has not synced since
+    its start (the cluster was just created or restarted) refuses to fail over ("Disconnected
+    from master for longer than allowed", cluster-replica-validity-factor): killing the primary
+    before then tests nothing but that refusal."""
+    deadline = time.monotonic() + timeout
+    while True:
+        node = Redis(host="127.0.0.1", port=port)
+        try:
+            info = await node.execute_command("INFO", "replication")
+        finally:
+            await node.aclose()
+        # redis-py parses INFO: {"slave0": {"state": "online", ...}, ...}
+        if any(isinstance(v, dict) and v.get("state") == "online" for v in info.values()):
+            return
+        assert time.monotonic() < deadline, f"no replica of {port} in sync: {info}"
+        await asyncio.sleep(0.1)
+
+
 async def wait_cluster_ok(url: str, timeout: float = 30) -> None:
     port = int(url.rsplit(":", 1)[1])
     deadline = time.monotonic() + timeout
@@ -173,6 +192,7 @@ def test_kill9_of_the_busy_boards_primary(cluster: tuple[Path, str], tmp_path: P
 
     async def main() -> None:
         victim = await primary_of(url, board)
+        await wait_replica_online(victim)
         acked: dict[str, float] = {}  # member -> when its write was acknowledged
         failed = 0
         failures: list[float] = []
