@@ -232,7 +232,9 @@ def test_kill9_of_the_busy_boards_primary(cluster: tuple[Path, str], tmp_path: P
             await asyncio.sleep(1.0)
             before = len(acked)
             assert before > 20, "writes are not flowing"
-            kill9(node_dirs(root)[victim])
+            # off the loop: a blocking kill would hold back replies sent before it, and their
+            # late timestamps would count them as acknowledged after the kill
+            await asyncio.to_thread(kill9, node_dirs(root)[victim])
             killed_at.append(time.monotonic())
             # writes must resume: 100 more acknowledged after the kill, within 30 s
             deadline = time.monotonic() + 30
@@ -252,6 +254,11 @@ def test_kill9_of_the_busy_boards_primary(cluster: tuple[Path, str], tmp_path: P
                     break
                 assert time.monotonic() < deadline, "no frame with a new epoch"
             async with httpx.AsyncClient(base_url=servers[1].url, trust_env=False) as c:
+                # the other process may still be marked not ready until its next health check
+                deadline = time.monotonic() + 15
+                while (await c.get("/readyz")).status_code != 200:
+                    assert time.monotonic() < deadline, "the peer did not become ready again"
+                    await asyncio.sleep(0.1)
                 r = await c.get(f"/v1/boards/{board}/top", params={"limit": 5})
                 # frames are state: the latest one equals the board as read now
                 latest = frame
@@ -260,6 +267,7 @@ def test_kill9_of_the_busy_boards_primary(cluster: tuple[Path, str], tmp_path: P
                         latest = orjson.loads(await asyncio.wait_for(ws.recv(), 0.5))
                     except TimeoutError:
                         break
+                assert r.status_code == 200, r.text
                 assert latest["entries"] == r.json()["entries"]
                 assert latest["total"] == r.json()["total"]
 
