@@ -190,8 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--redis-url",
         help="redis backend: seed nodes, comma-separated (redis://h:p,h2:p2 or rediss://...); "
-        "password from RANKD_REDIS_PASSWORD or RANKD_REDIS_PASSWORD_FILE (default: none; required "
-        "with --backend redis)",
+        "password from RANKD_REDIS_PASSWORD or RANKD_REDIS_PASSWORD_FILE "
+        "(default: redis://127.0.0.1:6379)",
     )
     p.add_argument("--redis-prefix", help="redis backend: key prefix (default: rk)")
     p.add_argument("--redis-username", help="redis backend: ACL user (default: none)")

@@ -62,13 +62,14 @@ SESSION_SCHEME = "session "
 _SESSION_REALM = 'Session realm="rankd"'
 _BEARER_REALM = 'Bearer realm="rankd"'
 # rankd's own ids are 43 URL-safe characters; caller-chosen ones 32-128 of [A-Za-z0-9_-].
-_SESSION_ID = re.compile(r"[A-Za-z0-9_\-]{1,256}")
+_SESSION_ID = re.compile(r"[A-Za-z0-9_.\-]{1,256}")  # "." : the redis backend's T.R ids
 MISSING = object()  # a write without 'member': a player's own
 
 
 class Player(NamedTuple):
     sid: str
     user: str
+    expires_at: float = 0.0  # when the session ends unless used (a WebSocket watches it)
 
 
 def is_session(header: str) -> bool:
@@ -171,7 +172,7 @@ class Players:
         user = session["user"]
         if user is None:
             raise unauthorized_session()
-        return Player(sid, user)
+        return Player(sid, user, float(session["expires_at"]))
 
     async def from_header(self, header: str) -> Player:
         return await self.authenticate(header[len(SESSION_SCHEME) :].strip())

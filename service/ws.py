@@ -150,6 +150,11 @@ async def ws_endpoint(websocket: WebSocket) -> None:
                 return
             session = player.sid  # the connection ends with the session
             scopes = _PLAYER_SCOPES
+            try:  # a backend whose sessions live elsewhere (redis) subscribes to its end
+                await runtime.backend.feed.watch_session(session, player.expires_at, time.time())
+            except StoreError:
+                await _close(websocket, POLICY, "unauthorized: the player session is not valid")
+                return
         elif public_only:
             scopes = _PLAYER_SCOPES  # subscriptions to public boards only; no score
         else:

@@ -27,11 +27,13 @@ KEYS = [f"{ADMIN}:admin", f"{BACKEND}:sessions", f"{READER}:read"]
 
 
 @pytest.fixture(scope="module")
-def keyed(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RankdServer]:
+def keyed(
+    backend: str, backend_flags: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RankdServer]:
     chosen = BACKENDS[backend]
-    srv = RankdServer(
+    srv = RankdServer(  # backend_flags: the cluster's url and this session's key prefix
         tmp_path_factory.mktemp(f"players-{backend}"),
-        {**chosen.flags, "api_key": KEYS},
+        {**backend_flags, "api_key": KEYS},
         env=chosen.env,
     )
     srv.start()

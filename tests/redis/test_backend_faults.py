@@ -86,6 +86,25 @@ def restart(node_dir: Path) -> None:
     subprocess.run(["redis-server", str(node_dir / "redis.conf")], check=True, timeout=10)
 
 
+async def wait_replica_online(port: int, timeout: float = 30) -> None:
+    """Until the primary on ``port`` has a replica in sync. A replica that has not synced since
+    its start (the cluster was just created or restarted) refuses to fail over ("Disconnected
+    from master for longer than allowed", cluster-replica-validity-factor): killing the primary
+    before then tests nothing but that refusal."""
+    deadline = time.monotonic() + timeout
+    while True:
+        node = Redis(host="127.0.0.1", port=port)
+        try:
+            info = await node.execute_command("INFO", "replication")
+        finally:
+            await node.aclose()
+        # redis-py parses INFO: {"slave0": {"state": "online", ...}, ...}
+        if any(isinstance(v, dict) and v.get("state") == "online" for v in info.values()):
+            return
+        assert time.monotonic() < deadline, f"no replica of {port} in sync: {info}"
+        await asyncio.sleep(0.1)
+
+
 async def wait_cluster_ok(url: str, timeout: float = 30) -> None:
     port = int(url.rsplit(":", 1)[1])
     deadline = time.monotonic() + timeout
@@ -173,6 +192,7 @@ def test_kill9_of_the_busy_boards_primary(cluster: tuple[Path, str], tmp_path: P
 
     async def main() -> None:
         victim = await primary_of(url, board)
+        await wait_replica_online(victim)
         acked: dict[str, float] = {}  # member -> when its write was acknowledged
         failed = 0
         failures: list[float] = []
@@ -212,7 +232,9 @@ def test_kill9_of_the_busy_boards_primary(cluster: tuple[Path, str], tmp_path: P
             await asyncio.sleep(1.0)
             before = len(acked)
             assert before > 20, "writes are not flowing"
-            kill9(node_dirs(root)[victim])
+            # off the loop: a blocking kill would hold back replies sent before it, and their
+            # late timestamps would count them as acknowledged after the kill
+            await asyncio.to_thread(kill9, node_dirs(root)[victim])
             killed_at.append(time.monotonic())
             # writes must resume: 100 more acknowledged after the kill, within 30 s
             deadline = time.monotonic() + 30
@@ -232,6 +254,11 @@ def test_kill9_of_the_busy_boards_primary(cluster: tuple[Path, str], tmp_path: P
                     break
                 assert time.monotonic() < deadline, "no frame with a new epoch"
             async with httpx.AsyncClient(base_url=servers[1].url, trust_env=False) as c:
+                # the other process may still be marked not ready until its next health check
+                deadline = time.monotonic() + 15
+                while (await c.get("/readyz")).status_code != 200:
+                    assert time.monotonic() < deadline, "the peer did not become ready again"
+                    await asyncio.sleep(0.1)
                 r = await c.get(f"/v1/boards/{board}/top", params={"limit": 5})
                 # frames are state: the latest one equals the board as read now
                 latest = frame
@@ -240,6 +267,7 @@ def test_kill9_of_the_busy_boards_primary(cluster: tuple[Path, str], tmp_path: P
                         latest = orjson.loads(await asyncio.wait_for(ws.recv(), 0.5))
                     except TimeoutError:
                         break
+                assert r.status_code == 200, r.text
                 assert latest["entries"] == r.json()["entries"]
                 assert latest["total"] == r.json()["total"]
 

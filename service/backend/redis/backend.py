@@ -226,6 +226,9 @@ class RedisBoardsApi:
             "order": c["order"],
             "update": c["update"],
             "ties": c["ties"],
+            "player_writes": c["player_writes"],
+            "player_rate": c["player_rate"],
+            "public_read": c["public_read"],
             "size": found["total"],
         }
 
@@ -308,10 +311,20 @@ class RedisSessionsApi:
         self._core = core
         self._calls = calls
 
-    async def create(self, *, user: object, data: object, ttl: object, max_lifetime: object) -> Any:
+    async def create(
+        self,
+        *,
+        user: object,
+        data: object,
+        ttl: object,
+        max_lifetime: object,
+        sid: str | None = None,
+    ) -> Any:
         return await self._calls.run(
             "session",
-            lambda: self._core.create(user=user, data=data, ttl=ttl, max_lifetime=max_lifetime),
+            lambda: self._core.create(
+                user=user, data=data, ttl=ttl, max_lifetime=max_lifetime, sid=sid
+            ),
             idempotent=False,
         )
 
@@ -479,6 +492,7 @@ class RedisBackend:
             max_lifetime_limit=limits.session_max_lifetime,
             max_data_bytes=limits.session_data_bytes,
             max_sessions_per_user=limits.sessions_per_user,
+            over_limit=limits.sessions_over_limit,
         )
         self.client: Client | None = None
         self.boards_core: RedisBoards
@@ -522,6 +536,7 @@ class RedisBackend:
         core.secret = secret if isinstance(secret, bytes) else secret.encode()
         self._sessions = RedisSessionsApi(core, self.calls)
         self._feed.client = client
+        self._feed.locate = core.locate
 
     async def _expires_at(self, sid: str) -> float | None:
         try:
@@ -634,11 +649,13 @@ class RedisBackend:
     def backend_metrics(self) -> dict[str, Any]:
         """For /metrics (service/metrics.py)."""
         feed = self._feed
+        sessions: RedisSessionsApi | None = getattr(self, "_sessions", None)
         return {
             "latency": {k: (h.cumulative(), h.sum) for k, h in self.calls.stats.latency.items()},
             "errors": dict(self.calls.stats.errors),
             "retries": self.calls.stats.retries,
             "refreshes": self.calls.stats.refreshes,
+            "session_events": dict(sessions._core.counters) if sessions else {},
             "gaps": feed.gaps if feed else 0,
             "resubscribes": feed.resubscribes if feed else 0,
             "messages": feed.messages if feed else 0,

@@ -23,7 +23,7 @@ from redis.exceptions import ResponseError
 
 from service.backend.redis import keys
 from service.backend.redis.functions import Arg, Client, fcall
-from store.boards import BoardConfig, Entry
+from store.boards import DEFAULT_PLAYER_RATE, BoardConfig, Entry
 from store.errors import BoardNotFound, Conflict, InvalidArgument, MemberNotFound
 from store.show import show
 from store.sortkey import encode_num, key_member, key_score, key_seq, make_key
@@ -79,7 +79,15 @@ class RedisBoards:
                 self.client,
                 "rankd_configure",
                 [k.z, k.cfg],
-                [config.order, config.update, config.ties, secrets.token_hex(8)],
+                [
+                    config.order,
+                    config.update,
+                    config.ties,
+                    secrets.token_hex(8),
+                    "1" if config.player_writes else "0",
+                    config.player_rate,
+                    "1" if config.public_read else "0",
+                ],
             )
         except ResponseError as exc:
             if str(exc).startswith("CONFLICT"):
@@ -96,10 +104,17 @@ class RedisBoards:
         reply = await fcall(self.client, "rankd_describe", [k.z, k.cfg], [], readonly=True)
         if reply is None:
             return None
-        order, update, ties, seq, epoch, total = reply
+        order, update, ties, seq, epoch, total, pw, pr, pub = reply
         self._shape[board] = (order.decode(), ties.decode())
         return {
-            "config": {"order": order.decode(), "update": update.decode(), "ties": ties.decode()},
+            "config": {
+                "order": order.decode(),
+                "update": update.decode(),
+                "ties": ties.decode(),
+                "player_writes": pw == b"1",
+                "player_rate": DEFAULT_PLAYER_RATE if pr is None else int(pr),
+                "public_read": pub == b"1",
+            },
             "seq": seq,
             "epoch": epoch.decode(),
             "total": total,
