@@ -3,6 +3,7 @@
     _watches     dict board -> _Watch          boards somebody subscribed to (nothing else)
     _Watch.tops     dict N -> _TopGroup        subscriptions to the board's top N, grouped by N
     _Watch.members  dict member -> _RankGroup  subscriptions to one member's (rank, score)
+    _Watch.arounds  dict member -> {r -> _AroundGroup}   the entries within r ranks of member
     _dirty       list of _Watch                boards written since the last flush
     _by_session  dict session id -> {peer}     connections bound to a session
 
@@ -15,32 +16,39 @@ change feed (service/backend/api.py) and reads views through it, never a store o
   subscribed on the board (``max_top``) decides whether the board's top views are dirty.
   ``"bdel"`` uses its previous rank; ``"bdrop"``/``"bcfg"`` dirty everything; a ``"bbatch"``
   is its ``"bset"`` events one by one.
-* A write moves other members' ranks only inside the span it crossed: ``[min, max]`` of its two
-  ranks, ``[rank, inf)`` for an insert or a delete. The watch keeps the union of those spans
-  since the last flush; a rank group whose last known rank lies outside it cannot have moved
-  (by induction over the events: a rank that an event moves stays inside that event's span),
-  so the flush skips it without a lookup. The written member's own group is flagged directly.
+* A write changes what sits at a position only inside the span it crossed: ``[min, max]`` of
+  its two ranks, ``[rank, inf)`` for an insert or a delete. The watch keeps the union of those
+  spans since the last flush (two comparisons per write). A rank group whose last known rank
+  lies outside it cannot have moved, and an around group whose last window
+  ``[pos - r, pos + r]`` does not meet it shows the same entries at the same positions (by
+  induction over the events: what an event changes stays inside that event's span), so the
+  flush skips both without a lookup. The written member's own groups are flagged directly.
 
 A write undone after a journal failure (service/backend/journal_flusher.py) needs nothing
 special: the store announces the restored state as ordinary events, at a higher ``seq``, so a
 subscriber that was shown the undone write gets the restored state on the next flush.
 
-``total`` and ``seq`` ride along in every top frame, but a change of ``total`` alone (an insert
-far below the view) wakes nobody: otherwise every write anywhere would fan out to every top
-subscriber of the board.
+``total`` and ``seq`` ride along in every top and around frame, but a change of ``total`` alone
+(an insert far below the view) wakes nobody: otherwise every write anywhere would fan out to
+every subscriber of the board.
 
 Coalescing: a flush runs at most once per ``tick`` and only when something is dirty. The first
 dirty mark after a quiet spell schedules it at ``max(now, last_flush + tick)``, so a lone write
 goes out on the next loop turn and a burst goes out once per tick, the latest state winning.
-A flush computes a dirty board's ``top(max_top)`` once, slices it per N, encodes each changed
-slice once, and offers one frame to each subscription whose slice differs from what it last got.
-A subscription therefore sees at most one frame per tick, plus the full state on subscribe.
+A flush computes a dirty board's ``top(max_top)`` once, slices it per N, and looks up each
+rank and around group the spans say may have moved.
 
-Delivery never awaits: ``Peer.offer`` drops the frame into the connection's conflating outbox
-(keyed by subscription, so an unsent older state is replaced) and wakes its sender task. A slow
-connection holds at most one pending frame per subscription and never delays anyone else. A
-client that stops reading entirely leaves its sender stuck in one send; a watchdog scans the
-connections once a second and closes those stuck for ``SEND_TIMEOUT``.
+Fan-out cost grows with distinct views, not subscribers. A changed view is encoded once (one
+``orjson.dumps`` of everything after the subscription id) and then framed once per distinct
+subscription head (``{"type":"top","id":<id>``): clients that use the same id -- every copy
+of the live page does -- share one pre-built WebSocket frame, ``bytes`` ready for the socket
+(``ws_frame``; the server never compresses, so one frame fits every connection). Delivery is
+``Peer.offer(key, frame)``, which never awaits: the connection (service/ws.py) writes the
+bytes straight to its transport when it has room and nothing queued, else drops them into its
+conflating outbox (keyed by subscription, so an unsent older state is replaced) for its sender
+task. A slow connection holds at most one pending frame per subscription and never delays
+anyone else. A client that stops reading leaves frames waiting for room; a watchdog scans the
+connections once a second and closes those that waited ``SEND_TIMEOUT``.
 
 Observers run on the event-loop thread, as every store call in the service does.
 """
@@ -49,13 +57,15 @@ import asyncio
 import contextlib
 import logging
 import math
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import orjson
 from starlette import status
+from websockets.frames import Frame, Opcode
 
 from service.backend.api import Backend, Entry
-from service.schemas import RankTail, TopTail
+from service.schemas import AroundTail, RankTail, TopTail
 from service.settings import ServiceLimits
 from store.events import BoardEvent, SessionEvent
 
@@ -63,6 +73,7 @@ log = logging.getLogger("rankd.ws")
 
 INF = math.inf
 MAX_TOP = 100
+MAX_RADIUS = 50
 
 # Close codes the hub itself asks for (the protocol edge owns the rest).
 POLICY = status.WS_1008_POLICY_VIOLATION
@@ -72,38 +83,70 @@ SEND_TIMEOUT = 5.0  # seconds one frame may wait for a client to make room befor
 WATCHDOG_INTERVAL = 1.0
 
 
+def ws_frame(payload: bytes) -> bytes:
+    """One unmasked, uncompressed, unfragmented WebSocket text frame, as the server sends it.
+
+    websockets' own frame writer (the library uvicorn speaks the protocol with), called once
+    per distinct frame rather than once per subscriber.
+    """
+    return Frame(Opcode.TEXT, payload).serialize(mask=False)
+
+
+def ws_payload(frame: bytes) -> bytes:
+    """The payload of a frame made by ``ws_frame`` (for senders that need the text back)."""
+    n = frame[1] & 0x7F
+    return frame[2 if n < 126 else 4 if n == 126 else 10 :]
+
+
 class Peer(Protocol):
     """The hub's view of one connection (service/ws.py ``Connection``)."""
 
-    send_started: float | None  # loop time of the send in progress, None when idle
+    send_started: float | None  # loop time a frame began waiting for room, None when idle
 
-    def offer(self, key: object, frame: str) -> None: ...
+    def offer(self, key: object, frame: bytes) -> None:
+        """Deliver ``frame`` (a complete WebSocket frame), replacing any unsent one for key."""
+        ...
+
     def close_soon(self, code: int, reason: str) -> None: ...
 
 
-class TopSub:
+class _Sub:
     __slots__ = ("board", "group", "head", "peer", "seen")
 
-    def __init__(self, peer: Peer, head: str, board: str, group: "_TopGroup") -> None:
+    def __init__(self, peer: Peer, head: str, board: str) -> None:
         self.peer = peer
-        self.head = head  # '{"type":"top","id":<id>' -- the per-subscription prefix
+        self.head = head.encode()  # '{"type":"top","id":<id>' -- the per-subscription prefix
         self.board = board
+
+
+class TopSub(_Sub):
+    __slots__ = ()
+
+    def __init__(self, peer: Peer, head: str, board: str, group: "_TopGroup") -> None:
+        super().__init__(peer, head, board)
         self.group = group
         self.seen: list[Entry] = []
 
 
-class RankSub:
-    __slots__ = ("board", "group", "head", "peer", "seen")
+class RankSub(_Sub):
+    __slots__ = ()
 
     def __init__(self, peer: Peer, head: str, board: str, group: "_RankGroup") -> None:
-        self.peer = peer
-        self.head = head
-        self.board = board
+        super().__init__(peer, head, board)
         self.group = group
         self.seen: tuple[Any, Any] = (None, None)
 
 
-Subscription = TopSub | RankSub
+class AroundSub(_Sub):
+    __slots__ = ()
+
+    def __init__(self, peer: Peer, head: str, board: str, group: "_AroundGroup") -> None:
+        super().__init__(peer, head, board)
+        self.group = group
+        self.seen: list[Entry] = []
+
+
+Subscription = TopSub | RankSub | AroundSub
 
 
 class _TopGroup:
@@ -128,21 +171,44 @@ class _RankGroup:
         self.dirty = False
 
 
+class _AroundGroup:
+    __slots__ = ("dirty", "member", "pos", "radius", "subs", "view")
+
+    def __init__(self, member: str, radius: int) -> None:
+        self.member = member
+        self.radius = radius
+        self.subs: dict[AroundSub, None] = {}
+        self.view: list[Entry] | None = None  # as of the last look
+        self.pos: int | None = None  # the member's rank as of the last look; None: absent
+        self.dirty = False
+
+
 class _Watch:
-    __slots__ = ("hi", "lo", "max_top", "members", "name", "queued", "top_dirty", "tops")
+    __slots__ = (
+        "arounds",
+        "hi",
+        "lo",
+        "max_top",
+        "members",
+        "name",
+        "queued",
+        "top_dirty",
+        "tops",
+    )
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.tops: dict[int, _TopGroup] = {}
         self.max_top = 0
         self.members: dict[str, _RankGroup] = {}
+        self.arounds: dict[str, dict[int, _AroundGroup]] = {}  # member -> radius -> group
         self.top_dirty = False
         self.lo: float = INF  # union of rank spans crossed since the last flush
         self.hi: float = 0
         self.queued = False
 
     def __bool__(self) -> bool:
-        return bool(self.tops or self.members)
+        return bool(self.tops or self.members or self.arounds)
 
 
 class Hub:
@@ -155,6 +221,7 @@ class Hub:
         self.subscriptions = 0
         # Counters for /metrics and the tests; plain ints, read at scrape time.
         self.frames_offered = 0
+        self.frames_encoded = 0  # distinct frames built: offered / encoded is the sharing
         self.frames_conflated = 0
         self.closed_slow = 0
         self._epoch = backend.epoch
@@ -207,7 +274,7 @@ class Hub:
                     del self._by_session[session]
 
     async def _watch_sends(self) -> None:
-        """Close connections whose current send has waited SEND_TIMEOUT for the client to read.
+        """Close connections whose pending frame has waited SEND_TIMEOUT for the client to read.
 
         One scan per second, O(connections), instead of a timer armed and cancelled around every
         frame sent: the fan-out sends far more frames than there are connections.
@@ -244,7 +311,7 @@ class Hub:
         sub.seen = view
         group.subs[sub] = None
         self.subscriptions += 1
-        self._offer(peer, sub, head + self._top_tail(name, total, seq, view))
+        self._offer(sub, self._frame(sub.head, self._top_tail(name, total, seq, view)))
         return sub
 
     def subscribe_rank(self, peer: Peer, head: str, name: str, member: str) -> RankSub:
@@ -263,7 +330,30 @@ class Hub:
         sub.seen = state
         group.subs[sub] = None
         self.subscriptions += 1
-        self._offer(peer, sub, head + self._rank_tail(name, seq, member, state))
+        self._offer(sub, self._frame(sub.head, self._rank_tail(name, seq, member, state)))
+        return sub
+
+    def subscribe_around(
+        self, peer: Peer, head: str, name: str, member: str, radius: int
+    ) -> AroundSub:
+        """Subscribe to the entries within ``radius`` ranks of member and offer them."""
+        assert 0 <= radius <= MAX_RADIUS
+        watch = self._watch(name)
+        radii = watch.arounds.setdefault(member, {})
+        group = radii.get(radius)
+        if group is None:
+            group = radii[radius] = _AroundGroup(member, radius)
+        view, total, seq, pos = self._views.around_view(name, member, radius)
+        if group.view is None:
+            group.view, group.pos = view, pos
+        elif view != group.view or pos != group.pos:
+            group.dirty = True
+        sub = AroundSub(peer, head, name, group)
+        sub.seen = view
+        group.subs[sub] = None
+        self.subscriptions += 1
+        tail = self._around_tail(name, member, total, seq, view)
+        self._offer(sub, self._frame(sub.head, tail))
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
@@ -277,12 +367,21 @@ class Hub:
             if not top.subs and watch.tops.get(top.n) is top:
                 del watch.tops[top.n]
                 watch.max_top = max(watch.tops, default=0)
-        else:
+        elif isinstance(sub, RankSub):
             rank = sub.group
             if rank.subs.pop(sub, 0) is None:
                 self.subscriptions -= 1
             if not rank.subs and watch.members.get(rank.member) is rank:
                 del watch.members[rank.member]
+        else:
+            near = sub.group
+            if near.subs.pop(sub, 0) is None:
+                self.subscriptions -= 1
+            radii = watch.arounds.get(near.member, {})
+            if not near.subs and radii.get(near.radius) is near:
+                del radii[near.radius]
+                if not radii:
+                    del watch.arounds[near.member]
         if not watch:
             # A queued watch notices at flush time that it is no longer the registered one.
             del self._watches[watch.name]
@@ -322,15 +421,24 @@ class Hub:
             # so O(groups) here is fine.
             for every in watch.members.values():
                 every.dirty = True
+            for radii in watch.arounds.values():
+                for near in radii.values():
+                    near.dirty = True
         if low <= watch.max_top:
             watch.top_dirty = True
-        if watch.members:
-            watch.lo = min(watch.lo, low)
-            watch.hi = max(watch.hi, high)
+        if watch.members or watch.arounds:
+            if low < watch.lo:
+                watch.lo = low
+            if high > watch.hi:
+                watch.hi = high
             if member is not None:
                 group = watch.members.get(member)
                 if group is not None:
                     group.dirty = True
+                arounds = watch.arounds.get(member)
+                if arounds is not None:
+                    for near in arounds.values():
+                        near.dirty = True
         if not watch.queued:
             watch.queued = True
             self._dirty.append(watch)
@@ -367,8 +475,12 @@ class Hub:
                 if watch.top_dirty:
                     watch.top_dirty = False
                     self._flush_tops(watch)
+                lo, hi = watch.lo, watch.hi
+                watch.lo, watch.hi = INF, 0
                 if watch.members:
-                    self._flush_ranks(watch)
+                    self._flush_ranks(watch, lo, hi)
+                if watch.arounds:
+                    self._flush_arounds(watch, lo, hi)
             except Exception:
                 # A bug here must not stop every later flush; the tests assert the log is clean.
                 log.exception("hub flush failed for one board")
@@ -382,20 +494,10 @@ class Hub:
                 continue
             group.view = view
             group.stale = False
-            tail = None
-            for sub in group.subs:
-                seen = sub.seen
-                if seen is view or seen == view:
-                    continue
-                if tail is None:
-                    tail = self._top_tail(watch.name, total, seq, view)
-                sub.seen = view
-                self._offer(sub.peer, sub, sub.head + tail)
+            self._fan_out(group.subs, view, self._top_tail, watch.name, total, seq, view)
 
-    def _flush_ranks(self, watch: _Watch) -> None:
+    def _flush_ranks(self, watch: _Watch, lo: float, hi: float) -> None:
         views, name = self._views, watch.name
-        lo, hi = watch.lo, watch.hi
-        watch.lo, watch.hi = INF, 0
         for member, group in watch.members.items():
             if not group.dirty:
                 rank = group.state[0] if group.state is not None else None
@@ -403,24 +505,61 @@ class Hub:
                     continue
             group.dirty = False
             rank, score, seq = views.rank_view(name, member)
-            state = (rank, score)
-            group.state = state
-            tail = None
-            for sub in group.subs:
-                if sub.seen == state:
-                    continue
-                if tail is None:
-                    tail = self._rank_tail(name, seq, member, state)
-                sub.seen = state
-                self._offer(sub.peer, sub, sub.head + tail)
+            state = group.state = (rank, score)
+            self._fan_out(group.subs, state, self._rank_tail, name, seq, member, state)
 
-    def _offer(self, peer: Peer, sub: Subscription, frame: str) -> None:
+    def _flush_arounds(self, watch: _Watch, lo: float, hi: float) -> None:
+        name = watch.name
+        for radii in watch.arounds.values():
+            for group in radii.values():
+                if not group.dirty:
+                    pos = group.pos
+                    if pos is None or not (lo <= pos + group.radius and pos - group.radius <= hi):
+                        continue
+                group.dirty = False
+                self._look_around(name, group)
+
+    def _look_around(self, name: str, group: _AroundGroup) -> None:
+        member = group.member
+        view, total, seq, group.pos = self._views.around_view(name, member, group.radius)
+        if view == group.view and all(sub.seen is group.view for sub in group.subs):
+            return
+        group.view = view
+        self._fan_out(group.subs, view, self._around_tail, name, member, total, seq, view)
+
+    def _fan_out(
+        self, subs: "dict[Any, None]", state: Any, tail_of: Callable[..., bytes], *args: Any
+    ) -> None:
+        """Offer ``state`` to every subscription that has not seen it: one encode per view,
+        one frame per distinct head, then the same bytes to every subscriber."""
+        tail: bytes | None = None
+        frames: dict[bytes, bytes] = {}
+        for sub in subs:
+            seen = sub.seen
+            if seen is state or seen == state:
+                sub.seen = state  # identity from now on: cheaper next time
+                continue
+            if tail is None:
+                tail = tail_of(*args)
+            head = sub.head
+            frame = frames.get(head)
+            if frame is None:
+                frame = frames[head] = self._frame(head, tail)
+            sub.seen = state
+            self.frames_offered += 1
+            sub.peer.offer(sub, frame)
+
+    def _frame(self, head: bytes, tail: bytes) -> bytes:
+        self.frames_encoded += 1
+        return ws_frame(head + tail)
+
+    def _offer(self, sub: Subscription, frame: bytes) -> None:
         self.frames_offered += 1
-        peer.offer(sub, frame)
+        sub.peer.offer(sub, frame)
 
     # -- frames: '{"type":..,"id":..' (per subscription) + one shared tail ---------------------
 
-    def _top_tail(self, name: str, total: int, seq: int, view: list[Entry]) -> str:
+    def _top_tail(self, name: str, total: int, seq: int, view: list[Entry]) -> bytes:
         body: TopTail = {
             "board": name,
             "total": total,
@@ -428,9 +567,9 @@ class Hub:
             "seq": seq,
             "epoch": self._epoch,
         }
-        return "," + orjson.dumps(body)[1:].decode()
+        return b"," + orjson.dumps(body)[1:]
 
-    def _rank_tail(self, name: str, seq: int, member: str, state: tuple[Any, Any]) -> str:
+    def _rank_tail(self, name: str, seq: int, member: str, state: tuple[Any, Any]) -> bytes:
         body: RankTail = {
             "board": name,
             "member": member,
@@ -439,7 +578,20 @@ class Hub:
             "seq": seq,
             "epoch": self._epoch,
         }
-        return "," + orjson.dumps(body)[1:].decode()
+        return b"," + orjson.dumps(body)[1:]
+
+    def _around_tail(
+        self, name: str, member: str, total: int, seq: int, view: list[Entry]
+    ) -> bytes:
+        body: AroundTail = {
+            "board": name,
+            "member": member,
+            "total": total,
+            "entries": view,
+            "seq": seq,
+            "epoch": self._epoch,
+        }
+        return b"," + orjson.dumps(body)[1:]
 
     def _check(self) -> None:
         """Every registered group is non-empty and counted; dirty bookkeeping is consistent."""
@@ -455,6 +607,12 @@ class Hub:
                 assert rank.member == member and rank.subs
                 assert all(s.group is rank and s.board == name for s in rank.subs)
                 count += len(rank.subs)
+            for member, radii in watch.arounds.items():
+                assert radii, member
+                for radius, near in radii.items():
+                    assert (near.member, near.radius) == (member, radius) and near.subs
+                    assert all(s.group is near and s.board == name for s in near.subs)
+                    count += len(near.subs)
             assert watch.queued == (watch in self._dirty)
         assert count == self.subscriptions, (count, self.subscriptions)
         assert (self._timer is None) or bool(self._dirty)

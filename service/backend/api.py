@@ -157,6 +157,13 @@ class Views(Protocol):
         """(rank, score, seq); (None, None, seq) when the member or board is absent."""
         ...
 
+    def around_view(
+        self, name: str, member: str, radius: int
+    ) -> tuple[list[Entry], int, int, int | None]:
+        """(entries within radius ranks of member, total, seq, the member's 1-based position);
+        ([], total, seq, None) when the member or board is absent."""
+        ...
+
 
 class Lifecycle(Protocol):
     epoch: str  # changes exactly when history may have forked (here: per process start)

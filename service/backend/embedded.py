@@ -306,6 +306,19 @@ class _Views:
         entry = board.entry(member)
         return entry["rank"], entry["score"], board.seq
 
+    def around_view(
+        self, name: str, member: str, radius: int
+    ) -> tuple[list[Entry], int, int, int | None]:
+        board = self._ks.find(name)
+        if board is None:
+            return [], 0, 0, None
+        if member not in board:
+            return [], len(board), board.seq, None
+        # Ranks here are positions (ordinal), which is what the hub's spans speak.
+        pos = board.entry(member)["rank"]
+        low = max(1, pos - radius)
+        return board.top(low - 1, pos + radius + 1 - low), len(board), board.seq, pos
+
 
 class EmbeddedBackend:
     def __init__(self, settings: Settings, clock: Clock | None = None) -> None:

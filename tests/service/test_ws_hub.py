@@ -1,11 +1,13 @@
 """The hub's change detection against an oracle, in-process (no server, no sockets).
 
 The hub skips work on purpose: a write below every subscribed top N wakes nobody, and a rank
-group outside the span of ranks crossed since the last flush is not even looked up. Each of
-those shortcuts is a chance to miss a change, so a seeded random workload (writes under every
-update rule, deletes, drops, reconfigures, subscribes and unsubscribes) checks after every
-flush that each subscription's latest frame shows exactly the board's current state, and that
-no subscription ever got two frames in a row showing the same state.
+or around group outside the span of ranks crossed since the last flush is not even looked up.
+Each of those shortcuts is a chance to miss a change, so a seeded random workload (writes
+under every update rule, deletes, drops, reconfigures, undos, subscribes and unsubscribes)
+checks after every flush that each subscription's latest frame shows exactly the board's
+current state, and that no subscription ever got two frames in a row showing the same state.
+Around-me subscriptions are checked against the backend's ``around`` read, the one the HTTP
+route answers with.
 """
 
 import asyncio
@@ -16,7 +18,7 @@ import orjson
 import pytest
 
 from service.backend.embedded import EmbeddedBackend
-from service.hub import Hub, RankSub, Subscription, TopSub
+from service.hub import AroundSub, Hub, RankSub, Subscription, TopSub, ws_payload
 from service.settings import Settings
 from store.keyspace import Keyspace
 
@@ -32,20 +34,21 @@ class FakePeer:
         self.frames: dict[object, list[dict[str, Any]]] = {}
         self.closed: tuple[int, str] | None = None
 
-    def offer(self, key: object, frame: str) -> None:
-        self.frames.setdefault(key, []).append(orjson.loads(frame))
+    def offer(self, key: object, frame: bytes) -> None:
+        self.frames.setdefault(key, []).append(orjson.loads(ws_payload(frame)))
 
     def close_soon(self, code: int, reason: str) -> None:
         self.closed = (code, reason)
 
 
 def _state(frame: dict[str, Any]) -> object:
-    if frame["type"] == "top":
+    if frame["type"] in ("top", "around"):
         return frame["entries"]
     return (frame["rank"], frame["score"])
 
 
-def _check_sub(ks: Keyspace, peer: FakePeer, sub: Subscription, epoch: str) -> None:
+async def _check_sub(rt: EmbeddedBackend, peer: FakePeer, sub: Subscription, epoch: str) -> None:
+    ks = rt._keyspace
     frames = peer.frames[sub]
     last = frames[-1]
     board = ks.find(sub.board)
@@ -54,6 +57,14 @@ def _check_sub(ks: Keyspace, peer: FakePeer, sub: Subscription, epoch: str) -> N
         n = sub.group.n
         assert last["type"] == "top"
         assert last["entries"] == (board.top(0, n) if board else []), (sub.board, n)
+    elif isinstance(sub, AroundSub):
+        member, radius = sub.group.member, sub.group.radius
+        assert last["type"] == "around" and last["member"] == member
+        want_entries: list[Any] = []
+        if board is not None and member in board:
+            page = await rt.boards.around(sub.board, member, radius)  # what HTTP answers
+            want_entries = page["entries"]
+        assert last["entries"] == want_entries, (sub.board, member, radius)
     else:
         assert isinstance(sub, RankSub)
         member = sub.group.member
@@ -124,14 +135,19 @@ async def _workload(seed: int) -> None:
             n_id += 1
             head = '{"type":"%s","id":' + str(n_id)
             board = rng.choice(BOARDS)
-            if rng.random() < 0.5:
+            roll = rng.random()
+            if roll < 0.35:
                 n = rng.choice([1, 2, 3, 5, 10, 25, 100])
                 sub: Subscription = hub.subscribe_top(peer, head % "top", board, n)
+            elif roll < 0.7:
+                radius = rng.choice([0, 1, 2, 5])
+                member = rng.choice(MEMBERS)
+                sub = hub.subscribe_around(peer, head % "around", board, member, radius)
             else:
                 sub = hub.subscribe_rank(peer, head % "rank", board, rng.choice(MEMBERS))
             live.append((peer, sub))
             # The full state on subscribe is already the truth, before any flush.
-            _check_sub(ks, peer, sub, rt.epoch)
+            await _check_sub(rt, peer, sub, rt.epoch)
         if rng.random() < 0.15 and live:
             _, gone = live.pop(rng.randrange(len(live)))
             hub.unsubscribe(gone)
@@ -141,7 +157,7 @@ async def _workload(seed: int) -> None:
         hub._check()
         ks._check()
         for peer, sub in live:
-            _check_sub(ks, peer, sub, rt.epoch)
+            await _check_sub(rt, peer, sub, rt.epoch)
     offered = sum(len(f) for p in peers for f in p.frames.values())
     assert hub.frames_offered == offered
     await hub.stop()
