@@ -92,6 +92,7 @@ NORMAL = status.WS_1000_NORMAL_CLOSURE
 GOING_AWAY = status.WS_1001_GOING_AWAY
 POLICY = status.WS_1008_POLICY_VIOLATION
 TRY_AGAIN = status.WS_1013_TRY_AGAIN_LATER
+OPEN = State.OPEN
 _LINGER_0 = struct.pack("ii", 1, 0)  # struct linger {l_onoff = 1, l_linger = 0}
 
 _FIELDS = {
@@ -193,8 +194,16 @@ class Connection:
 
     def offer(self, key: object, frame: bytes) -> None:
         outbox = self._outbox
-        if not outbox and self._can_write():
-            self._proto.transport.write(frame)  # type: ignore[union-attr]
+        proto = self._proto
+        if (
+            not outbox
+            and proto is not None
+            and proto.writable.is_set()
+            and proto.conn.state is OPEN
+            and not proto.close_sent
+            and self._closing is None
+        ):  # _can_write, inlined: this runs once per subscriber per changed view
+            proto.transport.write(frame)
             return
         if key in outbox:
             self.hub.frames_conflated += 1
@@ -207,7 +216,7 @@ class Connection:
         return (
             proto is not None
             and proto.writable.is_set()
-            and proto.conn.state is State.OPEN
+            and proto.conn.state is OPEN
             and not proto.close_sent
             and self._closing is None
         )
@@ -283,7 +292,7 @@ class Connection:
                 self._replies -= 1
                 self._room.set()
             if proto is not None:
-                if proto.conn.state is not State.OPEN or proto.close_sent:
+                if proto.conn.state is not OPEN or proto.close_sent:
                     self._gone = True  # closed under us (keepalive timeout, peer's close)
                     return
                 proto.transport.write(frame)

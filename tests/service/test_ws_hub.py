@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from service.backend.embedded import EmbeddedBackend
-from service.hub import AroundSub, Hub, RankSub, Subscription, TopSub, ws_payload
+from service.hub import SLICE, AroundSub, Hub, RankSub, Subscription, TopSub, ws_payload
 from service.settings import Settings
 from store.keyspace import Keyspace
 
@@ -215,3 +215,37 @@ async def _session_events() -> None:
 
 def test_session_death_closes_bound_connections() -> None:
     asyncio.run(_session_events())
+
+
+async def _delivers_in_slices() -> None:
+    rt = EmbeddedBackend(Settings())
+    ks = rt._keyspace
+    hub = Hub(rt, rt.settings.limits)
+    await hub.start()
+    peers = [FakePeer() for _ in range(3 * SLICE + 5)]
+    subs = [hub.subscribe_top(p, '{"type":"top","id":"t"', "b", 10) for p in peers]
+    ks.write("b", "m", 1)
+    hub._flush()  # as the timer runs it: the first slice now, the rest on later loop turns
+    got = sum(len(p.frames[s]) == 2 for p, s in zip(peers, subs, strict=True))
+    assert got == SLICE
+    hub.unsubscribe(subs[-1])  # leaves before its turn: gets nothing more
+    ks.write("b", "n", 2)  # due while delivering: waits, so nobody gets two frames in a tick
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert all(len(p.frames[s]) == 2 for p, s in zip(peers[:-1], subs, strict=False))
+    assert len(peers[-1].frames[subs[-1]]) == 1
+    assert hub.frames_encoded == len(peers) + 1  # one per subscribe, one shared by everyone
+    await asyncio.sleep(hub.tick + 0.05)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert all(len(p.frames[s]) == 3 for p, s in zip(peers[:-1], subs, strict=False))
+    assert all(
+        p.frames[s][-1]["entries"][0]["member"] == "n"
+        for p, s in zip(peers, subs[:-1], strict=False)
+    )
+    hub._check()
+    await hub.stop()
+
+
+def test_a_big_fan_out_yields_to_the_loop_between_slices() -> None:
+    asyncio.run(_delivers_in_slices())
