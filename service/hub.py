@@ -23,6 +23,12 @@ change feed (service/backend/api.py) and reads views through it, never a store o
   ``[pos - r, pos + r]`` does not meet it shows the same entries at the same positions (by
   induction over the events: what an event changes stays inside that event's span), so the
   flush skips both without a lookup. The written member's own groups are flagged directly.
+  Around views go one step further, so that a write dirties only the views whose window its
+  own span meets (not every view between two far-apart writes of the tick): the watch also
+  keeps each span (up to ``MAX_SPANS`` per tick), and ``_AroundIndex`` files the groups by
+  position in buckets of ``BUCKET`` ranks, so a flush probes the buckets each span can reach
+  and never visits the other groups. Past ``MAX_SPANS`` spans, or after a drop or reconfigure,
+  one scan of every group against the union is cheaper, and is what the flush does.
 
 A write undone after a journal failure (service/backend/journal_flusher.py) needs nothing
 special: the store announces the restored state as ordinary events, at a higher ``seq``, so a
@@ -58,7 +64,7 @@ import contextlib
 import logging
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import orjson
@@ -82,6 +88,10 @@ GOING_AWAY = status.WS_1001_GOING_AWAY
 
 SEND_TIMEOUT = 5.0  # seconds one frame may wait for a client to make room before it is closed
 WATCHDOG_INTERVAL = 1.0
+# Around groups are indexed by position in buckets of this many ranks; a flush checks at most
+# MAX_SPANS spans one by one (more in one tick: one scan of every group against their union).
+BUCKET = 64
+MAX_SPANS = 64
 # Subscriptions visited per loop turn while delivering: ~2-4 ms of work, after which writes
 # waiting on the loop get their turn (without it, a 10,000-subscriber flush held them ~150 ms).
 SLICE = 256
@@ -198,6 +208,53 @@ class _AroundGroup:
         self.dirty = False
 
 
+class _AroundIndex:
+    """Around groups bucketed by their last known position, so a flush finds the windows a
+    span crossed without visiting the others. A group's position is exact until a span
+    crosses its window (the induction in the module docstring), and then it is looked up and
+    re-filed, so the index never goes stale. Absent members (pos None) are not filed: only
+    their own write or a board-wide event wakes them."""
+
+    __slots__ = ("buckets",)
+
+    def __init__(self) -> None:
+        self.buckets: dict[int, set[_AroundGroup]] = {}
+
+    def add(self, group: "_AroundGroup") -> None:
+        if group.pos is not None:
+            self.buckets.setdefault(group.pos // BUCKET, set()).add(group)
+
+    def remove(self, group: "_AroundGroup", pos: int | None) -> None:
+        if pos is not None:
+            bucket = self.buckets.get(pos // BUCKET)
+            if bucket is not None:
+                bucket.discard(group)
+                if not bucket:
+                    del self.buckets[pos // BUCKET]
+
+    def crossed(self, lo: float, hi: float, into: "set[_AroundGroup]") -> None:
+        """Add every filed group whose window [pos - r, pos + r] meets [lo, hi]."""
+        first = max(0, int(lo) - MAX_RADIUS) // BUCKET
+        if hi == INF:
+            keys: Iterable[int] = [k for k in self.buckets if k >= first]
+        else:
+            last = (int(hi) + MAX_RADIUS) // BUCKET
+            if last - first < len(self.buckets):
+                keys = range(first, last + 1)
+            else:
+                keys = [k for k in self.buckets if first <= k <= last]
+        buckets = self.buckets
+        for key in keys:
+            for group in buckets.get(key, ()):
+                pos = group.pos
+                assert pos is not None
+                if pos - group.radius <= hi and lo <= pos + group.radius:
+                    into.add(group)
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self.buckets.values())
+
+
 class _Job:
     """Deliveries of one changed view, resumable: ``order`` from ``at`` on is still to do."""
 
@@ -220,13 +277,17 @@ class _Watch:
     __slots__ = (
         "arounds",
         "hi",
+        "index",
         "lo",
         "max_top",
         "members",
         "name",
         "queued",
+        "spans",
         "top_dirty",
         "tops",
+        "wide",
+        "woken",
     )
 
     def __init__(self, name: str) -> None:
@@ -238,6 +299,10 @@ class _Watch:
         self.top_dirty = False
         self.lo: float = INF  # union of rank spans crossed since the last flush
         self.hi: float = 0
+        self.index = _AroundIndex()
+        self.spans: list[tuple[float, float]] = []  # each span crossed, for the around index
+        self.wide = False  # too many spans, or a board-wide event: scan every around group
+        self.woken: list[_AroundGroup] = []  # around groups flagged directly (their member)
         self.queued = False
 
     def __bool__(self) -> bool:
@@ -385,8 +450,10 @@ class Hub:
         view, total, seq, pos = self._views.around_view(name, member, radius)
         if group.view is None:
             group.view, group.pos = view, pos
+            watch.index.add(group)
         elif view != group.view or pos != group.pos:
             group.dirty = True
+            watch.woken.append(group)
         sub = AroundSub(peer, head, name, group)
         sub.seen = view
         group.subs[sub] = None
@@ -419,6 +486,7 @@ class Hub:
             radii = watch.arounds.get(near.member, {})
             if not near.subs and radii.get(near.radius) is near:
                 del radii[near.radius]
+                watch.index.remove(near, near.pos)
                 if not radii:
                     del watch.arounds[near.member]
         if not watch:
@@ -463,8 +531,14 @@ class Hub:
             for radii in watch.arounds.values():
                 for near in radii.values():
                     near.dirty = True
+            watch.wide = True
         if low <= watch.max_top:
             watch.top_dirty = True
+        if watch.arounds and not watch.wide:
+            if len(watch.spans) < MAX_SPANS:
+                watch.spans.append((low, high))
+            else:
+                watch.wide = True
         if watch.members or watch.arounds:
             if low < watch.lo:
                 watch.lo = low
@@ -478,6 +552,7 @@ class Hub:
                 if arounds is not None:
                     for near in arounds.values():
                         near.dirty = True
+                        watch.woken.append(near)
         if not watch.queued:
             watch.queued = True
             self._dirty.append(watch)
@@ -578,18 +653,39 @@ class Hub:
 
     def _flush_arounds(self, watch: _Watch, lo: float, hi: float) -> None:
         name = watch.name
-        for radii in watch.arounds.values():
-            for group in radii.values():
-                if not group.dirty:
-                    pos = group.pos
-                    if pos is None or not (lo <= pos + group.radius and pos - group.radius <= hi):
-                        continue
-                group.dirty = False
-                self._look_around(name, group)
+        spans, wide, woken = watch.spans, watch.wide, watch.woken
+        watch.spans, watch.wide, watch.woken = [], False, []
+        if wide:
+            # Many spans this tick (or the whole board changed): one pass over every group
+            # against the union is cheaper than one index probe per span.
+            for radii in watch.arounds.values():
+                for group in radii.values():
+                    if not group.dirty:
+                        pos = group.pos
+                        if pos is None or not (
+                            lo <= pos + group.radius and pos - group.radius <= hi
+                        ):
+                            continue
+                    group.dirty = False
+                    self._look_around(watch, name, group)
+            return
+        todo: set[_AroundGroup] = set()
+        for low, high in spans:
+            watch.index.crossed(low, high, todo)
+        for group in woken:
+            # Still subscribed? (It may have been dropped and a new group made since.)
+            if watch.arounds.get(group.member, {}).get(group.radius) is group:
+                todo.add(group)
+        for group in todo:
+            group.dirty = False
+            self._look_around(watch, name, group)
 
-    def _look_around(self, name: str, group: _AroundGroup) -> None:
-        member = group.member
+    def _look_around(self, watch: _Watch, name: str, group: _AroundGroup) -> None:
+        member, was = group.member, group.pos
         view, total, seq, group.pos = self._views.around_view(name, member, group.radius)
+        if group.pos != was:
+            watch.index.remove(group, was)
+            watch.index.add(group)
         if view == group.view and all(sub.seen is group.view for sub in group.subs):
             return
         group.view = view
@@ -688,6 +784,7 @@ class Hub:
         """Every registered group is non-empty and counted; dirty bookkeeping is consistent."""
         count = 0
         for name, watch in self._watches.items():
+            indexed = 0
             assert watch.name == name and watch, name
             assert watch.max_top == max(watch.tops, default=0)
             for n, top in watch.tops.items():
@@ -702,8 +799,12 @@ class Hub:
                 assert radii, member
                 for radius, near in radii.items():
                     assert (near.member, near.radius) == (member, radius) and near.subs
+                    filed = near.pos is not None and near in watch.index.buckets[near.pos // BUCKET]
+                    assert filed or near.pos is None, (member, radius)
+                    indexed += near.pos is not None
                     assert all(s.group is near and s.board == name for s in near.subs)
                     count += len(near.subs)
+            assert len(watch.index) == indexed, (name, len(watch.index), indexed)
             assert watch.queued == (watch in self._dirty)
         assert count == self.subscriptions, (count, self.subscriptions)
         assert (self._timer is None) or bool(self._dirty)

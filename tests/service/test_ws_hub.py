@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from service.backend.embedded import EmbeddedBackend
-from service.hub import SLICE, AroundSub, Hub, RankSub, Subscription, TopSub, ws_payload
+from service.hub import MAX_RADIUS, SLICE, AroundSub, Hub, RankSub, Subscription, TopSub, ws_payload
 from service.settings import Settings
 from store.keyspace import Keyspace
 
@@ -77,16 +77,16 @@ async def _check_sub(rt: EmbeddedBackend, peer: FakePeer, sub: Subscription, epo
         assert _state(frames[-2]) != _state(last), "a frame that changed nothing"
 
 
-def _write(ks: Keyspace, rng: random.Random) -> None:
+def _write(ks: Keyspace, rng: random.Random, members: list[str] = MEMBERS) -> None:
     name = rng.choice(BOARDS)
     board = ks.find(name)
     roll = rng.random()
     if roll < 0.74:
         meta = {"n": rng.randrange(3)} if rng.random() < 0.3 else None
-        ks.write(name, rng.choice(MEMBERS), rng.randrange(-50, 200), meta)
+        ks.write(name, rng.choice(members), rng.randrange(-50, 200), meta)
     elif roll < 0.80:
         items: list[tuple[object, object, object]] = [
-            (rng.choice(MEMBERS), rng.randrange(-50, 200), None) for _ in range(rng.randint(1, 4))
+            (rng.choice(members), rng.randrange(-50, 200), None) for _ in range(rng.randint(1, 4))
         ]
         ks.write_many(name, items)
     elif roll < 0.92:
@@ -104,7 +104,9 @@ def _write(ks: Keyspace, rng: random.Random) -> None:
             )
 
 
-async def _workload(seed: int) -> None:
+async def _workload(
+    seed: int, members: list[str] = MEMBERS, radii: tuple[int, ...] = (0, 1, 2, 5)
+) -> None:
     rng = random.Random(seed)
     rt = EmbeddedBackend(Settings())
     ks = rt._keyspace
@@ -118,7 +120,7 @@ async def _workload(seed: int) -> None:
     ks.observers.append(recent.append)
     for _ in range(400):
         for _ in range(rng.randrange(12)):
-            _write(ks, rng)
+            _write(ks, rng, members)
         if rng.random() < 0.1 and recent:
             # Some of these writes may already have been flushed to subscribers; the undo's
             # own events must leave every subscriber showing the restored state.
@@ -140,11 +142,11 @@ async def _workload(seed: int) -> None:
                 n = rng.choice([1, 2, 3, 5, 10, 25, 100])
                 sub: Subscription = hub.subscribe_top(peer, head % "top", board, n)
             elif roll < 0.7:
-                radius = rng.choice([0, 1, 2, 5])
-                member = rng.choice(MEMBERS)
+                radius = rng.choice(radii)
+                member = rng.choice(members)
                 sub = hub.subscribe_around(peer, head % "around", board, member, radius)
             else:
-                sub = hub.subscribe_rank(peer, head % "rank", board, rng.choice(MEMBERS))
+                sub = hub.subscribe_rank(peer, head % "rank", board, rng.choice(members))
             live.append((peer, sub))
             # The full state on subscribe is already the truth, before any flush.
             await _check_sub(rt, peer, sub, rt.epoch)
@@ -152,7 +154,7 @@ async def _workload(seed: int) -> None:
             _, gone = live.pop(rng.randrange(len(live)))
             hub.unsubscribe(gone)
         for _ in range(rng.randrange(6)):
-            _write(ks, rng)
+            _write(ks, rng, members)
         hub.flush()
         hub._check()
         ks._check()
@@ -167,6 +169,14 @@ async def _workload(seed: int) -> None:
 @pytest.mark.parametrize("seed", range(10))
 def test_every_subscription_sees_the_truth_after_each_flush(seed: int) -> None:
     asyncio.run(_workload(seed))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_around_windows_across_index_buckets(seed: int) -> None:
+    # Boards of up to 400 entries and radii up to the maximum: windows straddle the around
+    # index's buckets of 64 ranks, and spans cross bucket edges.
+    many = [f"m{i}" for i in range(400)]
+    asyncio.run(_workload(100 + seed, many, (0, 3, 30, MAX_RADIUS)))
 
 
 async def _skips_far_writes() -> None:
@@ -249,3 +259,34 @@ async def _delivers_in_slices() -> None:
 
 def test_a_big_fan_out_yields_to_the_loop_between_slices() -> None:
     asyncio.run(_delivers_in_slices())
+
+
+async def _spans_across_buckets() -> None:
+    rt = EmbeddedBackend(Settings())
+    ks = rt._keyspace
+    hub = Hub(rt, rt.settings.limits)
+    await hub.start()
+    for i in range(300):
+        ks.write("b", f"m{i:03}", 10_000 - 10 * i)  # m059 at rank 60
+    peer = FakePeer()
+    near = hub.subscribe_around(peer, '{"type":"around","id":1', "b", "m059", 10)
+    assert [e["rank"] for e in peer.frames[near][-1]["entries"]] == list(range(50, 71))
+    ks.write("b", "m080", 10_000 - 10 * 80 + 1)  # rank 81 keeps its place: outside [50, 70]
+    hub.flush()
+    assert len(peer.frames[near]) == 1
+    # Rank 66 sits in the index bucket after the one m059 (rank 60) is filed in; its window
+    # reaches it all the same.
+    ks.write("b", "m065", 10_000 - 10 * 65 + 1)
+    hub.flush()
+    assert len(peer.frames[near]) == 2
+    assert peer.frames[near][-1]["entries"][16] == {
+        "rank": 66,
+        "member": "m065",
+        "score": 10_000 - 10 * 65 + 1,
+    }
+    hub._check()
+    await hub.stop()
+
+
+def test_a_span_in_the_next_index_bucket_still_reaches_a_window() -> None:
+    asyncio.run(_spans_across_buckets())
