@@ -25,10 +25,10 @@ change feed (service/backend/api.py) and reads views through it, never a store o
   flush skips both without a lookup. The written member's own groups are flagged directly.
   Around views go one step further, so that a write dirties only the views whose window its
   own span meets (not every view between two far-apart writes of the tick): the watch also
-  keeps each span (up to ``MAX_SPANS`` per tick), and ``_AroundIndex`` files the groups by
-  position in buckets of ``BUCKET`` ranks, so a flush probes the buckets each span can reach
-  and never visits the other groups. Past ``MAX_SPANS`` spans, or after a drop or reconfigure,
-  one scan of every group against the union is cheaper, and is what the flush does.
+  keeps each span, and ``_AroundIndex`` files the groups by position in buckets of ``BUCKET``
+  ranks, so a flush visits only the buckets some span can reach and tests each group there
+  against all the spans with one bisection. After a drop or reconfigure (or ``MAX_SPANS``
+  spans in one tick) the flush scans every group against the union instead.
 
 A write undone after a journal failure (service/backend/journal_flusher.py) needs nothing
 special: the store announces the restored state as ordinary events, at a higher ``seq``, so a
@@ -63,8 +63,9 @@ import asyncio
 import contextlib
 import logging
 import math
+from bisect import bisect_right
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import orjson
@@ -88,10 +89,11 @@ GOING_AWAY = status.WS_1001_GOING_AWAY
 
 SEND_TIMEOUT = 5.0  # seconds one frame may wait for a client to make room before it is closed
 WATCHDOG_INTERVAL = 1.0
-# Around groups are indexed by position in buckets of this many ranks; a flush checks at most
-# MAX_SPANS spans one by one (more in one tick: one scan of every group against their union).
+# Around groups are indexed by position in buckets of this many ranks. A watch keeps up to
+# MAX_SPANS spans per flush (past that -- 100,000 writes in one tick -- a flush scans every
+# group against their union).
 BUCKET = 64
-MAX_SPANS = 64
+MAX_SPANS = 100_000
 # Subscriptions visited per loop turn while delivering: ~2-4 ms of work, after which writes
 # waiting on the loop get their turn (without it, a 10,000-subscriber flush held them ~150 ms).
 SLICE = 256
@@ -232,23 +234,38 @@ class _AroundIndex:
                 if not bucket:
                     del self.buckets[pos // BUCKET]
 
-    def crossed(self, lo: float, hi: float, into: "set[_AroundGroup]") -> None:
-        """Add every filed group whose window [pos - r, pos + r] meets [lo, hi]."""
-        first = max(0, int(lo) - MAX_RADIUS) // BUCKET
-        if hi == INF:
-            keys: Iterable[int] = [k for k in self.buckets if k >= first]
-        else:
-            last = (int(hi) + MAX_RADIUS) // BUCKET
-            if last - first < len(self.buckets):
-                keys = range(first, last + 1)
-            else:
-                keys = [k for k in self.buckets if first <= k <= last]
+    def crossed(self, spans: list[tuple[float, float]], into: "set[_AroundGroup]") -> None:
+        """Add every filed group whose window [pos - r, pos + r] meets one of ``spans``.
+
+        Visits each bucket some span can reach once, and tests a group against all the spans
+        at once: spans sorted by start, with the running maximum of their ends, so "some span
+        starts at or before the window's end and ends at or after its start" is one bisection.
+        """
+        spans.sort()
+        starts = [lo for lo, _ in spans]
+        reach: list[float] = []
+        far = -INF
+        for _, hi in spans:
+            far = max(far, hi)
+            reach.append(far)
         buckets = self.buckets
+        keys: set[int] = set()
+        for lo, hi in spans:
+            first = max(0, int(lo) - MAX_RADIUS) // BUCKET
+            if hi == INF:
+                keys.update(k for k in buckets if k >= first)
+                continue
+            last = (int(hi) + MAX_RADIUS) // BUCKET
+            if last - first < len(buckets):
+                keys.update(k for k in range(first, last + 1) if k in buckets)
+            else:
+                keys.update(k for k in buckets if first <= k <= last)
         for key in keys:
-            for group in buckets.get(key, ()):
+            for group in buckets[key]:
                 pos = group.pos
                 assert pos is not None
-                if pos - group.radius <= hi and lo <= pos + group.radius:
+                k = bisect_right(starts, pos + group.radius)
+                if k and reach[k - 1] >= pos - group.radius:
                     into.add(group)
 
     def __len__(self) -> int:
@@ -670,8 +687,8 @@ class Hub:
                     self._look_around(watch, name, group)
             return
         todo: set[_AroundGroup] = set()
-        for low, high in spans:
-            watch.index.crossed(low, high, todo)
+        if spans:
+            watch.index.crossed(spans, todo)
         for group in woken:
             # Still subscribed? (It may have been dropped and a new group made since.)
             if watch.arounds.get(group.member, {}).get(group.radius) is group:
