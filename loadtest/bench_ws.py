@@ -27,7 +27,8 @@ For each (server, mix): a fresh ``rankd`` (``--fsync everysec``, the default) on
 board filled with the members, then
 
 1. **throughput, no subscribers** -- ``--writers`` WebSocket connections each keep ``--window``
-   score ops of the mix in flight for ``--burst`` seconds: acknowledged writes per second.
+   score ops of the mix in flight for ``--burst`` seconds: acknowledged writes per second;
+   then ``--rate`` writes/s for up to 5 s: write ack latency without subscribers.
 2. **delay** -- client processes open the subscriptions; one writer sends ``--rate`` ops/s
    (open loop) for ``--seconds``. Delay = receipt of the first frame reflecting a write, minus
    that write's acknowledgement (CLOCK_MONOTONIC, shared by the processes), for every
@@ -495,6 +496,10 @@ def _run_one(
         result["throughput_without"] = asyncio.run(
             _closed_loop(port, mix, members, args.writers, args.window, args.burst, 1)
         )
+        quiet = min(5.0, args.seconds)
+        _say(f"{label}/{mix}: phase 1b, {args.rate:g} writes/s for {quiet:g} s, no subscribers")
+        alone = asyncio.run(_open_loop(port, mix, members, args.rate, quiet, 2 * SPACING // 10))
+        result["ack_latency_without"] = _percentiles([a - s for s, a in alone.values()])
         _say(f"{label}/{mix}: phase 2, {n} subscribers in {args.procs} processes connect")
         ready = [run / f"ready-{k}" for k in range(args.procs)]
         outs = [run / f"subs-{k}.json" for k in range(args.procs)]
@@ -569,6 +574,7 @@ def _report(r: dict[str, Any], args: argparse.Namespace) -> str:
             f"{r['server']}: {r['subscribers']} subscribers, mix {r['mix']}, "
             f"{args.rate:g} writes/s for {args.seconds:g} s (load average {r['loadavg']})",
             f"  delay ack -> frame (ms):  {ms(r['delay_from_ack'])}  ({r['samples']} samples)",
+            f"  write ack latency without subscribers (ms): {ms(r['ack_latency_without'])}",
             f"  write ack latency (ms):   {ms(r['ack_latency'])}"
             + (
                 f"  ({r['writes_unacked']} writes still unacked {ACK_GRACE:g} s after the phase)"
@@ -597,7 +603,7 @@ def _ratios(results: list[dict[str, Any]]) -> list[str]:
         lines.append(
             f"this / today, mix {mix}: server CPU {this['server_cpu'] / base['server_cpu']:.2f}x, "
             f"CPU per frame {this['cpu_us_per_frame'] / base['cpu_us_per_frame']:.2f}x, "
-            f"frames {this['frames'] / max(1, base['frames']):.2f}x, ack->frame p99 "
+            f"frames/s {this['frames_per_s'] / max(1, base['frames_per_s']):.2f}x, ack->frame p99 "
             f"{this['delay_from_ack'].get('p99', 0) * 1000:.0f} vs "
             f"{base['delay_from_ack'].get('p99', 0) * 1000:.0f} ms"
         )
