@@ -161,10 +161,11 @@
       const wait = Math.round(delay / 2 + Math.random() * delay / 2);
       delay = Math.min(delay * 2, MAX_DELAY);
       const again = " \u2014 reconnecting in " + Math.ceil(wait / 1000) + " s";
-      if (restarting) setStatus("offline", "server restarting" + again);
-      else if (event.code === 1013) setStatus("offline", "server busy (" + reason + ")" + again);
-      else if (everLive) setStatus("offline", "connection lost" + again);
-      else setStatus("offline", "cannot reach the server" + again);
+      let why = "cannot reach the server";
+      if (restarting) why = "server restarting";
+      else if (event.code === 1013) why = "server busy (" + reason + ")";
+      else if (everLive) why = "connection lost";
+      setStatus("offline", "offline: " + why + again);
       setTimeout(connect, wait);
     };
   }
