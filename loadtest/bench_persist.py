@@ -66,7 +66,7 @@ from pathlib import Path
 from typing import Any
 
 from service.backend.persistence import Persistence
-from service.settings import Settings
+from service.settings import ServiceLimits, Settings
 from store.clock import SystemClock
 from store.disk import bgsave, snapshot
 from store.keyspace import Keyspace
@@ -282,7 +282,9 @@ while time.time() < end:
 """
 
 
-def live_stall(new: int, intervals: int, refreeze: str) -> list[dict[str, Any]]:
+def live_stall(
+    new: int, intervals: int, refreeze: str, fsync: str, users: bool
+) -> list[dict[str, Any]]:
     """Longest loop stall and /healthz wait while creating ``new`` sessions, then while the
     periodic snapshot step runs, ``intervals`` times. Returns one row per phase."""
     import socket
@@ -297,7 +299,12 @@ def live_stall(new: int, intervals: int, refreeze: str) -> list[dict[str, Any]]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    settings = Settings(data_dir=root, fsync="everysec", snapshot_interval=0, port=port)
+    # No limit on sessions without a user: 2M of them passed the default (1M) in the second
+    # 1M interval, and that refusal was what ended -- and hung -- the 2-interval run.
+    settings = Settings(
+        data_dir=root, fsync=fsync, snapshot_interval=0, port=port,  # type: ignore[arg-type]
+        limits=ServiceLimits(max_anonymous_sessions=1_000_000_000),
+    )  # fmt: skip
     application = app_module.create_app(settings)
     rt = application.state.rankd
     data = {"cart": [1, 2, 3], "theme": "dark"}
@@ -324,10 +331,14 @@ def live_stall(new: int, intervals: int, refreeze: str) -> list[dict[str, Any]]:
         p = rt.backend.persistence
         if refreeze == "old":
             p._tasks.pop("freezer").cancel()
+        create = rt.backend._sessions.create
+        # The poller writes to a file: into a pipe nobody reads until the end it blocked
+        # once ~3,000 slow answers filled the pipe, and stopped measuring (1M-session runs).
+        poller_out = open(root / "poller.out", "w+")  # noqa: SIM115 (closed below)
         poller = subprocess.Popen(
             [sys.executable, "-c", _POLLER, str(port), "3600"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdout=poller_out,
+            stderr=subprocess.STDOUT,
             text=True,
         )
         stop = asyncio.Event()
@@ -360,41 +371,53 @@ def live_stall(new: int, intervals: int, refreeze: str) -> list[dict[str, Any]]:
 
         gc.callbacks.append(on_gc)
         tick = asyncio.create_task(ticker())
-        await asyncio.sleep(1.0)  # the poller's connection is up
         phases: list[tuple[str, float, float, int]] = []
-        for k in range(intervals):
-            began = time.time()
-            for start in range(0, new, CHUNK):
-                for _ in range(min(CHUNK, new - start)):
-                    rt.backend._sessions.create(data=data)
-                await asyncio.sleep(0)
-            phases.append((f"create {new:,} (interval {k + 1})", began, time.time(), -1))
-            began = time.time()
-            n = len(forks)
-            await p.snapshot()
-            if refreeze == "old":
-                gc.collect()
-                gc.freeze()
-            else:
-                await asyncio.sleep(2 * heap.CHECK)  # the freezer's next look falls in here
-            phases.append((f"snapshot {k + 1} ({len(rt.backend._sessions):,} sessions)", began,
-                           time.time(), n))  # fmt: skip
-        await asyncio.sleep(0.5)
-        stop.set()
-        await tick
-        gc.callbacks.remove(on_gc)
-        alive = poller.poll() is None
-        poller.kill()
-        out, err = poller.communicate()
-        if err or not alive:
-            print(f"poller (alive until the end: {alive}): {err.strip()[-2000:]}", file=sys.stderr)
-        waits = [tuple(map(float, line.split())) for line in out.splitlines() if line]
-        server.should_exit = True
-        await serving
+        # Whatever happens, stop the poller and the server before returning. An exception that
+        # left them running used to hang the run with no output: asyncio.run's clean-up cancels
+        # every task at once, the journal's flusher among them, and the lifespan's shutdown
+        # then waited forever for a journal barrier only that flusher resolves.
+        try:
+            await asyncio.sleep(1.0)  # the poller's connection is up
+            for k in range(intervals):
+                began = time.time()
+                for start in range(0, new, CHUNK):
+                    for i in range(start, min(start + CHUNK, new)):
+                        create(user=f"user{k}-{i}" if users else None, data=data)
+                    await asyncio.sleep(0)
+                phases.append((f"create {new:,} (interval {k + 1})", began, time.time(), -1))
+                began = time.time()
+                n = len(forks)
+                await p.snapshot()
+                if refreeze == "old":
+                    gc.collect()
+                    gc.freeze()
+                else:
+                    await asyncio.sleep(2 * heap.CHECK)  # the freezer's next look falls in here
+                phases.append((f"snapshot {k + 1} ({len(rt.backend._sessions):,} sessions)",
+                               began, time.time(), n))  # fmt: skip
+            await asyncio.sleep(0.5)
+        finally:
+            stop.set()
+            await tick
+            gc.callbacks.remove(on_gc)
+            alive = poller.poll() is None
+            poller.kill()
+            poller.wait()
+            server.should_exit = True
+            await serving
+        poller_out.seek(0)
+        lines = poller_out.read().splitlines()
+        poller_out.close()
+        errors = [line for line in lines if line.startswith("poller")]
+        if errors or not alive:
+            print(f"poller (alive until the end: {alive}): {errors[-20:]}", file=sys.stderr)
+        waits = [tuple(map(float, line.split())) for line in lines if line and line not in errors]
 
         def longest(spans: list[tuple[float, float]], t0: float, t1: float) -> float:
-            """The longest (start, length) span that overlaps [t0, t1], in ms."""
-            return 1e3 * max((d for t, d in spans if t <= t1 and t + d >= t0), default=0.0)
+            """The longest (start, length) span that ends in [t0, t1], in ms. By its end: the
+            snapshot's fork starts right after a create phase's last chunk, so a gap holding
+            it begins in the create phase but belongs to the snapshot."""
+            return 1e3 * max((d for t, d in spans if t0 <= t + d <= t1), default=0.0)
 
         return [
             {
@@ -417,7 +440,7 @@ def live_stall(new: int, intervals: int, refreeze: str) -> list[dict[str, Any]]:
 
 
 def stall_main(args: argparse.Namespace) -> None:
-    rows = live_stall(args.new, args.intervals, args.refreeze)
+    rows = live_stall(args.new, args.intervals, args.refreeze, args.fsync, args.users)
     print(f"command: {' '.join([os.path.basename(sys.executable), *sys.argv])}")
     print(
         f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, load average "
@@ -466,6 +489,9 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=250_000, help="--stall: sessions per interval")
     ap.add_argument("--intervals", type=int, default=2, help="--stall: snapshot intervals")
     ap.add_argument("--refreeze", choices=("new", "old"), default="new", help="--stall: policy")
+    ap.add_argument("--fsync", choices=("always", "everysec", "no"), default="everysec",
+                    help="--stall: the server's fsync policy")  # fmt: skip
+    ap.add_argument("--users", action="store_true", help="--stall: one user per session")
     args = ap.parse_args()
     if args.stall:
         return stall_main(args)

@@ -6,7 +6,10 @@ Request path (no middleware of our own: each one would cost every request an ext
                --cors-origins lists origins) -> IndexedRouter (one dict lookup)
             -> Route -> _Handle (one Request, the method's wrapper)
             -> endpoint wrapper: browser rules (writes; reads only in protected mode)
-                                 -> auth (only if keys exist) -> readiness gate (/v1 only)
+                                 -> auth (only if keys exist: a key is judged at once; a
+                                    player session or no credential on a public board after
+                                    the readiness gate, service/gate.py)
+                                 -> readiness gate (/v1 only)
                                  -> handler(runtime, request) -> problem+json on any exception
                                     (handlers reach data only through runtime.backend)
                                  -> Cache-Control: no-store (session routes)
@@ -42,6 +45,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
 from service import routes_admin, routes_boards, routes_sessions
+from service.backend import offline
 from service.backend.api import Backend
 from service.backend.embedded import EmbeddedBackend
 from service.browser import (
@@ -51,6 +55,7 @@ from service.browser import (
     BrowserRules,
 )
 from service.errors import Problem, http_exception, response_for, server_error
+from service.gate import Gate
 from service.http import RouteSpec
 from service.live import live_page
 from service.router import IndexedRouter
@@ -77,7 +82,8 @@ def _wrap(rt: Runtime, spec: RouteSpec, rules: BrowserRules) -> Endpoint:
     backend = rt.backend
     handler = spec.handler
     stats = rt.metrics.route(spec.method, spec.path)
-    scope = spec.scope if auth is not None else None
+    # None: no keys (protected mode, open) or an open route; else keys, players, public boards.
+    gate = Gate(auth, rt.players, spec) if auth is not None and spec.scope is not None else None
     gated = spec.gated
     where = f"{spec.method} {spec.path}"
     clock = time.perf_counter
@@ -96,11 +102,15 @@ def _wrap(rt: Runtime, spec: RouteSpec, rules: BrowserRules) -> Endpoint:
         try:
             if browser is not None:
                 browser(request.scope)
-            if scope is not None:
-                auth.check(request, scope)  # type: ignore[union-attr]
+            pending = gate.check(request) if gate is not None else None
             if gated and not backend.ready:
-                raise Problem(503, "not-ready", "recovering data from disk; retry shortly")
-            response = await handler(rt, request)
+                # embedded: still recovering; redis: the cluster is unreachable (health())
+                reason = backend.health()["reason"] or "recovering data from disk"
+                raise Problem(503, "not-ready", f"not ready: {reason}; retry shortly")
+            if pending is None:
+                response = await handler(rt, request)
+            else:
+                response = await gate.serve(pending, rt, request)  # type: ignore[union-attr]
         except Exception as exc:
             if isinstance(exc, MemoryError):
                 backend.on_memory_error()  # frees the reserve this answer is built with
@@ -151,10 +161,19 @@ def build_routes(rt: Runtime, specs: tuple[RouteSpec, ...] = SPECS) -> list[Base
     return routes
 
 
+def _backend(settings: Settings, clock: Clock | None) -> Backend:
+    if settings.backend == "redis":
+        # Imported only when chosen: the embedded service needs no redis client installed.
+        from service.backend.redis.backend import RedisBackend
+
+        return RedisBackend(settings, clock)
+    return EmbeddedBackend(settings, clock)
+
+
 def create_app(
     settings: Settings, clock: Clock | None = None, backend: Backend | None = None
 ) -> Starlette:
-    rt = Runtime(settings, backend or EmbeddedBackend(settings, clock))
+    rt = Runtime(settings, backend or _backend(settings, clock))
     routes = build_routes(rt)
     routes += [WebSocketRoute("/v1/ws", ws_endpoint), Route("/", live_page)]
     middleware = []
@@ -179,6 +198,7 @@ def create_app(
     )
     app.router = IndexedRouter(routes, lifespan=_lifespan)
     app.state.rankd = rt
+    app.state.specs = SPECS  # what GET /openapi.json documents (service/openapi.py)
     app.state.browser = browser_rules(settings)  # for the WebSocket handshake
     return app
 
@@ -215,7 +235,9 @@ async def _start(rt: Runtime, started: list[str]) -> None:
     except Exception as exc:
         if backend.fatal is None:
             backend.fatal = f"{type(exc).__name__}: {exc}"
-        log.error("start-up failed, shutting down: %s", backend.fatal, exc_info=exc)
+        # A described failure (damage, an I/O error, a locked directory) needs no traceback.
+        trace = None if offline.expected_failure(exc) else exc
+        log.error("start-up failed, shutting down: %s", backend.fatal, exc_info=trace)
         rt.request_shutdown()
 
 

@@ -13,6 +13,9 @@ configured the server runs in protected mode (loopback only, enforced by the CLI
 built without any auth wrapper at all, so an open local server pays nothing per request.
 
 A key is never logged and never echoed: 401/403 bodies say what is wrong, not with what.
+
+The other credentials -- a player's ``Authorization: Session <id>`` and no credential at all on
+a ``public_read`` board -- are judged by service/players.py, which needs the backend.
 """
 
 import hashlib
@@ -58,7 +61,10 @@ class Auth:
 
     def check(self, request: Request, scope: str) -> None:
         """Raise a 401/403 Problem unless the request carries a key with ``scope`` (or admin)."""
-        header = request.headers.get("authorization")
+        self.check_header(request.headers.get("authorization"), scope)
+
+    def check_header(self, header: str | None, scope: str) -> None:
+        """``check`` for an ``Authorization`` value already read (None: absent)."""
         scopes = self.scopes_for(header)
         if scopes is None:
             if header is None:

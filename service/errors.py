@@ -4,11 +4,14 @@
     ├── Problem (raised by service/)   own     own (bad-request, payload-too-large, ...)
     ├── store.InvalidArgument          400     invalid-argument
     │   └── store.LimitExceeded        400     limit-exceeded
+    │       ├── store.TooManySessions  429     too-many-sessions (--sessions-over-limit refuse)
     │       └── store.BatchTooLarge    413     batch-too-large  (the body cap is checked here)
     ├── store.BoardNotFound            404     board-not-found
     ├── store.MemberNotFound           404     member-not-found
     ├── store.SessionNotFound          404     session-not-found
     ├── store.VersionConflict          412     precondition-failed (If-Match, RFC 9110)
+    ├── store.SessionExists            412     precondition-failed (If-None-Match: *)
+    ├── store.SessionEnded             410     session-ended (a caller-chosen id ended recently)
     ├── store.Conflict                 409     conflict
     ├── store.InsufficientStorage      507     insufficient-storage (memory limit, count caps)
     ├── store.Unavailable              503     unavailable
@@ -44,6 +47,7 @@ _TITLES = {
     412: "Precondition Failed",
     413: "Content Too Large",
     415: "Unsupported Media Type",
+    429: "Too Many Requests",
     500: "Internal Server Error",
     503: "Service Unavailable",
     507: "Insufficient Storage",
@@ -74,6 +78,7 @@ def bad_request(detail: str) -> Problem:
 # Most specific first: the first isinstance match wins.
 _STORE_ERRORS: tuple[tuple[type[store.StoreError], int, str], ...] = (
     (store.BatchTooLarge, 413, "batch-too-large"),
+    (store.TooManySessions, 429, "too-many-sessions"),
     (store.LimitExceeded, 400, "limit-exceeded"),
     (store.InvalidArgument, 400, "invalid-argument"),
     (store.BoardNotFound, 404, "board-not-found"),
@@ -81,6 +86,8 @@ _STORE_ERRORS: tuple[tuple[type[store.StoreError], int, str], ...] = (
     (store.SessionNotFound, 404, "session-not-found"),
     (store.NotFound, 404, "not-found"),
     (store.VersionConflict, 412, "precondition-failed"),
+    (store.SessionExists, 412, "precondition-failed"),
+    (store.SessionEnded, 410, "session-ended"),
     (store.Conflict, 409, "conflict"),
     (store.InsufficientStorage, 507, "insufficient-storage"),
     (store.Unavailable, 503, "unavailable"),
@@ -90,6 +97,7 @@ _STORE_ERRORS: tuple[tuple[type[store.StoreError], int, str], ...] = (
 # the kind of thing people paste into tickets.
 _FIXED_DETAIL = {
     "session-not-found": "session not found (it never existed, expired or was deleted)",
+    "session-ended": "a session with this id ended recently; choose a new id",
 }
 
 

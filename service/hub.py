@@ -57,6 +57,12 @@ anyone else. A client that stops reading leaves frames waiting for room; a watch
 connections once a second and closes those that waited ``SEND_TIMEOUT``.
 
 Observers run on the event-loop thread, as every store call in the service does.
+
+Views that live elsewhere (``views.synchronous`` False: the redis backend) are fetched before
+they are read: ``prepare`` before a subscription's full state, and an asynchronous flush that
+awaits ``views.load`` for one dirty board, then runs the same comparisons. Each board carries an
+epoch (``views.epoch``); when it changes (a failover), every subscriber of the board gets its
+full state again, even an unchanged one.
 """
 
 import asyncio
@@ -275,15 +281,21 @@ class _AroundIndex:
 class _Job:
     """Deliveries of one changed view, resumable: ``order`` from ``at`` on is still to do."""
 
-    __slots__ = ("args", "at", "frames", "live", "order", "state", "tail", "tail_of")
+    __slots__ = ("args", "at", "force", "frames", "live", "order", "state", "tail", "tail_of")
 
     def __init__(
-        self, live: "dict[Any, None]", state: Any, tail_of: Callable[..., bytes], args: Any
+        self,
+        live: "dict[Any, None]",
+        state: Any,
+        force: bool,
+        tail_of: Callable[..., bytes],
+        args: Any,
     ) -> None:
         self.live = live  # the group's subscriptions now: who left meanwhile is skipped
         self.order: list[Any] = list(live)
         self.at = 0
         self.state = state
+        self.force = force  # a failover: send even to subscribers that saw an equal state
         self.tail_of = tail_of
         self.args = args
         self.tail: bytes | None = None
@@ -293,6 +305,7 @@ class _Job:
 class _Watch:
     __slots__ = (
         "arounds",
+        "epoch",
         "hi",
         "index",
         "lo",
@@ -309,6 +322,7 @@ class _Watch:
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.epoch: str | None = None
         self.tops: dict[int, _TopGroup] = {}
         self.max_top = 0
         self.members: dict[str, _RankGroup] = {}
@@ -339,7 +353,8 @@ class Hub:
         self.frames_encoded = 0  # distinct frames built: offered / encoded is the sharing
         self.frames_conflated = 0
         self.closed_slow = 0
-        self._epoch = backend.epoch
+        self.frames_sent = 0  # written to a socket, directly or by a sender task (ws.py)
+        self.sent_bytes = 0
         self._watches: dict[str, _Watch] = {}
         self._dirty: list[_Watch] = []
         self._by_session: dict[str, set[Peer]] = {}
@@ -350,6 +365,7 @@ class Hub:
         self._jobs: deque[_Job] = deque()
         self._pumping: asyncio.Handle | None = None
         self._flush_waiting = False  # a flush came due while deliveries were still going
+        self._flushing: asyncio.Task[None] | None = None  # a remote flush loading views
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -365,6 +381,11 @@ class Hub:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._flushing is not None:
+            self._flushing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flushing
+            self._flushing = None
         if self._pumping is not None:
             self._pumping.cancel()
             self._pumping = None
@@ -393,6 +414,7 @@ class Hub:
                 bound.discard(peer)
                 if not bound:
                     del self._by_session[session]
+                    self._feed.unwatch_session(session)
 
     async def _watch_sends(self) -> None:
         """Close connections whose pending frame has waited SEND_TIMEOUT for the client to read.
@@ -415,6 +437,23 @@ class Hub:
 
     # -- subscriptions -------------------------------------------------------------------------
 
+    async def prepare(
+        self, name: str, top: int, member: str | None, radius: int | None = None
+    ) -> None:
+        """Fetch the views a subscription's full state needs (nothing when they are local):
+        the top ``top``, or member's place, or (with ``radius``) the entries around member."""
+        views = self._views
+        if views.synchronous:
+            return
+        watch = self._watches.get(name)
+        top = max(top, watch.max_top if watch is not None else 0)
+        if member is None:
+            await views.load(name, top, [])
+        elif radius is None:
+            await views.load(name, top, [member])
+        else:
+            await views.load(name, top, [], [(member, radius)])
+
     def subscribe_top(self, peer: Peer, head: str, name: str, n: int) -> TopSub:
         """Subscribe to a board's top ``n`` (it need not exist) and offer its full state."""
         assert 1 <= n <= MAX_TOP
@@ -424,6 +463,8 @@ class Hub:
             group = watch.tops[n] = _TopGroup(n)
             watch.max_top = max(watch.max_top, n)
         view, total, seq = self._views.top_view(name, n)
+        if watch.epoch is None:
+            watch.epoch = self._views.epoch(name)
         if group.view is None:
             group.view = view
         elif view != group.view:
@@ -442,6 +483,8 @@ class Hub:
         if group is None:
             group = watch.members[member] = _RankGroup(member)
         rank, score, seq = self._views.rank_view(name, member)
+        if watch.epoch is None:
+            watch.epoch = self._views.epoch(name)
         state = (rank, score)
         if group.state is None:
             group.state = state
@@ -465,6 +508,8 @@ class Hub:
         if group is None:
             group = radii[radius] = _AroundGroup(member, radius)
         view, total, seq, pos = self._views.around_view(name, member, radius)
+        if watch.epoch is None:
+            watch.epoch = self._views.epoch(name)
         if group.view is None:
             group.view, group.pos = view, pos
             watch.index.add(group)
@@ -509,6 +554,7 @@ class Hub:
         if not watch:
             # A queued watch notices at flush time that it is no longer the registered one.
             del self._watches[watch.name]
+            self._feed.unwatch_board(watch.name)
 
     def _watch(self, name: str) -> _Watch:
         watch = self._watches.get(name)
@@ -606,6 +652,11 @@ class Hub:
             # still gets at most one frame per tick, and the latest state when its turn comes.
             self._flush_waiting = True
             return
+        if not self._views.synchronous:
+            if self._flushing is None and self._loop is not None:
+                self._last_flush = self._loop.time()
+                self._flushing = self._loop.create_task(self._flush_remote())
+            return  # a flush in progress re-arms itself for what arrived meanwhile
         if self._loop is not None:
             self._last_flush = self._loop.time()
         dirty, self._dirty = self._dirty, []
@@ -614,15 +665,12 @@ class Hub:
             if self._watches.get(watch.name) is not watch:
                 continue  # every subscription left (and maybe a new watch took the name)
             try:
-                if watch.top_dirty:
-                    watch.top_dirty = False
-                    self._flush_tops(watch)
-                lo, hi = watch.lo, watch.hi
-                watch.lo, watch.hi = INF, 0
-                if watch.members:
-                    self._flush_ranks(watch, lo, hi)
-                if watch.arounds:
-                    self._flush_arounds(watch, lo, hi)
+                top, ranks, arounds = self._due(watch)
+                if self._epoch_changed(watch):
+                    top, ranks, arounds = self._everything(watch)
+                    self._flush_watch(watch, top, ranks, arounds, True)
+                else:
+                    self._flush_watch(watch, top, ranks, arounds, False)
             except Exception:
                 # A bug here must not stop every later flush; the tests assert the log is clean.
                 log.exception("hub flush failed for one board")
@@ -645,36 +693,147 @@ class Hub:
             self._flush_waiting = False
             self._schedule_flush()
 
-    def _flush_tops(self, watch: _Watch) -> None:
+    async def _flush_remote(self) -> None:
+        """The flush for views read over the network: for each dirty board, work out which
+        views may have moved (the same spans as the local flush), load just those, compare.
+
+        One round per task; what arrived meanwhile is flushed by the next round, no sooner
+        than a tick after this one began, and only once this round's deliveries are done."""
+        try:
+            dirty, self._dirty = self._dirty, []
+            for watch in dirty:
+                watch.queued = False
+                if self._watches.get(watch.name) is not watch:
+                    continue
+                top, ranks, arounds = self._due(watch)
+                if not top and not ranks and not arounds:
+                    continue  # a write below every view: nothing to read
+                try:
+                    await self._load(watch, top, ranks, arounds)
+                    force = self._epoch_changed(watch)
+                    if force:  # a failover: load everything the board's subscribers see
+                        top, ranks, arounds = self._everything(watch)
+                        await self._load(watch, top, ranks, arounds)
+                        self._epoch_changed(watch)
+                except Exception as exc:
+                    # unreachable: keep what subscribers have; the feed re-announces the
+                    # board once it re-subscribes, which brings this flush back
+                    log.warning("hub: cannot read board views: %s", exc)
+                    continue
+                if self._watches.get(watch.name) is not watch:
+                    continue  # every subscription left while the views loaded
+                try:
+                    self._flush_watch(watch, top, ranks, arounds, force)
+                except Exception:
+                    log.exception("hub flush failed for one board")
+                self._pump(SLICE)
+        finally:
+            self._flushing = None
+            if self._jobs:
+                self._flush_waiting = True  # the pump schedules the next round when done
+            else:
+                self._schedule_flush()
+
+    async def _load(
+        self, watch: _Watch, top: bool, ranks: list[_RankGroup], arounds: list[_AroundGroup]
+    ) -> None:
+        await self._views.load(
+            watch.name,
+            watch.max_top if top else 0,
+            [g.member for g in ranks],
+            [(g.member, g.radius) for g in arounds],
+        )
+
+    def _epoch_changed(self, watch: _Watch) -> bool:
+        """Note the board's epoch; True when it moved since the last look (a failover)."""
+        epoch = self._views.epoch(watch.name)
+        changed = watch.epoch is not None and epoch != watch.epoch
+        watch.epoch = epoch
+        return changed
+
+    def _due(self, watch: _Watch) -> tuple[bool, list[_RankGroup], list[_AroundGroup]]:
+        """What may have moved since the last flush: (top views?, rank groups, around groups).
+        Resets the watch's flags and spans."""
+        top = watch.top_dirty
+        watch.top_dirty = False
+        lo, hi = watch.lo, watch.hi
+        watch.lo, watch.hi = INF, 0
+        ranks = self._rank_groups_due(watch, lo, hi) if watch.members else []
+        arounds = self._around_groups_due(watch, lo, hi) if watch.arounds else []
+        if not watch.arounds:
+            watch.spans, watch.wide, watch.woken = [], False, []
+        return top, ranks, arounds
+
+    def _everything(self, watch: _Watch) -> tuple[bool, list[_RankGroup], list[_AroundGroup]]:
+        """Every view of the board, for a forced resend (flags reset)."""
+        for group in watch.members.values():
+            group.dirty = False
+        arounds = [g for radii in watch.arounds.values() for g in radii.values()]
+        for near in arounds:
+            near.dirty = False
+        return bool(watch.tops), list(watch.members.values()), arounds
+
+    def _flush_watch(
+        self,
+        watch: _Watch,
+        top: bool,
+        ranks: list[_RankGroup],
+        arounds: list[_AroundGroup],
+        force: bool,
+    ) -> None:
+        """Compare the due views with what subscribers were shown and queue the changes;
+        ``force``: queue every due view to every subscriber, changed or not (a failover:
+        history may have forked, so everyone gets the full state again)."""
+        if top:
+            self._flush_tops(watch, force)
+        if ranks:
+            self._send_ranks(watch, ranks, force)
+        name = watch.name
+        for group in arounds:
+            if watch.arounds.get(group.member, {}).get(group.radius) is group:
+                self._look_around(watch, name, group, force)
+
+    def _flush_tops(self, watch: _Watch, force: bool = False) -> None:
         # One read per dirty board per flush, sliced per N.
         entries, total, seq = self._views.top_view(watch.name, watch.max_top)
         for n, group in watch.tops.items():
             view = entries[:n]
-            if view == group.view and not group.stale:
+            if view == group.view and not group.stale and not force:
                 continue
             group.view = view
             group.stale = False
-            self._fan_out(group.subs, view, self._top_tail, watch.name, total, seq, view)
+            self._fan_out(group.subs, view, force, self._top_tail, watch.name, total, seq, view)
 
-    def _flush_ranks(self, watch: _Watch, lo: float, hi: float) -> None:
-        views, name = self._views, watch.name
-        for member, group in watch.members.items():
+    def _rank_groups_due(self, watch: _Watch, lo: float, hi: float) -> list[_RankGroup]:
+        """Rank groups that may have moved since the last flush (flags reset)."""
+        due = []
+        for group in watch.members.values():
             if not group.dirty:
                 rank = group.state[0] if group.state is not None else None
                 if rank is None or not lo <= rank <= hi:
                     continue
             group.dirty = False
+            due.append(group)
+        return due
+
+    def _send_ranks(self, watch: _Watch, due: list[_RankGroup], force: bool) -> None:
+        views, name = self._views, watch.name
+        for group in due:
+            if watch.members.get(group.member) is not group:
+                continue  # its last subscriber left while the views loaded
+            member = group.member
             rank, score, seq = views.rank_view(name, member)
             state = group.state = (rank, score)
-            self._fan_out(group.subs, state, self._rank_tail, name, seq, member, state)
+            self._fan_out(group.subs, state, force, self._rank_tail, name, seq, member, state)
 
-    def _flush_arounds(self, watch: _Watch, lo: float, hi: float) -> None:
-        name = watch.name
+    def _around_groups_due(self, watch: _Watch, lo: float, hi: float) -> list[_AroundGroup]:
+        """Around groups whose window a span crossed, or flagged directly (flags reset)."""
         spans, wide, woken = watch.spans, watch.wide, watch.woken
         watch.spans, watch.wide, watch.woken = [], False, []
         if wide:
             # Many spans this tick (or the whole board changed): one pass over every group
             # against the union is cheaper than one index probe per span.
+            due = []
             for radii in watch.arounds.values():
                 for group in radii.values():
                     if not group.dirty:
@@ -684,8 +843,8 @@ class Hub:
                         ):
                             continue
                     group.dirty = False
-                    self._look_around(watch, name, group)
-            return
+                    due.append(group)
+            return due
         todo: set[_AroundGroup] = set()
         if spans:
             watch.index.crossed(spans, todo)
@@ -695,24 +854,32 @@ class Hub:
                 todo.add(group)
         for group in todo:
             group.dirty = False
-            self._look_around(watch, name, group)
+        return list(todo)
 
-    def _look_around(self, watch: _Watch, name: str, group: _AroundGroup) -> None:
+    def _look_around(
+        self, watch: _Watch, name: str, group: _AroundGroup, force: bool = False
+    ) -> None:
         member, was = group.member, group.pos
         view, total, seq, group.pos = self._views.around_view(name, member, group.radius)
         if group.pos != was:
             watch.index.remove(group, was)
             watch.index.add(group)
-        if view == group.view and all(sub.seen is group.view for sub in group.subs):
+        if not force and view == group.view and all(sub.seen is group.view for sub in group.subs):
             return
         group.view = view
-        self._fan_out(group.subs, view, self._around_tail, name, member, total, seq, view)
+        self._fan_out(group.subs, view, force, self._around_tail, name, member, total, seq, view)
 
     def _fan_out(
-        self, subs: "dict[Any, None]", state: Any, tail_of: Callable[..., bytes], *args: Any
+        self,
+        subs: "dict[Any, None]",
+        state: Any,
+        force: bool,
+        tail_of: Callable[..., bytes],
+        *args: Any,
     ) -> None:
-        """Queue ``state`` for every subscription of a group that has not seen it."""
-        self._jobs.append(_Job(subs, state, tail_of, args))
+        """Queue ``state`` for every subscription of a group that has not seen it (``force``:
+        for every subscription)."""
+        self._jobs.append(_Job(subs, state, force, tail_of, args))
 
     def _deliver(self, job: _Job, budget: int) -> int:
         """Offer ``job.state`` to up to ``budget`` subscriptions; returns the budget left.
@@ -721,7 +888,7 @@ class Hub:
         view, one frame per distinct head, then the same bytes to every subscriber. Heads are
         interned (``_HEADS``), so subscribers that share an id share a frame by identity.
         """
-        order, live, state = job.order, job.live, job.state
+        order, live, state, force = job.order, job.live, job.state, job.force
         end = min(len(order), job.at + budget)
         head: bytes | None = None
         frame = b""
@@ -729,9 +896,11 @@ class Hub:
         for k in range(job.at, end):
             sub = order[k]
             seen = sub.seen
-            if seen is state:
+            if force:
+                pass
+            elif seen is state:
                 continue
-            if seen == state:
+            elif seen == state:
                 sub.seen = state  # identity from now on: cheaper next time
                 continue
             if sub not in live:
@@ -769,7 +938,7 @@ class Hub:
             "total": total,
             "entries": view,
             "seq": seq,
-            "epoch": self._epoch,
+            "epoch": self._views.epoch(name),
         }
         return b"," + orjson.dumps(body)[1:]
 
@@ -780,7 +949,7 @@ class Hub:
             "rank": state[0],
             "score": state[1],
             "seq": seq,
-            "epoch": self._epoch,
+            "epoch": self._views.epoch(name),
         }
         return b"," + orjson.dumps(body)[1:]
 
@@ -793,7 +962,7 @@ class Hub:
             "total": total,
             "entries": view,
             "seq": seq,
-            "epoch": self._epoch,
+            "epoch": self._views.epoch(name),
         }
         return b"," + orjson.dumps(body)[1:]
 
@@ -824,4 +993,4 @@ class Hub:
             assert len(watch.index) == indexed, (name, len(watch.index), indexed)
             assert watch.queued == (watch in self._dirty)
         assert count == self.subscriptions, (count, self.subscriptions)
-        assert (self._timer is None) or bool(self._dirty)
+        assert (self._timer is None) or bool(self._dirty) or self._flushing is not None

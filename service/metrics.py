@@ -20,11 +20,25 @@ are read from the live objects at scrape time, so nothing is updated that nobody
     rankd_ws_closed_slow_total                                        unsent by a newer state)
     rankd_memory_used_bytes, rankd_memory_limit_bytes (0 = none)      gauges (service/memory.py)
     rankd_memory_refused_writes_total, rankd_memory_errors_total      counters
+    rankd_event_loop_lag_seconds                                      histogram (LoopLag)
+    rankd_largest_board_entries{board}     gauge: the ten largest boards only
+    rankd_ws_frames_sent_total, rankd_ws_sent_bytes_total             counters
+    rankd_snapshot_running, rankd_recovery_duration_seconds,
+    rankd_recovery_journal_records                                    gauges (persistence)
+    rankd_backend_call_duration_seconds{op}  histogram, redis backend only (backend_metrics())
+
+Board labels are bounded on purpose: one series per board would let a client that creates
+boards create series without end, so only the ten largest (LARGEST_BOARDS in
+service/backend/embedded.py) get a series of their own and ``rankd_board_entries`` keeps the
+total.
 
 Routes are labelled by template (``/v1/sessions/{id}``), never by concrete path: paths carry
 session ids, and one series per member would blow up the registry.
 """
 
+import asyncio
+import contextlib
+import time
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
@@ -90,10 +104,56 @@ class RouteStats:
         h.sum += seconds
 
 
+# Seconds of event-loop lag: the README's stall goal is 50 ms, so the buckets straddle it.
+LAG_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+LAG_INTERVAL = 0.25  # seconds between lag samples: 4 timer wake-ups a second cost ~nothing
+
+
+class LoopLag:
+    """Event-loop lag, sampled by a timer that measures its own delay.
+
+    The task sleeps LAG_INTERVAL and records how much later than asked it woke up: that is how
+    long a request arriving at that moment would have waited for the loop. A request-time
+    measurement would only see the stalls a request happened to hit; this one sees them all,
+    at a cost of four wake-ups a second. A stall longer than the interval is observed once, at
+    its full length.
+    """
+
+    def __init__(self, interval: float = LAG_INTERVAL) -> None:
+        self.interval = interval
+        self.histogram = Histogram(LAG_BOUNDS)
+        self.max = 0.0  # the largest lag seen since start
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="rankd-loop-lag")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        clock = time.monotonic
+        interval = self.interval
+        while True:
+            asked = clock() + interval
+            await asyncio.sleep(interval)
+            self.observe(max(0.0, clock() - asked))
+
+    def observe(self, lag: float) -> None:
+        self.histogram.observe(lag)
+        self.max = max(self.max, lag)
+
+
 class Metrics:
     def __init__(self, backend: "Lifecycle", hub: "Hub | None" = None) -> None:
         self.backend = backend
         self.hub = hub
+        self.loop_lag = LoopLag()
         self.routes: dict[tuple[str, str], RouteStats] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
@@ -122,6 +182,73 @@ class _Collector:
         yield from self._persistence(stats)
         yield from self._ws()
         yield from self._memory(stats)
+        yield from self._loop()
+        yield from self._backend()
+
+    def _backend(self) -> Iterable[Metric]:
+        """What a networked backend reports (service/backend/redis): call latency, errors,
+        retries, slot-map refreshes, pub/sub gaps. Nothing for the embedded backend."""
+        report = getattr(self.metrics.backend, "backend_metrics", None)
+        if report is None:
+            return ()
+        r = report()
+        latency = HistogramMetricFamily(
+            "rankd_backend_call_duration_seconds",
+            "Round trips to the backend's server (redis), by operation.",
+            labels=["op"],
+        )
+        for kind, (buckets, total) in sorted(r["latency"].items()):
+            latency.add_metric([kind], buckets, total)
+        errors = CounterMetricFamily(
+            "rankd_backend_errors",
+            "Backend calls that failed for the cluster's sake (503), by error class.",
+            labels=["error"],
+        )
+        for name, n in sorted(r["errors"].items()):
+            errors.add_metric([name], n)
+        return (
+            latency,
+            errors,
+            CounterMetricFamily(
+                "rankd_backend_retries", "Idempotent reads retried once.", value=r["retries"]
+            ),
+            CounterMetricFamily(
+                "rankd_backend_topology_refreshes",
+                "Slot-map refreshes after a failed call (redirections, failovers).",
+                value=r["refreshes"],
+            ),
+            CounterMetricFamily(
+                "rankd_pubsub_gaps",
+                "Change-feed seq gaps healed by re-reading the board.",
+                value=r["gaps"],
+            ),
+            CounterMetricFamily(
+                "rankd_pubsub_resubscribes",
+                "Change-feed re-subscriptions after a lost pub/sub connection.",
+                value=r["resubscribes"],
+            ),
+            GaugeMetricFamily(
+                "rankd_backend_library_loaded",
+                "1 while every primary has the rankd function library.",
+                value=1 if r["library_loaded"] else 0,
+            ),
+        )
+
+    def _loop(self) -> Iterable[Metric]:
+        lag = self.metrics.loop_lag
+        family = HistogramMetricFamily(
+            "rankd_event_loop_lag_seconds",
+            "How late a timer woke up: how long a request would have waited for the loop.",
+        )
+        family.add_metric([], lag.histogram.cumulative(), lag.histogram.sum)
+        return (
+            family,
+            GaugeMetricFamily(
+                "rankd_event_loop_lag_max_seconds",
+                "The largest event-loop lag seen since start.",
+                value=lag.max,
+            ),
+        )
 
     def _memory(self, stats: "Stats") -> Iterable[Metric]:
         m = stats["memory"]
@@ -174,6 +301,16 @@ class _Collector:
                 "Connections closed because the client stopped reading.",
                 value=hub.closed_slow,
             ),
+            CounterMetricFamily(
+                "rankd_ws_frames_sent",
+                "Frames (state pushes and replies) written to WebSocket connections.",
+                value=hub.frames_sent,
+            ),
+            CounterMetricFamily(
+                "rankd_ws_sent_bytes",
+                "Bytes of the frames written to WebSocket connections, frame headers included.",
+                value=hub.sent_bytes,
+            ),
         )
 
     def _http(self) -> Iterable[Metric]:
@@ -213,7 +350,15 @@ class _Collector:
         )
         for name, value in sorted(counters.items()):
             events.add_metric([name], value)
+        largest = GaugeMetricFamily(
+            "rankd_largest_board_entries",
+            "Entries of the ten largest boards (all boards: rankd_board_entries).",
+            labels=["board"],
+        )
+        for board, size in store.get("largest", []):
+            largest.add_metric([board], size)
         return (
+            largest,
             GaugeMetricFamily("rankd_boards", "Leaderboards in memory.", value=store["boards"]),
             GaugeMetricFamily(
                 "rankd_board_entries",
@@ -269,6 +414,27 @@ class _Collector:
                     value=last_seconds,
                 )
             )
+        out.append(
+            GaugeMetricFamily(
+                "rankd_snapshot_running",
+                "1 while a snapshot is being written.",
+                value=1 if p.get("snapshot_running") else 0,
+            )
+        )
+        recovered = p.get("recovery")
+        if recovered is not None:
+            out += [
+                GaugeMetricFamily(
+                    "rankd_recovery_duration_seconds",
+                    "How long loading the snapshot and replaying the journal took at start.",
+                    value=recovered["seconds"],
+                ),
+                GaugeMetricFamily(
+                    "rankd_recovery_journal_records",
+                    "Journal records replayed at start (a long journal is a slow restart).",
+                    value=recovered["journal_records"],
+                ),
+            ]
         family = HistogramMetricFamily(
             "rankd_journal_fsync_seconds", "Latency of journal fsync calls."
         )

@@ -1,17 +1,36 @@
-"""The OpenAPI 3.1 document for every HTTP route, written by hand as data.
+"""The OpenAPI 3.1 document for every HTTP route: bodies from ``service.schemas``, the
+per-route parts (summary, parameters, answers) written here as data.
 
 Hand-written rather than generated from handlers because the handlers parse bodies themselves
-(for speed and strictness) and carry no schema annotations. A test checks that every route in
-``service.app.SPECS`` appears here with its method, that the document validates against the
-OpenAPI 3.1 schema, and schemathesis checks live answers against it.
+(for speed and strictness) and carry no schema annotations. What can be derived is derived, in
+``_name_operations``, so a new route gets it without a line here:
+
+* ``operationId`` = the handler's name (``routes_boards.top`` -> ``top``): unique because a
+  clash refuses to build the document (and so fails every test that serves it);
+* ``tags`` = the route module without ``routes_`` (``boards``, ``sessions``, ``admin``), each
+  described by the first line of its module docstring.
+
+Generators build their names from these: openapi-python-client emits
+``api/boards/top.py``. Tests check that every route in ``service.app.SPECS`` appears here with
+its method, that the document validates against the OpenAPI 3.1 schema, that each TypedDict in
+``schemas.TYPED`` agrees with its component, that schemathesis finds every live answer
+described, and that openapi-python-client generates a client from the served document with no
+warning and no route or model left out (tests/service/test_openapi_generate.py).
 
 Scores are JSON numbers of magnitude below 2**63; timestamps are Unix epoch seconds (numbers).
 """
 
+import copy
+import sys
+from collections.abc import Callable, Iterable
 from functools import cache
+from importlib.metadata import version
+from typing import Any
 
 import orjson
 
+from service.http import RouteSpec
+from service.live import live_page
 from service.schemas import MEMBER as _MEMBER
 from service.schemas import SCHEMAS, Schema
 from service.schemas import SCORE as _SCORE
@@ -23,15 +42,23 @@ _JSON = "application/json"
 
 _ERRORS = {
     "400": "Invalid input: malformed JSON, wrong type, out-of-range value, unknown field.",
-    "401": "Missing or invalid API key (only when keys are configured).",
-    "403": "The API key lacks the scope this route needs, or the browser rules refuse the "
-    "request: a foreign Origin on a write, a non-loopback Host without keys.",
+    "401": "Missing or invalid API key or player session (only when keys are configured); "
+    "no credential on a board that is not public_read.",
+    "403": "The API key lacks the scope this route needs, a player session may not do this "
+    "(another member, a board without player_writes, another session), or the browser rules "
+    "refuse the request: a foreign Origin on a write, a non-loopback Host without keys.",
     "404": "No such board, member, session or route.",
     "405": "Method not allowed on this path.",
     "409": "Conflicts with current state (order change on a non-empty board).",
-    "412": "If-Match or If-None-Match is false for the session's current version.",
+    "410": "That caller-chosen session id ended (deleted, expired, rotated, revoked or evicted) "
+    "within --session-max-ttl: it is never used again. Choose a new id.",
+    "412": "If-Match or If-None-Match is false for the session's current version "
+    "(with If-None-Match: *, a session has that id).",
     "413": "Request body or batch over its limit.",
     "415": "A request body sent with a Content-Type other than application/json (or +json).",
+    "429": "A player wrote more than the board's player_rate this minute (see Retry-After), "
+    "or the user already holds --sessions-per-user sessions and --sessions-over-limit is "
+    "refuse (with evict-oldest, the default, their oldest session ends instead).",
     "503": "Not ready yet (recovering), persistence refuses writes, or out of memory.",
     "507": "The data may not grow: over --max-memory, --max-boards or "
     "--max-anonymous-sessions. Reads and deletes still work.",
@@ -104,11 +131,23 @@ def _op(
     body: str | None = None,
     body_required: bool = True,
     errors: tuple[str, ...] = ("400", "404"),
+    player: str = "",
+    public: bool = False,
 ) -> Schema:
+    """``player``: what a player session may do here (a sentence), "" for nothing;
+    ``public``: served with no credential on a ``public_read`` board."""
     op: Schema = {"summary": summary, "responses": dict(ok)}
     if scope is not None:
-        op["security"] = [{"bearer": []}]
-        op["description"] = f"Needs an API key with the `{scope}` scope (or `admin`)."
+        security: list[Schema] = [{"bearer": []}]
+        description = f"Needs an API key with the `{scope}` scope (or `admin`)"
+        if player:
+            security.append({"session": []})
+            description += f", or a player session: {player}"
+        if public:
+            security.append({})
+            description += "; on a `public_read` board no credential at all"
+        op["security"] = security
+        op["description"] = description + "."
         errors = (*errors, "401", "403")
     if body is not None:
         errors = (*errors, "415")
@@ -137,6 +176,12 @@ def _content(media: str, description: str, schema: Schema) -> Schema:
 
 
 _NO_CONTENT = {"204": {"description": "Done."}}
+_READS = "every board"
+_OWN_ENTRY = (
+    "its own entry only (`member` absent or the session's user), on boards with "
+    "`player_writes`, at most `player_rate` writes a minute (429 + Retry-After past it)"
+)
+_OWN_SESSION = "its own session only"
 _SESSION = {"200": _json("Session", "The session.", _ETAG)}
 _RADIUS = _param("radius", "query", {"type": "integer", "minimum": 0, "maximum": 100}, doc="5")
 _TOUCH = _param("touch", "query", {"type": "boolean"}, doc="false: read without refreshing")
@@ -157,50 +202,65 @@ def _paths() -> dict[str, Schema]:
     batch["requestBody"] = {"required": True, "content": _body(_BATCH)}
     batch["responses"]["200"] = _content(_JSON, "Write results, in request order.", _RESULTS)
     created = {**_ETAG, **_LOCATION}
+    put = _op(
+        "Replace data; with If-None-Match: * create under this id", _SESSION, "sessions",
+        [_IF_MATCH, _IF_NONE_MATCH], body="SessionDataWrite", errors=(*conditional, "410", "429"),
+    )  # fmt: skip
+    put["description"] += (
+        " With `If-None-Match: *` (and no If-Match) the request creates a session with the"
+        " caller-chosen id (32-128 characters of A-Z a-z 0-9 _ -) and a SessionCreate body:"
+        " 201; 412 if it exists; 410 if that id ended recently. Otherwise it replaces `data`"
+        " (SessionDataWrite body) under the If-Match rule."
+    )
+    put["requestBody"]["content"][_JSON]["schema"] = {
+        "anyOf": [_ref("SessionDataWrite"), _ref("SessionCreate")]
+    }
+    put["responses"]["201"] = _json("Session", "Created under the caller's id.", created)
     # fmt: off
     ops: list[tuple[str, str, list[Schema], Schema]] = [
         ("/v1/boards", "get", [], _op(
             "List boards by name", {"200": _json("BoardList", "A page.")}, "read",
-            [_OFFSET, _limit(100)], errors=_V1)),
+            [_OFFSET, _limit(100)], errors=_V1, player=_READS)),
         (b, "put", [_BOARD], _op(
             "Create or reconfigure a board",
             {"200": _json("Board", "Reconfigured."), "201": _json("Board", "Created.", _LOCATION)},
             "write", body="BoardOptions", body_required=False, errors=conflict)),
         (b, "get", [_BOARD], _op(
-            "Describe a board", {"200": _json("Board", "The board.")}, "read", errors=_V1)),
+            "Describe a board", {"200": _json("Board", "The board.")}, "read", errors=_V1,
+            player=_READS, public=True)),
         (b, "delete", [_BOARD], _op("Drop a board", _NO_CONTENT, "write", errors=_V1)),
         (b + "/scores", "post", [_BOARD], _op(
             "Write a score", {"200": _json("WriteResult", "The write result.")}, "write",
-            body="ScoreWrite", errors=_W)),
+            body="ScoreWrite", errors=(*_W, "429"), player=_OWN_ENTRY)),
         (b + "/scores:batch", "post", [_BOARD], batch),
         (b + "/top", "get", [_BOARD], _op(
             "A page of the ranking", {"200": _json("Page", "Entries by rank.")}, "read",
-            [_OFFSET, _limit(10)], errors=_V1)),
+            [_OFFSET, _limit(10)], errors=_V1, player=_READS, public=True)),
         (b + "/rank", "get", [_BOARD], _op(
             "The rank a new score would get now", {"200": _json("RankAnswer", "The rank.")},
-            "read", [_SCORE_Q], errors=_V1)),
+            "read", [_SCORE_Q], errors=_V1, player=_READS, public=True)),
         (m, "get", [_BOARD, _MEMBER_P], _op(
-            "One member's entry", {"200": _json("Entry", "The entry.")}, "read", errors=_V1)),
+            "One member's entry", {"200": _json("Entry", "The entry.")}, "read", errors=_V1,
+            player=_READS, public=True)),
         (m, "delete", [_BOARD, _MEMBER_P], _op(
             "Remove a member", _NO_CONTENT, "write", errors=_V1)),
         (m + "/around", "get", [_BOARD, _MEMBER_P], _op(
             "Entries around a member", {"200": _json("Page", "Up to radius each side.")},
-            "read", [_RADIUS], errors=_V1)),
+            "read", [_RADIUS], errors=_V1, player=_READS, public=True)),
         ("/v1/sessions", "post", [], _op(
             "Create a session", {"201": _json("Session", "Created.", created)}, "sessions",
-            body="SessionCreate", body_required=False, errors=_W)),
+            body="SessionCreate", body_required=False, errors=(*_W, "429"))),
         (s, "get", [_SID], _op(
             "Read a session (refreshes it unless touch=false)", _SESSION, "sessions",
-            [_TOUCH], errors=_V1)),
+            [_TOUCH], errors=_V1, player=_OWN_SESSION)),
         (s, "patch", [_SID], _op(
             "Merge into data (null deletes a key)", _SESSION, "sessions",
-            [_IF_MATCH, _IF_NONE_MATCH], body="SessionData", errors=conditional)),
-        (s, "put", [_SID], _op(
-            "Replace data", _SESSION, "sessions", [_IF_MATCH, _IF_NONE_MATCH],
-            body="SessionData", errors=conditional)),
+            [_IF_MATCH, _IF_NONE_MATCH], body="SessionDataWrite", errors=conditional)),
+        (s, "put", [_SID], put),
         (s, "delete", [_SID], _op("Delete a session", _NO_CONTENT, "sessions", errors=_V1)),
         (s + "/touch", "post", [_SID], _op(
-            "Refresh the idle deadline", _SESSION, "sessions", errors=_V1)),
+            "Refresh the idle deadline", _SESSION, "sessions", errors=_V1,
+            player=_OWN_SESSION)),
         (s + "/rotate", "post", [_SID], _op(
             "Move to a new id; the old one dies",
             {"200": _json("Session", "Under its new id.", created)}, "sessions", errors=_V1)),
@@ -225,6 +285,10 @@ def _paths() -> dict[str, Schema]:
         ("/openapi.json", "get", [], _op(
             "This document", {"200": _content(_JSON, "OpenAPI 3.1.", {"type": "object"})},
             None, errors=("403",))),
+        ("/asyncapi.json", "get", [], _op(
+            "The WebSocket protocol (/v1/ws): every frame as JSON Schema",
+            {"200": _content(_JSON, "AsyncAPI 3.0.", {"type": "object"})}, None,
+            errors=("403",))),
         ("/", "get", [], _op(
             "Live leaderboard page; its data comes over the /v1/ws WebSocket",
             {"200": _content("text/html", "HTML.", {"type": "string"})}, None, errors=())),
@@ -239,23 +303,94 @@ def _paths() -> dict[str, Schema]:
     return paths
 
 
-def document() -> Schema:
+def _handlers(specs: Iterable[RouteSpec]) -> dict[tuple[str, str], Callable[..., Any]]:
+    """(path, lower-case method) -> the function that answers it."""
+    found: dict[tuple[str, str], Callable[..., Any]] = {("/", "get"): live_page}
+    for spec in specs:
+        found[(spec.path, spec.method.lower())] = spec.handler
+    return found
+
+
+def _tag(handler: Callable[..., Any]) -> tuple[str, str]:
+    """The tag of a handler's module (``service.routes_boards`` -> ``boards``) and its
+    description, the module docstring's first sentence."""
+    module = handler.__module__
+    name = module.rpartition(".")[2].removeprefix("routes_")
+    doc = (sys.modules[module].__doc__ or name).strip()
+    return name, doc.split("\n\n", 1)[0].split(". ", 1)[0].replace("\n", " ").rstrip(".")
+
+
+def _name_operations(paths: dict[str, Schema], specs: Iterable[RouteSpec]) -> list[Schema]:
+    """Give every operation its ``operationId`` and ``tags``; answer the top-level tag list."""
+    handlers = _handlers(specs)
+    seen: dict[str, tuple[str, str]] = {}
+    tags: dict[str, str] = {}
+    for path, item in paths.items():
+        for method, op in item.items():
+            if method == "parameters":
+                continue
+            handler = handlers.get((path, method))
+            if handler is None:
+                raise ValueError(f"{method.upper()} {path} is documented but not routed")
+            op_id = handler.__name__
+            if op_id in seen and seen[op_id] != (path, method):
+                other = seen[op_id]
+                raise ValueError(
+                    f"operationId {op_id!r} would name both {method.upper()} {path} and "
+                    f"{other[1].upper()} {other[0]}: rename one handler"
+                )
+            seen[op_id] = (path, method)
+            tag, description = _tag(handler)
+            tags[tag] = description
+            op["operationId"] = op_id
+            op["tags"] = [tag]
+    return [{"name": name, "description": tags[name]} for name in sorted(tags)]
+
+
+def document(specs: Iterable[RouteSpec]) -> Schema:
+    """The document of the app that serves ``specs`` (``service.app.SPECS``)."""
+    paths = _paths()
+    tags = _name_operations(paths, specs)
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "rankd",
-            "version": "1.0.0",
+            "version": version("rankd"),
             "description": "Real-time leaderboards and sessions. Errors are "
-            "application/problem+json (RFC 9457); timestamps are Unix epoch seconds.",
+            "application/problem+json (RFC 9457); timestamps are Unix epoch seconds. "
+            "The WebSocket protocol (/v1/ws) is described by the AsyncAPI document at "
+            "/asyncapi.json.",
         },
-        "paths": _paths(),
+        "servers": [
+            {"url": "/", "description": "The rankd that served this document."},
+            {
+                "url": "{scheme}://{host}:{port}",
+                "description": "Any rankd: `rankd` listens on 127.0.0.1:8000 by default.",
+                "variables": {
+                    "scheme": {"enum": ["http", "https"], "default": "http"},
+                    "host": {"default": "127.0.0.1"},
+                    "port": {"default": "8000"},
+                },
+            },
+        ],
+        "tags": tags,
+        "paths": paths,
         "components": {
-            "schemas": SCHEMAS,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            # A copy: a caller editing the document must not edit the routes' field sets.
+            "schemas": copy.deepcopy(SCHEMAS),
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "An API key."},
+                "session": {
+                    "type": "http",
+                    "scheme": "Session",
+                    "description": "A player: `Authorization: Session <id>` with the id of a "
+                    'session a game backend created with `{"user": "<member id>"}`.',
+                },
+            },
         },
     }
 
 
 @cache
-def document_bytes() -> bytes:
-    return orjson.dumps(document())
+def document_bytes(specs: tuple[RouteSpec, ...]) -> bytes:
+    return orjson.dumps(document(specs))

@@ -26,12 +26,27 @@ from collections.abc import Sequence
 from operator import itemgetter
 from typing import Any
 
-from starlette._utils import get_route_path
 from starlette.routing import BaseRoute, Route, Router, WebSocketRoute
 from starlette.types import Lifespan, Receive, Scope, Send
 
 # Positions of the parameters in a template; the remaining positions are literal.
 Layout = tuple[int, ...]
+
+
+def route_path(scope: Scope) -> str:
+    """The path the routes see: ``path`` less a mounted ``root_path`` prefix.
+
+    What Starlette's Router matches on (``starlette._utils.get_route_path``, 0.37-1.x), written
+    out here because a private function may change in any release; tests/service/test_router.py
+    checks the two agree while Starlette still has it.
+    """
+    path: str = scope["path"]
+    root = scope.get("root_path", "")
+    if not root or not path.startswith(root):
+        return path
+    if path == root:
+        return ""
+    return path[len(root) :] if path[len(root)] == "/" else path
 
 
 def _parse(path: str) -> tuple[list[str], Layout, list[str]]:
@@ -113,7 +128,7 @@ class IndexedRouter(Router):
 
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            hit = self.lookup(get_route_path(scope))
+            hit = self.lookup(route_path(scope))
             if hit is not None:
                 route, params = hit
                 if route.methods is None or scope["method"] in route.methods:

@@ -1,4 +1,4 @@
-"""Operations routes: liveness, readiness, metrics, the OpenAPI document, snapshots.
+"""Operations routes: liveness, readiness, metrics, the API documents, snapshots.
 
 /healthz answers 200 as long as the event loop runs (a process that cannot answer it is dead).
 /readyz answers 503 until recovery has loaded the snapshot and replayed the journal: a load
@@ -8,7 +8,7 @@ balancer must not send traffic to a node whose data is still half-loaded.
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service import openapi
+from service import asyncapi, openapi
 from service.auth import ADMIN, METRICS
 from service.errors import Problem, problem_response
 from service.http import RouteSpec, json_response
@@ -28,7 +28,8 @@ async def readyz(rt: Runtime, request: Request) -> Response:
         return json_response({"status": "ready", "epoch": backend.epoch})
     if backend.fatal is not None:
         return problem_response(503, "start-up-failed", "start-up failed; see the server log")
-    return problem_response(503, "not-ready", "recovering data from disk; not ready yet")
+    reason = backend.health()["reason"] or "recovering data from disk"
+    return problem_response(503, "not-ready", f"not ready yet: {reason}")
 
 
 async def metrics(rt: Runtime, request: Request) -> Response:
@@ -36,7 +37,13 @@ async def metrics(rt: Runtime, request: Request) -> Response:
 
 
 async def openapi_json(rt: Runtime, request: Request) -> Response:
-    return Response(openapi.document_bytes(), media_type="application/json")
+    # The app's routes come from app.state: service.app imports this module.
+    specs = request.app.state.specs
+    return Response(openapi.document_bytes(specs), media_type="application/json")
+
+
+async def asyncapi_json(rt: Runtime, request: Request) -> Response:
+    return Response(asyncapi.document_bytes(), media_type="application/json")
 
 
 async def snapshot(rt: Runtime, request: Request) -> Response:
@@ -54,5 +61,6 @@ ROUTES = [
     RouteSpec("GET", "/readyz", readyz, None, gated=False),
     RouteSpec("GET", "/metrics", metrics, METRICS, gated=False),
     RouteSpec("GET", "/openapi.json", openapi_json, None, gated=False),
+    RouteSpec("GET", "/asyncapi.json", asyncapi_json, None, gated=False),
     RouteSpec("POST", "/v1/admin/snapshot", snapshot, ADMIN),
 ]

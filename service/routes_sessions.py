@@ -8,8 +8,14 @@ carries ``ETag: "<version>"``. PATCH and PUT are conditional as RFC 9110 section
 current version under strong comparison, so a weak ``W/"3"`` never matches; ``If-None-Match``
 (``*`` or ETags, weak comparison) must not match the session. A failed condition is a 412; an
 absent session stays a 404, since preconditions only apply to a request that could succeed.
-Caller-chosen ids (``PUT`` + ``If-None-Match: *`` creating a session) are not built yet: such a
-PUT answers 412 when the id exists and 404 when it does not.
+
+Caller-chosen ids: ``PUT`` with ``If-None-Match: *`` (and no ``If-Match``) creates the session
+under the path's id -- what web framework session stores need, since they pick their ids. The
+body is ``POST /v1/sessions``'s (``user``, ``data``, ``ttl``, ``max_lifetime``). 201 when created;
+412 when a session has that id; 410 when that id ended within ``--session-max-ttl`` (deleted,
+expired, rotated, revoked or evicted: store/ended.py), so a save racing a logout can never
+bring the session back; 400 when the id is not 32-128 characters of ``[A-Za-z0-9_-]``. Any
+other PUT replaces ``data`` under the If-Match rule above.
 
 A session id is a bearer credential: it is never logged, never echoed in an error detail, and
 every answer of these routes says ``Cache-Control: no-store``.
@@ -146,9 +152,24 @@ async def patch(rt: Runtime, request: Request) -> Response:
 
 async def replace(rt: Runtime, request: Request) -> Response:
     sid = request.path_params["id"]
+    headers = request.headers
+    if headers.get("if-none-match", "").strip() == "*" and "if-match" not in headers:
+        return await _create_with_id(rt, request, sid)
     version = await precondition(rt, request, sid)
     data = await _data(rt, request)
     return _answer(await rt.backend.sessions.replace(sid, data, if_version=version))
+
+
+async def _create_with_id(rt: Runtime, request: Request, sid: str) -> Response:
+    body = await _body(rt, request, SESSION_CREATE_FIELDS, "the session")
+    session = await rt.backend.sessions.create(
+        user=body.get("user"),
+        data=body.get("data"),
+        ttl=body.get("ttl"),
+        max_lifetime=body.get("max_lifetime"),
+        sid=sid,
+    )
+    return _answer(session, 201, location=True)
 
 
 async def touch(rt: Runtime, request: Request) -> Response:

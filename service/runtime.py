@@ -11,6 +11,7 @@ from service.auth import Auth
 from service.backend.api import Backend
 from service.hub import Hub
 from service.metrics import Metrics
+from service.players import Players
 from service.settings import Settings
 
 
@@ -26,6 +27,8 @@ class Runtime:
         self.auth: Auth | None = Auth(settings.api_keys) if settings.api_keys else None
         self.hub = Hub(backend, settings.limits)
         self.metrics = Metrics(backend, self.hub)
+        # Player sessions and public boards; its rate limiter is shared by HTTP and /v1/ws.
+        self.players = Players(backend)
         # The CLI points this at uvicorn's graceful exit, so a failed start-up stops the
         # process instead of leaving it alive and never ready.
         self.request_shutdown: Callable[[], None] = _no_shutdown

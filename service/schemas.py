@@ -40,6 +40,20 @@ METADATA: Schema = {
     "description": "Small JSON object (at most 1 KiB); null or absent keeps the current one.",
 }
 EPOCH: Schema = {"type": "number", "description": "Unix epoch seconds."}
+PLAYER_WRITES: Schema = {
+    "type": "boolean",
+    "description": "Players (Authorization: Session) may write their own entry.",
+}
+PLAYER_RATE: Schema = {
+    "type": "integer",
+    "minimum": 1,
+    "maximum": 10_000,
+    "description": "Player writes per member per minute; past it 429 + Retry-After.",
+}
+PUBLIC_READ: Schema = {
+    "type": "boolean",
+    "description": "Reads and WebSocket subscriptions need no credential.",
+}
 
 SCHEMAS: dict[str, Schema] = {
     "Problem": obj(
@@ -55,13 +69,19 @@ SCHEMAS: dict[str, Schema] = {
         order={"enum": ["desc", "asc"]},
         update={"enum": ["best", "latest", "sum"]},
         ties={"enum": ["first", "member"]},
+        player_writes=PLAYER_WRITES,
+        player_rate=PLAYER_RATE,
+        public_read=PUBLIC_READ,
     ),
     "Board": obj(
-        ["board", "order", "update", "ties", "size"],
+        ["board", "order", "update", "ties", "player_writes", "player_rate", "public_read", "size"],
         board={"type": "string"},
         order={"enum": ["desc", "asc"]},
         update={"enum": ["best", "latest", "sum"]},
         ties={"enum": ["first", "member"]},
+        player_writes=PLAYER_WRITES,
+        player_rate=PLAYER_RATE,
+        public_read=PUBLIC_READ,
         size={"type": "integer", "minimum": 0},
     ),
     "BoardList": obj(
@@ -110,7 +130,9 @@ SCHEMAS: dict[str, Schema] = {
         ttl={"type": ["integer", "null"], "minimum": 1, "description": "idle timeout, s"},
         max_lifetime={"type": ["integer", "null"], "minimum": 1, "description": "absolute, s"},
     ),
-    "SessionData": obj(["data"], data={"type": "object"}),
+    # Not "SessionData": generators name Session's inline ``data`` object that, and the two
+    # models would collide (openapi-python-client dropped every session answer over it).
+    "SessionDataWrite": obj(["data"], data={"type": "object"}),
     "Session": obj(
         ["id", "user", "data", "created_at", "expires_at", "ttl", "max_expires_at", "version"],
         id={"type": "string"},
@@ -142,7 +164,7 @@ def _fields(name: str) -> frozenset[str]:
 # What a request body may hold (anything else is a 400 naming the field).
 SCORE_FIELDS = _fields("ScoreWrite")
 SESSION_CREATE_FIELDS = _fields("SessionCreate")
-SESSION_DATA_FIELDS = _fields("SessionData")
+SESSION_DATA_FIELDS = _fields("SessionDataWrite")
 
 Entry = dict[str, Any]  # {rank, member, score, metadata?}; a member answer adds percentile
 WriteResult = dict[str, Any]  # {member, score, rank, previous: {score, rank} | None, changed}
@@ -153,6 +175,9 @@ class BoardInfo(TypedDict):
     order: str
     update: str
     ties: str
+    player_writes: bool
+    player_rate: int
+    public_read: bool
     size: int
 
 
@@ -193,6 +218,19 @@ class UserSessions(TypedDict):
 class Revoked(TypedDict):
     user: str
     revoked: int
+
+
+# Component -> the TypedDict the backend answers with: a test holds the two in lockstep
+# (the same fields, the same required ones, compatible JSON types).
+TYPED: dict[str, type] = {
+    "Board": BoardInfo,
+    "BoardList": BoardList,
+    "Page": Page,
+    "RankAnswer": RankForScore,
+    "Session": SessionInfo,
+    "UserSessions": UserSessions,
+    "Revoked": Revoked,
+}
 
 
 # -- WebSocket frames (server -> client) --------------------------------------------------------

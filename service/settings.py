@@ -6,6 +6,9 @@ quotes the bad value instead of surfacing as a 500 hours later.
 
     RANKD_HOST, RANKD_PORT, RANKD_DATA_DIR, RANKD_FSYNC (always|everysec|no),
     RANKD_SNAPSHOT_INTERVAL (seconds, 0 disables), RANKD_API_KEYS ("key1:read,write;key2:admin"),
+    RANKD_BACKEND (embedded|redis), RANKD_REDIS_URL (seeds, comma-separated, redis:// or
+    rediss://), RANKD_REDIS_PREFIX, RANKD_REDIS_USERNAME, RANKD_REDIS_PASSWORD or
+    RANKD_REDIS_PASSWORD_FILE (never a flag: argv is visible to every user of the machine),
     RANKD_LOG_LEVEL, RANKD_ON_BAD_DATA (refuse|move-aside), RANKD_CORS_ORIGINS
     ("https://a.example,http://localhost:3000"), RANKD_MAX_MEMORY (bytes, k/m/g suffixes;
     default: service.memory.default_limit()), and one RANKD_<LIMIT> per field of
@@ -30,10 +33,16 @@ from store.values import Limits
 
 Fsync = Literal["always", "everysec", "no"]
 OnBadData = Literal["refuse", "move-aside"]
+BackendKind = Literal["embedded", "redis"]
+BACKENDS: tuple[BackendKind, ...] = ("embedded", "redis")
+# Settings of the embedded backend's disk; the redis backend's durability is the cluster's.
+PERSISTENCE_SETTINGS = ("data_dir", "fsync", "snapshot_interval", "on_bad_data")
 
 SCOPES = frozenset({"read", "write", "sessions", "metrics", "admin"})
 FSYNC_POLICIES: tuple[Fsync, ...] = ("always", "everysec", "no")
 BAD_DATA_POLICIES: tuple[OnBadData, ...] = ("refuse", "move-aside")
+# --sessions-over-limit; SessionStore checks the same names (the engine is not imported here)
+OVER_LIMIT_POLICIES = ("evict-oldest", "refuse")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 # Short keys can be guessed over the network; 16 characters of a random token is ~96 bits.
@@ -61,6 +70,11 @@ class ServiceLimits:
     ws_tick: float = 0.1  # seconds between coalesced pushes per subscription
     session_data_bytes: int = 16 * 1024  # session data, as compact JSON
     sessions_per_user: int = 1000  # live sessions one user may hold
+    # At that limit a new session evicts the user's oldest ("evict-oldest") or is a 429 ("refuse")
+    sessions_over_limit: str = "evict-oldest"
+    # Ended ids remembered (refused as caller-chosen ids for --session-max-ttl): past this many
+    # the oldest are forgotten early; ~200 bytes each (store/ended.py)
+    session_ended_ids: int = 1_000_000
     session_ttl: int = 1800  # default idle timeout, seconds
     session_max_ttl: int = 30 * 86400  # largest idle timeout a client may ask for
     session_lifetime: int = 7 * 86400  # default absolute lifetime, seconds
@@ -112,6 +126,11 @@ class Settings:
     # Bytes of resident memory past which growing writes answer 507; 0 = no limit. None (not
     # given) becomes service.memory.default_limit() in load().
     max_memory: int | None = None
+    backend: BackendKind = "embedded"
+    redis_url: str = "redis://127.0.0.1:6379"
+    redis_prefix: str = "rk"
+    redis_username: str | None = None
+    redis_password: str | None = field(default=None, repr=False)
 
     @property
     def auth_enabled(self) -> bool:
@@ -244,6 +263,7 @@ _LIMIT_RANGES: dict[str, tuple[float, float]] = {
     "ws_tick": (0.001, 60.0),
     "session_data_bytes": (2, 16 * 1024 * 1024),
     "sessions_per_user": (1, 1_000_000),
+    "session_ended_ids": (0, 1_000_000_000),
     "session_ttl": (1, 10 * 365 * 86400),
     "session_max_ttl": (1, 10 * 365 * 86400),
     "session_lifetime": (1, 10 * 365 * 86400),
@@ -275,6 +295,10 @@ def load(env: Mapping[str, str], flags: Mapping[str, Any] | None = None) -> Sett
         "on_bad_data",
         "cors_origins",
         "max_memory",
+        "backend",
+        "redis_url",
+        "redis_prefix",
+        "redis_username",
         *LIMIT_NAMES,
     ):
         raw = env.get(f"RANKD_{name.upper()}")
@@ -286,8 +310,11 @@ def load(env: Mapping[str, str], flags: Mapping[str, Any] | None = None) -> Sett
     limit_values: dict[str, Any] = {}
     for name in LIMIT_NAMES:
         if name in given:
-            lo, hi = _LIMIT_RANGES[name]
             label = f"--{name.replace('_', '-')} / RANKD_{name.upper()}"
+            if name == "sessions_over_limit":
+                limit_values[name] = _choice(label, given[name], OVER_LIMIT_POLICIES)
+                continue
+            lo, hi = _LIMIT_RANGES[name]
             if isinstance(getattr(defaults.limits, name), float):
                 limit_values[name] = _float(label, given[name], lo, hi)
             else:
@@ -315,6 +342,34 @@ def load(env: Mapping[str, str], flags: Mapping[str, Any] | None = None) -> Sett
         max_memory = _size("--max-memory / RANKD_MAX_MEMORY", given["max_memory"])
     else:
         max_memory = memory.default_limit()
+
+    backend = _choice("--backend / RANKD_BACKEND", given.get("backend", "embedded"), BACKENDS)
+    redis_password: str | None = None
+    if backend == "redis":
+        refused = [n for n in PERSISTENCE_SETTINGS if n in given]
+        if refused:
+            names = ", ".join(f"--{n.replace('_', '-')} / RANKD_{n.upper()}" for n in refused)
+            raise SettingsError(
+                f"{names}: the redis backend keeps no local data (its durability is the "
+                "cluster's: replicas, AOF, WAIT; see README, Scaling out); drop the setting"
+            )
+        redis_password = _redis_password(env)
+    prefix = str(given.get("redis_prefix", defaults.redis_prefix))
+    if not re.fullmatch(r"[A-Za-z0-9_.:\-]{1,32}", prefix):
+        raise SettingsError(
+            "--redis-prefix / RANKD_REDIS_PREFIX must be 1-32 characters of A-Z a-z 0-9 _ . : -, "
+            f"but got {prefix[:40]!r}"
+        )
+    redis_url = str(given.get("redis_url", defaults.redis_url))
+    if not all(
+        re.fullmatch(r"(rediss?://)?([^\s,/]+)(/\d*)?", item.strip())
+        for item in redis_url.split(",")
+        if item.strip()
+    ) or not redis_url.strip(","):
+        raise SettingsError(
+            "--redis-url / RANKD_REDIS_URL takes seed nodes such as redis://10.0.0.5:6379 or "
+            "rediss://a:6379,b:6379 (passwords from RANKD_REDIS_PASSWORD[_FILE])"
+        )
 
     host = str(given.get("host", defaults.host)).strip()
     if not host:
@@ -344,4 +399,23 @@ def load(env: Mapping[str, str], flags: Mapping[str, Any] | None = None) -> Sett
         ),
         cors_origins=parse_cors_origins(given.get("cors_origins", [])),
         max_memory=max_memory,
+        backend=backend,  # type: ignore[arg-type]
+        redis_url=redis_url,
+        redis_prefix=prefix,
+        redis_username=given.get("redis_username") or None,
+        redis_password=redis_password,
     )
+
+
+def _redis_password(env: Mapping[str, str]) -> str | None:
+    """RANKD_REDIS_PASSWORD, or the first line of the file named by RANKD_REDIS_PASSWORD_FILE."""
+    path = env.get("RANKD_REDIS_PASSWORD_FILE")
+    if path:
+        try:
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise SettingsError(
+                f"RANKD_REDIS_PASSWORD_FILE cannot be read: {exc.strerror}"
+            ) from None
+        return lines[0] if lines else None
+    return env.get("RANKD_REDIS_PASSWORD") or None

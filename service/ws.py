@@ -12,7 +12,7 @@
       {"type":"rank","id":ID,"board":B,"member":M,"rank":R|null,"score":S|null,"seq":N,"epoch":E}
       {"type":"around","id":ID,"board":B,"member":M,"total":T,"entries":[..],"seq":N,"epoch":E}
                                                           entries [] while M is not on B
-      {"type":"error","id":ID|null,"status":400|403|404|409|413|503,"detail":".."}
+      {"type":"error","id":ID|null,"status":400|401|403|404|409|413|429|503,"detail":".."}
 
 ID is a string (1-128 characters) or an integer. Unknown fields are refused, so a typo never
 turns into a different request. Bad input of any kind gets an error frame and the connection
@@ -21,14 +21,25 @@ lives on; only abuse closes it.
 Before the upgrade, the browser rules (service/browser.py) refuse a handshake whose
 ``Origin`` is foreign or, in protected mode, whose ``Host`` is not loopback: HTTP 403.
 
-Connecting: ``Authorization: Bearer <key>`` or ``?token=<key>`` (browsers cannot set headers)
-when keys are configured; ``read`` scope to subscribe, ``write`` to score. ``?session=<id>``
-binds the connection to a live session (the key needs the ``sessions`` scope, as for any other
-session lookup): it is closed when that session is deleted, revoked, rotated or expires.
+Connecting, when keys are configured (service/players.py has the player rules):
+
+    Authorization: Bearer <key> | ?token=<key>   key scopes: ``read`` subscribes, ``write``
+                                                 scores; with ?session=<id> (and the
+                                                 ``sessions`` scope) the connection is bound to
+                                                 that session: a lookup and a touch
+    Authorization: Session <id> | ?session=<id>  a player (no key sent): subscribes to any
+                                                 board, scores its own entry; never touches
+                                                 the session
+    nothing                                      subscribes to ``public_read`` boards only
+                                                 (else an error frame, 401); no score
+
+A bound or player connection is closed when its session is deleted, revoked, rotated or
+expires.
 Refusals happen after the upgrade, as close frames, because a browser never
 shows a script the HTTP status of a failed upgrade:
 
-    1008  unauthorized | session not found | the 'sessions' scope is needed to bind ?session= |
+    1008  unauthorized | unauthorized: the player session is not valid | session not found |
+          the 'sessions' scope is needed to bind ?session= |
           session <reason> | client not reading |
           binary frames are not supported
     1013  not ready (recovery running) | too many connections
@@ -62,6 +73,7 @@ import itertools
 import logging
 import socket
 import struct
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -72,9 +84,10 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.protocol import State
 
 from service.auth import ADMIN, READ, SESSIONS, WRITE, Auth
-from service.errors import OUT_OF_MEMORY, store_error
+from service.errors import OUT_OF_MEMORY, Problem, store_error
 from service.http import json_error
 from service.hub import MAX_RADIUS, MAX_TOP, Hub, Subscription, ws_frame, ws_payload
+from service.players import MISSING, SESSION_SCHEME, Player, is_session
 from service.runtime import Runtime
 from service.schemas import ErrorFrame
 from store.errors import StoreError
@@ -95,12 +108,14 @@ TRY_AGAIN = status.WS_1013_TRY_AGAIN_LATER
 OPEN = State.OPEN
 _LINGER_0 = struct.pack("ii", 1, 0)  # struct linger {l_onoff = 1, l_linger = 0}
 
+_CREDENTIAL = "connect with a key (Bearer or ?token=) or a player session (?session=)"
 _FIELDS = {
     "subscribe": frozenset({"op", "id", "board", "top", "member", "radius"}),
     "unsubscribe": frozenset({"op", "id"}),
     "score": frozenset({"op", "id", "board", "member", "score", "metadata"}),
 }
 _ALL_SCOPES = frozenset({READ, WRITE, SESSIONS, ADMIN})
+_PLAYER_SCOPES = frozenset({READ})  # a player's score op is judged by Players instead
 
 
 class _Bad(Exception):
@@ -126,12 +141,40 @@ async def ws_endpoint(websocket: WebSocket) -> None:
     if not runtime.backend.ready:
         await _close(websocket, TRY_AGAIN, "not ready: recovery in progress")
         return
-    scopes = _scopes(runtime.auth, websocket)
+    auth = runtime.auth
+    session = websocket.query_params.get("session")
+    player: Player | None = None
+    public_only = False
+    if auth is None:
+        scopes: frozenset[str] | None = _ALL_SCOPES  # no keys: loopback-only protected mode
+    else:
+        header = websocket.headers.get("authorization")
+        token = websocket.query_params.get("token")
+        if header is not None and is_session(header):
+            player_id: str | None = header[len(SESSION_SCHEME) :].strip()
+        elif header is None and token is None:
+            # No key: ?session= is a player's credential; nothing at all reads public boards.
+            player_id = session
+            public_only = session is None
+        else:
+            player_id = None
+        if player_id is not None:
+            try:
+                # Never refreshes the session (service/players.py says why).
+                player = await runtime.players.authenticate(player_id)
+            except Problem:
+                await _close(websocket, POLICY, "unauthorized: the player session is not valid")
+                return
+            session = player.sid  # the connection ends with the session
+            scopes = _PLAYER_SCOPES
+        elif public_only:
+            scopes = _PLAYER_SCOPES  # subscriptions to public boards only; no score
+        else:
+            scopes = _scopes(auth, header, token)
     if scopes is None:
         await _close(websocket, POLICY, "unauthorized: send a valid key as Bearer or ?token=")
         return
-    session = websocket.query_params.get("session")
-    if session is not None:
+    if session is not None and player is None:
         if SESSIONS not in scopes and ADMIN not in scopes:
             # Binding is a session lookup and a touch: without this a read key could probe
             # which ids are live (and keep them alive) through the WebSocket.
@@ -139,11 +182,12 @@ async def ws_endpoint(websocket: WebSocket) -> None:
             return
         try:
             # A use, like any read: refreshes its idle deadline.
-            await runtime.backend.sessions.get(session, touch=True)
+            bound = await runtime.backend.sessions.get(session, touch=True)
+            await runtime.backend.feed.watch_session(session, bound["expires_at"], time.time())
         except StoreError:
             await _close(websocket, POLICY, "session not found")
             return
-    conn = Connection(websocket, runtime, hub, scopes)
+    conn = Connection(websocket, runtime, hub, scopes, player, public_only)
     if not hub.attach(conn, session):
         await _close(websocket, TRY_AGAIN, "too many connections")
         return
@@ -153,21 +197,25 @@ async def ws_endpoint(websocket: WebSocket) -> None:
         hub.detach(conn, session, list(conn.subs.values()))
 
 
-def _scopes(auth: Auth | None, websocket: WebSocket) -> frozenset[str] | None:
-    if auth is None:
-        return _ALL_SCOPES  # no keys configured: loopback-only protected mode, open
-    header = websocket.headers.get("authorization")
+def _scopes(auth: Auth, header: str | None, token: str | None) -> frozenset[str] | None:
     if header is None:
-        token = websocket.query_params.get("token")
         header = None if token is None else f"Bearer {token}"
     return auth.scopes_for(header)
 
 
 class Connection:
     def __init__(
-        self, websocket: WebSocket, runtime: Runtime, hub: Hub, scopes: frozenset[str]
+        self,
+        websocket: WebSocket,
+        runtime: Runtime,
+        hub: Hub,
+        scopes: frozenset[str],
+        player: Player | None = None,
+        public_only: bool = False,
     ) -> None:
         self.websocket = websocket
+        self.player = player
+        self._public_only = public_only  # no credential: subscriptions to public boards
         self.runtime = runtime
         self.hub = hub
         self.subs: dict[object, Subscription] = {}
@@ -204,6 +252,9 @@ class Connection:
             and self._closing is None
         ):  # _can_write, inlined: this runs once per subscriber per changed view
             proto.transport.write(frame)
+            hub = self.hub
+            hub.frames_sent += 1
+            hub.sent_bytes += len(frame)
             return
         if key in outbox:
             self.hub.frames_conflated += 1
@@ -236,6 +287,8 @@ class Connection:
         frame = ws_frame(orjson.dumps(value))
         if not self._outbox and self._can_write():
             self._proto.transport.write(frame)  # type: ignore[union-attr]
+            self.hub.frames_sent += 1
+            self.hub.sent_bytes += len(frame)
             return
         self._outbox[next(self._keys)] = frame
         self._replies += 1
@@ -274,6 +327,7 @@ class Connection:
         send = self.websocket.send
         clock = asyncio.get_running_loop().time
         outbox = self._outbox
+        hub = self.hub
         while True:
             if not outbox:
                 self._wake.clear()
@@ -296,6 +350,8 @@ class Connection:
                     self._gone = True  # closed under us (keepalive timeout, peer's close)
                     return
                 proto.transport.write(frame)
+                hub.frames_sent += 1
+                hub.sent_bytes += len(frame)
                 continue
             self.send_started = clock()
             try:
@@ -304,6 +360,8 @@ class Connection:
                 self._gone = True
                 return
             self.send_started = None
+            hub.frames_sent += 1
+            hub.sent_bytes += len(frame)
 
     async def _read_loop(self) -> None:
         receive = self.websocket.receive
@@ -361,11 +419,19 @@ class Connection:
             if op == "score":
                 await self._score(rid, msg)
             elif op == "subscribe":
-                self._subscribe(rid, msg)
+                if self._public_only:
+                    board = check_board_name(_field(msg, "board"))
+                    if not await self.runtime.players.is_public(board):
+                        raise _Bad(
+                            401, f"unauthorized: board {show(board)} is not public; {_CREDENTIAL}"
+                        )
+                await self._subscribe(rid, msg)
             else:
                 self._unsubscribe(rid)
         except _Bad as bad:
             self._error(rid, bad.status, bad.detail)
+        except Problem as refusal:  # a player's write refused by service/players.py
+            self._error(rid, refusal.status, refusal.detail)
         except StoreError as exc:
             status, _, detail = store_error(exc)
             self._error(rid, status, detail)
@@ -377,7 +443,7 @@ class Connection:
             log.exception("WebSocket request failed")
             self._error(rid, 500, "internal error; the server log has the details")
 
-    def _subscribe(self, rid: object, msg: dict[str, Any]) -> None:
+    async def _subscribe(self, rid: object, msg: dict[str, Any]) -> None:
         if not self._read:
             raise _Bad(403, "the API key lacks the 'read' scope subscribe needs")
         board = check_board_name(_field(msg, "board"))
@@ -395,6 +461,7 @@ class Connection:
         if top is not None:
             if type(top) is not int or not 1 <= top <= MAX_TOP:
                 raise _Bad(400, f"top must be an integer from 1 to {MAX_TOP}, but got {show(top)}")
+            await self.hub.prepare(board, top, None)
             self.subs[rid] = self.hub.subscribe_top(self, head % "top", board, top)
         elif radius is not None:
             if type(radius) is not int or not 0 <= radius <= MAX_RADIUS:
@@ -402,10 +469,12 @@ class Connection:
                     400, f"radius must be an integer from 0 to {MAX_RADIUS}, but got {show(radius)}"
                 )
             member = check_member(member, self.runtime.backend.boards.limits)
+            await self.hub.prepare(board, 0, member, radius)
             around = self.hub.subscribe_around(self, head % "around", board, member, radius)
             self.subs[rid] = around
         else:
             member = check_member(member, self.runtime.backend.boards.limits)
+            await self.hub.prepare(board, 0, member)
             self.subs[rid] = self.hub.subscribe_rank(self, head % "rank", board, member)
 
     def _unsubscribe(self, rid: object) -> None:
@@ -417,10 +486,21 @@ class Connection:
         self._reply({"type": "ack", "id": rid})
 
     async def _score(self, rid: object, msg: dict[str, Any]) -> None:
-        if not self._write:
+        player = self.player
+        if self._public_only:
+            raise _Bad(401, f"unauthorized: score needs a credential; {_CREDENTIAL}")
+        if not self._write and player is None:
             raise _Bad(403, "the API key lacks the 'write' scope score needs")
         board = check_board_name(_field(msg, "board"))
-        member, value = _field(msg, "member"), _field(msg, "score")
+        value = _field(msg, "score")
+        if player is None:
+            member = _field(msg, "member")
+        else:
+            players = self.runtime.players
+            # The session may have expired since the upgrade and the purge not reached it yet:
+            # a write is a right, so it is checked again (one lookup; 401 if gone).
+            await players.authenticate(player.sid)
+            member = await players.authorize_write(player, board, msg.get("member", MISSING))
         result = await self.runtime.backend.boards.write(board, member, value, msg.get("metadata"))
         self._reply({"type": "ack", "id": rid, **result})
 

@@ -63,10 +63,28 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "update": ("best", "latest", "sum"),
     "ties": ("first", "member"),
 }
+# Player policy (service/players.py enforces it): not choices, so checked by _policy().
+_POLICY = ("player_writes", "player_rate", "public_read")
+PLAYER_RATE_MAX = 10_000  # writes per member per minute
+DEFAULT_PLAYER_RATE = 60
 
 
 def _ignore(event: Event) -> None:
     pass
+
+
+def _policy(name: str, value: object) -> object:
+    if name == "player_rate":
+        if type(value) is not int or not 1 <= value <= PLAYER_RATE_MAX:
+            raise InvalidArgument(
+                f"board option 'player_rate' must be an integer from 1 to {PLAYER_RATE_MAX} "
+                f"(writes per member per minute), but got {show(value)}"
+            )
+    elif type(value) is not bool:
+        raise InvalidArgument(
+            f"board option {show(name)} must be true or false, but got {show(value)}"
+        )
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +92,9 @@ class BoardConfig:
     order: Order = "desc"
     update: Update = "best"
     ties: Ties = "first"
+    player_writes: bool = False
+    player_rate: int = DEFAULT_PLAYER_RATE
+    public_read: bool = False
 
     @classmethod
     def from_options(
@@ -81,12 +102,17 @@ class BoardConfig:
     ) -> "BoardConfig":
         """Build from client options; an unknown option or value is an InvalidArgument."""
         base = base or cls()
-        values: dict[str, str] = {"order": base.order, "update": base.update, "ties": base.ties}
+        values: dict[str, Any] = {"order": base.order, "update": base.update, "ties": base.ties}
+        values.update((name, getattr(base, name)) for name in _POLICY)
         for name, value in options.items():
+            if name in _POLICY:
+                values[name] = _policy(name, value)
+                continue
             choices = _CHOICES.get(name)
             if choices is None:
                 raise InvalidArgument(
-                    f"unknown board option {show(name)}; expected one of {sorted(_CHOICES)}"
+                    f"unknown board option {show(name)}; "
+                    f"expected one of {sorted((*_CHOICES, *_POLICY))}"
                 )
             if value not in choices:
                 raise InvalidArgument(
@@ -97,10 +123,23 @@ class BoardConfig:
             order=cast(Order, values["order"]),
             update=cast(Update, values["update"]),
             ties=cast(Ties, values["ties"]),
+            player_writes=values["player_writes"],
+            player_rate=values["player_rate"],
+            public_read=values["public_read"],
         )
 
-    def as_dict(self) -> dict[str, str]:
-        return {"order": self.order, "update": self.update, "ties": self.ties}
+    def as_dict(self) -> dict[str, Any]:
+        """The options as a journal record / snapshot row holds them: a player policy option
+        only when it is not the default, so the files of boards that do not use them are
+        byte for byte what they were before the options existed."""
+        d: dict[str, Any] = {"order": self.order, "update": self.update, "ties": self.ties}
+        if self.player_writes:
+            d["player_writes"] = True
+        if self.player_rate != DEFAULT_PLAYER_RATE:
+            d["player_rate"] = self.player_rate
+        if self.public_read:
+            d["public_read"] = True
+        return d
 
 
 class Board:

@@ -3,12 +3,15 @@
     StoreError
     ├── InvalidArgument        a value the store will never accept (bad type, NaN, range)
     │   └── LimitExceeded      a value over a configured size or count limit
+    │       └── TooManySessions  the user holds --sessions-per-user sessions (policy refuse)
     ├── NotFound
     │   ├── BoardNotFound
     │   ├── MemberNotFound
     │   └── SessionNotFound    absent, expired or deleted: indistinguishable on purpose
     ├── Conflict               the request contradicts current state
-    │   └── VersionConflict    compare-and-set on a session lost the race
+    │   ├── VersionConflict    compare-and-set on a session lost the race
+    │   ├── SessionExists      a caller-chosen id that names a live session
+    │   └── SessionEnded       a caller-chosen id that ended too recently to be used again
     ├── InsufficientStorage    the data may not grow: a count cap (boards, sessions without a
     │                          user) or the process's memory limit; deletes and reads go on
     └── Unavailable            persistence is unhealthy: writes are refused, reads go on
@@ -31,6 +34,10 @@ class LimitExceeded(InvalidArgument):
 
 class BatchTooLarge(LimitExceeded):
     """More items than one batch may hold: the request as a whole is too large (413)."""
+
+
+class TooManySessions(LimitExceeded):
+    pass
 
 
 class NotFound(StoreError, KeyError):
@@ -56,6 +63,14 @@ class Conflict(StoreError):
 
 
 class VersionConflict(Conflict):
+    pass
+
+
+class SessionExists(Conflict):
+    pass
+
+
+class SessionEnded(Conflict):
     pass
 
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 Score = int | float
 Metadata = dict[str, Any] | None
 
-BoardConfigured = tuple[Literal["bcfg"], str, dict[str, str], "BoardConfig | None"]
+BoardConfigured = tuple[Literal["bcfg"], str, dict[str, Any], "BoardConfig | None"]
 BoardDropped = tuple[Literal["bdrop"], str, "Board"]
 EntrySet = tuple[
     Literal["bset"], str, str, Score, int, Metadata, int, int | None, bytes | None, Metadata

@@ -1,7 +1,10 @@
 """Web sessions: a TTL map of ``Session`` plus a per-user index.
 
     _ttl      TTLMap  sid -> Session, deadline = session.expires_at   (lazy + bounded purge)
-    _by_user  dict    user -> {sid: None}                             (insertion-ordered set)
+    _by_user  dict    user -> _UserIds {sid: None}                    (insertion-ordered set)
+
+Both grow with the number of sessions, so both are sharded by key hash (store/ttl.py explains
+why: no insert may rehash a million keys at once): ``_by_user[hash(user) & mask]``.
 
 Ownership rule: a session enters the store only through ``_insert`` and leaves only through
 ``_drop`` -- including when the TTL map expires it (``_on_expire`` calls ``_drop``) -- so the
@@ -35,8 +38,8 @@ Returned ``Session`` objects are the store's own: read them, do not mutate them.
 are never changed in place (a write installs a new dict), so a ``data`` reference stays valid.
 """
 
+import re
 import secrets
-import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -45,15 +48,19 @@ from typing import Any
 import orjson
 
 from store.clock import Clock
+from store.ended import EndedIds
 from store.errors import (
     InsufficientStorage,
     InvalidArgument,
     LimitExceeded,
+    SessionEnded,
+    SessionExists,
     SessionNotFound,
+    TooManySessions,
     VersionConflict,
 )
 from store.show import show
-from store.ttl import TTLMap
+from store.ttl import SHARD_BITS, TTLMap
 from store.values import check_depth, check_path_segment
 
 Event = tuple[Any, ...]
@@ -62,6 +69,12 @@ Event = tuple[Any, ...]
 PURGE_RESOLUTION = 1.0
 
 _show = show  # bounded, never recursive, never echoes a credential-shaped string
+
+
+# Caller-chosen ids (DESIGN.md "Sessions"): what web framework stores generate, and nothing
+# that needs escaping in a URL path, a header or a log line.
+_CHOSEN_ID = re.compile(r"[A-Za-z0-9_-]{32,128}")
+OVER_LIMIT_POLICIES = ("evict-oldest", "refuse")
 
 
 def new_session_id() -> str:
@@ -79,6 +92,9 @@ class Session:
     idle_deadline: float  # last use + ttl
     max_expires_at: float  # created_at + max_lifetime, never extended
     version: int  # starts at 1, +1 on every data change
+    # The store's per-user index entry (set by SessionStore._insert), so removing a session
+    # from it needs no lookup of the user; not state: never compared, shown or stored.
+    user_ids: "_UserIds | None" = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def expires_at(self) -> float:
@@ -110,11 +126,26 @@ def _seconds(name: str, value: object, limit: int) -> int:
     return value
 
 
+class _UserIds(dict[str, None]):
+    """A user's session ids (a dict as an insertion-ordered set), and the user string object
+    that all of the user's sessions share.
+
+    One string object per user instead of one per session: less memory, and index lookups
+    compare by identity instead of by content (measured: purge +20%). Not ``sys.intern``: its
+    one table grows with the users and rehashes them all in one insert (97 ms of CPU at 1.4M
+    users, measured).
+    """
+
+    __slots__ = ("user",)
+    user: str  # set right after construction: no Python-level __init__ on the create path
+
+
 class SessionStore:
     """Sessions with idle and absolute timeouts, a per-user index and change events.
 
-    ``max_sessions_per_user``: creating one more session for a user already at the limit raises
-    LimitExceeded; nothing is evicted silently (the client decides which sessions to revoke).
+    ``max_sessions_per_user``: creating one more session for a user already at the limit
+    ends the user's oldest session (``over_limit`` "evict-oldest", reason ``evicted``, an
+    ``sdel`` event like any end) or raises TooManySessions ("refuse").
     """
 
     def __init__(
@@ -129,6 +160,9 @@ class SessionStore:
         max_user_bytes: int = 256,
         max_sessions_per_user: int = 1000,
         max_anonymous_sessions: int = 0,
+        over_limit: str = "evict-oldest",
+        max_ended_ids: int = 1_000_000,
+        shard_bits: int = SHARD_BITS,
     ) -> None:
         for name, value in [
             ("max_ttl", max_ttl),
@@ -148,6 +182,14 @@ class SessionStore:
         self.max_data_bytes = max_data_bytes
         self.max_user_bytes = max_user_bytes
         self.max_sessions_per_user = max_sessions_per_user
+        if over_limit not in OVER_LIMIT_POLICIES:
+            raise InvalidArgument(
+                f"over_limit must be one of {', '.join(OVER_LIMIT_POLICIES)}, "
+                f"but got {_show(over_limit)}"
+            )
+        self.over_limit = over_limit
+        # Ended ids stay refused for the longest idle timeout a session may have (store/ended.py)
+        self.ended = EndedIds(max_ttl, max_ended_ids)
         # Sessions without a user have no per-user limit, so they get a global one (0 = none).
         # Counted with expired-but-unpurged ones: the purge reclaims those within a second.
         self.max_anonymous_sessions = max_anonymous_sessions
@@ -157,13 +199,26 @@ class SessionStore:
         # until the old one sets its wake-up event here. Must not call back into the store.
         self.deadline_watchers: list[Callable[[float], None]] = []
         self.counters: dict[str, int] = dict.fromkeys(
-            ("created", "expired", "deleted", "revoked", "rotated", "expired_at_load"), 0
+            (
+                "created",
+                "expired",
+                "deleted",
+                "revoked",
+                "rotated",
+                "evicted",
+                "expired_at_load",
+            ),
+            0,
         )
         self._clock = clock
         self._ttl: TTLMap[str, Session] = TTLMap(
-            resolution=PURGE_RESOLUTION, on_expire=self._on_expire, on_earlier=self._on_earlier
+            resolution=PURGE_RESOLUTION,
+            on_expire=self._on_expire,
+            on_earlier=self._on_earlier,
+            shard_bits=shard_bits,
         )
-        self._by_user: dict[str, dict[str, None]] = {}
+        self._mask = (1 << shard_bits) - 1
+        self._by_user: list[dict[str, _UserIds]] = [{} for _ in range(self._mask + 1)]
         self._pending: deque[Event] = deque()
         self._wake_at: float | None = None
         # Sessions a snapshot held that were expired at load: a later journal "stouch" may show
@@ -192,7 +247,9 @@ class SessionStore:
         self._check_user(user)
         now = self._clock.now()
         live = []
-        for sid in list(self._by_user.get(user, ())):  # a lazy expiry edits the index
+        for sid in list(
+            self._by_user[hash(user) & self._mask].get(user, ())
+        ):  # a lazy expiry edits the index
             s = self._ttl.get(sid, now)
             if s is not None:
                 live.append(s)
@@ -209,7 +266,8 @@ class SessionStore:
 
     def next_deadline(self) -> float | None:
         """When the next purge has work (<= 1 s after the earliest expiry), or None."""
-        return self._ttl.next_deadline()
+        a, b = self._ttl.next_deadline(), self.ended.next_deadline()
+        return a if b is None else b if a is None else min(a, b)
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -220,8 +278,16 @@ class SessionStore:
         data: dict[str, Any] | None = None,
         ttl: int | None = None,
         max_lifetime: int | None = None,
+        sid: str | None = None,
     ) -> Session:
-        """A new session (id from ``new_session_id``). LimitExceeded when the user is full."""
+        """A new session. ``sid``: the caller's id (32-128 of ``[A-Za-z0-9_-]``), refused with
+        SessionExists while a session has it and SessionEnded while it is remembered as ended
+        (store/ended.py); else a fresh id from ``new_session_id``. A user at
+        ``max_sessions_per_user`` loses their oldest session (``over_limit`` "evict-oldest",
+        reason ``evicted``) or is refused (TooManySessions).
+        """
+        if sid is not None:
+            self._check_chosen_id(sid)
         ttl = self.default_ttl if ttl is None else _seconds("ttl", ttl, self.max_ttl)
         lifetime = (
             self.default_max_lifetime
@@ -232,8 +298,15 @@ class SessionStore:
             self._check_user(user)
         clean = {} if data is None else self._check_data(data)
         now = self._clock.now()
+        if sid is not None:
+            if self._ttl.get(sid, now) is not None:  # an expired one ends (and is remembered)
+                raise SessionExists("a session with this id exists")
+            if self.ended.ended(sid, now):
+                self._flush()
+                raise SessionEnded("a session with this id ended recently")
+        evict = None
         if user is not None:
-            self._check_room(user, now)
+            evict = self._check_room(user, now)
         elif self.max_anonymous_sessions:
             anonymous = len(self._ttl) - self._with_user
             if anonymous >= self.max_anonymous_sessions:
@@ -241,9 +314,12 @@ class SessionStore:
                     f"there are already {anonymous} sessions without a user, the limit "
                     "(--max-anonymous-sessions); create sessions with a user or raise the limit"
                 )
-        sid = new_session_id()
-        while self._ttl.stored(sid) is not None:  # 2^-256, but a reused id hijacks a session
+        if sid is None:
             sid = new_session_id()
+            while self._ttl.stored(sid) is not None:  # 2^-256, but a reused id hijacks one
+                sid = new_session_id()
+        if evict is not None:
+            self._drop((evict,), "evicted")  # first: a cut journal logs out, never adds one
         s = Session(sid, user, clean, now, ttl, now + ttl, now + lifetime, 1)
         self._insert(s)
         self.counters["created"] += 1
@@ -303,7 +379,7 @@ class SessionStore:
         self._check_user(user)
         now = self._clock.now()
         victims = []
-        for sid in list(self._by_user.get(user, ())):
+        for sid in list(self._by_user[hash(user) & self._mask].get(user, ())):
             if sid != except_id:
                 s = self._ttl.get(sid, now)  # an expired one is dropped as "expired", not counted
                 if s is not None:
@@ -313,12 +389,15 @@ class SessionStore:
         return len(victims)
 
     def purge(self, now: float | None = None, max_items: int = 1000) -> float | None:
-        """Reclaim expired sessions, at most ``max_items`` per call (see TTLMap.purge).
-        Returns next_deadline(); a value <= now means more is due: call again after yielding.
+        """Reclaim expired sessions and ended ids past their window, at most ``max_items`` of
+        each per call (see TTLMap.purge). Returns next_deadline(); a value <= now means more
+        is due: call again after yielding.
         """
-        r = self._ttl.purge(self._clock.now() if now is None else now, max_items)
+        now = self._clock.now() if now is None else now
+        self._ttl.purge(now, max_items)
+        self.ended.purge(now, max_items)
         self._flush()
-        return r
+        return self.next_deadline()
 
     def undo(self, event: Event) -> None:
         """Revert one event whose journal record was lost; events must come newest first.
@@ -349,6 +428,7 @@ class SessionStore:
         elif op == "sdel":
             if event[2] != "expired" and self._ttl.stored(event[1]) is None:
                 self._insert(event[3])
+                self.ended.forget(event[1])  # it did not end: its id must keep working
         else:
             raise ValueError(f"not a session event: {op!r}")
         self._flush()  # an earlier deadline must wake the purge task
@@ -416,11 +496,22 @@ class SessionStore:
                 self._insert(held)
 
     def apply_delete(self, sid: str) -> None:
-        """Replay an ``("sdel", sid, reason)`` record. Idempotent, no events."""
+        """Replay an ``("sdel", sid, reason)`` record. Idempotent, no events. The id is
+        remembered as ended from now (the record has no time): at least as long as before."""
         self._forget(sid)
+        self.ended.remember(sid, self._clock.now())
+
+    def load_ended(self, ended: Iterable[tuple[int, float]]) -> None:
+        """A snapshot's ended-id digests (store/ended.py), each with its refused-until time."""
+        remember = self.ended.remember_digest
+        for d, until in ended:
+            remember(d, until)
 
     def finish_load(self) -> None:
-        """End of snapshot + journal replay: sessions still expired are gone for good."""
+        """End of snapshot + journal replay: sessions still expired are gone for good, and
+        their ids are remembered as ended from when they expired."""
+        for s in self._held.values():
+            self.ended.remember(s.id, s.expires_at)
         self._held.clear()
 
     # -- internals -----------------------------------------------------------------------------
@@ -461,11 +552,17 @@ class SessionStore:
 
     def _insert(self, s: Session) -> None:
         self._ttl.set(s.id, s, s.expires_at)
-        if s.user is not None:
-            # One string object per user instead of one per session: less memory, and index
-            # lookups compare by identity instead of by content (measured: purge +20%).
-            s.user = sys.intern(s.user)
-            self._by_user.setdefault(s.user, {})[s.id] = None
+        user = s.user
+        if user is not None:
+            users = self._by_user[hash(user) & self._mask]
+            ids = users.get(user)
+            if ids is None:
+                ids = users[user] = _UserIds()
+                ids.user = user
+            else:
+                s.user = ids.user
+            ids[s.id] = None
+            s.user_ids = ids
             self._with_user += 1
 
     def _drop(self, dead: Iterable[Session], reason: str | None, *, in_map: bool = True) -> None:
@@ -473,23 +570,26 @@ class SessionStore:
         ``in_map`` False: the TTL map has already removed them (expiry). Takes many sessions
         because the purge drops a thousand at a time and per-call overhead shows there.
         """
-        pop, by_user, emit = self._ttl.pop, self._by_user, self._pending.append
+        pop, by_user, mask, emit = self._ttl.pop, self._by_user, self._mask, self._pending.append
+        ended: list[str] = []
         n = 0
         for s in dead:
             if in_map:
                 pop(s.id)
-            user = s.user
-            if user is not None:
-                ids = by_user[user]
+            ids = s.user_ids
+            if ids is not None:
+                s.user_ids = None
                 del ids[s.id]
                 if not ids:
-                    del by_user[user]
+                    del by_user[hash(ids.user) & mask][ids.user]
                 self._with_user -= 1
-            if reason is not None:
+            if reason is not None:  # None: a replay or an undone create, not an end
                 emit(("sdel", s.id, reason, s))
+                ended.append(s.id)
             n += 1
         if reason is not None:
             self.counters[reason] += n
+            self.ended.remember_many(ended, self._clock.now())
 
     def _forget(self, sid: str) -> None:
         if self._held.pop(sid, None) is not None:
@@ -520,18 +620,31 @@ class SessionStore:
             for watcher in self.deadline_watchers:
                 watcher(when)
 
-    def _check_room(self, user: str, now: float) -> None:
-        ids = self._by_user.get(user)
+    def _check_room(self, user: str, now: float) -> Session | None:
+        """None if the user may have one more session; else the session to evict first
+        (policy evict-oldest) or TooManySessions (refuse)."""
+        ids = self._by_user[hash(user) & self._mask].get(user)
         if ids is None or len(ids) < self.max_sessions_per_user:
-            return
-        for sid in list(ids):  # expired ones should not count: reclaim them (bounded by limit)
-            self._ttl.get(sid, now)
-        n = len(self._by_user.get(user, ()))
-        if n >= self.max_sessions_per_user:
-            self._flush()
-            raise LimitExceeded(
-                f"user {_show(user)} already has {n} sessions, "
+            return None
+        live = [s for sid in list(ids) if (s := self._ttl.get(sid, now)) is not None]
+        if len(live) < self.max_sessions_per_user:  # expired ones do not count (now dropped)
+            return None
+        self._flush()
+        if self.over_limit == "refuse":
+            raise TooManySessions(
+                f"user {_show(user)} already has {len(live)} sessions, "
                 f"the limit is {self.max_sessions_per_user}"
+            )
+        return min(live, key=lambda s: s.created_at)  # ties: the first indexed
+
+    def _check_chosen_id(self, sid: object) -> None:
+        if type(sid) is not str:
+            raise InvalidArgument(f"session id must be a string, but got {type(sid).__name__}")
+        if not _CHOSEN_ID.fullmatch(sid):
+            # Never echo it: even a malformed id may be someone's credential.
+            raise InvalidArgument(
+                "a caller-chosen session id must be 32-128 characters of A-Z a-z 0-9 _ -, "
+                f"but got {len(sid)} characters that are not"
             )
 
     def _check_user(self, user: object) -> None:
@@ -603,5 +716,15 @@ class SessionStore:
             assert sid not in self._held
             if s.user is not None:
                 with_user.setdefault(s.user, set()).add(sid)
-        assert {u: set(ids) for u, ids in self._by_user.items()} == with_user
+            else:
+                assert s.user_ids is None, sid
+        by_user = {}
+        for i, shard in enumerate(self._by_user):
+            for u, ids in shard.items():
+                assert hash(u) & self._mask == i and ids and ids.user is u, (u, i)
+                by_user[u] = set(ids)
+                for sid in ids:  # one user string object shared by the user's sessions
+                    other = self._ttl.stored(sid)
+                    assert other is not None and other.user is u and other.user_ids is ids, sid
+        assert by_user == with_user
         assert self._with_user == sum(len(ids) for ids in with_user.values())

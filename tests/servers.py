@@ -92,14 +92,15 @@ class RankdServer:
         return f"http://{self.host}:{self.port}"
 
     def argv(self) -> list[str]:
+        # The redis backend keeps no local data and refuses --data-dir.
+        disk = [] if self.flags.get("backend") == "redis" else ["--data-dir", str(self.data_dir)]
         return [
             *rankd_command(),
             "--host",
             self.host,
             "--port",
             str(self.port),
-            "--data-dir",
-            str(self.data_dir),
+            *disk,
             *flag_args(self.flags),
         ]
 

@@ -116,10 +116,15 @@ def put_board(
     order: Order | None = None,
     update: UpdateRule | None = None,
     ties: Ties | None = None,
+    **options: Any,
 ) -> Call[Board]:
-    """Create or reconfigure a board; options left out keep their value (or the default)."""
-    options = {k: v for k, v in (("order", order), ("update", update), ("ties", ties)) if v}
-    return Call("PUT", f"/v1/boards/{_seg(board)}", body=options, idempotent=True)
+    """Create or reconfigure a board; options left out keep their value (or the default).
+
+    Any other option of the server's (``player_writes=True``, ``public_read=True``,
+    ``windows=[...]``, ...) is sent as given; the server refuses one it does not know (400).
+    """
+    named = {k: v for k, v in (("order", order), ("update", update), ("ties", ties)) if v}
+    return Call("PUT", f"/v1/boards/{_seg(board)}", body={**named, **options}, idempotent=True)
 
 
 def get_board(board: str) -> Call[Board]:
@@ -190,6 +195,26 @@ def create_session(
 ) -> Call[Session]:
     given = {"user": user, "data": data, "ttl": ttl, "max_lifetime": max_lifetime}
     return Call("POST", "/v1/sessions", body={k: v for k, v in given.items() if v is not None})
+
+
+def create_session_with_id(
+    session_id: str,
+    *,
+    user: str | None = None,
+    data: dict[str, Any] | None = None,
+    ttl: int | None = None,
+    max_lifetime: int | None = None,
+) -> Call[Session]:
+    """Create a session under an id the caller chose (32-128 of ``[A-Za-z0-9_-]``, at least
+    128 random bits: what web framework stores do). PreconditionFailed if the id is live;
+    Gone if it ended before (rankd never lets an ended id live again).
+
+    Not retried: a retry after a lost answer would find its own session and fail with 412.
+    """
+    given = {"user": user, "data": data, "ttl": ttl, "max_lifetime": max_lifetime}
+    body = {k: v for k, v in given.items() if v is not None}
+    path = f"/v1/sessions/{_seg(session_id)}"
+    return Call("PUT", path, body=body, headers={"If-None-Match": "*"})
 
 
 def get_session(session_id: str, *, touch: bool = True) -> Call[Session]:

@@ -43,10 +43,20 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 USER_AGENT = "rankd-client/0.1"
 
 
-def _headers(api_key: str | None) -> dict[str, str]:
-    headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+def authorization(api_key: str | None, session: str | None) -> str | None:
+    """The Authorization header: ``Bearer <key>`` (a server) or ``Session <id>`` (a player's
+    game client, holding the session its game backend created for it)."""
+    if api_key is not None and session is not None:
+        raise ValueError("give api_key (a server) or session (a player), not both")
     if api_key is not None:
-        headers["Authorization"] = f"Bearer {api_key}"
+        return f"Bearer {api_key}"
+    return None if session is None else f"Session {session}"
+
+
+def _headers(auth: str | None) -> dict[str, str]:
+    headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+    if auth is not None:
+        headers["Authorization"] = auth
     return headers
 
 
@@ -79,15 +89,17 @@ class Client:
         base_url: str = DEFAULT_URL,
         *,
         api_key: str | None = None,
+        session: str | None = None,
         timeout: float = 10.0,
         retry: Retry | None = None,
         trust_env: bool = True,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.retry = retry or Retry()
+        self.authorization = authorization(api_key, session)
         self._http = httpx.Client(
             base_url=base_url,
-            headers=_headers(api_key),
+            headers=_headers(self.authorization),
             timeout=timeout,
             trust_env=trust_env,
             transport=transport,
@@ -146,6 +158,7 @@ class Client:
     rank_for_score = _bind(calls.rank_for_score)
     delete_member = _bind(calls.delete_member)
     create_session = _bind(calls.create_session)
+    create_session_with_id = _bind(calls.create_session_with_id)
     get_session = _bind(calls.get_session)
     patch_session = _bind(calls.patch_session)
     replace_session = _bind(calls.replace_session)
@@ -170,6 +183,7 @@ class AsyncClient:
         base_url: str = DEFAULT_URL,
         *,
         api_key: str | None = None,
+        session: str | None = None,
         timeout: float = 10.0,
         retry: Retry | None = None,
         trust_env: bool = True,
@@ -178,11 +192,12 @@ class AsyncClient:
         self.retry = retry or Retry()
         self.base_url = base_url
         self.api_key = api_key
+        self.authorization = authorization(api_key, session)
         self.trust_env = trust_env
         self._subscriptions: set[Subscription[Any]] = set()
         self._http = httpx.AsyncClient(
             base_url=base_url,
-            headers=_headers(api_key),
+            headers=_headers(self.authorization),
             timeout=timeout,
             trust_env=trust_env,
             transport=transport,
@@ -237,7 +252,7 @@ class AsyncClient:
         sub: Subscription[Any] = Subscription(
             self.base_url,
             request,
-            api_key=self.api_key,
+            authorization=self.authorization,
             reconnect=reconnect or Retry(attempts=None, backoff=0.1, max_backoff=10.0),
             trust_env=self.trust_env,
             on_close=self._subscriptions.discard,
@@ -283,6 +298,7 @@ class AsyncClient:
     rank_for_score = _bind(calls.rank_for_score)
     delete_member = _bind(calls.delete_member)
     create_session = _bind(calls.create_session)
+    create_session_with_id = _bind(calls.create_session_with_id)
     get_session = _bind(calls.get_session)
     patch_session = _bind(calls.patch_session)
     replace_session = _bind(calls.replace_session)

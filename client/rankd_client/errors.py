@@ -16,9 +16,13 @@
         │   │   └── SessionNotFound       404 session-not-found
         │   ├── MethodNotAllowed      405 method-not-allowed
         │   ├── Conflict              409 conflict (order/ties of a non-empty board)
+        │   ├── Gone                  410
+        │   │   └── SessionEnded          410 session-ended (a caller-chosen session id
+        │   │                                 that ended before: ids are never reused)
         │   ├── PreconditionFailed    412 precondition-failed (a stale if_match version)
         │   ├── PayloadTooLarge       413 payload-too-large, batch-too-large
-        │   └── UnsupportedMediaType  415 unsupported-media-type
+        │   ├── UnsupportedMediaType  415 unsupported-media-type
+        │   └── TooManyRequests       429 too-many-sessions, a player's rate (.retry_after)
         └── ServerError           5xx
             ├── Unavailable           503 unavailable, not-ready, out-of-memory,
             │                             too-many-connections, shutting-down (retryable)
@@ -110,6 +114,12 @@ class MethodNotAllowed(ClientError): ...
 class Conflict(ClientError): ...
 
 
+class Gone(ClientError): ...
+
+
+class SessionEnded(Gone): ...
+
+
 class PreconditionFailed(ClientError): ...
 
 
@@ -117,6 +127,9 @@ class PayloadTooLarge(ClientError): ...
 
 
 class UnsupportedMediaType(ClientError): ...
+
+
+class TooManyRequests(ClientError): ...
 
 
 class ServerError(ProblemError): ...
@@ -132,6 +145,7 @@ _BY_TYPE: dict[str, type[ProblemError]] = {
     "board-not-found": BoardNotFound,
     "member-not-found": MemberNotFound,
     "session-not-found": SessionNotFound,
+    "session-ended": SessionEnded,
 }
 
 _BY_STATUS: dict[int, type[ProblemError]] = {
@@ -141,9 +155,11 @@ _BY_STATUS: dict[int, type[ProblemError]] = {
     404: NotFound,
     405: MethodNotAllowed,
     409: Conflict,
+    410: Gone,
     412: PreconditionFailed,
     413: PayloadTooLarge,
     415: UnsupportedMediaType,
+    429: TooManyRequests,
     503: Unavailable,
     507: InsufficientStorage,
 }

@@ -100,7 +100,7 @@ class Subscription(Generic[F]):
         base_url: str,
         request: dict[str, Any],
         *,
-        api_key: str | None,
+        authorization: str | None,
         reconnect: Retry,
         trust_env: bool = True,
         open_timeout: float = 10.0,
@@ -111,7 +111,7 @@ class Subscription(Generic[F]):
         self.reconnect = reconnect
         self.epoch: str | None = None  # of the last frame delivered
         self.connects = 0  # connections opened so far (1 + reconnections)
-        self._headers = {} if api_key is None else {"Authorization": f"Bearer {api_key}"}
+        self._headers = {} if authorization is None else {"Authorization": authorization}
         self._proxy: Literal[True] | None = True if trust_env else None
         self._open_timeout = open_timeout
         self._on_close = on_close

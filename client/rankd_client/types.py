@@ -20,6 +20,9 @@ class Board(TypedDict):
     order: Order
     update: UpdateRule
     ties: Ties
+    player_writes: bool
+    player_rate: int
+    public_read: bool
     size: int
 
 

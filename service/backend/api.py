@@ -27,15 +27,16 @@ Contracts every backend keeps:
   result types are the wire shapes themselves (service/schemas.py): a route sends them as-is.
 * The change feed delivers the store's typed events (store/events.py), carrying resulting
   state, in the order the writes were applied, on the event-loop thread. The hub reads views
-  through ``Views`` (synchronous: the embedded engine answers from memory; the Redis backend
-  answers from the state its feed keeps per watched board).
+  through ``Views``: synchronous reads of what the backend holds (the embedded engine answers
+  from memory); a backend whose data is elsewhere (redis) sets ``synchronous = False`` and the
+  hub awaits ``load`` for a board before reading its views.
 
 Room for what comes next (periods, lookup, range, metadata patches) is left by keeping each
 operation a method of its own rather than one catch-all.
 """
 
-from collections.abc import Callable
-from typing import Any, Protocol, TypedDict
+from collections.abc import Callable, Sequence
+from typing import Any, NotRequired, Protocol, TypedDict
 
 from service.schemas import (
     BoardInfo,
@@ -63,6 +64,13 @@ class StoreStats(TypedDict):
     entries: int
     sessions: int  # held, expired ones not yet purged included
     session_events: dict[str, int]  # lifecycle events since start, by kind
+    # The largest boards (name, entries), biggest first, at most service.metrics.LARGEST_BOARDS.
+    largest: NotRequired[list[tuple[str, int]]]
+
+
+class RecoveryStats(TypedDict):
+    seconds: float
+    journal_records: int
 
 
 class PersistenceStats(TypedDict):
@@ -72,6 +80,8 @@ class PersistenceStats(TypedDict):
     snapshot_seconds: float | None
     fsync_buckets: list[tuple[str, float]]  # cumulative histogram
     fsync_sum: float
+    snapshot_running: NotRequired[bool]
+    recovery: NotRequired[RecoveryStats]  # what loading took at start
 
 
 class MemoryStats(TypedDict):
@@ -116,8 +126,16 @@ class Boards(Protocol):
 
 class Sessions(Protocol):
     async def create(
-        self, *, user: object, data: object, ttl: object, max_lifetime: object
-    ) -> SessionInfo: ...
+        self,
+        *,
+        user: object,
+        data: object,
+        ttl: object,
+        max_lifetime: object,
+        sid: str | None = None,
+    ) -> SessionInfo:
+        """A new session; ``sid`` a caller-chosen id (SessionExists / SessionEnded if taken)."""
+        ...
 
     async def get(self, sid: str, *, touch: bool) -> SessionInfo:
         """The live session (SessionNotFound otherwise); ``touch`` refreshes its idle deadline.
@@ -145,9 +163,36 @@ class ChangeFeed(Protocol):
 
     def unlisten(self, on_board: BoardListener, on_session: SessionListener) -> None: ...
 
+    def unwatch_board(self, name: str) -> None:
+        """Nobody here watches ``name`` any more (a remote feed unsubscribes from it)."""
+        ...
+
+    async def watch_session(self, sid: str, expires_at: float, now: float) -> None:
+        """Deliver ``sdel`` for this session (a connection is bound to it), expiry included."""
+        ...
+
+    def unwatch_session(self, sid: str) -> None: ...
+
 
 class Views(Protocol):
     """What the hub shows subscribers; cheap and synchronous (a flush calls it per board)."""
+
+    synchronous: bool  # False: ``load`` first (the data is across the network)
+
+    async def load(
+        self,
+        name: str,
+        top: int,
+        members: list[str],
+        arounds: Sequence[tuple[str, int]] = (),
+    ) -> None:
+        """Fetch the top ``top``, these members' places and the entries within radius of each
+        ``arounds`` (member, radius), for the reads that follow."""
+        ...
+
+    def epoch(self, name: str) -> str:
+        """Changes exactly when the board's history may have forked (frames carry it)."""
+        ...
 
     def top_view(self, name: str, n: int) -> tuple[list[Entry], int, int]:
         """(top n entries, total, seq); an absent board is ([], 0, 0)."""

@@ -31,10 +31,11 @@ HTTP layer alone) steps 2 and 4 vanish.
 """
 
 import asyncio
+import heapq
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from typing import Any, TypeVar
 
@@ -70,6 +71,8 @@ log = logging.getLogger("rankd")
 
 T = TypeVar("T")
 
+LARGEST_BOARDS = 10  # boards with a series of their own in /metrics (bounded cardinality)
+
 # The purge reclaims at most this many sessions per call, then yields to the loop, so a mass
 # expiry never stalls requests; it sleeps at most PURGE_MAX_SLEEP between rounds.
 PURGE_BATCH = 1000
@@ -83,6 +86,9 @@ def _describe(board: Board) -> BoardInfo:
         "order": c.order,
         "update": c.update,
         "ties": c.ties,
+        "player_writes": c.player_writes,
+        "player_rate": c.player_rate,
+        "public_read": c.public_read,
         "size": len(board),
     }
 
@@ -217,7 +223,13 @@ class EmbeddedSessions:
         self._path = path
 
     async def create(
-        self, *, user: object, data: object, ttl: object, max_lifetime: object
+        self,
+        *,
+        user: object,
+        data: object,
+        ttl: object,
+        max_lifetime: object,
+        sid: str | None = None,
     ) -> SessionInfo:
         self._path.grow()
         s = await self._path.run(
@@ -227,6 +239,7 @@ class EmbeddedSessions:
             data=data,
             ttl=ttl,
             max_lifetime=max_lifetime,
+            sid=sid,
         )
         return _info(s)
 
@@ -286,10 +299,35 @@ class _Feed:
             if fn in observers:
                 observers.remove(fn)
 
+    # Every event of this process reaches the observers: nothing to (un)subscribe.
+    def unwatch_board(self, name: str) -> None:
+        pass
+
+    async def watch_session(self, sid: str, expires_at: float, now: float) -> None:
+        pass
+
+    def unwatch_session(self, sid: str) -> None:
+        pass
+
 
 class _Views:
-    def __init__(self, keyspace: Keyspace) -> None:
+    synchronous = True
+
+    def __init__(self, keyspace: Keyspace, epoch: str) -> None:
         self._ks = keyspace
+        self._epoch = epoch
+
+    async def load(
+        self,
+        name: str,
+        top: int,
+        members: list[str],
+        arounds: Sequence[tuple[str, int]] = (),
+    ) -> None:
+        pass  # everything is in memory
+
+    def epoch(self, name: str) -> str:
+        return self._epoch  # one process: history forks only when it restarts
 
     def top_view(self, name: str, n: int) -> tuple[list[Entry], int, int]:
         board = self._ks.find(name)
@@ -335,6 +373,8 @@ class EmbeddedBackend:
             max_data_bytes=limits.session_data_bytes,
             max_sessions_per_user=limits.sessions_per_user,
             max_anonymous_sessions=limits.max_anonymous_sessions,
+            over_limit=limits.sessions_over_limit,
+            max_ended_ids=limits.session_ended_ids,
         )
         self.memory = MemoryGuard(settings.max_memory or 0)
         self.memory.on_corrupt = self._memory_corrupt
@@ -342,10 +382,10 @@ class EmbeddedBackend:
         self.boards = EmbeddedBoards(self._keyspace, self._path)
         self.sessions = EmbeddedSessions(self._sessions, self._path)
         self.feed = _Feed(self._keyspace, self._sessions)
-        self.views = _Views(self._keyspace)
         self.persistence: Persistence | None = None
         # Changes on every start, so a WebSocket client can tell a restart from a quiet board.
         self.epoch = secrets.token_hex(8)
+        self.views = _Views(self._keyspace, self.epoch)
         self.ready = False
         self.started_at = self.clock.now()
         self.recovery: dict[str, Any] | None = None
@@ -416,6 +456,9 @@ class EmbeddedBackend:
                 "entries": sum(len(b) for b in boards),
                 "sessions": len(self._sessions),
                 "session_events": dict(self._sessions.counters),
+                "largest": [
+                    (b.name, len(b)) for b in heapq.nlargest(LARGEST_BOARDS, boards, key=len)
+                ],
             }
         persistence: PersistenceStats | None = None
         p = self.persistence
@@ -429,7 +472,13 @@ class EmbeddedBackend:
                 "snapshot_seconds": p.last_snapshot_seconds,
                 "fsync_buckets": fsync.cumulative(),
                 "fsync_sum": fsync.sum,
+                "snapshot_running": p.snapshot_running,
             }
+            if self.recovery is not None:
+                persistence["recovery"] = {
+                    "seconds": float(self.recovery["seconds"]),
+                    "journal_records": int(self.recovery["journal_records"]),
+                }
         m = self.memory
         memory: MemoryStats = {
             "used": m.used,

@@ -115,6 +115,11 @@ def _repair(directory: Path) -> int:
     return EXIT_OK
 
 
+def expected_failure(exc: BaseException) -> bool:
+    """A start-up failure ``describe_failure`` fully explains: its traceback would be noise."""
+    return isinstance(exc, MemoryError | OSError | DataError | DataDirLocked)
+
+
 def describe_failure(exc: BaseException, directory: Path) -> str:
     """What start-up (and these commands) say when loading ``directory`` failed."""
     d = str(directory)

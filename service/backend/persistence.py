@@ -82,6 +82,10 @@ class Persistence:
         sessions.observers.append(self._journal.append)
 
     @property
+    def snapshot_running(self) -> bool:
+        return self._snap_lock is not None and self._snap_lock.locked()
+
+    @property
     def journal_bytes(self) -> int:
         """Journal bytes appended since the last snapshot's rotation."""
         return self._journal.bytes

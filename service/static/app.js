@@ -123,6 +123,12 @@
     if (member) subscribe({ op: "subscribe", id: "me", board, member, radius: RADIUS });
   }
 
+  function unauthorized() {
+    setStatus("error", token
+      ? "unauthorized: the key in ?token= was refused"
+      : "unauthorized: this board needs a key (open the page with ?token=<key>)");
+  }
+
   function connect() {
     const url = new URL("/v1/ws", location.href);
     url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
@@ -144,16 +150,15 @@
         renderAround(frame);
       } else if (frame.type === "error") {
         if (frame.id !== null) active.delete(frame.id); // a refused subscribe never started
-        notice(frame.detail);
+        if (frame.status === 401) unauthorized(); // no key: the board is not public_read
+        else notice(frame.detail);
       }
     };
     socket.onclose = (event) => {
       if (socket !== ws) return;
       const reason = event.reason || "";
       if (event.code === 1008 && reason.startsWith("unauthorized")) {
-        setStatus("error", token
-          ? "unauthorized: the key in ?token= was refused"
-          : "unauthorized: this board needs a key (open the page with ?token=<key>)");
+        unauthorized();
         return; // retrying cannot help
       }
       if (event.code === 1001 || event.code === 1012) restarting = true;

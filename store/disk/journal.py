@@ -181,6 +181,7 @@ class SegmentReplay:
     end: int  # offset just past the last whole record
     size: int  # file size before any truncation
     torn: bool  # bytes after ``end`` are a torn tail
+    blank: bool = False  # torn at 0 and every byte zero: a creation that never reached the disk
 
     @property
     def torn_bytes(self) -> int:
@@ -241,7 +242,10 @@ def replay(
         if len(head) < HEADER_SIZE or _all_zero(head, f):
             # Created but its header never reached the disk (a crash or power cut during
             # creation): it cannot hold a record, since records follow the header's fsync.
-            return SegmentReplay(number, 0, 0, 0, size, size > 0)
+            # Only a blank one may sit mid-journal: a non-zero fragment of a header followed
+            # by a later segment is a damaged (truncated) segment whose records are gone.
+            blank = head.count(0) == len(head)
+            return SegmentReplay(number, 0, 0, 0, size, size > 0, blank)
         flags = _check_header(name, head, number)
         reader = frames.Reader(f, name, HEADER_SIZE)
         records = 0

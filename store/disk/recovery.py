@@ -282,8 +282,11 @@ def _replay(
             if flags is not None and flags & journal.FLAG_AFTER_GAP and number != base:
                 out.stop, out.orphan = i, True
                 return out
-            # A tear at 0 (the header itself) holds no record: nothing was lost before this.
-            if previous is not None and previous.torn and previous.end > 0:
+            # A blank tear at 0 (a creation whose header never landed) holds no record: nothing
+            # was lost before this. Any other torn segment followed by a later one is damage --
+            # a header cut short included: replaying past it would skip its records and serve
+            # a state that never existed.
+            if previous is not None and previous.torn and not previous.blank:
                 # The damage is in the previous segment: it is the first one not kept (its
                 # records before the damage stay applied, as for any bad segment), and it is
                 # moved aside whole rather than truncated, so no byte of it is lost.

@@ -7,6 +7,9 @@ layout below is fixed forever; a new field means a new format version, decoded h
     session row   [id, user, data, created_at, ttl, idle_deadline, max_expires_at, version]
                   (snapshot SESSIONS items, journal ``sput`` payloads)
     config row    {"order", "update", "ties"}  (snapshot BOARD heads, journal ``bcfg``)
+                  + {"player_writes", "player_rate", "public_read"} each only when not its
+                  default: absent = the default, so rows written before they existed decode
+                  unchanged and boards that do not use them write the same bytes as before
     entry row     [member, score, seq, metadata | null]  (journal ``bbatch`` items; ``bset``
                   is [board, *entry row])
 
@@ -16,7 +19,7 @@ with the file and offset.
 
 from typing import Any
 
-from store.boards import BoardConfig
+from store.boards import DEFAULT_PLAYER_RATE, BoardConfig
 from store.sessions import Session
 
 SESSION_FIELDS = 8
@@ -49,8 +52,15 @@ def session_from_row(row: Any) -> Session:
     )
 
 
-def config_row(config: BoardConfig) -> dict[str, str]:
-    return {"order": config.order, "update": config.update, "ties": config.ties}
+def config_row(config: BoardConfig) -> dict[str, Any]:
+    row: dict[str, Any] = {"order": config.order, "update": config.update, "ties": config.ties}
+    if config.player_writes:
+        row["player_writes"] = True
+    if config.player_rate != DEFAULT_PLAYER_RATE:
+        row["player_rate"] = config.player_rate
+    if config.public_read:
+        row["public_read"] = True
+    return row
 
 
 def config_from_row(row: Any) -> BoardConfig:

@@ -17,8 +17,10 @@ File model (all integers little-endian; frames as in store/disk/frames.py)::
                            version], ...]                                up to 1024 per frame
                                                                         and ~1 MiB (one
                                                                         session may exceed it)
-               END       {"boards": b, "entries": e, "sessions": s, "crc": crc32 of every byte
-                          of the file before this frame}
+               ENDED     [[digest, refused until], ...]                up to 8192 per frame
+                          (version 2: ended session ids, store/ended.py; digest a u64)
+               END       {"boards": b, "entries": e, "sessions": s, "ended": d (version 2),
+                          "crc": crc32 of every byte of the file before this frame}
     (end of file: nothing may follow END)
 
 The 16-byte header layout is fixed forever: the checksum is verified before the version is
@@ -94,7 +96,7 @@ from store.keyspace import Keyspace
 from store.sessions import Session, SessionStore
 
 MAGIC = b"RANKDSNP"
-VERSION = 1
+VERSION = 2  # 2: ENDED records (a version-1 file has none and is read as ever)
 _HEAD = struct.Struct("<8sI")
 HEADER_SIZE = _HEAD.size + 4  # 16
 
@@ -105,10 +107,12 @@ BOARD = 0x02
 SESSIONS = 0x04
 KEYS = 0x05
 METADATA = 0x06
+ENDED = 0x07
 END = 0x7F
 
 KEYS_PER_FRAME = 4096  # ~130 KiB of 30-byte keys; at most ~4.3 MiB at the 1 KiB member limit
 SESSIONS_PER_FRAME = 1024
+ENDED_PER_FRAME = 8192  # ~40 bytes each as JSON: ~330 KiB
 FRAME_BYTES = 1 << 20  # SESSIONS and METADATA frames are cut near this size
 METADATA_FRAME_BYTES = FRAME_BYTES
 _FLUSH_BYTES = 1 << 20
@@ -195,8 +199,19 @@ def write(
         for payload in _session_frames(chunk_s):
             out.frame(SESSIONS, payload)
         n_sessions += len(chunk_s)
+    n_ended = 0
+    ended = sessions.ended.items()
+    while chunk_e := list(itertools.islice(ended, ENDED_PER_FRAME)):
+        out.frame(ENDED, orjson.dumps(chunk_e))
+        n_ended += len(chunk_e)
     out.flush()
-    end = {"boards": len(keyspace), "entries": n_entries, "sessions": n_sessions, "crc": out.crc}
+    end = {
+        "boards": len(keyspace),
+        "entries": n_entries,
+        "sessions": n_sessions,
+        "ended": n_ended,
+        "crc": out.crc,
+    }
     out.frame(END, orjson.dumps(end))
     out.flush()
     return SnapshotStats(out.size, len(keyspace), n_entries, n_sessions, base_segment, now)
@@ -450,7 +465,7 @@ class _Records:
 
 
 class _Parser:
-    """Reads the grammar META (BOARD METADATA* KEYS*)* SESSIONS* END, applying as it goes.
+    """Reads the grammar META (BOARD METADATA* KEYS*)* SESSIONS* ENDED* END, applying as it goes.
 
     Recursive descent over the records rather than a state machine: a board's KEYS records
     are pulled by ``_key_runs`` while ``Board.load_keys`` consumes them, so each run's keys
@@ -494,9 +509,24 @@ class _Parser:
                 collections.deque(loaded, maxlen=0)  # build each Session: the same checks
             self.sessions += len(session_rows)
             self._report(0)
-        end = orjson.loads(records.take(END, "a BOARD, SESSIONS or END record"))
-        counts = (self.boards, self.entries, self.sessions)
-        if (end["boards"], end["entries"], end["sessions"]) != counts:
+        ended = 0
+        while records.peek() == ENDED:
+            pairs = orjson.loads(records.take(ENDED, "an ENDED record"))
+            if type(pairs) is not list or not all(
+                type(p) is list
+                and len(p) == 2
+                and type(p[0]) is int
+                and 0 <= p[0] < 1 << 64
+                and type(p[1]) in (int, float)
+                for p in pairs
+            ):
+                self._corrupt("malformed ENDED record")
+            if self.keep:
+                self.store.load_ended(pairs)
+            ended += len(pairs)
+        end = orjson.loads(records.take(END, "a BOARD, SESSIONS, ENDED or END record"))
+        counts = (self.boards, self.entries, self.sessions, ended)
+        if (end["boards"], end["entries"], end["sessions"], end.get("ended", 0)) != counts:
             self._corrupt(f"END counts {end} differ from the records read {counts}")
         if end["crc"] != records.crc_before:
             self._corrupt("whole-file checksum mismatch")

@@ -119,7 +119,10 @@ def test_transport_error_says_whether_the_request_left(rankd_server: Any) -> Non
         (404, URN + "some-future-thing", rc.NotFound),  # unknown type: its status decides
         (400, URN + "limit-exceeded", rc.BadRequest),
         (408, URN + "request-timeout", rc.ClientError),  # status not in the tree: its class
-        (429, "about:blank", rc.ClientError),
+        (418, "about:blank", rc.ClientError),
+        (429, URN + "too-many-sessions", rc.TooManyRequests),
+        (410, URN + "session-ended", rc.SessionEnded),
+        (410, "about:blank", rc.Gone),
         (500, URN + "internal", rc.ServerError),
         (502, "about:blank", rc.ServerError),
         (503, URN + "shutting-down", rc.Unavailable),

@@ -21,6 +21,9 @@ def test_boards_round_trip(client: Client, name: str) -> None:
         "order": "asc",
         "update": "latest",
         "ties": "member",
+        "player_writes": False,
+        "player_rate": 60,
+        "public_read": False,
         "size": 0,
     }
     assert client.put_board(name, update="sum")["update"] == "sum"  # others kept

@@ -2,15 +2,22 @@
 
 Like Redis's ``zset.tcl`` runs each test per encoding, a backend joins by adding itself to
 ``BACKENDS``: its name and the extra ``rankd`` flags (and environment) that select it. The
-fixtures ``server``, ``http`` and ``rankd_server`` below shadow the ones in tests/conftest.py
-so that every server a contract test starts runs the parametrised backend.
+fixtures ``server``, ``http``, ``peer`` and ``rankd_server`` below shadow the ones in
+tests/servers.py so that every server a contract test starts runs the parametrised backend.
 
-    BACKENDS["redis"] = Backend(flags={"backend": "redis", "redis_url": ...})   (next issue)
+The redis backend runs on the session's real cluster (``redis_cluster``, tests/conftest.py),
+with a key prefix of its own, as **two** rankd processes: ``server`` and ``peer``. ``http``
+alternates between them request by request, so every read after a write in the suite crosses
+processes; ``peer`` is what test_two_processes.py writes through while it watches ``server``
+over WebSocket. For the embedded backend ``peer`` is ``server`` itself (one process is the
+whole deployment).
 """
 
 from __future__ import annotations
 
+import itertools
 import signal
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +33,13 @@ from tests.servers import RankdServer, ServerFactory, name, problem, rankd_argv,
 class Backend:
     flags: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    cluster: bool = False  # needs the session's redis cluster (flags get --redis-url)
 
 
-BACKENDS: dict[str, Backend] = {"embedded": Backend()}
+BACKENDS: dict[str, Backend] = {
+    "embedded": Backend(),
+    "redis": Backend(flags={"backend": "redis"}, cluster=True),
+}
 
 __all__ = ["BACKENDS", "Backend", "name", "problem", "rankd_argv", "server_class"]
 
@@ -40,25 +51,81 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RankdServer]:
+def backend_flags(backend: str, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The flags that select ``backend`` (a redis prefix of this session's own)."""
     chosen = BACKENDS[backend]
-    srv = RankdServer(
-        tmp_path_factory.mktemp(f"contract-{backend}"), dict(chosen.flags), env=chosen.env
-    )
-    srv.start()
-    yield srv
+    flags = dict(chosen.flags)
+    if chosen.cluster:
+        flags["redis_url"] = request.getfixturevalue("redis_cluster")
+        flags["redis_prefix"] = "c" + uuid.uuid4().hex[:8]
+    return flags
+
+
+def _stop(srv: RankdServer, backend: str) -> None:
     status = srv.stop(signal.SIGTERM)
     assert status in (0, -signal.SIGTERM), f"{backend} rankd exited with {status}:\n{srv.logs()}"
 
 
+@pytest.fixture(scope="session")
+def servers(
+    backend: str, backend_flags: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[RankdServer]]:
+    chosen = BACKENDS[backend]
+    count = 2 if chosen.cluster else 1
+    started = []
+    for i in range(count):
+        srv = RankdServer(
+            tmp_path_factory.mktemp(f"contract-{backend}-{i}"), dict(backend_flags), env=chosen.env
+        )
+        started.append(srv.start())
+    yield started
+    for srv in started:
+        _stop(srv, backend)
+
+
+@pytest.fixture(scope="session")
+def server(servers: list[RankdServer]) -> RankdServer:
+    return servers[0]
+
+
+@pytest.fixture(scope="session")
+def peer(servers: list[RankdServer]) -> RankdServer:
+    """Another process on the same data (the same one where a backend has only one)."""
+    return servers[-1]
+
+
+class _Alternate(httpx.BaseTransport):
+    """Sends each request to the next server in turn (same host, another port)."""
+
+    def __init__(self, ports: list[int]) -> None:
+        self._next = itertools.cycle(ports)
+        self._transport = httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        port = next(self._next)
+        request.url = request.url.copy_with(port=port)
+        request.headers["host"] = f"{request.url.host}:{port}"
+        return self._transport.handle_request(request)
+
+    def close(self) -> None:
+        self._transport.close()
+
+
 @pytest.fixture
-def http(server: RankdServer) -> Iterator[httpx.Client]:
-    with server.client() as c:
+def http(servers: list[RankdServer]) -> Iterator[httpx.Client]:
+    if len(servers) == 1:
+        with servers[0].client() as c:
+            yield c
+        return
+    transport = _Alternate([s.port for s in servers])
+    with servers[0].client(transport=transport) as c:
         yield c
 
 
 @pytest.fixture
-def rankd_server(backend: str, tmp_path: Path) -> Iterator[ServerFactory]:
+def rankd_server(
+    backend: str, backend_flags: dict[str, Any], tmp_path: Path
+) -> Iterator[ServerFactory]:
     chosen = BACKENDS[backend]
     started: list[RankdServer] = []
 
@@ -73,7 +140,7 @@ def rankd_server(backend: str, tmp_path: Path) -> Iterator[ServerFactory]:
         workdir.mkdir()
         srv = RankdServer(
             workdir,
-            {**chosen.flags, **flags},
+            {**backend_flags, **flags},
             env={**chosen.env, **(env or {})},
             data_dir=data_dir,
             preexec_fn=preexec_fn,

@@ -384,10 +384,13 @@ def test_auth_by_header_or_token_with_scopes(rankd_server: Any) -> None:
     srv = rankd_server(api_key=[f"{READ_KEY}:read", f"{WRITE_KEY}:write"])
 
     async def main() -> None:
-        for query, headers in (("", None), ("?token=wrong-key-0123456789", None)):
-            async with ws_client(srv, query, headers) as ws:
-                code, reason = await ws.closed()
-                assert code == 1008 and reason and reason.startswith("unauthorized"), reason
+        async with ws_client(srv, "?token=wrong-key-0123456789") as ws:
+            code, reason = await ws.closed()
+            assert code == 1008 and reason and reason.startswith("unauthorized"), reason
+        async with ws_client(srv) as ws:  # no credential: public boards only (test_players)
+            await ws.send(op="subscribe", id="s", board="b", top=10)
+            frame = await ws.expect("error", "s")
+            assert frame["status"] == 401 and frame["detail"].startswith("unauthorized"), frame
         async with ws_client(srv, f"?token={READ_KEY}") as ws:
             await ws.send(op="subscribe", id="s", board="b", top=10)
             await ws.expect("top", "s")

@@ -56,6 +56,8 @@ def _processes_with_env(entry: str) -> list[str]:
     return found
 
 
+@pytest.mark.needs_wrk
+@pytest.mark.needs_redis
 def test_bench_http_quick_runs_every_stack_and_cleans_up(tmp_path: Path) -> None:
     _require("wrk", "redis-server")
     scratch = tmp_path / "scratch"

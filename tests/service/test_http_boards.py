@@ -8,16 +8,25 @@ def test_put_creates_then_reconfigures(http: httpx.Client, name: str) -> None:
     r = http.put(f"/v1/boards/{name}", json={"order": "asc", "ties": "member"})
     assert r.status_code == 201
     assert r.headers["location"] == f"/v1/boards/{name}"
+    player = {"player_writes": False, "player_rate": 60, "public_read": False}
     assert r.json() == {
         "board": name,
         "order": "asc",
         "update": "best",
         "ties": "member",
+        **player,
         "size": 0,
     }
     r = http.put(f"/v1/boards/{name}", json={"update": "sum"})
     assert r.status_code == 200
-    assert r.json() == {"board": name, "order": "asc", "update": "sum", "ties": "member", "size": 0}
+    assert r.json() == {
+        "board": name,
+        "order": "asc",
+        "update": "sum",
+        "ties": "member",
+        **player,
+        "size": 0,
+    }
     # An empty body is "no options": created with defaults, or unchanged.
     assert http.put(f"/v1/boards/{name}").status_code == 200
     assert http.put(f"/v1/boards/{name}x").json()["order"] == "desc"

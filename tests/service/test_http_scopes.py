@@ -1,9 +1,13 @@
 """Who may do what with keys configured: ONE table, checked route by route against a real
 rankd, over HTTP and the WebSocket, and rendered into README's Security section.
 
-``MATRIX`` is the single source of truth. A row names a route and the scope it needs (None:
-open to everyone); every principal's expected answer follows from that: no key -> 401, a key
-with the scope (or ``admin``) -> success, any other key -> 403. The tests check that
+``MATRIX`` is the single source of truth. A row names a route, the scope it needs (None: open
+to everyone), what a player session may do there and whether a ``public_read`` board serves it
+without a credential; every principal's expected answer follows from that: no key -> 401, a
+key with the scope (or ``admin``) -> success, any other key -> 403; a player -> success where
+the row says ``all`` (or ``own`` and it is the player's own session or entry), else 403; no
+credential on a public board -> success where the row says ``public``, else 401. The rows'
+board has ``player_writes`` on, so the player's own score is accepted. The tests check that
 
 - the table lists exactly the routes the app serves (a new route cannot skip the table),
 - every cell holds on the live server (status codes; WebSocket close codes and error frames),
@@ -35,7 +39,10 @@ KEYS = {
     "metrics": "matrix-metrics-0123456789",
     "admin": "matrix-admin-0123456789",
 }
-PRINCIPALS: tuple[str | None, ...] = (None, *KEYS)  # None: no credential
+PLAYER = "player"  # Authorization: Session <the id the row's {sid} names>, user {user}
+OTHER = "other player"  # a live session of another user
+PUBLIC = "public board"  # no credential, the row's board has public_read
+PRINCIPALS: tuple[str | None, ...] = (None, *KEYS, PLAYER, OTHER, PUBLIC)  # None: no credential
 
 
 class Row(NamedTuple):
@@ -44,19 +51,22 @@ class Row(NamedTuple):
     path: str  # concrete: {board} {member} {sid} {user} are filled in per check
     body: Any  # JSON body, or None
     scope: str | None  # None: open to everyone
+    player: str = ""  # "all": any player; "own": only the {sid}/{user} player; "": none
+    public: bool = False  # served without a credential on a public_read board
 
 
 MATRIX: tuple[Row, ...] = (
-    Row("GET", "/v1/boards", "/v1/boards", None, "read"),
+    Row("GET", "/v1/boards", "/v1/boards", None, "read", "all"),
     Row("PUT", "/v1/boards/{board}", "/v1/boards/{board}", {}, "write"),
-    Row("GET", "/v1/boards/{board}", "/v1/boards/{board}", None, "read"),
+    Row("GET", "/v1/boards/{board}", "/v1/boards/{board}", None, "read", "all", True),
     Row("DELETE", "/v1/boards/{board}", "/v1/boards/{board}", None, "write"),
     Row(
         "POST",
         "/v1/boards/{board}/scores",
         "/v1/boards/{board}/scores",
-        {"member": "b", "score": 2},
+        {"member": "{user}", "score": 2},
         "write",
+        "own",
     ),
     Row(
         "POST",
@@ -65,14 +75,24 @@ MATRIX: tuple[Row, ...] = (
         [{"member": "b", "score": 2}],
         "write",
     ),
-    Row("GET", "/v1/boards/{board}/top", "/v1/boards/{board}/top", None, "read"),
-    Row("GET", "/v1/boards/{board}/rank", "/v1/boards/{board}/rank?score=5", None, "read"),
+    Row("GET", "/v1/boards/{board}/top", "/v1/boards/{board}/top", None, "read", "all", True),
+    Row(
+        "GET",
+        "/v1/boards/{board}/rank",
+        "/v1/boards/{board}/rank?score=5",
+        None,
+        "read",
+        "all",
+        True,
+    ),
     Row(
         "GET",
         "/v1/boards/{board}/members/{member}",
         "/v1/boards/{board}/members/a",
         None,
         "read",
+        "all",
+        True,
     ),
     Row(
         "DELETE",
@@ -87,21 +107,32 @@ MATRIX: tuple[Row, ...] = (
         "/v1/boards/{board}/members/a/around",
         None,
         "read",
+        "all",
+        True,
     ),
-    Row("WS", "subscribe", "/v1/ws", {"op": "subscribe", "board": "{board}", "top": 3}, "read"),
+    Row(
+        "WS",
+        "subscribe",
+        "/v1/ws",
+        {"op": "subscribe", "board": "{board}", "top": 3},
+        "read",
+        "all",
+        True,
+    ),
     Row(
         "WS",
         "score",
         "/v1/ws",
-        {"op": "score", "board": "{board}", "member": "c", "score": 1},
+        {"op": "score", "board": "{board}", "member": "{user}", "score": 1},
         "write",
+        "own",
     ),
     Row("POST", "/v1/sessions", "/v1/sessions", {"user": "{user}"}, "sessions"),
-    Row("GET", "/v1/sessions/{id}", "/v1/sessions/{sid}", None, "sessions"),
+    Row("GET", "/v1/sessions/{id}", "/v1/sessions/{sid}", None, "sessions", "own"),
     Row("PATCH", "/v1/sessions/{id}", "/v1/sessions/{sid}", {"data": {"k": 1}}, "sessions"),
     Row("PUT", "/v1/sessions/{id}", "/v1/sessions/{sid}", {"data": {}}, "sessions"),
     Row("DELETE", "/v1/sessions/{id}", "/v1/sessions/{sid}", None, "sessions"),
-    Row("POST", "/v1/sessions/{id}/touch", "/v1/sessions/{sid}/touch", None, "sessions"),
+    Row("POST", "/v1/sessions/{id}/touch", "/v1/sessions/{sid}/touch", None, "sessions", "own"),
     Row("POST", "/v1/sessions/{id}/rotate", "/v1/sessions/{sid}/rotate", None, "sessions"),
     Row("GET", "/v1/users/{user}/sessions", "/v1/users/{user}/sessions", None, "sessions"),
     Row("DELETE", "/v1/users/{user}/sessions", "/v1/users/{user}/sessions", None, "sessions"),
@@ -110,22 +141,35 @@ MATRIX: tuple[Row, ...] = (
     Row("GET", "/healthz", "/healthz", None, None),
     Row("GET", "/readyz", "/readyz", None, None),
     Row("GET", "/openapi.json", "/openapi.json", None, None),
+    Row("GET", "/asyncapi.json", "/asyncapi.json", None, None),
     Row("GET", "/", "/", None, None),
 )
 
 
 def expected(row: Row, principal: str | None) -> str:
-    """ "ok", "401" or "403": what ``principal`` (a scope name, None = no key) gets."""
+    """ "ok", "401" or "403": what ``principal`` (a scope name, a player, None = no key) gets."""
     if row.scope is None:
         return "ok"
     if principal is None:
         return "401"
+    if principal == PUBLIC:
+        return "ok" if row.public else "401"
+    if principal == PLAYER:
+        return "ok" if row.player in ("all", "own") else "403"
+    if principal == OTHER:
+        return "ok" if row.player == "all" else "403"
     return "ok" if principal in (row.scope, "admin") else "403"
 
 
 def render() -> str:
     """The README table: one row per route, one column per principal."""
-    heads = ["no key", *(f"`{p}` key" for p in KEYS)]
+    heads = [
+        "no key",
+        *(f"`{p}` key" for p in KEYS),
+        "player: own session, own entry",
+        "another player",
+        "no key, `public_read` board",
+    ]
     lines = [
         "| route | " + " | ".join(heads) + " |",
         "| --- |" + " :---: |" * len(heads),
@@ -165,8 +209,14 @@ def keyed(tmp_path_factory: pytest.TempPathFactory, server_class: Any) -> Iterat
     srv.stop()
 
 
-def _auth(principal: str | None) -> dict[str, str]:
-    return {} if principal is None else {"authorization": f"Bearer {KEYS[principal]}"}
+def _auth(principal: str | None, names: dict[str, str]) -> dict[str, str]:
+    if principal is None or principal == PUBLIC:
+        return {}
+    if principal == PLAYER:
+        return {"authorization": f"Session {names['sid']}"}
+    if principal == OTHER:
+        return {"authorization": f"Session {names['other']}"}
+    return {"authorization": f"Bearer {KEYS[principal]}"}
 
 
 def _fill(value: Any, names: dict[str, str]) -> Any:
@@ -176,10 +226,14 @@ def _fill(value: Any, names: dict[str, str]) -> Any:
     return orjson.loads(text)
 
 
-def _fresh(c: httpx.Client) -> dict[str, str]:
-    """A board with member "a", a user with one session: destructive rows get their own."""
+def _fresh(c: httpx.Client, public: bool = False) -> dict[str, str]:
+    """A board with member "a" that takes player writes (public_read as asked), a user with
+    one session, another user's session: destructive rows get their own."""
     names = {"board": "m" + uuid.uuid4().hex[:10], "user": "u" + uuid.uuid4().hex[:10]}
-    admin = _auth("admin")
+    admin = _auth("admin", names)
+    options = {"player_writes": True, "public_read": public}
+    r = c.put(f"/v1/boards/{names['board']}", json=options, headers=admin)
+    assert r.status_code == 201, r.text
     r = c.post(
         f"/v1/boards/{names['board']}/scores", json={"member": "a", "score": 1}, headers=admin
     )
@@ -187,6 +241,9 @@ def _fresh(c: httpx.Client) -> dict[str, str]:
     r = c.post("/v1/sessions", json={"user": names["user"]}, headers=admin)
     assert r.status_code == 201, r.text
     names["sid"] = r.json()["id"]
+    r = c.post("/v1/sessions", json={"user": "x" + names["user"]}, headers=admin)
+    assert r.status_code == 201, r.text
+    names["other"] = r.json()["id"]
     return names
 
 
@@ -196,23 +253,26 @@ def test_every_http_route_answers_each_principal_as_the_matrix_says(
 ) -> None:
     with keyed.client() as c:
         for principal in PRINCIPALS:
-            names = _fresh(c)
+            names = _fresh(c, public=principal == PUBLIC)
             path = _fill(row.path, names)
             body = None if row.body is None else _fill(row.body, names)
-            r = c.request(row.method, path, json=body, headers=_auth(principal))
+            r = c.request(row.method, path, json=body, headers=_auth(principal, names))
             want = expected(row, principal)
             where = (row.method, row.route, principal, r.status_code, r.text[:200])
             if want == "ok":
                 assert 200 <= r.status_code < 300, where
             else:
                 problem(r, int(want), "unauthorized" if want == "401" else "forbidden")
-                if want == "403":
-                    assert f'scope="{row.scope}"' in r.headers["www-authenticate"], where
+                challenge = r.headers["www-authenticate"]
+                if want == "403" and principal in (PLAYER, OTHER):
+                    assert challenge.startswith("Session "), where
+                elif want == "403":
+                    assert f'scope="{row.scope}"' in challenge, where
 
 
-async def _ws_outcome(srv: Any, principal: str | None, frame: dict[str, Any]) -> str:
+async def _ws_outcome(srv: Any, headers: dict[str, str], frame: dict[str, Any]) -> str:
     url = srv.url.replace("http://", "ws://") + "/v1/ws"
-    async with connect(url, additional_headers=_auth(principal), proxy=None) as ws:
+    async with connect(url, additional_headers=headers, proxy=None) as ws:
         try:
             await ws.send(orjson.dumps({"id": "q", **frame}).decode())
             answer = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
@@ -228,9 +288,10 @@ async def _ws_outcome(srv: Any, principal: str | None, frame: dict[str, Any]) ->
 
 @pytest.mark.parametrize("row", [r for r in MATRIX if r.method == "WS"], ids=lambda r: r.route)
 def test_every_websocket_op_answers_each_principal_as_the_matrix_says(keyed: Any, row: Row) -> None:
-    with keyed.client() as c:
-        names = _fresh(c)
-    frame = _fill(row.body, names)
     for principal in PRINCIPALS:
-        got = asyncio.run(asyncio.wait_for(_ws_outcome(keyed, principal, frame), 30))
+        with keyed.client() as c:
+            names = _fresh(c, public=principal == PUBLIC)
+        frame = _fill(row.body, names)
+        outcome = _ws_outcome(keyed, _auth(principal, names), frame)
+        got = asyncio.run(asyncio.wait_for(outcome, 30))
         assert got == expected(row, principal), (row.route, principal, got)

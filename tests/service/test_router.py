@@ -122,3 +122,24 @@ def test_edges_keep_starlettes_answers(tmp_path: Path) -> None:
     assert slash_param.status_code == 404
     assert around.status_code == 200 and around.json()["entries"][0]["member"] == "m 1"
     assert empty.status_code == 404  # a parameter is never empty ([^/]+)
+
+
+@pytest.mark.parametrize(
+    ("path", "root"),
+    [
+        ("/v1/boards", ""),
+        ("/api/v1/boards", "/api"),
+        ("/api", "/api"),
+        ("/apix", "/api"),
+        ("/other", "/api"),
+    ],
+)
+def test_route_path_matches_starlettes_private_helper(path: str, root: str) -> None:
+    # router.route_path is a copy of starlette._utils.get_route_path, so Starlette's fallback
+    # routing and the index agree on what a path is; this fails if Starlette changes its rule.
+    from starlette._utils import get_route_path
+
+    from service.router import route_path
+
+    scope = {"type": "http", "path": path, "root_path": root}
+    assert route_path(scope) == get_route_path(scope)

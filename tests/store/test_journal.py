@@ -160,6 +160,25 @@ def test_a_segment_whose_header_never_landed(tmp_path: Path) -> None:
         recovered(tmp_path, clock)
 
 
+def test_a_header_cut_short_mid_journal_is_damage(tmp_path: Path) -> None:
+    """Segment 1 truncated inside its header, segment 2 after it: segment 1's records are gone,
+    so replaying segment 2 alone would serve a state that never existed. Only a blank header
+    (test above) may sit mid-journal."""
+    clock = ManualClock(T0)
+    ks, ss = fresh(clock)
+    rec = Recorder(ks, ss)
+    ks.write("b", "one", 1)
+    write_segment(tmp_path, 1, rec.take())
+    ks.write("b", "two", 2)
+    write_segment(tmp_path, 2, rec.take())
+    first = datadir.segment_path(tmp_path, 1)
+    for cut in (1, 8, 24, journal.HEADER_SIZE - 1):
+        put(first, journal.header(1, 0)[:cut])
+        with pytest.raises(CorruptData, match="torn record in the middle"):
+            recovered(tmp_path, clock)
+        assert first.stat().st_size == cut  # a refusal changes no file
+
+
 def test_zero_filled_tail_is_torn(tmp_path: Path) -> None:
     """After a power cut a file can end in zeros (its size grew, its data never landed)."""
     clock = ManualClock(T0)

@@ -21,7 +21,13 @@ from hypothesis.stateful import (
 )
 
 from store.clock import ManualClock
-from store.errors import InvalidArgument, LimitExceeded, SessionNotFound, VersionConflict
+from store.errors import (
+    InvalidArgument,
+    LimitExceeded,
+    SessionNotFound,
+    TooManySessions,
+    VersionConflict,
+)
 from store.sessions import Session, SessionStore, new_session_id
 
 Event = tuple[Any, ...]
@@ -212,7 +218,8 @@ class UserIndexMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.clock = ManualClock()
-        self.store = SessionStore(self.clock, max_sessions_per_user=4)
+        # Two shards: the users and their sessions' ids fall on both sides of a shard boundary.
+        self.store = SessionStore(self.clock, max_sessions_per_user=4, shard_bits=1)
         # model: sid -> [user, idle_deadline, max_expires_at, ttl]
         self.model: dict[str, list[Any]] = {}
 
@@ -292,7 +299,7 @@ class UserIndexMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.model)
     @rule(data=st.data())
     def patch(self, data: st.DataObject) -> None:
-        sid = data.draw(st.sampled_from(sorted(self.model)))
+        sid = data.draw(st.sampled_from(list(self.model)))
         if self.live(sid):
             self.store.patch(sid, {"n": data.draw(st.integers(0, 3))})
             m = self.model[sid]
@@ -354,10 +361,10 @@ def test_revoke_user_keeps_one_and_counts_only_live(
     store._check()
 
 
-def test_per_user_limit_refuses_instead_of_evicting(clock: ManualClock) -> None:
-    store = SessionStore(clock, max_sessions_per_user=3)
+def test_per_user_limit_with_policy_refuse_refuses_instead_of_evicting(clock: ManualClock) -> None:
+    store = SessionStore(clock, max_sessions_per_user=3, over_limit="refuse")
     first = [store.create(user="ann", ttl=10), store.create(user="ann"), store.create(user="ann")]
-    with pytest.raises(LimitExceeded, match=r"'ann' already has 3 sessions, the limit is 3"):
+    with pytest.raises(TooManySessions, match=r"'ann' already has 3 sessions, the limit is 3"):
         store.create(user="ann")
     assert all(s.id in store for s in first)  # nobody was logged out to make room
     store.rotate(first[1].id)  # a rotation is not a new session
@@ -365,6 +372,40 @@ def test_per_user_limit_refuses_instead_of_evicting(clock: ManualClock) -> None:
     clock.advance(10)  # the first one expires: its slot is free, purged or not
     store.create(user="ann")
     store._check()
+
+
+def test_per_user_limit_evicts_the_oldest_by_default(clock: ManualClock) -> None:
+    store = SessionStore(clock, max_sessions_per_user=3)
+    events: list[tuple[Any, ...]] = []
+    store.observers.append(events.append)
+    first = []
+    for _ in range(3):
+        first.append(store.create(user="ann"))
+        clock.advance(1)
+    rotated = store.rotate(first[0].id)  # keeps created_at: still the oldest
+    events.clear()
+    fourth = store.create(user="ann")
+    assert rotated.id not in store and [s.id for s in store.list_user("ann")] == [
+        first[1].id,
+        first[2].id,
+        fourth.id,
+    ]
+    # The end is an sdel like any other (the hub closes its WebSockets), before the new one.
+    assert [(e[0], e[2] if e[0] == "sdel" else None) for e in events] == [
+        ("sdel", "evicted"),
+        ("sput", None),
+    ]
+    assert events[0][1] == rotated.id and store.counters["evicted"] == 1
+    assert store.ended.ended(rotated.id, clock.now())  # an evicted id never comes back
+    clock.advance(10_000)  # all idle-expired: nobody needs evicting
+    store.create(user="ann")
+    assert store.counters["evicted"] == 1
+    store._check()
+
+
+def test_over_limit_policy_is_validated(clock: ManualClock) -> None:
+    with pytest.raises(InvalidArgument, match="over_limit must be one of evict-oldest, refuse"):
+        SessionStore(clock, over_limit="drop-newest")
 
 
 # -- validation ------------------------------------------------------------------------------
@@ -587,6 +628,7 @@ def test_events_carry_resulting_state_in_mutation_order(
         "deleted": 1,
         "revoked": 0,
         "rotated": 1,
+        "evicted": 0,
         "expired_at_load": 0,
     }
 

@@ -296,7 +296,7 @@ def test_future_version_is_refused(tmp_path: Path) -> None:
     with pytest.raises(FutureVersion) as info:
         load(path, clock)
     assert str(path) in str(info.value) and "byte offset 8" in str(info.value)
-    assert "version 2 is newer" in str(info.value)
+    assert f"version {snapshot.VERSION + 1} is newer" in str(info.value)
 
 
 def test_not_a_snapshot(tmp_path: Path) -> None:
@@ -411,30 +411,53 @@ def test_sort_keys_are_pinned_to_literal_bytes() -> None:
     ]
 
 
+# A version-1 file (before ENDED records): it must load as ever.
+PINNED_V1 = bytes.fromhex(
+    "52414e4b44534e50010000009592f06a"  # MAGIC, version 1, header crc
+    "2d0000001d13563ae519af9101"  # frame header + META
+    "7b22637265617465645f6174223a313730303030303030302e302c22626173655f7365676d656e74223a337d"
+    "3d000000b6401d34ea9db1ed02"  # BOARD d1: config, seq 3, 3 keys, 1 metadata
+    "5b226431222c7b226f72646572223a2264657363222c22757064617465223a2262657374222c2274696573"
+    "223a226669727374227d2c332c332c315d"
+    "17000000b4642490882f75cf06"  # METADATA [["chloé", {"lvl": 3}]]
+    "5b5b2263686c6fc3a9222c7b226c766c223a337d5d5d"
+    "4c000000ee8e129ac30235ae05"  # KEYS: count 3, lengths 20 22 23, the keys
+    "030000001400160017003cbfffffffffffff7fff000000000002626f62003fe3ffffffffffff800000000000"
+    "0001616c69636500c004000000000000800000000000000363686c6fc3a901"
+    "3d000000e34dd43fa6445094025b226132222c7b226f72646572223a22617363222c22757064617465223a"
+    "2262657374222c2274696573223a226d656d626572227d2c322c322c305d"  # BOARD a2
+    "250000003c4bf84673195c5105020000000e000e003fe3ffffffffffff8000616d7900bfb999999999999a"
+    "80007a656401"  # KEYS
+    "3700000024caa6a3cf47c0ee7f7b22626f61726473223a322c22656e7472696573223a352c227365737369"
+    "6f6e73223a302c22637263223a333735343433323038367d"  # END
+)
+
+
 def test_the_whole_file_format_is_pinned(tmp_path: Path) -> None:
-    """A golden file: any change to header, frames, record layout or key encoding shows here."""
+    """A golden file: any change to header, frames, record layout or key encoding shows here.
+    Version 2 differs from version 1 in the header and END's "ended" count only."""
     ks = _pinned_state()
     snapshot.save(tmp_path, ks, SessionStore(ManualClock(T0)), base_segment=3, now=T0)
-    expected = bytes.fromhex(
-        "52414e4b44534e50010000009592f06a"  # MAGIC, version 1, header crc
-        "2d0000001d13563ae519af9101"  # frame header + META
-        "7b22637265617465645f6174223a313730303030303030302e302c22626173655f7365676d656e74223a337d"
-        "3d000000b6401d34ea9db1ed02"  # BOARD d1: config, seq 3, 3 keys, 1 metadata
-        "5b226431222c7b226f72646572223a2264657363222c22757064617465223a2262657374222c2274696573"
-        "223a226669727374227d2c332c332c315d"
-        "17000000b4642490882f75cf06"  # METADATA [["chloé", {"lvl": 3}]]
-        "5b5b2263686c6fc3a9222c7b226c766c223a337d5d5d"
-        "4c000000ee8e129ac30235ae05"  # KEYS: count 3, lengths 20 22 23, the keys
-        "030000001400160017003cbfffffffffffff7fff000000000002626f62003fe3ffffffffffff800000000000"
-        "0001616c69636500c004000000000000800000000000000363686c6fc3a901"
-        "3d000000e34dd43fa6445094025b226132222c7b226f72646572223a22617363222c22757064617465223a"
-        "2262657374222c2274696573223a226d656d626572227d2c322c322c305d"  # BOARD a2
-        "250000003c4bf84673195c5105020000000e000e003fe3ffffffffffff8000616d7900bfb999999999999a"
-        "80007a656401"  # KEYS
-        "3700000024caa6a3cf47c0ee7f7b22626f61726473223a322c22656e7472696573223a352c227365737369"
-        "6f6e73223a302c22637263223a333735343433323038367d"  # END
+    v1_end = PINNED_V1.rindex(bytes.fromhex("3700000024caa6a3cf47c0ee7f"))
+    expected = (
+        bytes.fromhex("52414e4b44534e50020000007b3d4578")  # MAGIC, version 2, header crc
+        + PINNED_V1[16:v1_end]
+        + bytes.fromhex(
+            "41000000c34fabdcd26dbd5d7f7b22626f61726473223a322c22656e7472696573223a352c2273657373"
+            "696f6e73223a302c22656e646564223a302c22637263223a333735343433323038367d"
+        )  # END, with "ended": 0
     )
     assert datadir.snapshot_path(tmp_path).read_bytes() == expected
+
+
+def test_a_version_1_file_still_loads(tmp_path: Path) -> None:
+    datadir.snapshot_path(tmp_path).write_bytes(PINNED_V1)
+    ks, ss = Keyspace(), SessionStore(ManualClock(T0))
+    snapshot.load(datadir.snapshot_path(tmp_path), ks, ss)
+    want = _pinned_state()
+    for name in ("d1", "a2"):
+        assert list(ks.get(name).dump_keys()) == list(want.get(name).dump_keys())
+    assert len(ss) == 0 and len(ss.ended) == 0
 
 
 # -- well-checksummed records that do not fit together -----------------------------------------
@@ -505,3 +528,29 @@ def test_records_that_do_not_fit_together_are_refused(
         load(path, ManualClock(T0))
     assert reason.lower() in str(info.value).lower()
     assert str(path) in str(info.value) and "byte offset" in str(info.value)
+
+
+def test_ended_ids_survive_a_snapshot_and_stay_refused(tmp_path: Path) -> None:
+    """Ended ids (store/ended.py) are saved as digests with their refused-until times, more
+    than one ENDED frame's worth, and refused after a load; a live session is not."""
+    from store.errors import SessionEnded
+
+    clock = ManualClock(T0)
+    ss = SessionStore(clock, max_ttl=3600)
+    chosen = [f"framework-chosen-id-{i:020d}" for i in range(snapshot.ENDED_PER_FRAME + 5)]
+    for sid in chosen:
+        ss.delete(ss.create(sid=sid).id)
+    alive = ss.create(sid="x" * 40)
+    assert len(ss.ended) == len(chosen)
+    snapshot.save(tmp_path, Keyspace(), ss, base_segment=1, now=clock.now())
+    clock.advance(60)
+    loaded = SessionStore(clock, max_ttl=3600)
+    stats = snapshot.load(datadir.snapshot_path(tmp_path), Keyspace(), loaded)
+    assert stats.sessions == 1 and len(loaded.ended) == len(chosen)
+    for sid in (chosen[0], chosen[-1]):
+        with pytest.raises(SessionEnded):
+            loaded.create(sid=sid)
+    assert loaded.get(alive.id).id == alive.id
+    clock.advance(3600)  # the window is over: the id may be used again
+    assert loaded.create(sid=chosen[0]).id == chosen[0]
+    loaded._check()

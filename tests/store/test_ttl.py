@@ -134,12 +134,16 @@ def test_a_million_entries_due_in_the_same_second_purge_in_bounded_batches() -> 
     m._check()
 
 
+@pytest.mark.parametrize("shard_bits", [0, 2, 8])
 @pytest.mark.parametrize("seed", range(4))
-def test_random_ops_against_a_dict_model(seed: int) -> None:
-    """Seeded stress: every read agrees with a plain dict; purge removes exactly what is due."""
+def test_random_ops_against_a_dict_model(seed: int, shard_bits: int) -> None:
+    """Seeded stress: every read agrees with a plain dict; purge removes exactly what is due.
+    One shard (a plain dict), four (keys and buckets share shards), and the default."""
     rng = random.Random(seed)
     expired: list[tuple[str, int]] = []
-    m: TTLMap[str, int] = TTLMap(resolution=rng.choice([0.25, 1.0, 7.0]), on_expire=expired.extend)
+    m: TTLMap[str, int] = TTLMap(
+        resolution=rng.choice([0.25, 1.0, 7.0]), on_expire=expired.extend, shard_bits=shard_bits
+    )
     model: dict[str, tuple[int, float]] = {}
     now = T0
     for step in range(3000):
@@ -181,3 +185,124 @@ def test_random_ops_against_a_dict_model(seed: int) -> None:
         model.pop(k)
     assert all(d // m.resolution >= now // m.resolution for _, d in model.values())
     m._check()
+
+
+@pytest.mark.parametrize("shard_bits", [1, 2, 3])
+def test_keys_and_buckets_spread_over_tiny_shard_counts_grow_and_shrink_correctly(
+    shard_bits: int,
+) -> None:
+    """Int keys hash to themselves, so key i lives in shard i & mask and neighbours never share
+    one; deadlines one second apart put neighbouring buckets in different shards too. Growing
+    every shard through several of its own resizes, then emptying them out of order by pop,
+    lazy expiry and purge, must agree with a dict model at each step."""
+    rng = random.Random(shard_bits)
+    expired: list[tuple[int, int]] = []
+    m: TTLMap[int, int] = TTLMap(on_expire=expired.extend, shard_bits=shard_bits)
+    shards = 1 << shard_bits
+    model: dict[int, float] = {}
+    n = 3000  # ~750+ keys per shard: each shard's dict resizes ~7 times
+    for i in range(n):
+        d = T0 + 1 + i % 50 + rng.random()  # 50 one-second buckets, spread over every shard
+        assert m.set(i, i, d) is (i == 0)
+        model[i] = d
+        if i % 97 == 0:
+            m._check()
+    m._check()
+    assert len(m) == n
+    assert sorted(k for k, _ in m.items()) == list(range(n))  # each key once, whatever order
+    for s in range(shards):  # the shards are filled evenly: keys s, s + shards, ...
+        assert len(m._entries[s]) == len(range(s, n, shards))
+    assert sum(len(b) for b in m._buckets) == 50
+    # pop from every shard, move some deadlines earlier and later (other bucket shards)
+    for i in rng.sample(range(n), n // 3):
+        assert m.pop(i) == i
+        del model[i]
+    for i in rng.sample(sorted(model), len(model) // 3):
+        model[i] = T0 + rng.uniform(1, 80)
+        m.set_deadline(i, model[i])
+    m._check()
+    now = T0 + 20.5
+    for i in rng.sample(sorted(model), 100):  # lazy expiry across shards
+        assert m.get(i, now) == (i if model[i] > now else None)
+        if model[i] <= now:
+            del model[i]
+    expired.clear()
+    while (due := m.purge(now, rng.randint(1, 40))) is not None and due <= now:
+        m._check()
+    for k, v in expired:
+        assert k == v and model.pop(k) <= now
+    assert all(d > now or d // 1 >= now // 1 for d in model.values())
+    assert {k for k, _ in m.items()} == set(model) and len(m) == len(model)
+    for k, d in model.items():
+        assert m.deadline(k) == d and m.stored(k) == k
+    m._check()
+    m.purge(T0 + 1000, 10_000)
+    assert len(m) == 0 and all(not s for s in m._entries) and all(not b for b in m._buckets)
+    m._check()
+
+
+@pytest.mark.parametrize("bad", [-1, 17, 2.0, True, None])
+def test_shard_bits_validation(bad: object) -> None:
+    with pytest.raises(ValueError, match=rf"shard_bits must be an int in 0\.\.16, but got {bad!r}"):
+        TTLMap(shard_bits=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("shard_bits", [0, 3])
+def test_a_bucket_drained_across_calls_sees_every_change_made_in_between(shard_bits: int) -> None:
+    """The purge takes a bucket's keys as a list and works through it over several calls.
+    Between two calls every kind of change hits keys it has not reached yet; each key must
+    end up expired exactly when its current deadline is due, wherever it lives now."""
+    expired: list[tuple[str, int]] = []
+    wakes: list[float] = []
+    m: TTLMap[str, int] = TTLMap(
+        on_expire=expired.extend, on_earlier=wakes.append, shard_bits=shard_bits
+    )
+    model: dict[str, float] = {}
+    for i in range(100):  # all due in bucket T0 + 1
+        k = f"k{i:03d}"
+        model[k] = T0 + 1 + i / 200
+        m.set(k, i, model[k])
+    now = T0 + 3.5
+    assert m.purge(now, 10) == T0 + 2  # work left: the drained bucket's time
+    m._check()
+    assert len(expired) == 10
+    for k, _ in expired:
+        del model[k]
+    untaken = sorted(model)  # the purge takes from the end: these are k000..k089
+    assert untaken == [f"k{i:03d}" for i in range(90)]
+    for k in untaken[0:10]:  # deleted
+        assert m.pop(k) is not None
+        del model[k]
+    for n, k in enumerate(untaken[10:20]):  # deleted, set again: in the same slot (a new
+        m.pop(k)  # bucket object) or a later one
+        model[k] = T0 + 1.9 if n % 2 else T0 + 30
+        m.set(k, -1, model[k])
+    for k in untaken[20:30]:  # set again in place, a later deadline (a new value)
+        m.set(k, -2, T0 + 50)
+        model[k] = T0 + 50
+    for k in untaken[30:40]:  # touched later (lazy: still in the drained bucket)
+        m.set_deadline(k, T0 + 3.2)  # later, but still due at `now`
+        model[k] = T0 + 3.2
+    for k in untaken[40:50]:
+        m.set_deadline(k, T0 + 9)  # not due at `now`: must be moved, not expired
+        model[k] = T0 + 9
+    for k in untaken[50:55]:
+        m.set_deadline(k, T0 + 0.5)  # earlier: re-bucketed at once
+        model[k] = T0 + 0.5
+    m._check()
+    for k in ("new1", "new2"):  # new keys due in the slot being drained, and a later one
+        m.set(k, 7, T0 + 1.5 if k == "new1" else T0 + 20)
+        model[k] = T0 + 1.5 if k == "new1" else T0 + 20
+    m._check()
+    expired.clear()
+    while (due := m.purge(now, 7)) is not None and due <= now:
+        m._check()
+    m._check()
+    gone = {k for k, _ in expired}
+    assert len(gone) == len(expired)  # nobody reported twice
+    assert gone == {k for k, d in model.items() if d <= now}
+    assert {k for k, _ in m.items()} == {k for k, d in model.items() if d > now}
+    for k, d in model.items():
+        if d > now:
+            assert m.deadline(k) == d
+    assert m.next_deadline() == T0 + 10  # the touched-later keys, moved to bucket T0 + 9

@@ -358,6 +358,241 @@ local function rank_for_score(keys, args)
   return redis.call('ZLEXCOUNT', keys[1], '-', '(' .. probe) + 1
 end
 
+--[[ rankd_view (read-only)  KEYS z m d cfg   ARGV top(n), count(m), m members, then pairs
+(member, radius)
+What the WebSocket hub shows, in one call per board per flush: the top n, each member's place,
+and the entries within radius ranks of each pair's member (its around-me views).
+Reply: nil when the board is absent, else {order, ties, seq, total, epoch, {key...}, {meta...},
+{key_1 or false, rank_1, key_2 or false, rank_2, ...} (rank 0 = absent),
+{{rank or 0, first_rank, {key...}, {meta...}} per pair}}. ]]
+local function view(keys, args)
+  need_keys(keys, 4)
+  local c = redis.call('HMGET', keys[4], 'order', 'ties', 'seq', 'epoch')
+  if not c[1] then return false end
+  local first = c[2] == 'first'
+  local lim = tonumber(args[1])
+  local count = tonumber(args[2])
+  local list = {}
+  if lim > 0 then list = redis.call('ZRANGE', keys[1], '0', itoa(lim - 1)) end
+  local places = {}
+  for i = 3, 2 + count do
+    local key = redis.call('HGET', keys[2], args[i])
+    if key then
+      places[#places + 1] = key
+      places[#places + 1] = redis.call('ZRANK', keys[1], key) + 1
+    else
+      places[#places + 1] = false
+      places[#places + 1] = 0
+    end
+  end
+  local near = {}
+  for i = 3 + count, #args - 1, 2 do
+    local key = redis.call('HGET', keys[2], args[i])
+    if key then
+      local pos, radius = redis.call('ZRANK', keys[1], key), tonumber(args[i + 1])
+      local lo = math.max(0, pos - radius)
+      local around = redis.call('ZRANGE', keys[1], itoa(lo), itoa(pos + radius))
+      near[#near + 1] = { pos + 1, lo + 1, around, metas(keys[3], around, first) }
+    else
+      near[#near + 1] = { 0, 0, {}, {} }
+    end
+  end
+  return { c[1], c[2], tonumber(c[3]), redis.call('ZCARD', keys[1]), c[4], list,
+    metas(keys[3], list, first), places, near }
+end
+
+--[[ Sessions (service/backend/redis/sessions.py). One bucket T = one slot:
+  s    HASH  u (user, absent = anonymous) data c(created) ttl idle max v(version)   PEXPIREAT = expiry
+  x    ZSET  the bucket's user index: <id(48 chars)><user> -> expires_at (seconds, float)
+  sev  shard channel: "rotated <id>", "deleted <id>", "revoked <id>"
+Times are the shard's TIME in seconds (6 decimals), so instances' clocks never decide expiry.
+A session whose expires_at <= now is dead at once, whether or not Redis has evicted it yet.
+Session replies: {user or false, data, created, ttl, idle, max, version}. ]]
+local SID = 48
+
+local function now_s()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+
+local function fmt(x)
+  return string.format('%.6f', x)
+end
+
+local function pexpireat(key, at)
+  redis.call('PEXPIREAT', key, string.format('%d', math.ceil(at * 1000)))
+end
+
+-- drop dead index entries and keep the index key alive exactly as long as its last entry
+local function index_fix(x, now)
+  redis.call('ZREMRANGEBYSCORE', x, '-inf', fmt(now))
+  local last = redis.call('ZRANGE', x, '-1', '-1', 'WITHSCORES')
+  if #last == 2 then pexpireat(x, tonumber(last[2])) end
+end
+
+local function s_load(s, now)
+  local f = redis.call('HMGET', s, 'u', 'data', 'c', 'ttl', 'idle', 'max', 'v')
+  if not f[3] then return nil end
+  local idle, max = tonumber(f[5]), tonumber(f[6])
+  if math.min(idle, max) <= now then return nil end
+  return { f[1] or false, f[2], f[3], f[4], idle, max, tonumber(f[7]) }
+end
+
+local function s_reply(r)
+  return { r[1], r[2], r[3], r[4], fmt(r[5]), fmt(r[6]), r[7] }
+end
+
+-- a use: push the idle deadline (never shorten it), move the expiry and the index score
+local function s_touch(s, x, sid, r, now)
+  local idle = now + tonumber(r[4])
+  if idle > r[5] then
+    r[5] = idle
+    redis.call('HSET', s, 'idle', fmt(idle))
+    local exp = math.min(idle, r[6])
+    pexpireat(s, exp)
+    if r[1] then
+      redis.call('ZADD', x, 'XX', fmt(exp), sid .. r[1])
+      index_fix(x, now)
+    end
+  end
+end
+
+--[[ rankd_s_create  KEYS s x   ARGV id user("" = none) data ttl lifetime per_user_limit
+Error "LIMIT <n>" when the user already holds per_user_limit live sessions, "EXISTS" on an id
+collision. ]]
+local function s_create(keys, args)
+  need_keys(keys, 2)
+  local sid, user = args[1], args[2]
+  if #sid ~= SID then error('rankd_s_create: bad id') end
+  if redis.call('EXISTS', keys[1]) == 1 then return redis.error_reply('EXISTS') end
+  local now = now_s()
+  local ttl, life = tonumber(args[4]), tonumber(args[5])
+  local idle, max = now + ttl, now + life
+  local exp = math.min(idle, max)
+  if user ~= '' then
+    index_fix(keys[2], now)
+    local n = 0
+    for _, m in ipairs(redis.call('ZRANGE', keys[2], '0', '-1')) do
+      if string.sub(m, SID + 1) == user then n = n + 1 end
+    end
+    if n >= tonumber(args[6]) then return redis.error_reply('LIMIT ' .. n) end
+    redis.call('HSET', keys[1], 'u', user)
+    redis.call('ZADD', keys[2], fmt(exp), sid .. user)
+  end
+  redis.call('HSET', keys[1], 'data', args[3], 'c', fmt(now), 'ttl', args[4], 'idle', fmt(idle),
+    'max', fmt(max), 'v', '1')
+  pexpireat(keys[1], exp)
+  if user ~= '' then index_fix(keys[2], now) end
+  return { user ~= '' and user or false, args[3], fmt(now), args[4], fmt(idle), fmt(max), 1 }
+end
+
+--[[ rankd_s_get  KEYS s x   ARGV id touch(0/1)   Reply: the session or nil (absent/expired). ]]
+local function s_get(keys, args)
+  need_keys(keys, 2)
+  local now = now_s()
+  local r = s_load(keys[1], now)
+  if not r then return false end
+  if args[2] == '1' then s_touch(keys[1], keys[2], args[1], r, now) end
+  return s_reply(r)
+end
+
+--[[ rankd_s_put  KEYS s x   ARGV id data expected_version
+Compare-and-set: the data is replaced (version + 1, counts as a use) only if the session is at
+expected_version; error "VERSION <v>" otherwise. nil when absent. ]]
+local function s_put(keys, args)
+  need_keys(keys, 2)
+  local now = now_s()
+  local r = s_load(keys[1], now)
+  if not r then return false end
+  if r[7] ~= tonumber(args[3]) then return redis.error_reply('VERSION ' .. r[7]) end
+  r[2] = args[2]
+  r[7] = r[7] + 1
+  redis.call('HSET', keys[1], 'data', args[2], 'v', itoa(r[7]))
+  s_touch(keys[1], keys[2], args[1], r, now)
+  return s_reply(r)
+end
+
+--[[ rankd_s_rotate  KEYS s_old s_new x sev   ARGV old_id new_id
+The session moves to a fresh id in the same bucket; the old id is dead at once. Keeps user,
+data, version, created and max; counts as a use. nil when absent; error "EXISTS". ]]
+local function s_rotate(keys, args)
+  need_keys(keys, 4)
+  local now = now_s()
+  local r = s_load(keys[1], now)
+  if not r then return false end
+  if redis.call('EXISTS', keys[2]) == 1 then return redis.error_reply('EXISTS') end
+  local idle = math.max(r[5], now + tonumber(r[4]))
+  local exp = math.min(idle, r[6])
+  redis.call('HSET', keys[2], 'data', r[2], 'c', r[3], 'ttl', r[4], 'idle', fmt(idle),
+    'max', fmt(r[6]), 'v', itoa(r[7]))
+  if r[1] then
+    redis.call('HSET', keys[2], 'u', r[1])
+    redis.call('ZREM', keys[3], args[1] .. r[1])
+    redis.call('ZADD', keys[3], fmt(exp), args[2] .. r[1])
+    index_fix(keys[3], now)
+  end
+  pexpireat(keys[2], exp)
+  redis.call('UNLINK', keys[1])
+  redis.call('SPUBLISH', keys[4], 'rotated ' .. args[1])
+  r[5] = idle
+  return s_reply(r)
+end
+
+--[[ rankd_s_delete  KEYS s x sev   ARGV id   Reply: 1, or 0 when absent/expired. ]]
+local function s_delete(keys, args)
+  need_keys(keys, 3)
+  local now = now_s()
+  local r = s_load(keys[1], now)
+  if not r then return 0 end
+  redis.call('UNLINK', keys[1])
+  if r[1] then redis.call('ZREM', keys[2], args[1] .. r[1]) end
+  redis.call('SPUBLISH', keys[3], 'deleted ' .. args[1])
+  return 1
+end
+
+local function user_ids(x, user, now)
+  index_fix(x, now)
+  local ids = {}
+  for _, m in ipairs(redis.call('ZRANGE', x, '0', '-1')) do
+    if string.sub(m, SID + 1) == user then ids[#ids + 1] = string.sub(m, 1, SID) end
+  end
+  return ids
+end
+
+--[[ rankd_s_list  KEYS x   ARGV user   Reply: the ids of the user's live sessions. ]]
+local function s_list(keys, args)
+  need_keys(keys, 1)
+  return user_ids(keys[1], args[1], now_s())
+end
+
+--[[ rankd_s_revoke  KEYS x sev s_1..s_n   ARGV user except_id("" = none) id_1..id_n
+Deletes every live session of user but except_id. The caller listed the ids first (a function
+may touch only declared keys); if the user gained a session since, the reply is the error
+"RETRY" and nothing is deleted, so revoke-all is atomic with respect to concurrent creates.
+Reply: how many were revoked. ]]
+local function s_revoke(keys, args)
+  local n = #keys - 2
+  if n < 0 or #args ~= n + 2 then error('rankd_s_revoke: bad argument count') end
+  local now = now_s()
+  local declared = {}
+  for i = 1, n do declared[args[2 + i]] = keys[2 + i] end
+  local ids = user_ids(keys[1], args[1], now)
+  for _, sid in ipairs(ids) do
+    if sid ~= args[2] and not declared[sid] then return redis.error_reply('RETRY') end
+  end
+  local count = 0
+  for _, sid in ipairs(ids) do
+    if sid ~= args[2] then
+      redis.call('UNLINK', declared[sid])
+      redis.call('ZREM', keys[1], sid .. args[1])
+      redis.call('SPUBLISH', keys[2], 'revoked ' .. sid)
+      count = count + 1
+    end
+  end
+  index_fix(keys[1], now)
+  return count
+end
+
 redis.register_function('rankd_write', write)
 redis.register_function('rankd_remove', remove)
 redis.register_function('rankd_configure', configure)
@@ -369,3 +604,11 @@ redis.register_function { function_name = 'rankd_entry', callback = entry, flags
 redis.register_function { function_name = 'rankd_around', callback = around, flags = ro }
 redis.register_function { function_name = 'rankd_rank_for_score', callback = rank_for_score,
   flags = ro }
+redis.register_function('rankd_s_create', s_create)
+redis.register_function('rankd_s_get', s_get)
+redis.register_function('rankd_s_put', s_put)
+redis.register_function('rankd_s_rotate', s_rotate)
+redis.register_function('rankd_s_delete', s_delete)
+redis.register_function('rankd_s_list', s_list)
+redis.register_function('rankd_s_revoke', s_revoke)
+redis.register_function { function_name = 'rankd_view', callback = view, flags = ro }

@@ -1,0 +1,687 @@
+"""``RedisBackend``: the backend protocols (service/backend/api.py) over a Redis/Valkey Cluster.
+
+    RedisBackend     lifecycle: connect (cluster or single node), the HMAC secret, the function
+                     library on every primary, a health loop (/readyz), metrics
+      .boards        RedisBoardsApi  -> boards.RedisBoards (one function call per request)
+      .sessions      sessions.RedisSessions
+      .feed          feed.RedisFeed (sharded pub/sub, seq-gap healing)
+      .views         RedisViews: what the hub shows, read with one ``rankd_view`` call per board
+
+The process holds no data: any number of rankd processes share one cluster. Errors: a
+connection failure, a timeout, CLUSTERDOWN, TRYAGAIN, READONLY or LOADING becomes
+``Unavailable`` (503). Reads are retried once after refreshing the slot map; writes never are
+(a ``sum`` applied twice would count twice): the caller gets 503 and decides. MOVED and ASK are
+followed by redis-py (nothing ran, so that is safe).
+
+Epoch of a board (WebSocket frames): the replication id of the primary that owns the board's
+slot. A failover promotes a replica with a new replication id, so the epoch changes exactly
+when acknowledged writes may have been lost and seq may step back; every rankd process reads
+the same value. ``/readyz``'s ``epoch`` is this process's start token.
+"""
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+import orjson
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.cluster import ClusterNode
+from redis.exceptions import (
+    ClusterDownError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
+
+from service.backend.api import (
+    BoardInfo,
+    BoardList,
+    Entry,
+    Health,
+    MemoryStats,
+    Page,
+    RankForScore,
+    ScoreItem,
+    Stats,
+    WriteResult,
+)
+from service.backend.redis import keys
+from service.backend.redis.boards import RedisBoards
+from service.backend.redis.feed import RedisFeed
+from service.backend.redis.functions import Client, fcall, library_loaded, load_library
+from service.backend.redis.sessions import RedisSessions
+from service.memory import MemoryGuard
+from service.metrics import Histogram
+from service.settings import Settings
+from store.clock import Clock, SystemClock
+from store.errors import BoardNotFound, SessionNotFound, Unavailable
+from store.sessions import SessionStore
+from store.sortkey import key_member, key_score
+from store.values import Limits, check_board_name, check_score
+
+log = logging.getLogger("rankd.redis")
+
+T = TypeVar("T")
+
+HEALTH_INTERVAL = 1.0
+CONNECT_TIMEOUT = 2.0
+COMMAND_TIMEOUT = 5.0
+_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
+
+
+# -- connection -------------------------------------------------------------------------------
+
+
+class Target:
+    """Where the cluster is: seed nodes, TLS, credentials (never in repr)."""
+
+    def __init__(self, url: str, username: str | None, password: str | None) -> None:
+        self.seeds: list[tuple[str, int]] = []
+        self.tls = False
+        self.username = username
+        self.password = password
+        scheme = "redis"
+        for n, item in enumerate(p.strip() for p in url.split(",") if p.strip()):
+            if "://" not in item:
+                item = f"{scheme}://{item}"
+            parts = urlsplit(item)
+            if parts.scheme not in ("redis", "rediss"):
+                raise ValueError(f"redis url #{n + 1} must start redis:// or rediss://")
+            scheme = parts.scheme
+            self.tls = self.tls or scheme == "rediss"
+            if parts.username and self.username is None:
+                self.username = unquote(parts.username)
+            if parts.password and self.password is None:
+                self.password = unquote(parts.password)
+            self.seeds.append((parts.hostname or "127.0.0.1", parts.port or 6379))
+        if not self.seeds:
+            raise ValueError("--redis-url names no node")
+
+    def kwargs(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {
+            "socket_connect_timeout": CONNECT_TIMEOUT,
+            "socket_timeout": COMMAND_TIMEOUT,
+        }
+        if self.username:
+            kw["username"] = self.username
+        if self.password:
+            kw["password"] = self.password
+        if self.tls:
+            kw["ssl"] = True
+        return kw
+
+    def node(self, host: str, port: int) -> Redis:
+        return Redis(host=host, port=port, **self.kwargs())
+
+    async def connect(self) -> Client:
+        """A cluster client if the first reachable seed runs in cluster mode, else one node."""
+        error: Exception | None = None
+        for host, port in self.seeds:
+            probe = self.node(host, port)
+            try:
+                info = await probe.info("cluster")
+            except RedisError as exc:
+                error = exc
+                continue
+            finally:
+                await probe.aclose()
+            if info.get("cluster_enabled"):
+                cluster = RedisCluster(
+                    startup_nodes=[ClusterNode(h, p) for h, p in self.seeds],
+                    require_full_coverage=False,
+                    **self.kwargs(),
+                )
+                await cluster.initialize()
+                return cluster
+            return self.node(host, port)
+        raise Unavailable(f"no redis node reachable: {error}")
+
+
+# -- metrics ----------------------------------------------------------------------------------
+
+
+class CallStats:
+    """Backend call latency by kind, errors by class, retries, slot-map refreshes."""
+
+    def __init__(self) -> None:
+        self.latency: dict[str, Histogram] = {}
+        self.errors: dict[str, int] = {}
+        self.retries = 0
+        self.refreshes = 0
+
+    def observe(self, kind: str, seconds: float) -> None:
+        h = self.latency.get(kind)
+        if h is None:
+            h = self.latency[kind] = Histogram(_BUCKETS)
+        h.observe(seconds)
+
+
+def _unavailable(exc: Exception) -> bool:
+    if isinstance(exc, ReadOnlyError | TryAgainError | ClusterDownError):
+        return True
+    if isinstance(exc, ResponseError):
+        text = str(exc)
+        return text.startswith(("LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN"))
+    return isinstance(exc, RedisError | OSError)
+
+
+class _Calls:
+    def __init__(self, backend: "RedisBackend") -> None:
+        self.backend = backend
+        self.stats = CallStats()
+
+    async def run(self, kind: str, fn: Callable[[], Awaitable[T]], *, idempotent: bool) -> T:
+        began = time.perf_counter()
+        try:
+            for attempt in (0, 1):
+                try:
+                    return await fn()
+                except Exception as exc:
+                    if not _unavailable(exc):
+                        raise
+                    name = type(exc).__name__
+                    self.stats.errors[name] = self.stats.errors.get(name, 0) + 1
+                    await self.backend.refresh_topology()
+                    if idempotent and attempt == 0:
+                        self.stats.retries += 1
+                        await asyncio.sleep(0.05)
+                        continue
+                    raise Unavailable(
+                        f"the redis cluster did not answer ({name}); "
+                        + ("retry" if idempotent else "the write may or may not have applied")
+                    ) from None
+            raise AssertionError("unreachable")
+        finally:
+            self.stats.observe(kind, time.perf_counter() - began)
+
+
+# -- boards -----------------------------------------------------------------------------------
+
+
+class RedisBoardsApi:
+    def __init__(self, core: RedisBoards, calls: _Calls) -> None:
+        self._core = core
+        self._calls = calls
+        self.limits: Limits = core.limits
+
+    async def _read(self, fn: Callable[[], Awaitable[T]]) -> T:
+        return await self._calls.run("read", fn, idempotent=True)
+
+    async def _write(self, fn: Callable[[], Awaitable[T]]) -> T:
+        return await self._calls.run("write", fn, idempotent=False)
+
+    async def _info(self, name: str) -> BoardInfo:
+        found = await self._read(lambda: self._core.describe(name))
+        if found is None:
+            raise BoardNotFound(f"board {name!r} does not exist")
+        c = found["config"]
+        return {
+            "board": name,
+            "order": c["order"],
+            "update": c["update"],
+            "ties": c["ties"],
+            "size": found["total"],
+        }
+
+    async def configure(self, name: str, options: dict[str, Any]) -> tuple[BoardInfo, bool]:
+        name = check_board_name(name)
+        result = await self._write(lambda: self._core.configure(name, options))
+        return await self._info(name), bool(result["created"])
+
+    async def describe(self, name: str) -> BoardInfo:
+        return await self._info(check_board_name(name))
+
+    async def list_boards(self, offset: int, limit: int) -> BoardList:
+        client = self._core.client
+        registry = keys.registry(self._core.prefix)
+
+        async def page() -> tuple[int, list[Any]]:
+            total = await client.zcard(registry)
+            names = await client.zrange(registry, offset, offset + limit - 1)
+            return total, names
+
+        total, names = await self._read(page)
+        boards = []
+        for raw in names:
+            board = raw.decode() if isinstance(raw, bytes) else raw
+            try:
+                boards.append(await self._info(board))
+            except BoardNotFound:
+                # a drop or a refused create left the name behind: repair it lazily
+                total -= 1
+                with contextlib.suppress(RedisError):
+                    await client.zrem(registry, board)
+        return {"total": total, "offset": offset, "boards": boards}
+
+    async def drop(self, name: str) -> None:
+        name = check_board_name(name)
+        if not await self._write(lambda: self._core.drop(name)):
+            raise BoardNotFound(f"board {name!r} does not exist")
+
+    async def exists(self, name: str) -> bool:
+        return await self._read(lambda: self._core.describe(name)) is not None
+
+    async def write(self, name: str, member: object, score: object, metadata: object) -> Entry:
+        return await self._write(lambda: self._core.write(name, member, score, metadata))
+
+    async def write_many(self, name: str, items: list[ScoreItem]) -> list[WriteResult]:
+        return await self._write(lambda: self._core.write_many(name, items))
+
+    async def remove(self, name: str, member: str) -> None:
+        name = check_board_name(name)
+        if not await self.exists(name):
+            raise BoardNotFound(f"board {name!r} does not exist")
+        await self._write(lambda: self._core.remove(name, member))
+
+    async def top(self, name: str, offset: int, limit: int) -> Page:
+        name = check_board_name(name)
+        page = await self._read(lambda: self._core.page(name, offset, limit))
+        return {"board": name, "total": page.total, "entries": page.entries}
+
+    async def entry(self, name: str, member: str) -> Entry:
+        name = check_board_name(name)
+        return await self._read(lambda: self._core.entry(name, member))
+
+    async def around(self, name: str, member: str, radius: int) -> Page:
+        name = check_board_name(name)
+        entries = await self._read(lambda: self._core.around(name, member, radius))
+        info = await self._info(name)
+        return {"board": name, "total": info["size"], "entries": entries}
+
+    async def rank_for_score(self, name: str, score: int | float) -> RankForScore:
+        name = check_board_name(name)
+        s = check_score(score)
+        rank = await self._read(lambda: self._core.rank_for_score(name, s))
+        return {"board": name, "score": s, "rank": rank}
+
+
+class RedisSessionsApi:
+    """Sessions with the call policy: reads retried once, writes never."""
+
+    def __init__(self, core: RedisSessions, calls: _Calls) -> None:
+        self._core = core
+        self._calls = calls
+
+    async def create(self, *, user: object, data: object, ttl: object, max_lifetime: object) -> Any:
+        return await self._calls.run(
+            "session",
+            lambda: self._core.create(user=user, data=data, ttl=ttl, max_lifetime=max_lifetime),
+            idempotent=False,
+        )
+
+    async def get(self, sid: str, *, touch: bool) -> Any:
+        # a touch only pushes a deadline forward: applying it twice is applying it once
+        return await self._calls.run(
+            "session", lambda: self._core.get(sid, touch=touch), idempotent=True
+        )
+
+    async def patch(self, sid: str, data: object, *, if_version: int | None) -> Any:
+        # a compare-and-set on the version: a repeat finds the new version and conflicts
+        return await self._calls.run(
+            "session", lambda: self._core.patch(sid, data, if_version=if_version), idempotent=False
+        )
+
+    async def replace(self, sid: str, data: object, *, if_version: int | None) -> Any:
+        return await self._calls.run(
+            "session",
+            lambda: self._core.replace(sid, data, if_version=if_version),
+            idempotent=False,
+        )
+
+    async def touch(self, sid: str) -> Any:
+        return await self._calls.run("session", lambda: self._core.touch(sid), idempotent=True)
+
+    async def rotate(self, sid: str) -> Any:
+        return await self._calls.run("session", lambda: self._core.rotate(sid), idempotent=False)
+
+    async def delete(self, sid: str) -> None:
+        await self._calls.run("session", lambda: self._core.delete(sid), idempotent=False)
+
+    async def list_user(self, user: str) -> Any:
+        return await self._calls.run("session", lambda: self._core.list_user(user), idempotent=True)
+
+    async def revoke_user(self, user: str, *, except_id: str | None) -> int:
+        n: int = await self._calls.run(
+            "session",
+            lambda: self._core.revoke_user(user, except_id=except_id),
+            idempotent=False,
+        )
+        return n
+
+
+# -- views ------------------------------------------------------------------------------------
+
+
+class RedisViews:
+    """The hub's views, fetched by ``load`` (one ``rankd_view`` call per board) and then read
+    synchronously from what that call returned."""
+
+    synchronous = False
+
+    def __init__(self, backend: "RedisBackend") -> None:
+        self._backend = backend
+        self._tops: dict[str, tuple[list[Entry], int, int]] = {}
+        self._ranks: dict[str, dict[str, tuple[int | None, Any]]] = {}
+        # board -> (member, radius) -> (entries around member, member's position or None)
+        self._arounds: dict[str, dict[tuple[str, int], tuple[list[Entry], int | None]]] = {}
+        self._epochs: dict[str, str] = {}
+        self._seqs: dict[str, int] = {}
+        self._replids: dict[str, str] = {}  # node name -> master_replid
+
+    async def load(
+        self,
+        name: str,
+        top: int,
+        members: list[str],
+        arounds: Sequence[tuple[str, int]] = (),
+    ) -> None:
+        backend = self._backend
+        await backend.feed.watch_board(name)  # subscribe first, then read: no write between
+        core = backend.boards_core
+        k = core.keys(name)
+
+        async def read() -> tuple[Any, str]:
+            pairs = [arg for member, radius in arounds for arg in (member, radius)]
+            reply = await fcall(
+                core.client,
+                "rankd_view",
+                [k.z, k.m, k.d, k.cfg],
+                [top, len(members), *members, *pairs],
+                readonly=True,
+            )
+            return reply, await self._replid(k.cfg)
+
+        reply, replid = await backend.calls.run("view", read, idempotent=True)
+        epoch = replid
+        reset = self._epochs.get(name) not in (None, epoch)
+        self._epochs[name] = epoch
+        ranks = self._ranks.setdefault(name, {})
+        near = self._arounds.setdefault(name, {})
+        if reply is None:
+            self._tops[name] = ([], 0, 0)
+            for m in members:
+                ranks[m] = (None, None)
+            for pair in arounds:
+                near[pair] = ([], None)
+            self._seqs[name] = 0
+            backend.feed.seen(name, 0, reset)
+            return
+        order, ties, seq, total, _token, key_list, metas, places, arounds_reply = reply
+        desc, first = order == b"desc", ties == b"first"
+        self._tops[name] = (_entries(key_list, metas, 1, desc, first), total, seq)
+        for i, m in enumerate(members):
+            key, rank = places[2 * i], places[2 * i + 1]
+            ranks[m] = (rank, key_score(key, desc)) if key else (None, None)
+        for pair, (pos, first_rank, around_keys, around_metas) in zip(
+            arounds, arounds_reply, strict=True
+        ):
+            if pos:
+                near[pair] = (_entries(around_keys, around_metas, first_rank, desc, first), pos)
+            else:
+                near[pair] = ([], None)
+        self._seqs[name] = seq
+        backend.feed.seen(name, seq, reset)
+
+    async def _replid(self, key: str) -> str:
+        client = self._backend.boards_core.client
+        if isinstance(client, RedisCluster):
+            node = client.get_node_from_key(key)
+            if node is None:
+                raise Unavailable("no node owns the board's slot")
+            cached = self._replids.get(node.name)
+            if cached is not None:
+                return cached
+            info = await client.execute_command("INFO", "replication", target_nodes=node)
+            name = node.name
+        else:
+            cached = self._replids.get("single")
+            if cached is not None:
+                return cached
+            info = await client.info("replication")
+            name = "single"
+        replid = info["master_replid"]
+        value = replid.decode() if isinstance(replid, bytes) else str(replid)
+        self._replids[name] = value
+        return value
+
+    def forget_replids(self) -> None:
+        self._replids.clear()
+
+    def forget(self, name: str) -> None:
+        self._tops.pop(name, None)
+        self._ranks.pop(name, None)
+        self._arounds.pop(name, None)
+        self._epochs.pop(name, None)
+        self._seqs.pop(name, None)
+
+    def top_view(self, name: str, n: int) -> tuple[list[Entry], int, int]:
+        entries, total, seq = self._tops.get(name, ([], 0, 0))
+        return entries[:n], total, seq
+
+    def rank_view(self, name: str, member: str) -> tuple[int | None, Any, int]:
+        ranks = self._ranks.get(name, {})
+        rank, score = ranks.get(member, (None, None))
+        return rank, score, self._seqs.get(name, 0)
+
+    def around_view(
+        self, name: str, member: str, radius: int
+    ) -> tuple[list[Entry], int, int, int | None]:
+        entries, pos = self._arounds.get(name, {}).get((member, radius), ([], None))
+        _, total, seq = self._tops.get(name, ([], 0, 0))
+        return entries, total, seq, pos
+
+    def epoch(self, name: str) -> str:
+        return self._epochs.get(name, self._backend.epoch)
+
+
+def _entries(
+    keys: list[bytes], metas: list[Any], rank: int, desc: bool, first: bool
+) -> list[Entry]:
+    """Entries from a range of sort keys (ranks from ``rank`` on) and their metadata."""
+    entries: list[Entry] = []
+    for i, key in enumerate(keys):
+        e: Entry = {
+            "rank": rank + i,
+            "member": key_member(key, first),
+            "score": key_score(key, desc),
+        }
+        if metas and metas[i] is not None:
+            e["metadata"] = orjson.loads(metas[i])
+        entries.append(e)
+    return entries
+
+
+# -- the backend ------------------------------------------------------------------------------
+
+
+class RedisBackend:
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        limits = settings.limits
+        self.target = Target(settings.redis_url, settings.redis_username, settings.redis_password)
+        self.prefix = keys.check_prefix(settings.redis_prefix)
+        self.calls = _Calls(self)
+        self.memory = MemoryGuard(settings.max_memory or 0)
+        self._checks = SessionStore(
+            self.clock,
+            default_ttl=limits.session_ttl,
+            max_ttl=limits.session_max_ttl,
+            default_max_lifetime=limits.session_lifetime,
+            max_lifetime_limit=limits.session_max_lifetime,
+            max_data_bytes=limits.session_data_bytes,
+            max_sessions_per_user=limits.sessions_per_user,
+        )
+        self.client: Client | None = None
+        self.boards_core: RedisBoards
+        self.views = RedisViews(self)
+        self.epoch = secrets.token_hex(8)  # this process's start; frames carry the shard's
+        self.ready = False
+        self.fatal: str | None = None
+        self.started_at = self.clock.now()
+        self.reason: str | None = "not connected yet"
+        self.library_ok = False
+        # The hub listens from the start; the feed gets its client once connected.
+        self._feed = RedisFeed(None, self.prefix, self.target.node)
+        self._feed.expiry_check = self._expires_at
+        self._feed.on_unwatch = self.views.forget
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._refreshing: asyncio.Task[None] | None = None
+
+    # the protocol's parts exist only once connected; routes run only when ready
+    @property
+    def boards(self) -> RedisBoardsApi:
+        return self._boards
+
+    @property
+    def sessions(self) -> RedisSessionsApi:
+        return self._sessions
+
+    @property
+    def feed(self) -> RedisFeed:
+        return self._feed
+
+    async def _connect(self) -> None:
+        client = await self.target.connect()
+        self.client = client
+        self.boards_core = RedisBoards(client, self.prefix, self.settings.limits.store())
+        self._boards = RedisBoardsApi(self.boards_core, self.calls)
+        core = RedisSessions(client, self.prefix, self._checks)
+        secret_key = keys.secret(self.prefix)
+        await client.set(secret_key, secrets.token_hex(32), nx=True)
+        secret = await client.get(secret_key)
+        assert secret is not None
+        core.secret = secret if isinstance(secret, bytes) else secret.encode()
+        self._sessions = RedisSessionsApi(core, self.calls)
+        self._feed.client = client
+
+    async def _expires_at(self, sid: str) -> float | None:
+        try:
+            info = await self._sessions.get(sid, touch=False)
+        except SessionNotFound:
+            return None
+        return float(info["expires_at"])
+
+    async def start(self) -> None:
+        """Connect and load the library; a cluster that is not there yet is waited for (not
+        ready meanwhile), not a failure: rankd processes may start before their cluster."""
+        while self.client is None:
+            try:
+                await self._connect()
+            except (Unavailable, RedisError, OSError) as exc:
+                self.reason = "the redis cluster is unreachable"
+                log.warning("redis unreachable (%s); retrying", exc)
+                await asyncio.sleep(HEALTH_INTERVAL)
+        log.info("redis backend on %d seed(s), prefix %r", len(self.target.seeds), self.prefix)
+        self.memory.start_reserve()
+        self._tasks.append(asyncio.create_task(self.memory.run(), name="rankd-memory-sample"))
+        await self._check_health(load=True)
+        self._tasks.append(asyncio.create_task(self._health(), name="rankd-redis-health"))
+
+    async def _check_health(self, load: bool = False) -> None:
+        client = self.client
+        assert client is not None
+        try:
+            if isinstance(client, RedisCluster):
+                await client.nodes_manager.initialize()
+            else:
+                await client.ping()
+            if load or not await library_loaded(client):
+                await load_library(client)
+                self.views.forget_replids()
+            self.library_ok = await library_loaded(client)
+            self.reason = None if self.library_ok else "function library not loaded"
+        except Exception as exc:
+            self.library_ok = False
+            # clients see the reason (/readyz, 503s): no addresses; the log has the details
+            self.reason = "the redis cluster is unreachable"
+            detail = f"{type(exc).__name__}: {exc}"
+        else:
+            detail = self.reason or ""
+        was, self.ready = self.ready, self.library_ok
+        if was != self.ready:
+            log.warning("redis backend %s", "ready" if self.ready else f"not ready: {detail}")
+            if self.ready:
+                self.views.forget_replids()
+
+    async def _health(self) -> None:
+        while True:
+            await asyncio.sleep(HEALTH_INTERVAL)
+            await self._check_health()
+
+    async def refresh_topology(self) -> None:
+        """Re-read the slot map (single flight): after a failover the next call goes to the
+        promoted replica instead of the dead primary."""
+        client = self.client
+        if not isinstance(client, RedisCluster):
+            return
+        if self._refreshing is None or self._refreshing.done():
+            self.calls.stats.refreshes += 1
+            self.views.forget_replids()
+
+            async def refresh() -> None:
+                with contextlib.suppress(Exception):
+                    await client.nodes_manager.initialize()
+
+            self._refreshing = asyncio.create_task(refresh())
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(self._refreshing), CONNECT_TIMEOUT * 2)
+
+    async def stop(self) -> None:
+        self.ready = False
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self._feed.close()
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                await self.client.aclose()
+
+    def health(self) -> Health:
+        return {"ready": self.ready, "writable": self.ready, "reason": self.reason}
+
+    def stats(self) -> Stats:
+        m = self.memory
+        memory: MemoryStats = {
+            "used": m.used,
+            "limit": m.limit,
+            "refused": m.refused,
+            "memory_errors": m.memory_errors,
+        }
+        return {"store": None, "persistence": None, "memory": memory}
+
+    def check_grow(self) -> None:
+        if self.memory.over:
+            self.memory.check()
+
+    def on_memory_error(self) -> None:
+        self.memory.on_memory_error()
+
+    async def snapshot(self) -> dict[str, Any]:
+        raise NotImplementedError("the redis backend's durability is the cluster's")
+
+    def backend_metrics(self) -> dict[str, Any]:
+        """For /metrics (service/metrics.py)."""
+        feed = self._feed
+        return {
+            "latency": {k: (h.cumulative(), h.sum) for k, h in self.calls.stats.latency.items()},
+            "errors": dict(self.calls.stats.errors),
+            "retries": self.calls.stats.retries,
+            "refreshes": self.calls.stats.refreshes,
+            "gaps": feed.gaps if feed else 0,
+            "resubscribes": feed.resubscribes if feed else 0,
+            "messages": feed.messages if feed else 0,
+            "library_loaded": self.library_ok,
+        }
+
+
+__all__ = ["RedisBackend", "Target"]

@@ -1,0 +1,261 @@
+"""Sessions over the ``rankd_s_*`` functions: one bucket (the user's slot) per call.
+
+Validation is the embedded store's own (a ``SessionStore`` used only for its checks), so both
+backends refuse the same inputs with the same messages; the cluster holds the data and the
+clock (the shard's ``TIME``). Ids are ``T.R`` (session_ids.py): a session is found from its id
+alone, a user's sessions from the user alone (``T`` = HMAC of the user under the cluster's
+secret ``P:secret``).
+
+Patch without If-Match is read, merge here, compare-and-set on the version, retried until no
+concurrent write slips in between (nothing is lost). A write whose data equals the current data
+is a use, not a change (no new version), as in store/sessions.py.
+
+Not enforced here: ``--max-anonymous-sessions`` (a cluster-wide count would be one hot key);
+anonymous sessions are bounded by their TTL and the cluster's maxmemory.
+"""
+
+from typing import Any, cast
+
+import orjson
+from redis.exceptions import ResponseError
+
+from service.backend.redis import keys
+from service.backend.redis.functions import Client, fcall
+from service.backend.redis.session_ids import (
+    new_session_id,
+    random_bucket,
+    session_bucket,
+    user_bucket,
+)
+from service.schemas import SessionInfo
+from store.errors import InvalidArgument, LimitExceeded, SessionNotFound, VersionConflict
+from store.sessions import SessionStore, _seconds
+from store.show import show
+
+_CAS_RETRIES = 50
+
+
+def _not_found() -> SessionNotFound:
+    return SessionNotFound("session not found")  # never echo the id: it is a credential
+
+
+class RedisSessions:
+    def __init__(self, client: Client, prefix: str, checks: SessionStore) -> None:
+        self.client = client
+        self.prefix = prefix
+        self._checks = checks  # validation only: holds no session
+        self.secret = b""  # set by RedisBackend.start (P:secret)
+
+    # -- keys ----------------------------------------------------------------------------------
+
+    def _bucket(self, sid: object) -> str:
+        if type(sid) is not str:
+            raise InvalidArgument(f"session id must be a string, but got {type(sid).__name__}")
+        bucket = session_bucket(sid)
+        if bucket is None:
+            raise _not_found()  # not an id this backend issues: no such session
+        return bucket
+
+    def _keys(self, sid: str) -> tuple[str, str, str]:
+        bucket = self._bucket(sid)
+        return (
+            f"{self.prefix}:s:{{{bucket}}}:{sid}",
+            keys.session_index(self.prefix, bucket),
+            keys.session_channel(self.prefix, bucket),
+        )
+
+    def _session_key(self, bucket: str, sid: str) -> str:
+        return f"{self.prefix}:s:{{{bucket}}}:{sid}"
+
+    @staticmethod
+    def _info(sid: str, reply: list[Any]) -> SessionInfo:
+        user, data, created, ttl, idle, max_at, version = reply
+        idle_f, max_f = float(idle), float(max_at)
+        return {
+            "id": sid,
+            "user": user.decode() if user else None,
+            "data": orjson.loads(data),
+            "created_at": float(created),
+            "expires_at": min(idle_f, max_f),
+            "ttl": int(ttl),
+            "max_expires_at": max_f,
+            "version": int(version),
+        }
+
+    # -- the protocol --------------------------------------------------------------------------
+
+    async def create(
+        self, *, user: object, data: object, ttl: object, max_lifetime: object
+    ) -> SessionInfo:
+        checks = self._checks
+        ttl_s = checks.default_ttl if ttl is None else _seconds("ttl", ttl, checks.max_ttl)
+        life = (
+            checks.default_max_lifetime
+            if max_lifetime is None
+            else _seconds("max_lifetime", max_lifetime, checks.max_lifetime_limit)
+        )
+        if user is not None:
+            checks._check_user(user)
+        clean = {} if data is None else checks._check_data(data)
+        bucket = random_bucket() if user is None else user_bucket(self.secret, cast(str, user))
+        encoded = orjson.dumps(clean)
+        while True:
+            sid = new_session_id(bucket)
+            try:
+                reply = await fcall(
+                    self.client,
+                    "rankd_s_create",
+                    [self._session_key(bucket, sid), keys.session_index(self.prefix, bucket)],
+                    [
+                        sid,
+                        cast(str, user or ""),
+                        encoded,
+                        ttl_s,
+                        life,
+                        checks.max_sessions_per_user,
+                    ],
+                )
+            except ResponseError as exc:
+                text = str(exc)
+                if text.startswith("EXISTS"):
+                    continue  # 2^-256; a reused id would hijack a session
+                if text.startswith("LIMIT"):
+                    raise LimitExceeded(
+                        f"user {show(user)} already has {text.split()[1]} sessions, "
+                        f"the limit is {checks.max_sessions_per_user}"
+                    ) from None
+                raise
+            return self._info(sid, reply)
+
+    async def get(self, sid: str, *, touch: bool) -> SessionInfo:
+        s, x, _ = self._keys(sid)
+        reply = await fcall(self.client, "rankd_s_get", [s, x], [sid, "1" if touch else "0"])
+        if reply is None:
+            raise _not_found()
+        return self._info(sid, reply)
+
+    async def touch(self, sid: str) -> SessionInfo:
+        return await self.get(sid, touch=True)
+
+    async def _put(
+        self, sid: str, merge: dict[str, Any] | None, data: dict[str, Any], if_version: int | None
+    ) -> SessionInfo:
+        if if_version is not None and type(if_version) is not int:
+            raise InvalidArgument(f"if_version must be an int, but got {show(if_version)}")
+        s, x, _ = self._keys(sid)
+        for _ in range(_CAS_RETRIES):
+            current = await self.get(sid, touch=False)
+            if if_version is not None and if_version != current["version"]:
+                raise VersionConflict(
+                    f"version mismatch: expected {if_version}, "
+                    f"but the session is at {current['version']}"
+                )
+            if merge is not None:
+                merged = dict(current["data"])
+                for key, value in merge.items():
+                    if value is None:
+                        merged.pop(key, None)
+                    else:
+                        merged[key] = value
+                new = self._checks._check_data(merged)
+            else:
+                new = data
+            if new == current["data"]:  # no change, no new version: a retried write is a no-op
+                return await self.get(sid, touch=True)
+            try:
+                reply = await fcall(
+                    self.client,
+                    "rankd_s_put",
+                    [s, x],
+                    [sid, orjson.dumps(new), current["version"]],
+                )
+            except ResponseError as exc:
+                if not str(exc).startswith("VERSION"):
+                    raise
+                if if_version is not None:
+                    raise VersionConflict(
+                        f"version mismatch: expected {if_version}, "
+                        f"but the session is at {str(exc).split()[1]}"
+                    ) from None
+                continue  # a concurrent write got in between: read and merge again
+            if reply is None:
+                raise _not_found()
+            return self._info(sid, reply)
+        raise VersionConflict("the session kept changing under this write; retry")
+
+    async def patch(self, sid: str, data: object, *, if_version: int | None) -> SessionInfo:
+        self._checks._check_object(data)
+        return await self._put(sid, cast(dict[str, Any], data), {}, if_version)
+
+    async def replace(self, sid: str, data: object, *, if_version: int | None) -> SessionInfo:
+        clean = self._checks._check_data(data)
+        return await self._put(sid, None, clean, if_version)
+
+    async def rotate(self, sid: str) -> SessionInfo:
+        s, x, ev = self._keys(sid)
+        bucket = self._bucket(sid)
+        while True:
+            new = new_session_id(bucket)
+            try:
+                reply = await fcall(
+                    self.client,
+                    "rankd_s_rotate",
+                    [s, self._session_key(bucket, new), x, ev],
+                    [sid, new],
+                )
+            except ResponseError as exc:
+                if str(exc).startswith("EXISTS"):
+                    continue
+                raise
+            if reply is None:
+                raise _not_found()
+            return self._info(new, reply)
+
+    async def delete(self, sid: str) -> None:
+        s, x, ev = self._keys(sid)
+        if not await fcall(self.client, "rankd_s_delete", [s, x, ev], [sid]):
+            raise _not_found()
+
+    async def _user_ids(self, user: str) -> tuple[str, list[str]]:
+        self._checks._check_user(user)
+        bucket = user_bucket(self.secret, user)
+        ids = await fcall(
+            self.client, "rankd_s_list", [keys.session_index(self.prefix, bucket)], [user]
+        )
+        return bucket, [i.decode() for i in ids]
+
+    async def list_user(self, user: str) -> list[SessionInfo]:
+        _, ids = await self._user_ids(user)
+        out = []
+        for sid in ids:
+            try:
+                out.append(await self.get(sid, touch=False))
+            except SessionNotFound:
+                continue  # expired or revoked since the listing
+        out.sort(key=lambda s: s["created_at"])
+        return out
+
+    async def revoke_user(self, user: str, *, except_id: str | None) -> int:
+        for _ in range(_CAS_RETRIES):
+            bucket, ids = await self._user_ids(user)
+            victims = [i for i in ids if i != except_id]
+            try:
+                n = await fcall(
+                    self.client,
+                    "rankd_s_revoke",
+                    [
+                        keys.session_index(self.prefix, bucket),
+                        keys.session_channel(self.prefix, bucket),
+                        *(self._session_key(bucket, i) for i in victims),
+                    ],
+                    [user, except_id or "", *victims],
+                )
+            except ResponseError as exc:
+                if str(exc).startswith("RETRY"):
+                    continue  # the user gained a session since the listing
+                raise
+            return int(n)
+        raise LimitExceeded(f"user {show(user)} keeps gaining sessions; retry the revoke")
+
+
+__all__ = ["RedisSessions"]
