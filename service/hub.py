@@ -737,12 +737,16 @@ class Hub:
     async def _load(
         self, watch: _Watch, top: bool, ranks: list[_RankGroup], arounds: list[_AroundGroup]
     ) -> None:
-        await self._views.load(
-            watch.name,
-            watch.max_top if top else 0,
-            [g.member for g in ranks],
-            [(g.member, g.radius) for g in arounds],
-        )
+        members = [g.member for g in ranks]
+        pairs = [(g.member, g.radius) for g in arounds]
+        while True:
+            n = watch.max_top if top else 0
+            await self._views.load(watch.name, n, members, pairs)
+            if not top or watch.max_top <= n:
+                return
+            # A larger top N subscribed while this read was out, and the (shorter) view it
+            # brought replaced the one that subscription loaded: read the larger one.
+            members, pairs = [], []
 
     def _epoch_changed(self, watch: _Watch) -> bool:
         """Note the board's epoch; True when it moved since the last look (a failover)."""
