@@ -290,3 +290,44 @@ async def _spans_across_buckets() -> None:
 
 def test_a_span_in_the_next_index_bucket_still_reaches_a_window() -> None:
     asyncio.run(_spans_across_buckets())
+
+
+async def _epoch_change_resends() -> None:
+    rt = EmbeddedBackend(Settings())
+    ks = rt._keyspace
+    hub = Hub(rt, rt.settings.limits)
+    await hub.start()
+    for i in range(20):
+        ks.write("b", f"m{i:02}", 1000 - i)
+    peers = [FakePeer() for _ in range(3)]
+    subs: list[Subscription] = []
+    for p in peers:  # three of each kind, so the forced job goes to a shared frame too
+        subs.append(hub.subscribe_top(p, '{"type":"top","id":"t"', "b", 5))
+        subs.append(hub.subscribe_rank(p, '{"type":"rank","id":"r"', "b", "m03"))
+        subs.append(hub.subscribe_around(p, '{"type":"around","id":"a"', "b", "m04", 1))
+    old = rt.views.epoch("b")
+    ks.write("b", "low", -5)  # below every view: wakes nobody while the epoch stands
+    hub.flush()
+    assert all(len(p.frames[s]) == 1 for p in peers for s in subs if s.peer is p)
+    # What a failover does to the redis backend's views: the same board, another history.
+    rt.views._epoch = "after-failover"  # type: ignore[attr-defined]
+    ks.write("b", "lower", -6)  # still below every view; the epoch alone forces the resend
+    hub.flush()
+    for p in peers:
+        for s in subs:
+            if s.peer is not p:
+                continue
+            first, last = p.frames[s]
+            assert first["epoch"] == old and last["epoch"] == "after-failover"
+            assert {k: v for k, v in first.items() if k not in ("epoch", "total", "seq")} == {
+                k: v for k, v in last.items() if k not in ("epoch", "total", "seq")
+            }
+    ks.write("b", "lowest", -7)  # the new epoch now stands: quiet again
+    hub.flush()
+    assert all(len(p.frames[s]) == 2 for p in peers for s in subs if s.peer is p)
+    hub._check()
+    await hub.stop()
+
+
+def test_an_epoch_change_sends_everyone_the_full_state_again() -> None:
+    asyncio.run(_epoch_change_resends())
