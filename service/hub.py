@@ -60,9 +60,12 @@ Observers run on the event-loop thread, as every store call in the service does.
 
 Views that live elsewhere (``views.synchronous`` False: the redis backend) are fetched before
 they are read: ``prepare`` before a subscription's full state, and an asynchronous flush that
-awaits ``views.load`` for one dirty board, then runs the same comparisons. Each board carries an
-epoch (``views.epoch``); when it changes (a failover), every subscriber of the board gets its
-full state again, even an unchanged one.
+works out from the spans which views of a dirty board may have moved (``_due``: the top views,
+rank groups, around groups -- the same decisions the local flush makes), awaits ``views.load``
+for exactly those, then compares and queues deliveries as the local flush does. Each board
+carries an epoch (``views.epoch``); when it changes (a failover), every view of the board is
+read again and queued as a forced job, which skips the "already seen" check: every subscriber
+of the board gets its full state again, even an unchanged one.
 """
 
 import asyncio
@@ -378,14 +381,14 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watchdog
             self._watchdog = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._flushing is not None:
+        if self._flushing is not None:  # first: its end may arm the timer again
             self._flushing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flushing
             self._flushing = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._pumping is not None:
             self._pumping.cancel()
             self._pumping = None
