@@ -318,8 +318,7 @@ class _Collector:
             ),
             CounterMetricFamily(
                 "rankd_ws_sent_bytes",
-                "Length of the text frames written to WebSocket connections (characters: "
-                "bytes for ASCII names).",
+                "Bytes of the frames written to WebSocket connections, frame headers included.",
                 value=hub.sent_bytes,
             ),
         )

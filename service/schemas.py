@@ -245,6 +245,15 @@ class TopTail(TypedDict):
     epoch: str
 
 
+class AroundTail(TypedDict):
+    board: str
+    member: str
+    total: int
+    entries: list[Entry]
+    seq: int
+    epoch: str
+
+
 class RankTail(TypedDict):
     board: str
     member: str

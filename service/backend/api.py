@@ -35,7 +35,7 @@ Room for what comes next (periods, lookup, range, metadata patches) is left by k
 operation a method of its own rather than one catch-all.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NotRequired, Protocol, TypedDict
 
 from service.schemas import (
@@ -179,8 +179,15 @@ class Views(Protocol):
 
     synchronous: bool  # False: ``load`` first (the data is across the network)
 
-    async def load(self, name: str, top: int, members: list[str]) -> None:
-        """Fetch the top ``top`` and these members' places, for the reads that follow."""
+    async def load(
+        self,
+        name: str,
+        top: int,
+        members: list[str],
+        arounds: Sequence[tuple[str, int]] = (),
+    ) -> None:
+        """Fetch the top ``top``, these members' places and the entries within radius of each
+        ``arounds`` (member, radius), for the reads that follow."""
         ...
 
     def epoch(self, name: str) -> str:
@@ -193,6 +200,13 @@ class Views(Protocol):
 
     def rank_view(self, name: str, member: str) -> tuple[int | None, Any, int]:
         """(rank, score, seq); (None, None, seq) when the member or board is absent."""
+        ...
+
+    def around_view(
+        self, name: str, member: str, radius: int
+    ) -> tuple[list[Entry], int, int, int | None]:
+        """(entries within radius ranks of member, total, seq, the member's 1-based position);
+        ([], total, seq, None) when the member or board is absent."""
         ...
 
 

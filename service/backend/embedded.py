@@ -35,7 +35,7 @@ import heapq
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from typing import Any, TypeVar
 
@@ -317,7 +317,13 @@ class _Views:
         self._ks = keyspace
         self._epoch = epoch
 
-    async def load(self, name: str, top: int, members: list[str]) -> None:
+    async def load(
+        self,
+        name: str,
+        top: int,
+        members: list[str],
+        arounds: Sequence[tuple[str, int]] = (),
+    ) -> None:
         pass  # everything is in memory
 
     def epoch(self, name: str) -> str:
@@ -337,6 +343,19 @@ class _Views:
             return None, None, board.seq
         entry = board.entry(member)
         return entry["rank"], entry["score"], board.seq
+
+    def around_view(
+        self, name: str, member: str, radius: int
+    ) -> tuple[list[Entry], int, int, int | None]:
+        board = self._ks.find(name)
+        if board is None:
+            return [], 0, 0, None
+        if member not in board:
+            return [], len(board), board.seq, None
+        # Ranks here are positions (ordinal), which is what the hub's spans speak.
+        pos = board.entry(member)["rank"]
+        low = max(1, pos - radius)
+        return board.top(low - 1, pos + radius + 1 - low), len(board), board.seq, pos
 
 
 class EmbeddedBackend:

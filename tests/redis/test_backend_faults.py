@@ -5,7 +5,7 @@
   writes resume on the promoted replica, acknowledged writes survive as README "Scaling out"
   states (replication is asynchronous: only writes acknowledged in the last moments before the
   kill are at risk; every write acknowledged a second before it or after the failover must be
-  there), and a WebSocket subscriber sees a new epoch and the full state.
+  there), and WebSocket subscribers (a top N, an around-me) see a new epoch and the full state.
 * a rankd process killed mid-write: every batch is all or nothing, the board's keys consistent.
 * the whole cluster unreachable: /readyz 503 and writes 503, then recovery when it returns.
 """
@@ -223,11 +223,18 @@ def test_kill9_of_the_busy_boards_primary(cluster: tuple[Path, str], tmp_path: P
                         await asyncio.sleep(0.02)
 
         ws_url = servers[0].url.replace("http://", "ws://") + "/v1/ws"
-        async with connect(ws_url, proxy=None) as ws:
+        async with httpx.AsyncClient(base_url=servers[0].url, trust_env=False) as c:
+            r = await c.post(f"/v1/boards/{board}/scores", json={"member": "pin", "score": -1})
+            assert r.status_code == 200, r.text
+        async with connect(ws_url, proxy=None) as ws, connect(ws_url, proxy=None) as near:
             await ws.send(
                 orjson.dumps({"op": "subscribe", "id": 1, "board": board, "top": 5}).decode()
             )
             first = orjson.loads(await ws.recv())
+            around = {"op": "subscribe", "id": 2, "board": board, "member": "pin", "radius": 2}
+            await near.send(orjson.dumps(around).decode())
+            first_near = orjson.loads(await near.recv())
+            assert first_near["type"] == "around" and first_near["epoch"] == first["epoch"]
             tasks = [asyncio.create_task(writer(s, t)) for s, t in zip(servers, "ab", strict=True)]
             await asyncio.sleep(1.0)
             before = len(acked)
@@ -270,6 +277,22 @@ def test_kill9_of_the_busy_boards_primary(cluster: tuple[Path, str], tmp_path: P
                 assert r.status_code == 200, r.text
                 assert latest["entries"] == r.json()["entries"]
                 assert latest["total"] == r.json()["total"]
+                # the around-me subscriber too: a new epoch, then the board's neighbourhood
+                while True:
+                    frame = orjson.loads(await asyncio.wait_for(near.recv(), 15))
+                    if frame["epoch"] != first_near["epoch"]:
+                        break
+                    assert time.monotonic() < deadline, "no around frame with a new epoch"
+                latest = frame
+                while True:
+                    try:
+                        latest = orjson.loads(await asyncio.wait_for(near.recv(), 0.5))
+                    except TimeoutError:
+                        break
+                r = await c.get(f"/v1/boards/{board}/members/pin/around", params={"radius": 2})
+                assert r.status_code == 200, r.text
+                assert latest["type"] == "around" and latest["member"] == "pin"
+                assert latest["entries"] == r.json()["entries"] and len(latest["entries"]) == 3
 
         # durability: every write acknowledged 1 s before the kill, or after it, is there
         client = RedisCluster.from_url(url)

@@ -24,7 +24,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -381,19 +381,32 @@ class RedisViews:
         self._backend = backend
         self._tops: dict[str, tuple[list[Entry], int, int]] = {}
         self._ranks: dict[str, dict[str, tuple[int | None, Any]]] = {}
+        # board -> (member, radius) -> (entries around member, member's position or None)
+        self._arounds: dict[str, dict[tuple[str, int], tuple[list[Entry], int | None]]] = {}
         self._epochs: dict[str, str] = {}
         self._seqs: dict[str, int] = {}
         self._replids: dict[str, str] = {}  # node name -> master_replid
 
-    async def load(self, name: str, top: int, members: list[str]) -> None:
+    async def load(
+        self,
+        name: str,
+        top: int,
+        members: list[str],
+        arounds: Sequence[tuple[str, int]] = (),
+    ) -> None:
         backend = self._backend
         await backend.feed.watch_board(name)  # subscribe first, then read: no write between
         core = backend.boards_core
         k = core.keys(name)
 
         async def read() -> tuple[Any, str]:
+            pairs = [arg for member, radius in arounds for arg in (member, radius)]
             reply = await fcall(
-                core.client, "rankd_view", [k.z, k.m, k.d, k.cfg], [top, *members], readonly=True
+                core.client,
+                "rankd_view",
+                [k.z, k.m, k.d, k.cfg],
+                [top, len(members), *members, *pairs],
+                readonly=True,
             )
             return reply, await self._replid(k.cfg)
 
@@ -402,29 +415,29 @@ class RedisViews:
         reset = self._epochs.get(name) not in (None, epoch)
         self._epochs[name] = epoch
         ranks = self._ranks.setdefault(name, {})
+        near = self._arounds.setdefault(name, {})
         if reply is None:
             self._tops[name] = ([], 0, 0)
             for m in members:
                 ranks[m] = (None, None)
+            for pair in arounds:
+                near[pair] = ([], None)
             self._seqs[name] = 0
             backend.feed.seen(name, 0, reset)
             return
-        order, ties, seq, total, _token, key_list, metas, places = reply
+        order, ties, seq, total, _token, key_list, metas, places, arounds_reply = reply
         desc, first = order == b"desc", ties == b"first"
-        entries: list[Entry] = []
-        for i, key in enumerate(key_list):
-            e: Entry = {
-                "rank": i + 1,
-                "member": key_member(key, first),
-                "score": key_score(key, desc),
-            }
-            if metas and metas[i] is not None:
-                e["metadata"] = orjson.loads(metas[i])
-            entries.append(e)
-        self._tops[name] = (entries, total, seq)
+        self._tops[name] = (_entries(key_list, metas, 1, desc, first), total, seq)
         for i, m in enumerate(members):
             key, rank = places[2 * i], places[2 * i + 1]
             ranks[m] = (rank, key_score(key, desc)) if key else (None, None)
+        for pair, (pos, first_rank, around_keys, around_metas) in zip(
+            arounds, arounds_reply, strict=True
+        ):
+            if pos:
+                near[pair] = (_entries(around_keys, around_metas, first_rank, desc, first), pos)
+            else:
+                near[pair] = ([], None)
         self._seqs[name] = seq
         backend.feed.seen(name, seq, reset)
 
@@ -456,6 +469,7 @@ class RedisViews:
     def forget(self, name: str) -> None:
         self._tops.pop(name, None)
         self._ranks.pop(name, None)
+        self._arounds.pop(name, None)
         self._epochs.pop(name, None)
         self._seqs.pop(name, None)
 
@@ -468,8 +482,32 @@ class RedisViews:
         rank, score = ranks.get(member, (None, None))
         return rank, score, self._seqs.get(name, 0)
 
+    def around_view(
+        self, name: str, member: str, radius: int
+    ) -> tuple[list[Entry], int, int, int | None]:
+        entries, pos = self._arounds.get(name, {}).get((member, radius), ([], None))
+        _, total, seq = self._tops.get(name, ([], 0, 0))
+        return entries, total, seq, pos
+
     def epoch(self, name: str) -> str:
         return self._epochs.get(name, self._backend.epoch)
+
+
+def _entries(
+    keys: list[bytes], metas: list[Any], rank: int, desc: bool, first: bool
+) -> list[Entry]:
+    """Entries from a range of sort keys (ranks from ``rank`` on) and their metadata."""
+    entries: list[Entry] = []
+    for i, key in enumerate(keys):
+        e: Entry = {
+            "rank": rank + i,
+            "member": key_member(key, first),
+            "score": key_score(key, desc),
+        }
+        if metas and metas[i] is not None:
+            e["metadata"] = orjson.loads(metas[i])
+        entries.append(e)
+    return entries
 
 
 # -- the backend ------------------------------------------------------------------------------

@@ -366,19 +366,24 @@ local function rank_for_score(keys, args)
   return redis.call('ZLEXCOUNT', keys[1], '-', '(' .. probe) + 1
 end
 
---[[ rankd_view (read-only)  KEYS z m d cfg   ARGV top(n), then members
-What the WebSocket hub shows, in one call per board per flush: the top n and each member's place.
+--[[ rankd_view (read-only)  KEYS z m d cfg   ARGV top(n), count(m), m members, then pairs
+(member, radius)
+What the WebSocket hub shows, in one call per board per flush: the top n, each member's place,
+and the entries within radius ranks of each pair's member (its around-me views).
 Reply: nil when the board is absent, else {order, ties, seq, total, epoch, {key...}, {meta...},
-{key_1 or false, rank_1, key_2 or false, rank_2, ...}} (rank 0 = absent). ]]
+{key_1 or false, rank_1, key_2 or false, rank_2, ...} (rank 0 = absent),
+{{rank or 0, first_rank, {key...}, {meta...}} per pair}}. ]]
 local function view(keys, args)
   need_keys(keys, 4)
   local c = redis.call('HMGET', keys[4], 'order', 'ties', 'seq', 'epoch')
   if not c[1] then return false end
+  local first = c[2] == 'first'
   local lim = tonumber(args[1])
+  local count = tonumber(args[2])
   local list = {}
   if lim > 0 then list = redis.call('ZRANGE', keys[1], '0', itoa(lim - 1)) end
   local places = {}
-  for i = 2, #args do
+  for i = 3, 2 + count do
     local key = redis.call('HGET', keys[2], args[i])
     if key then
       places[#places + 1] = key
@@ -388,8 +393,20 @@ local function view(keys, args)
       places[#places + 1] = 0
     end
   end
+  local near = {}
+  for i = 3 + count, #args - 1, 2 do
+    local key = redis.call('HGET', keys[2], args[i])
+    if key then
+      local pos, radius = redis.call('ZRANK', keys[1], key), tonumber(args[i + 1])
+      local lo = math.max(0, pos - radius)
+      local around = redis.call('ZRANGE', keys[1], itoa(lo), itoa(pos + radius))
+      near[#near + 1] = { pos + 1, lo + 1, around, metas(keys[3], around, first) }
+    else
+      near[#near + 1] = { 0, 0, {}, {} }
+    end
+  end
   return { c[1], c[2], tonumber(c[3]), redis.call('ZCARD', keys[1]), c[4], list,
-    metas(keys[3], list, c[2] == 'first'), places }
+    metas(keys[3], list, first), places, near }
 end
 
 --[[ Sessions (service/backend/redis/sessions.py). One bucket T = one slot:
