@@ -11,7 +11,8 @@ and is a *player* whose identity is the session's ``user``:
                                                   user, else 403), on boards with
                                                   ``player_writes`` (else 403), at most
                                                   ``player_rate`` writes a minute (else 429)
-    GET /v1/sessions/{id}, POST .../touch         its own session only (else 403)
+    GET, DELETE /v1/sessions/{id},                its own session only (else 403): a game
+    POST .../touch, POST .../rotate               client can keep, renew and end its login
     anything else                                 403: batches, deletes, board config, other
                                                   sessions, users, metrics, admin
 
