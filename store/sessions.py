@@ -271,6 +271,21 @@ class SessionStore:
 
     # -- writes --------------------------------------------------------------------------------
 
+    def check_new(
+        self, user: object, data: object, ttl: object, max_lifetime: object
+    ) -> tuple[int, int, dict[str, Any]]:
+        """A new session's (idle ttl, absolute lifetime, data), defaults applied, each bounded
+        (ValueError naming the bad one). Every backend's create judges its input here."""
+        idle = self.default_ttl if ttl is None else _seconds("ttl", ttl, self.max_ttl)
+        lifetime = (
+            self.default_max_lifetime
+            if max_lifetime is None
+            else _seconds("max_lifetime", max_lifetime, self.max_lifetime_limit)
+        )
+        if user is not None:
+            self._check_user(user)
+        return idle, lifetime, {} if data is None else self._check_data(data)
+
     def create(
         self,
         *,
@@ -288,15 +303,7 @@ class SessionStore:
         """
         if sid is not None:
             self._check_chosen_id(sid)
-        ttl = self.default_ttl if ttl is None else _seconds("ttl", ttl, self.max_ttl)
-        lifetime = (
-            self.default_max_lifetime
-            if max_lifetime is None
-            else _seconds("max_lifetime", max_lifetime, self.max_lifetime_limit)
-        )
-        if user is not None:
-            self._check_user(user)
-        clean = {} if data is None else self._check_data(data)
+        ttl, lifetime, clean = self.check_new(user, data, ttl, max_lifetime)
         now = self._clock.now()
         if sid is not None:
             if self._ttl.get(sid, now) is not None:  # an expired one ends (and is remembered)

@@ -45,7 +45,7 @@ from store.errors import (
     TooManySessions,
     VersionConflict,
 )
-from store.sessions import _CHOSEN_ID, SessionStore, _seconds
+from store.sessions import _CHOSEN_ID, SessionStore
 from store.show import show
 
 _CAS_RETRIES = 50
@@ -130,15 +130,7 @@ class RedisSessions:
         checks = self._checks
         if sid is not None and session_bucket(sid) is None:
             checks._check_chosen_id(sid)  # an issued T.R id is judged by what is known of it
-        ttl_s = checks.default_ttl if ttl is None else _seconds("ttl", ttl, checks.max_ttl)
-        life = (
-            checks.default_max_lifetime
-            if max_lifetime is None
-            else _seconds("max_lifetime", max_lifetime, checks.max_lifetime_limit)
-        )
-        if user is not None:
-            checks._check_user(user)
-        clean = {} if data is None else checks._check_data(data)
+        ttl_s, life, clean = checks.check_new(user, data, ttl, max_lifetime)
         bucket = random_bucket() if user is None else user_bucket(self.secret, cast(str, user))
         encoded = orjson.dumps(clean)
         if sid is None:
