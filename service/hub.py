@@ -630,7 +630,8 @@ class Hub:
             return
         peers = self._by_session.pop(event[1], None)
         for peer in peers or ():
-            # reason: deleted | expired | revoked | rotated. Never the id: it is a credential.
+            # reason: deleted | expired | revoked | rotated | evicted. Never the id: it is a
+            # credential.
             peer.close_soon(POLICY, f"session {event[2]}")
 
     # -- flush ---------------------------------------------------------------------------------
