@@ -28,7 +28,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-import orjson
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
 from redis.exceptions import (
@@ -52,7 +51,7 @@ from service.backend.api import (
     WriteResult,
 )
 from service.backend.redis import keys
-from service.backend.redis.boards import RedisBoards
+from service.backend.redis.boards import RedisBoards, entries_of
 from service.backend.redis.feed import RedisFeed
 from service.backend.redis.functions import Client, fcall, library_loaded, load_library
 from service.backend.redis.sessions import RedisSessions
@@ -62,7 +61,7 @@ from service.settings import Settings
 from store.clock import Clock, SystemClock
 from store.errors import BoardNotFound, SessionNotFound, Unavailable
 from store.sessions import SessionStore
-from store.sortkey import key_member, key_score
+from store.sortkey import key_score
 from store.values import Limits, check_board_name, check_score
 
 log = logging.getLogger("rankd.redis")
@@ -427,7 +426,7 @@ class RedisViews:
             return
         order, ties, seq, total, _token, key_list, metas, places, arounds_reply = reply
         desc, first = order == b"desc", ties == b"first"
-        self._tops[name] = (_entries(key_list, metas, 1, desc, first), total, seq)
+        self._tops[name] = (entries_of(key_list, metas, 1, desc, first), total, seq)
         for i, m in enumerate(members):
             key, rank = places[2 * i], places[2 * i + 1]
             ranks[m] = (rank, key_score(key, desc)) if key else (None, None)
@@ -435,7 +434,7 @@ class RedisViews:
             arounds, arounds_reply, strict=True
         ):
             if pos:
-                near[pair] = (_entries(around_keys, around_metas, first_rank, desc, first), pos)
+                near[pair] = (entries_of(around_keys, around_metas, first_rank, desc, first), pos)
             else:
                 near[pair] = ([], None)
         self._seqs[name] = seq
@@ -491,23 +490,6 @@ class RedisViews:
 
     def epoch(self, name: str) -> str:
         return self._epochs.get(name, self._backend.epoch)
-
-
-def _entries(
-    keys: list[bytes], metas: list[Any], rank: int, desc: bool, first: bool
-) -> list[Entry]:
-    """Entries from a range of sort keys (ranks from ``rank`` on) and their metadata."""
-    entries: list[Entry] = []
-    for i, key in enumerate(keys):
-        e: Entry = {
-            "rank": rank + i,
-            "member": key_member(key, first),
-            "score": key_score(key, desc),
-        }
-        if metas and metas[i] is not None:
-            e["metadata"] = orjson.loads(metas[i])
-        entries.append(e)
-    return entries
 
 
 # -- the backend ------------------------------------------------------------------------------

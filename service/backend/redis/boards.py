@@ -338,11 +338,17 @@ def _write_result(member: str, desc: bool, item: list[Any]) -> Entry:
 def _entries(
     order: bytes, ties: bytes, first_rank: int, key_list: list[bytes], metas: list[Any]
 ) -> list[Entry]:
-    desc, first = order == b"desc", ties == b"first"
+    return entries_of(key_list, metas, first_rank, order == b"desc", ties == b"first")
+
+
+def entries_of(
+    keys: list[bytes], metas: list[Any], rank: int, desc: bool, first: bool
+) -> list[Entry]:
+    """Entries from a range of sort keys (ranks from ``rank`` on) and their metadata."""
     out: list[Entry] = []
-    for i, key in enumerate(key_list):
+    for i, key in enumerate(keys):
         e: Entry = {
-            "rank": first_rank + i,
+            "rank": rank + i,
             "member": key_member(key, first),
             "score": key_score(key, desc),
         }
