@@ -1,33 +1,58 @@
-"""WebSocket fan-out benchmark: how late do top-10 pushes arrive, and what do they cost writers?
+"""WebSocket fan-out benchmark: how late do pushes arrive, what do they cost, and do writers wait?
 
-    python -m loadtest.bench_ws                        # 1000 subscribers, 500 writes/s, 10 s
-    python -m loadtest.bench_ws --quick                # smoke sizes, a few seconds
-    python -m loadtest.bench_ws --subscribers 2000 --rate 1000 --seconds 20 --json out.json
+    python -m loadtest.bench_ws                               # 1,000 top-10 subscribers, 10 s
+    python -m loadtest.bench_ws --quick                       # smoke sizes, a few seconds
+    python -m loadtest.bench_ws --event --baseline /work/main # the issue #17 run (below)
+    python -m loadtest.bench_ws --subscribers 2000 --mixes top,around --json out.json
 
-One rankd (``--fsync everysec``, the default) on loopback, and three phases:
+``--event`` is 10,000 subscribers spread over 4 client processes, each of the three view mixes
+in turn, 500 writes/s for 10 s. ``--baseline DIR`` also runs the rankd source tree in DIR (for
+example a checkout of main) as "today", in the same run, before this tree ("this"), so the two
+are compared on the same box at the same load. A baseline that has no around-me subscriptions
+runs the ``top`` mix only.
 
-1. **throughput, no subscribers** -- ``--writers`` WebSocket connections each keep
-   ``--window`` score ops in flight for ``--burst`` seconds: acknowledged writes per second.
-2. **delay** -- a separate client process opens ``--subscribers`` connections, each subscribed
-   to the top 10 of one board. A writer sends ``--rate`` score ops per second (open loop) for
-   ``--seconds``. Scores only grow and members are reused with ``update=best``, so every write
-   becomes rank 1 and every tick changes every subscriber's view: the worst case for fan-out.
-   Delay = receipt of the first frame whose rank-1 score is >= the write's score, minus the
-   write's acknowledgement (CLOCK_MONOTONIC, shared by the processes), for every
-   (subscriber, write) pair with the write's score divisible by ``--sample``.
-3. **throughput, with subscribers** -- phase 1 again while the subscribers stay connected.
+View mixes (one board; every write has a unique id i, carried in its score):
 
-Coalescing bounds the delay from below: a write waits for the next flush, which runs at most
-once per ``ws_tick`` (0.1 s by default), so on a busy board the delay averages about half a tick
-plus the time to deliver one frame to every subscriber.
+* ``top``    -- every subscriber watches the top 10. Writes are *climbs*: member ``c<i % 1000>``
+  gets score ``CLIMB + i``, higher than anything before, so every write becomes rank 1 and
+  every tick changes every subscriber's view: the worst case for fan-out.
+* ``around`` -- subscriber k watches ``radius`` 2 around its own member ``m<k>`` (10,000
+  distinct views on a board of ``subscribers + 1000`` members). Writes are *bumps*: a random
+  member ``m<j>`` gets ``BASE(j) + i``, which keeps its rank (the bases are far apart), so a
+  write changes the 2*radius+1 views that show that rank -- a player's score changing mid-table.
+* ``mix``    -- even subscribers watch the top 10, odd ones their own around view; writes
+  alternate climbs and bumps.
 
-The clients speak WebSocket through a few lines of asyncio protocol (``_Lean``: handshake,
-masked text frames out, unmasked frames in) instead of a client library: on a 2-core box a
-Python WebSocket library spends more CPU per received frame than the server spends sending
-it, and the numbers would measure the client. The tests use a real library (``websockets``).
+For each (server, mix): a fresh ``rankd`` (``--fsync everysec``, the default) on loopback, a
+board filled with the members, then
+
+1. **throughput, no subscribers** -- ``--writers`` WebSocket connections each keep ``--window``
+   score ops of the mix in flight for ``--burst`` seconds: acknowledged writes per second;
+   then ``--rate`` writes/s for up to 5 s: write ack latency without subscribers.
+2. **delay** -- client processes open the subscriptions; one writer sends ``--rate`` ops/s
+   (open loop) for ``--seconds``. Delay = receipt of the first frame reflecting a write, minus
+   that write's acknowledgement (CLOCK_MONOTONIC, shared by the processes), for every
+   (subscriber, write) pair with ``i`` divisible by ``--sample``: for a top view, the first
+   frame whose rank-1 score is >= the write's; for an around view, the first frame carrying
+   the write's score. (A bump overwritten by a later bump of the same member within one tick
+   is never shown and so never counted: rare, 50 writes per tick over 10,000 members.)
+   Server CPU over the phase is divided by the frames the clients received in it.
+3. **throughput, with subscribers** -- phase 1 again while the subscribers stay connected and
+   receive the resulting frames.
+
+Coalescing bounds the delay from below: a write waits for the next flush, at most once per
+``ws_tick`` (0.1 s by default), so the delay averages about half a tick plus the time to deliver
+one frame to every subscriber.
+
+The clients speak WebSocket through a few lines of asyncio protocol on uvloop (``_Lean``:
+handshake, masked text frames out, unmasked frames in) instead of a client library: on a 2-core
+box a Python WebSocket library spends more CPU per received frame than the server spends
+sending it, and the numbers would measure the client. The tests use a real library
+(``websockets``). The clients still share the two cores with the server: at 10,000
+subscribers they receive up to 100,000 frames/s, and their CPU is printed next to the server's.
 
 Every child runs in its own process group and is killed on exit, error, Ctrl-C, SIGTERM or
-``--deadline``; the processes raise their file-descriptor limit to the hard limit.
+``--deadline``; every process raises its file-descriptor limit to the hard limit.
 """
 
 from __future__ import annotations
@@ -35,8 +60,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
+import random
 import resource
 import signal
 import statistics
@@ -44,17 +71,27 @@ import struct
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import orjson
+import uvloop
 
-from loadtest._procs import LOOPBACK, Children, free_port, wait_http
+from loadtest._procs import LOOPBACK, Children, cpu_seconds, free_port, wait_http
 
 BOARD = "ws-bench"
 TOP = 10
+RADIUS = 2
+CLIMBERS = 1000
+CLIMB = 10**15  # climb scores: CLIMB + i, above every bump score
+SPACING = 10**7  # bump scores: BASE(j) + i with BASE(j) = (BASES - j) * SPACING, i < SPACING
+BASES = 10**6
+MIXES = ("top", "around", "mix")
+ACK_GRACE = 60.0  # seconds a phase waits for its last acks before it counts them as missing
+PER_PROCESS = 2500  # subscriptions per client process
+HERE = Path(__file__).resolve().parent.parent  # the source tree this benchmark belongs to
 
 
 # -- a minimal WebSocket client ---------------------------------------------------------------
@@ -71,10 +108,10 @@ class _Lean(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's TCPTransport quacks like asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
         key = base64.b64encode(os.urandom(16)).decode()
-        transport.write(
+        self.transport.write(
             (
                 f"GET /v1/ws HTTP/1.1\r\nHost: {LOOPBACK}\r\nUpgrade: websocket\r\n"
                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
@@ -107,26 +144,29 @@ class _Lean(asyncio.Protocol):
                 return
             del buf[: end + 4]
             self.upgraded.set_result(None)
-        while len(buf) >= 2:
-            opcode, n, at = buf[0] & 0x0F, buf[1] & 0x7F, 2
+        at = 0
+        size = len(buf)
+        while size - at >= 2:
+            opcode, n, start = buf[at] & 0x0F, buf[at + 1] & 0x7F, at + 2
             if n == 126:
-                if len(buf) < 4:
-                    return
-                n, at = struct.unpack_from("!H", buf, 2)[0], 4
+                if size - at < 4:
+                    break
+                n, start = struct.unpack_from("!H", buf, at + 2)[0], at + 4
             elif n == 127:
-                if len(buf) < 10:
-                    return
-                n, at = struct.unpack_from("!Q", buf, 2)[0], 10
-            if len(buf) < at + n:
-                return
-            payload = bytes(buf[at : at + n])
-            del buf[: at + n]
+                if size - at < 10:
+                    break
+                n, start = struct.unpack_from("!Q", buf, at + 2)[0], at + 10
+            if size < start + n:
+                break
+            payload = bytes(buf[start : start + n])
+            at = start + n
             if opcode == 0x1:
                 self.on_text(now, payload)
             elif opcode == 0x9:  # ping: answer, or uvicorn's keepalive drops us
                 self.send_text(payload, 0xA)
             elif opcode == 0x8 and not self.closed.done():
                 self.closed.set_result(payload)
+        del buf[:at]
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.upgraded.done():
@@ -138,7 +178,7 @@ class _Lean(asyncio.Protocol):
 async def _open(port: int, on_text: Callable[[float, bytes], None]) -> _Lean:
     loop = asyncio.get_running_loop()
     _, proto = await loop.create_connection(lambda: _Lean(on_text), LOOPBACK, port)
-    await asyncio.wait_for(proto.upgraded, 30)
+    await asyncio.wait_for(proto.upgraded, 60)
     return proto
 
 
@@ -154,13 +194,58 @@ def _top_score(payload: bytes) -> int:
     return int(payload[at:end])
 
 
-# -- writers ----------------------------------------------------------------------------------
+# -- the writes of a mix ----------------------------------------------------------------------
 
 
-async def _closed_loop(port: int, writers: int, window: int, seconds: float, base: int) -> float:
+def _base(j: int) -> int:
+    return (BASES - j) * SPACING
+
+
+def _is_climb(mix: str, i: int) -> bool:
+    return mix == "top" or (mix == "mix" and i % 2 == 1)
+
+
+def _op(mix: str, i: int, members: int, rng: random.Random) -> tuple[str, int]:
+    """(member, score) of write i: a climb to rank 1, or a bump that keeps a member's rank."""
+    if _is_climb(mix, i):
+        return f"c{i % CLIMBERS}", CLIMB + i
+    j = rng.randrange(members)
+    return f"m{j}", _base(j) + i
+
+
+def _write_id(score: int) -> int:
+    return score - CLIMB if score >= CLIMB else score % SPACING
+
+
+async def _fill(port: int, members: int) -> None:
+    """Put members m0.. on the board at their base scores, pipelined on one connection."""
+    done = asyncio.get_running_loop().create_future()
+    left = members
+
+    def on_ack(now: float, payload: bytes) -> None:
+        nonlocal left
+        if not payload.startswith(b'{"type":"ack"'):
+            raise RuntimeError(payload[:200])
+        left -= 1
+        if left == 0:
+            done.set_result(None)
+
+    proto = await _open(port, on_ack)
+    for j in range(members):
+        op = {"op": "score", "id": j, "board": BOARD, "member": f"m{j}", "score": _base(j)}
+        proto.send_text(orjson.dumps(op))
+    await asyncio.wait_for(done, 120)
+    assert proto.transport is not None
+    proto.transport.close()
+
+
+async def _closed_loop(
+    port: int, mix: str, members: int, writers: int, window: int, seconds: float, first: int
+) -> float:
     """Acknowledged writes per second with ``writers`` x ``window`` ops in flight."""
     done = 0
     deadline = time.monotonic() + seconds
+    rng = random.Random(first)
 
     async def one(w: int) -> None:
         n = 0
@@ -171,13 +256,8 @@ async def _closed_loop(port: int, writers: int, window: int, seconds: float, bas
             nonlocal n, in_flight
             n += 1
             in_flight += 1
-            op = {
-                "op": "score",
-                "id": n,
-                "board": f"{BOARD}-tp",
-                "member": f"w{w}-{n % 500}",
-                "score": base + n * writers + w,
-            }
+            member, score = _op(mix, first + n * writers + w, members, rng)
+            op = {"op": "score", "id": n, "board": BOARD, "member": member, "score": score}
             proto.send_text(orjson.dumps(op))
 
         def on_ack(now: float, payload: bytes) -> None:
@@ -194,7 +274,8 @@ async def _closed_loop(port: int, writers: int, window: int, seconds: float, bas
         proto = await _open(port, on_ack)
         for _ in range(window):
             send()
-        await asyncio.wait_for(drained, seconds + 30)
+        with contextlib.suppress(TimeoutError):  # acks in time were counted, the rest never
+            await asyncio.wait_for(drained, seconds + ACK_GRACE)
         assert proto.transport is not None
         proto.transport.close()
 
@@ -204,59 +285,104 @@ async def _closed_loop(port: int, writers: int, window: int, seconds: float, bas
 
 
 async def _open_loop(
-    port: int, rate: float, seconds: float, base: int
+    port: int, mix: str, members: int, rate: float, seconds: float, first: int
 ) -> dict[int, tuple[float, float]]:
-    """Send ``rate`` writes/s for ``seconds``; returns score -> (sent, acked) monotonic times."""
+    """Send ``rate`` writes/s for ``seconds``; returns write id -> (sent, acked) times."""
     total = int(rate * seconds)
     sent: dict[int, float] = {}
     times: dict[int, tuple[float, float]] = {}
     all_acked = asyncio.get_running_loop().create_future()
+    rng = random.Random(first)
 
     def on_ack(now: float, payload: bytes) -> None:
         frame = orjson.loads(payload)
         assert frame["type"] == "ack", frame
-        score = frame["id"]
-        times[score] = (sent[score], now)
+        i = frame["id"]
+        times[i] = (sent[i], now)
         if len(times) == total and not all_acked.done():
             all_acked.set_result(None)
 
     proto = await _open(port, on_ack)
     start = time.monotonic()
-    for i in range(1, total + 1):
-        delay = start + i / rate - time.monotonic()
+    for k in range(1, total + 1):
+        delay = start + k / rate - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        score = base + i  # base above every earlier score: each write is the new rank 1
-        sent[score] = time.monotonic()
-        op = {"op": "score", "id": score, "board": BOARD, "member": f"m{i % 1000}", "score": score}
+        i = first + k
+        member, score = _op(mix, i, members, rng)
+        sent[i] = time.monotonic()
+        op = {"op": "score", "id": i, "board": BOARD, "member": member, "score": score}
         proto.send_text(orjson.dumps(op))
-    await asyncio.wait_for(all_acked, 30)
+    with contextlib.suppress(TimeoutError):  # falling this far behind is a result: counted
+        await asyncio.wait_for(all_acked, ACK_GRACE)
     assert proto.transport is not None
     proto.transport.close()
     return times
 
 
-# -- the subscriber process -------------------------------------------------------------------
+# -- the subscriber processes -----------------------------------------------------------------
 
 
-async def _subscribers(port: int, n: int, out: Path, ready: Path) -> None:
-    """Open n top-10 subscriptions, touch ``ready``, record (time, rank-1 score) per frame
-    until a ``stop`` file appears next to ``ready``, then write the records to ``out``."""
-    records: list[list[tuple[float, int]]] = [[] for _ in range(n)]
+def _watches_top(mix: str, k: int) -> bool:
+    return mix == "top" or (mix == "mix" and k % 2 == 0)
+
+
+async def _subscribers(
+    port: int, mix: str, first: int, count: int, sample: int, out: Path, ready: Path
+) -> None:
+    """Open subscriptions first..first+count-1, touch ``ready``, record what each frame shows
+    until a ``stop`` file appears next to ``ready``, then write the records to ``out``.
+
+    Per subscriber: top views record (time, rank-1 score) per frame; around views record
+    (time, 0) per frame and (time, write id) for each sampled write id a frame shows.
+    """
+    records: list[list[tuple[float, int]]] = [[] for _ in range(count)]
+    frames = [0] * count
     protos: list[_Lean] = []
-    subscribe = orjson.dumps({"op": "subscribe", "id": "t", "board": BOARD, "top": TOP})
-    for i in range(n):
-        rec = records[i]
 
-        def on_top(now: float, payload: bytes, rec: list[tuple[float, int]] = rec) -> None:
+    def on_top(k: int) -> Callable[[float, bytes], None]:
+        rec = records[k]
+
+        def on_text(now: float, payload: bytes) -> None:
             if not payload.startswith(b'{"type":"top"'):
                 raise RuntimeError(payload[:200])
+            frames[k] += 1
             rec.append((now, _top_score(payload)))
 
-        proto = await _open(port, on_top)
-        proto.send_text(subscribe)
-        protos.append(proto)
-    while any(not r for r in records):  # everyone has its full state
+        return on_text
+
+    def on_around(k: int) -> Callable[[float, bytes], None]:
+        rec = records[k]
+        seen: set[int] = set()
+
+        def on_text(now: float, payload: bytes) -> None:
+            if not payload.startswith(b'{"type":"around"'):
+                raise RuntimeError(payload[:200])
+            frames[k] += 1
+            rec.append((now, 0))  # 0 is no write id: a frame marker
+            for entry in orjson.loads(payload)["entries"]:
+                i = _write_id(entry["score"])
+                if i and i % sample == 0 and i not in seen:
+                    seen.add(i)
+                    rec.append((now, i))
+
+        return on_text
+
+    async def one(k: int) -> _Lean:
+        member = first + k
+        if _watches_top(mix, member):
+            proto = await _open(port, on_top(k))
+            sub = {"op": "subscribe", "id": "t", "board": BOARD, "top": TOP}
+        else:
+            proto = await _open(port, on_around(k))
+            sub = {"op": "subscribe", "id": "a", "board": BOARD, "member": f"m{member}"}
+            sub["radius"] = RADIUS
+        proto.send_text(orjson.dumps(sub))
+        return proto
+
+    for at in range(0, count, 100):  # 100 handshakes at a time
+        protos += await asyncio.gather(*(one(k) for k in range(at, min(count, at + 100))))
+    while not all(frames):  # everyone has its full state
         await asyncio.sleep(0.05)
     ready.touch()
     stop = ready.with_name("stop")
@@ -266,25 +392,42 @@ async def _subscribers(port: int, n: int, out: Path, ready: Path) -> None:
     for p in protos:
         assert p.transport is not None
         p.transport.close()
-    out.write_bytes(orjson.dumps({"records": records, "dropped": dropped}))
+    kinds = [_watches_top(mix, first + k) for k in range(count)]
+    out.write_bytes(orjson.dumps({"records": records, "top": kinds, "dropped": dropped}))
 
 
 def _delays(
-    records: list[list[tuple[float, int]]], times: dict[int, tuple[float, float]], sample: int
-) -> tuple[list[float], list[float]]:
-    """(from ack, from send) delays for every (subscriber, sampled write) pair."""
-    sampled = sorted(s for s in times if s % sample == 0)
-    from_ack: list[float] = []
-    from_send: list[float] = []
-    for rec in records:
-        k = 0
-        for t, top in rec:
-            while k < len(sampled) and sampled[k] <= top:
-                sent, acked = times[sampled[k]]
-                from_ack.append(t - acked)
-                from_send.append(t - sent)
-                k += 1
-    return from_ack, from_send
+    records: list[list[tuple[float, int]]],
+    kinds: list[bool],
+    times: dict[int, tuple[float, float]],
+    climbs: list[int],
+    window: tuple[float, float],
+) -> tuple[list[float], int]:
+    """Ack -> frame delays for every (subscriber, sampled write) pair, and the frames received
+    within ``window``. ``climbs``: the sampled climb ids, ascending."""
+    delays: list[float] = []
+    frames = 0
+    lo, hi = window
+    for rec, top in zip(records, kinds, strict=True):
+        if top:
+            k = 0
+            for t, score in rec:
+                if lo <= t <= hi:
+                    frames += 1
+                seen = score - CLIMB
+                while k < len(climbs) and climbs[k] <= seen:
+                    delays.append(t - times[climbs[k]][1])
+                    k += 1
+        else:
+            first: dict[int, float] = {}
+            for t, i in rec:
+                if i == 0:
+                    if lo <= t <= hi:
+                        frames += 1
+                elif i not in first:
+                    first[i] = t
+            delays.extend(t - times[i][1] for i, t in first.items() if i in times)
+    return delays, frames
 
 
 # -- orchestration ----------------------------------------------------------------------------
@@ -314,107 +457,157 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _say(text: str) -> None:
     print(f"[bench_ws {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
-def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+def _loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def _split(n: int, procs: int) -> Iterator[tuple[int, int]]:
+    step = -(-n // procs)
+    for first in range(0, n, step):
+        yield first, min(step, n - first)
+
+
+def _run_one(
+    args: argparse.Namespace, workdir: Path, label: str, tree: Path | None, mix: str
+) -> dict[str, Any]:
     port = free_port()
-    with Children(workdir) as children:
+    n = args.subscribers
+    members = n + 1000
+    run = workdir / f"{label}-{mix}"
+    run.mkdir()
+    with Children(run) as children:
         server = children.start(
             "rankd",
             [
                 *(sys.executable, "-m", "service", "--port", str(port)),
-                *("--data-dir", str(workdir / "data"), "--log-level", "warning"),
-                *("--ws-connections", str(args.subscribers + 100)),
+                *("--data-dir", str(run / "data"), "--log-level", "warning"),
+                *("--ws-connections", str(n + 100), "--max-connections", str(n + 200)),
             ],
+            cwd=tree or HERE,  # python -m service imports the tree it runs in first
         )
         wait_http(server, port, "/readyz")
-        result: dict[str, Any] = {
-            "subscribers": args.subscribers,
-            "rate": args.rate,
-            "seconds": args.seconds,
-            "writers": args.writers,
-            "window": args.window,
-            "cpus": os.cpu_count(),
-        }
-        _say(f"phase 1: closed-loop writes for {args.burst:g} s, no subscribers")
+        result: dict[str, Any] = {"server": label, "mix": mix, "subscribers": n}
+        asyncio.run(_fill(port, members))
+        _say(f"{label}/{mix}: phase 1, closed-loop writes for {args.burst:g} s, no subscribers")
         result["throughput_without"] = asyncio.run(
-            _closed_loop(port, args.writers, args.window, args.burst, 0)
+            _closed_loop(port, mix, members, args.writers, args.window, args.burst, 1)
         )
-        # Warm-up: 1000 members on the board, so a top-10 frame is a realistic one.
-        asyncio.run(_open_loop(port, 2000, 0.5, 1_000_000))
-
-        _say(f"phase 2: {args.subscribers} subscribers connect")
-        out = workdir / "subscribers.json"
-        sub = children.start(
-            "subscribers",
-            [
-                *(sys.executable, "-m", "loadtest.bench_ws", "--role", "subscribers"),
-                *("--port", str(port), "--subscribers", str(args.subscribers)),
-                *("--out", str(out), "--ready", str(workdir / "ready")),
-            ],
-        )
+        quiet = min(5.0, args.seconds)
+        _say(f"{label}/{mix}: phase 1b, {args.rate:g} writes/s for {quiet:g} s, no subscribers")
+        alone = asyncio.run(_open_loop(port, mix, members, args.rate, quiet, 2 * SPACING // 10))
+        result["ack_latency_without"] = _percentiles([a - s for s, a in alone.values()])
+        _say(f"{label}/{mix}: phase 2, {n} subscribers in {args.procs} processes connect")
+        ready = [run / f"ready-{k}" for k in range(args.procs)]
+        outs = [run / f"subs-{k}.json" for k in range(args.procs)]
+        subs = [
+            children.start(
+                f"subscribers-{k}",
+                [
+                    *(sys.executable, "-m", "loadtest.bench_ws", "--role", "subscribers"),
+                    *("--port", str(port), "--mix", mix, "--first", str(first)),
+                    *("--subscribers", str(count), "--sample", str(args.sample)),
+                    *("--out", str(outs[k]), "--ready", str(ready[k])),
+                ],
+            )
+            for k, (first, count) in enumerate(_split(n, args.procs))
+        ]
         t0 = time.monotonic()
-        while not (workdir / "ready").exists():
-            sub.check_alive()
-            if time.monotonic() - t0 > 120:
-                raise RuntimeError("subscribers did not connect within 120 s")
+        while not all(r.exists() for r in ready):
+            for s in subs:
+                s.check_alive()
+            if time.monotonic() - t0 > 180:
+                raise RuntimeError("subscribers did not connect within 180 s")
             time.sleep(0.05)
         result["connect_seconds"] = time.monotonic() - t0
-        _say(f"phase 2: {args.rate:g} writes/s for {args.seconds:g} s")
-        cpu0, wall0 = _cpu_seconds(server.pid), time.monotonic()
-        times = asyncio.run(_open_loop(port, args.rate, args.seconds, 2_000_000))
-        result["server_cpu"] = (_cpu_seconds(server.pid) - cpu0) / (time.monotonic() - wall0)
-        time.sleep(1.0)  # the last flush reaches everyone
-        _say(f"phase 3: closed-loop writes for {args.burst:g} s, subscribers connected")
-        result["throughput_with"] = asyncio.run(
-            _closed_loop(port, args.writers, args.window, args.burst, 10**9)
+        _say(f"{label}/{mix}: phase 2, {args.rate:g} writes/s for {args.seconds:g} s")
+        clients_cpu0 = sum(cpu_seconds(s.pid) for s in subs)
+        cpu0, wall0 = cpu_seconds(server.pid), time.monotonic()
+        first_id = 5 * SPACING // 10
+        times = asyncio.run(_open_loop(port, mix, members, args.rate, args.seconds, first_id))
+        wall1 = time.monotonic()
+        result["server_cpu"] = (cpu_seconds(server.pid) - cpu0) / (wall1 - wall0)
+        result["clients_cpu"] = (sum(cpu_seconds(s.pid) for s in subs) - clients_cpu0) / (
+            wall1 - wall0
         )
-        (workdir / "stop").touch()
-        sub.proc.wait(timeout=60)
-        data = orjson.loads(out.read_bytes())
-    records = data["records"]
-    _say("computing delays")
-    from_ack, from_send = _delays(records, times, args.sample)
-    frames = sum(len(r) for r in records)
+        time.sleep(1.0)  # the last flush reaches everyone
+        wall2 = time.monotonic()
+        server_cpu_delay = cpu_seconds(server.pid) - cpu0
+        _say(f"{label}/{mix}: phase 3, closed-loop writes for {args.burst:g} s, subscribers on")
+        result["throughput_with"] = asyncio.run(
+            _closed_loop(
+                port, mix, members, args.writers, args.window, args.burst, 8 * SPACING // 10
+            )
+        )
+        (run / "stop").touch()
+        for s in subs:
+            s.proc.wait(timeout=120)
+        datas = [orjson.loads(o.read_bytes()) for o in outs]
+    records = [r for d in datas for r in d["records"]]
+    kinds = [k for d in datas for k in d["top"]]
+    climbs = sorted(i for i in times if i % args.sample == 0 and _is_climb(mix, i))
+    delays, frames = _delays(records, kinds, times, climbs, (wall0, wall2))
     result.update(
-        delay_from_ack=_percentiles(from_ack),
-        delay_from_send=_percentiles(from_send),
+        delay_from_ack=_percentiles(delays),
         ack_latency=_percentiles([acked - sent for sent, acked in times.values()]),
-        samples=len(from_ack),
+        samples=len(delays),
         frames=frames,
-        frames_per_subscriber_per_s=frames / max(1, len(records)) / args.seconds,
-        subscribers_dropped=data["dropped"],
+        frames_per_s=frames / (wall2 - wall0),
+        cpu_us_per_frame=server_cpu_delay / max(1, frames) * 1e6,
+        subscribers_dropped=sum(d["dropped"] for d in datas),
+        writes_unacked=int(args.rate * args.seconds) - len(times),
+        loadavg=_loadavg(),
     )
+    _say(f"{label}/{mix}: done, load average {result['loadavg']}")
     return result
 
 
-def _report(r: dict[str, Any]) -> str:
+def _report(r: dict[str, Any], args: argparse.Namespace) -> str:
     def ms(p: dict[str, float]) -> str:
-        return " ".join(f"{k} {v * 1000:.1f}" for k, v in p.items())
+        return " ".join(f"{k} {v * 1000:.1f}" for k, v in p.items()) or "no samples"
 
     return "\n".join(
         [
-            f"rankd /v1/ws: {r['subscribers']} top-{TOP} subscribers on one board, "
-            f"{r['rate']:g} writes/s for {r['seconds']:g} s, {r['cpus']} CPUs",
-            f"  delay ack -> frame (ms):   {ms(r['delay_from_ack'])}  ({r['samples']} samples)",
-            f"  delay send -> frame (ms):  {ms(r['delay_from_send'])}",
-            f"  ack latency (ms):          {ms(r['ack_latency'])}",
-            f"  frames: {r['frames']} ({r['frames_per_subscriber_per_s']:.1f}/subscriber/s), "
+            f"{r['server']}: {r['subscribers']} subscribers, mix {r['mix']}, "
+            f"{args.rate:g} writes/s for {args.seconds:g} s (load average {r['loadavg']})",
+            f"  delay ack -> frame (ms):  {ms(r['delay_from_ack'])}  ({r['samples']} samples)",
+            f"  write ack latency without subscribers (ms): {ms(r['ack_latency_without'])}",
+            f"  write ack latency (ms):   {ms(r['ack_latency'])}"
+            + (
+                f"  ({r['writes_unacked']} writes still unacked {ACK_GRACE:g} s after the phase)"
+                if r["writes_unacked"]
+                else ""
+            ),
+            f"  frames {r['frames']} ({r['frames_per_s']:.0f}/s), "
             f"dropped subscribers {r['subscribers_dropped']}, "
-            f"server CPU {r['server_cpu'] * 100:.0f}% of a core, "
+            f"server CPU {r['server_cpu'] * 100:.0f}% of a core "
+            f"({r['cpu_us_per_frame']:.1f} us/frame), clients CPU {r['clients_cpu'] * 100:.0f}%, "
             f"connect {r['connect_seconds']:.1f} s",
-            f"  write throughput ({r['writers']} WS writers x {r['window']} in flight): "
+            f"  write throughput ({args.writers} WS writers x {args.window} in flight): "
             f"{r['throughput_without']:.0f}/s without subscribers, "
-            f"{r['throughput_with']:.0f}/s with {r['subscribers']}",
+            f"{r['throughput_with']:.0f}/s with",
         ]
     )
+
+
+def _ratios(results: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    by = {(r["server"], r["mix"]): r for r in results}
+    for (server, mix), base in by.items():
+        if server != "today" or ("this", mix) not in by:
+            continue
+        this = by[("this", mix)]
+        lines.append(
+            f"this / today, mix {mix}: server CPU {this['server_cpu'] / base['server_cpu']:.2f}x, "
+            f"CPU per frame {this['cpu_us_per_frame'] / base['cpu_us_per_frame']:.2f}x, "
+            f"frames/s {this['frames_per_s'] / max(1, base['frames_per_s']):.2f}x, ack->frame p99 "
+            f"{this['delay_from_ack'].get('p99', 0) * 1000:.0f} vs "
+            f"{base['delay_from_ack'].get('p99', 0) * 1000:.0f} ms"
+        )
+    return lines
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -424,19 +617,25 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--subscribers", type=int, default=1000)
+    p.add_argument("--procs", type=int, help=f"client processes (default: 1 per {PER_PROCESS})")
+    p.add_argument("--mixes", default="top", help=f"comma-separated, of {', '.join(MIXES)}")
     p.add_argument("--rate", type=float, default=500.0, help="writes/s in the delay phase")
     p.add_argument("--seconds", type=float, default=10.0, help="length of the delay phase")
-    p.add_argument("--burst", type=float, default=5.0, help="length of each throughput phase")
+    p.add_argument("--burst", type=float, default=3.0, help="length of each throughput phase")
     p.add_argument("--writers", type=int, default=4)
     p.add_argument("--window", type=int, default=32)
     p.add_argument("--sample", type=int, default=5, help="measure every n-th write's delay")
+    p.add_argument("--baseline", type=Path, help="a rankd source tree to run as 'today' first")
     p.add_argument("--quick", action="store_true", help="100 subscribers, 2 s phases")
-    p.add_argument("--deadline", type=int, default=300, help="hard bound on the run, seconds")
+    p.add_argument("--event", action="store_true", help="10,000 subscribers, every mix")
+    p.add_argument("--deadline", type=int, default=1200, help="hard bound on the run, seconds")
     p.add_argument("--json", type=Path, help="also write the raw numbers here")
     p.add_argument(
         "--role", choices=["main", "subscribers"], default="main", help=argparse.SUPPRESS
     )
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--mix", help=argparse.SUPPRESS)
+    p.add_argument("--first", type=int, help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--ready", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -445,16 +644,41 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGALRM, _on_signal)
     signal.alarm(args.deadline)
     if args.role == "subscribers":
-        asyncio.run(_subscribers(args.port, args.subscribers, args.out, args.ready))
+        uvloop.run(
+            _subscribers(
+                args.port, args.mix, args.first, args.subscribers, args.sample, args.out, args.ready
+            )
+        )
         return
     if args.quick:
         args.subscribers, args.seconds, args.burst = 100, 2.0, 2.0
+    if args.event:
+        args.subscribers, args.mixes = 10_000, ",".join(MIXES)
+    args.procs = args.procs or max(1, -(-args.subscribers // PER_PROCESS))
+    mixes = args.mixes.split(",")
+    if not set(mixes) <= set(MIXES):
+        p.error(f"--mixes takes {', '.join(MIXES)}, but got {args.mixes!r}")
+    results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench_ws.") as tmp:
-        result = _run(args, Path(tmp))
+        for mix in mixes:
+            if args.baseline is not None:
+                if mix == "top" or _has_around(args.baseline):
+                    results.append(_run_one(args, Path(tmp), "today", args.baseline, mix))
+                else:
+                    _say(f"today/{mix}: skipped, {args.baseline} has no around subscriptions")
+            results.append(_run_one(args, Path(tmp), "this", None, mix))
     signal.alarm(0)
-    print(_report(result))
+    print(f"rankd /v1/ws fan-out, {os.cpu_count()} CPUs, {args.procs} client processes")
+    for r in results:
+        print(_report(r, args))
+    for line in _ratios(results):
+        print(line)
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+def _has_around(tree: Path) -> bool:
+    return '"radius"' in (tree / "service" / "ws.py").read_text()
 
 
 if __name__ == "__main__":

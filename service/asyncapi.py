@@ -13,9 +13,9 @@ field schemas of ``service.schemas``, so a new frame is one entry and a changed 
 
 Every frame object is closed (``additionalProperties: false``), as rankd refuses unknown
 fields: a test validates each frame a real server sends against this document, so a field
-added to the hub without a line here fails it. ``window`` and ``period`` are in every top and
-rank frame the hub sends (optional only in ``around``, which it does not send yet); both are
-null while the board (or the window) does not exist.
+added to the hub without a line here fails it. ``window`` and ``period`` are in every top,
+rank and around frame the hub sends; both are null while the board (or the window) does not
+exist.
 
 Close codes are not frames; they are listed in the channel's description (ws.py has the
 reasons). WebSocket ping/pong are protocol control frames answered by the server's WebSocket
@@ -29,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from service.hub import MAX_RADIUS
 from service.schemas import MEMBER, SCHEMAS, SCORE, Schema, obj, ref
 
 # A request id: the client's, echoed in every frame of that request or subscription.
@@ -100,8 +101,6 @@ def _score_ack() -> Schema:
     return ack
 
 
-_STATE = ("window", "period")  # optional in frames the hub does not send yet (around)
-
 CLIENT_FRAMES: dict[str, Frame] = dict(
     [
         request(
@@ -129,7 +128,7 @@ CLIENT_FRAMES: dict[str, Frame] = dict(
             ["board", "member", "radius"],
             board=BOARD,
             member=MEMBER,
-            radius={"type": "integer", "minimum": 0, "maximum": 100},
+            radius={"type": "integer", "minimum": 0, "maximum": MAX_RADIUS},
             window=WINDOW,
         ),
         request("unsubscribe", "unsubscribe", "Stop a subscription; answered by an ack", []),
@@ -176,8 +175,7 @@ SERVER_FRAMES: dict[str, Frame] = dict(
         frame(
             "around",
             "The entries around a member (empty when absent)",
-            ["board", "member", "total", "entries", "seq", "epoch"],
-            _STATE,
+            ["board", "window", "period", "member", "total", "entries", "seq", "epoch"],
             board=BOARD,
             window=SHOWN_WINDOW,
             period=SHOWN_PERIOD,

@@ -190,8 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--redis-url",
         help="redis backend: seed nodes, comma-separated (redis://h:p,h2:p2 or rediss://...); "
-        "password from RANKD_REDIS_PASSWORD or RANKD_REDIS_PASSWORD_FILE (default: none; required "
-        "with --backend redis)",
+        "password from RANKD_REDIS_PASSWORD or RANKD_REDIS_PASSWORD_FILE "
+        "(default: redis://127.0.0.1:6379)",
     )
     p.add_argument("--redis-prefix", help="redis backend: key prefix (default: rk)")
     p.add_argument("--redis-username", help="redis backend: ACL user (default: none)")
@@ -430,6 +430,10 @@ def _main(args: list[str]) -> int:
         # a little too big gets a 413 error frame and the connection lives on; only one 4x
         # over the limit is cut off by the transport (close 1009) before it is buffered.
         ws_max_size=WS_HARD_CAP_FACTOR * settings.limits.ws_frame_bytes,
+        # Off: hub frames are built once and shared by every subscriber (service/ws.py), which
+        # a per-connection compression context would forbid; and deflating each frame once
+        # per subscriber cost more CPU than the fan-out itself.
+        ws_per_message_deflate=False,
         # The sweeper cuts every connection when shutdown_grace ends; this is only the
         # backstop for handler tasks that outlive their connection.
         timeout_graceful_shutdown=math.ceil(settings.limits.shutdown_grace) + 1,

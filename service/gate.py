@@ -28,7 +28,14 @@ Handler = Callable[[Any, Request], Awaitable[Response]]
 
 # What a player may do on a route besides reading (every READ route is open to players).
 _SCORE = ("POST", "/v1/boards/{board}/scores")
-_OWN_SESSION = frozenset({("GET", "/v1/sessions/{id}"), ("POST", "/v1/sessions/{id}/touch")})
+_OWN_SESSION = frozenset(
+    {
+        ("GET", "/v1/sessions/{id}"),
+        ("POST", "/v1/sessions/{id}/touch"),
+        ("POST", "/v1/sessions/{id}/rotate"),
+        ("DELETE", "/v1/sessions/{id}"),
+    }
+)
 
 
 class Gate:
@@ -82,10 +89,11 @@ class Gate:
         if kind == "own-session":
             if same_session(request.path_params["id"], player.sid):
                 return await self.handler(rt, request)
-            raise forbidden("a player session may read and touch only itself")
+            raise forbidden("a player session may read, touch, rotate or delete only itself")
         raise forbidden(
             f"a player session may not call {self.where}: players read boards, write their "
-            "own score and read or touch their own session; the rest needs an API key"
+            "own score and read, touch, rotate or delete their own session; the rest needs an "
+            "API key"
         )
 
 

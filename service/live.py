@@ -7,8 +7,12 @@ anywhere else (no CDN, no web fonts). Because everything is inline, the Content-
 can name the exact script and style by hash and forbid every other source; ``connect-src
 'self'`` lets the script open ``/v1/ws`` on the same origin and nowhere else.
 
-The page itself is public: it holds no data. The data comes over the WebSocket, which checks
-the ``?token=`` the page passes through from its own URL.
+The page itself is public: it holds no data. The data comes over the WebSocket (the top N
+and, from the "find me" box, an around-me subscription) and two same-origin reads (the board
+list for the picker, and whether a board that shows no entries exists at all), each checking
+the ``?token=`` the page passes through from its own URL -- or nothing, where the server
+lets anyone read. Scores are shown digit for digit: the script keeps each score's JSON source
+text instead of a JavaScript number, which is exact only up to 2**53.
 """
 
 import base64

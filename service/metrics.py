@@ -206,7 +206,17 @@ class _Collector:
         )
         for name, n in sorted(r["errors"].items()):
             errors.add_metric([name], n)
+        # Session ends this process caused (the embedded store reports its own in _store);
+        # redis expires sessions silently, so "expired" is not counted here.
+        events = CounterMetricFamily(
+            "rankd_session_events",
+            "Session lifecycle events since start, by kind.",
+            labels=["event"],
+        )
+        for name, n in sorted(r.get("session_events", {}).items()):
+            events.add_metric([name], n)
         return (
+            events,
             latency,
             errors,
             CounterMetricFamily(
@@ -308,8 +318,7 @@ class _Collector:
             ),
             CounterMetricFamily(
                 "rankd_ws_sent_bytes",
-                "Length of the text frames written to WebSocket connections (characters: "
-                "bytes for ASCII names).",
+                "Bytes of the frames written to WebSocket connections, frame headers included.",
                 value=hub.sent_bytes,
             ),
         )

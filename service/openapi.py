@@ -277,13 +277,15 @@ def _paths() -> dict[str, Schema]:
             "Merge into data (null deletes a key)", _SESSION, "sessions",
             [_IF_MATCH, _IF_NONE_MATCH], body="SessionDataWrite", errors=conditional)),
         (s, "put", [_SID], put),
-        (s, "delete", [_SID], _op("Delete a session", _NO_CONTENT, "sessions", errors=_V1)),
+        (s, "delete", [_SID], _op(
+            "Delete a session", _NO_CONTENT, "sessions", errors=_V1, player=_OWN_SESSION)),
         (s + "/touch", "post", [_SID], _op(
             "Refresh the idle deadline", _SESSION, "sessions", errors=_V1,
             player=_OWN_SESSION)),
         (s + "/rotate", "post", [_SID], _op(
             "Move to a new id; the old one dies",
-            {"200": _json("Session", "Under its new id.", created)}, "sessions", errors=_V1)),
+            {"200": _json("Session", "Under its new id.", created)}, "sessions", errors=_V1,
+            player=_OWN_SESSION)),
         (u, "get", [_USER], _op(
             "A user's live sessions", {"200": _json("UserSessions", "Oldest first.")},
             "sessions", errors=_V1)),

@@ -11,7 +11,8 @@ and is a *player* whose identity is the session's ``user``:
                                                   user, else 403), on boards with
                                                   ``player_writes`` (else 403), at most
                                                   ``player_rate`` writes a minute (else 429)
-    GET /v1/sessions/{id}, POST .../touch         its own session only (else 403)
+    GET, DELETE /v1/sessions/{id},                its own session only (else 403): a game
+    POST .../touch, POST .../rotate               client can keep, renew and end its login
     anything else                                 403: batches, deletes, board config, other
                                                   sessions, users, metrics, admin
 
@@ -62,14 +63,14 @@ SESSION_SCHEME = "session "
 _SESSION_REALM = 'Session realm="rankd"'
 _BEARER_REALM = 'Bearer realm="rankd"'
 # rankd's own ids are 43 URL-safe characters; caller-chosen ones 32-128 of [A-Za-z0-9_-].
-# Session ids: the embedded backend's (URL-safe base64) and the redis backend's (bucket "." random)
-_SESSION_ID = re.compile(r"[A-Za-z0-9_.\-]{1,256}")
+_SESSION_ID = re.compile(r"[A-Za-z0-9_.\-]{1,256}")  # "." : the redis backend's T.R ids
 MISSING = object()  # a write without 'member': a player's own
 
 
 class Player(NamedTuple):
     sid: str
     user: str
+    expires_at: float = 0.0  # when the session ends unless used (a WebSocket watches it)
 
 
 def is_session(header: str) -> bool:
@@ -172,7 +173,7 @@ class Players:
         user = session["user"]
         if user is None:
             raise unauthorized_session()
-        return Player(sid, user)
+        return Player(sid, user, float(session["expires_at"]))
 
     async def from_header(self, header: str) -> Player:
         return await self.authenticate(header[len(SESSION_SCHEME) :].strip())

@@ -418,6 +418,17 @@ class TopTail(TypedDict):
     epoch: str
 
 
+class AroundTail(TypedDict):
+    board: str
+    window: str | None
+    period: str | None
+    member: str
+    total: int
+    entries: list[Entry]
+    seq: int
+    epoch: str
+
+
 class RankTail(TypedDict):
     board: str
     window: str | None

@@ -3,7 +3,8 @@
     client -> server
       {"op":"subscribe","id":ID,"board":B,"top":N,"window"?:W}  N in 1..100; B need not exist
                                                             yet; W: default the first window
-      {"op":"subscribe","id":ID,"board":B,"member":M}
+      {"op":"subscribe","id":ID,"board":B,"member":M,"window"?:W}
+      {"op":"subscribe","id":ID,"board":B,"member":M,"radius":R,"window"?:W}  R in 0..50: around M
       {"op":"unsubscribe","id":ID}                        -> {"type":"ack","id":ID}
       {"op":"score","id":ID,"board":B,"member":M,"score":S,"metadata":{..}?}
                                                           -> {"type":"ack","id":ID, ..write result}
@@ -11,7 +12,10 @@
       {"type":"top","id":ID,"board":B,"window":W,"period":P,"total":T,"entries":[..],"seq":N,
        "epoch":E}
       {"type":"period","id":ID,"board":B,"window":W,"closed":P0,"current":P1}  then the state
-      {"type":"rank","id":ID,"board":B,"member":M,"rank":R|null,"score":S|null,"seq":N,"epoch":E}
+      {"type":"rank","id":ID,"board":B,"window":W,"period":P,"member":M,"rank":R|null,
+       "score":S|null,"seq":N,"epoch":E}
+      {"type":"around","id":ID,"board":B,"window":W,"period":P,"member":M,"total":T,
+       "entries":[..],"seq":N,"epoch":E}                  entries [] while M is not on B
       {"type":"error","id":ID|null,"status":400|401|403|404|409|413|429|503,"detail":".."}
 
 ID is a string (1-128 characters) or an integer. Unknown fields are refused, so a typo never
@@ -45,15 +49,26 @@ shows a script the HTTP status of a failed upgrade:
     1013  not ready (recovery running) | too many connections
     1001  server shutting down
 
-Two tasks per connection. The reader parses frames and answers them; the sender drains the
-outbox, an insertion-ordered dict: a state frame is keyed by its subscription, so a newer state
-replaces an unsent older one in place (conflation), and replies (acks, errors) take fresh keys
-and keep their order. Replies are bounded by ``ws_outbox_frames``: at the bound the reader stops
-reading, which pushes back on the client through TCP. State frames are bounded by the number
-of subscriptions. A send still blocked after ``hub.SEND_TIMEOUT`` (the client stopped reading
-and every buffer is full) gets the connection closed with 1008 by the hub's watchdog; if even
-the close frame cannot be written within ``CLOSE_TIMEOUT``, the TCP connection is aborted, so a
-stalled peer never pins memory or a slot.
+Sending. Every frame leaves as pre-built WebSocket bytes (``hub.ws_frame``): state frames are
+built once per view and shared by every subscriber (service/hub.py), replies once each. Under
+uvicorn's websockets sans-I/O protocol (what ``rankd`` runs) a frame is written straight to the
+connection's transport when the transport has room and nothing is queued ahead of it: no task
+wake-up, no per-message ASGI call, no copy per subscriber (measured in loadtest/RESULTS.md,
+"fan-out"). This is safe because that protocol keeps no state about data frames it did not
+send -- the server never fragments, and permessage-deflate is off (service/cli.py), so there is
+no compression context to keep in step; a connection that negotiated an extension anyway, or
+another server, takes the ASGI ``send`` path. Handshake, close, ping and pong stay uvicorn's.
+
+Otherwise the frame waits in the outbox, an insertion-ordered dict drained by the sender task:
+a state frame is keyed by its subscription, so a newer state replaces an unsent older one in
+place (conflation), and replies (acks, errors) take fresh keys and keep their order. Replies
+are bounded by ``ws_outbox_frames``: at the bound the reader stops reading, which pushes back on
+the client through TCP. State frames are bounded by the number of subscriptions. The transport
+buffers at most its high-water mark (64 KiB) before it reports it is full; a frame still
+waiting for room after ``hub.SEND_TIMEOUT`` (the client stopped reading and every buffer is
+full) gets the connection closed with 1008 by the hub's watchdog; if even the close frame
+cannot be written within ``CLOSE_TIMEOUT``, the TCP connection is aborted, so a stalled peer
+never pins memory or a slot and never slows anyone else.
 """
 
 import asyncio
@@ -69,11 +84,13 @@ from typing import Any
 import orjson
 from starlette import status
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import State
 
 from service.auth import ADMIN, READ, SESSIONS, WRITE, Auth
 from service.errors import OUT_OF_MEMORY, Problem, store_error
 from service.http import json_error
-from service.hub import MAX_TOP, Hub, Subscription
+from service.hub import MAX_RADIUS, MAX_TOP, Hub, Subscription, ws_frame, ws_payload
 from service.players import MISSING, SESSION_SCHEME, Player, is_session
 from service.runtime import Runtime
 from service.schemas import ErrorFrame
@@ -92,11 +109,12 @@ NORMAL = status.WS_1000_NORMAL_CLOSURE
 GOING_AWAY = status.WS_1001_GOING_AWAY
 POLICY = status.WS_1008_POLICY_VIOLATION
 TRY_AGAIN = status.WS_1013_TRY_AGAIN_LATER
+OPEN = State.OPEN
 _LINGER_0 = struct.pack("ii", 1, 0)  # struct linger {l_onoff = 1, l_linger = 0}
 
 _CREDENTIAL = "connect with a key (Bearer or ?token=) or a player session (?session=)"
 _FIELDS = {
-    "subscribe": frozenset({"op", "id", "board", "top", "member", "window"}),
+    "subscribe": frozenset({"op", "id", "board", "top", "member", "radius", "window"}),
     "unsubscribe": frozenset({"op", "id"}),
     "score": frozenset({"op", "id", "board", "member", "score", "metadata"}),
 }
@@ -153,6 +171,11 @@ async def ws_endpoint(websocket: WebSocket) -> None:
                 return
             session = player.sid  # the connection ends with the session
             scopes = _PLAYER_SCOPES
+            try:  # a backend whose sessions live elsewhere (redis) subscribes to its end
+                await runtime.backend.feed.watch_session(session, player.expires_at, time.time())
+            except StoreError:
+                await _close(websocket, POLICY, "unauthorized: the player session is not valid")
+                return
         elif public_only:
             scopes = _PLAYER_SCOPES  # subscriptions to public boards only; no score
         else:
@@ -211,7 +234,7 @@ class Connection:
         self._max_frame = limits.ws_frame_bytes
         self._read = READ in scopes or ADMIN in scopes
         self._write = WRITE in scopes or ADMIN in scopes
-        self._outbox: dict[object, str] = {}
+        self._outbox: dict[object, bytes] = {}
         self._replies = 0  # replies in _outbox (state frames are bounded by len(subs))
         self._keys = itertools.count()
         self._wake = asyncio.Event()
@@ -220,35 +243,67 @@ class Connection:
         self._busy = False
         self._gone = False  # the client disconnected: nothing more can be sent
         self._closing: tuple[int, str] | None = None
-        self.send_started: float | None = None  # loop time the frame being sent was handed over
+        self.send_started: float | None = None  # loop time a frame began waiting for room
         self._tasks: list[asyncio.Task[None]] = []
+        self._proto = _direct_protocol(websocket)
 
     # -- the hub's side: never awaits ----------------------------------------------------------
 
-    def offer(self, key: object, frame: str) -> None:
+    def offer(self, key: object, frame: bytes) -> None:
         outbox = self._outbox
         if type(key) is tuple:
             # A period frame (hub._offer_period): a state of the closed period still pending
             # is stale, and the new state must come after the period frame, not in its slot.
             outbox.pop(key[0], None)
+        proto = self._proto
+        if (
+            not outbox
+            and proto is not None
+            and proto.writable.is_set()
+            and proto.conn.state is OPEN
+            and not proto.close_sent
+            and self._closing is None
+        ):  # _can_write, inlined: this runs once per subscriber per changed view
+            proto.transport.write(frame)
+            hub = self.hub
+            hub.frames_sent += 1
+            hub.sent_bytes += len(frame)
+            return
         if key in outbox:
             self.hub.frames_conflated += 1
         outbox[key] = frame  # an existing key keeps its place: latest state, original slot
         self._wake.set()
+
+    def _can_write(self) -> bool:
+        """The direct path is open: uvicorn's protocol is open and its transport has room."""
+        proto = self._proto
+        return (
+            proto is not None
+            and proto.writable.is_set()
+            and proto.conn.state is OPEN
+            and not proto.close_sent
+            and self._closing is None
+        )
 
     def close_soon(self, code: int, reason: str) -> None:
         if self._closing is None and not self._gone:
             self._closing = (code, reason)
             if self._tasks:
                 reader, sender = self._tasks
-                sender.cancel()  # it only ever waits on a send: safe to interrupt
+                sender.cancel()  # it only ever waits for room or a frame: safe to interrupt
                 if not self._busy:
                     # Never interrupt a request half-way (a write waiting for its commit);
                     # a busy reader checks _closing when the request is done.
                     reader.cancel()
 
     def _reply(self, value: Mapping[str, Any]) -> None:
-        self._outbox[next(self._keys)] = orjson.dumps(value).decode()
+        frame = ws_frame(orjson.dumps(value))
+        if not self._outbox and self._can_write():
+            self._proto.transport.write(frame)  # type: ignore[union-attr]
+            self.hub.frames_sent += 1
+            self.hub.sent_bytes += len(frame)
+            return
+        self._outbox[next(self._keys)] = frame
         self._replies += 1
         self._wake.set()
 
@@ -280,29 +335,46 @@ class Connection:
             await _close(self.websocket, code, reason)
 
     async def _send_loop(self) -> None:
+        """Drain what ``offer`` and ``_reply`` could not write at once, oldest first."""
+        proto = self._proto
         send = self.websocket.send
         clock = asyncio.get_running_loop().time
+        outbox = self._outbox
         hub = self.hub
         while True:
-            if not self._outbox:
+            if not outbox:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            batch, self._outbox = self._outbox, {}
-            self._replies = 0
-            self._room.set()
-            for frame in batch.values():
+            if proto is not None and not proto.writable.is_set():
                 # The hub's watchdog closes us if this stays set for SEND_TIMEOUT: one
-                # attribute store per frame instead of a timer per send.
+                # attribute store per wait instead of a timer per frame.
                 self.send_started = clock()
-                try:
-                    await send({"type": "websocket.send", "text": frame})
-                except WebSocketDisconnect:
-                    self._gone = True
-                    return
+                await proto.writable.wait()
                 self.send_started = None
+                continue
+            key = next(iter(outbox))
+            frame = outbox.pop(key)
+            if type(key) is int:
+                self._replies -= 1
+                self._room.set()
+            if proto is not None:
+                if proto.conn.state is not OPEN or proto.close_sent:
+                    self._gone = True  # closed under us (keepalive timeout, peer's close)
+                    return
+                proto.transport.write(frame)
                 hub.frames_sent += 1
                 hub.sent_bytes += len(frame)
+                continue
+            self.send_started = clock()
+            try:
+                await send({"type": "websocket.send", "text": ws_payload(frame).decode()})
+            except WebSocketDisconnect:
+                self._gone = True
+                return
+            self.send_started = None
+            hub.frames_sent += 1
+            hub.sent_bytes += len(frame)
 
     async def _read_loop(self) -> None:
         receive = self.websocket.receive
@@ -391,6 +463,9 @@ class Connection:
         top, member = msg.get("top"), msg.get("member")
         if (top is None) == (member is None):
             raise _Bad(400, f"subscribe needs exactly one of 'top' (1-{MAX_TOP}) or 'member'")
+        radius = msg.get("radius")
+        if radius is not None and member is None:
+            raise _Bad(400, "radius goes with 'member': the entries around that member")
         if rid in self.subs:
             raise _Bad(409, f"subscription id {show(rid)} is already in use on this connection")
         if len(self.subs) >= self._max_subs:
@@ -402,11 +477,20 @@ class Connection:
         if top is not None:
             if type(top) is not int or not 1 <= top <= MAX_TOP:
                 raise _Bad(400, f"top must be an integer from 1 to {MAX_TOP}, but got {show(top)}")
-            await self.hub.prepare(board, top, None, window)
+            await self.hub.prepare(board, top, None, window=window)
             self.subs[rid] = self.hub.subscribe_top(self, head % "top", board, top, window)
+        elif radius is not None:
+            if type(radius) is not int or not 0 <= radius <= MAX_RADIUS:
+                raise _Bad(
+                    400, f"radius must be an integer from 0 to {MAX_RADIUS}, but got {show(radius)}"
+                )
+            member = check_member(member, self.runtime.backend.boards.limits)
+            await self.hub.prepare(board, 0, member, radius, window)
+            around = self.hub.subscribe_around(self, head % "around", board, member, radius, window)
+            self.subs[rid] = around
         else:
             member = check_member(member, self.runtime.backend.boards.limits)
-            await self.hub.prepare(board, 0, member, window)
+            await self.hub.prepare(board, 0, member, window=window)
             self.subs[rid] = self.hub.subscribe_rank(self, head % "rank", board, member, window)
 
     def _unsubscribe(self, rid: object) -> None:
@@ -469,27 +553,17 @@ async def _close(websocket: WebSocket, code: int, reason: str) -> None:
         pass
 
 
-def _abort(websocket: WebSocket) -> None:
-    """Drop the TCP connection of a peer that does not read, without waiting for it.
+def _server_protocol(websocket: WebSocket) -> Any:
+    """uvicorn's protocol object behind this connection, or None under another server.
 
-    ASGI can only *close*, and a graceful close waits for the send buffer to drain -- forever,
-    if the peer never reads. uvicorn's ASGI ``send`` is a bound method of its protocol object,
-    which holds the transport; Starlette wraps it in closures. Follow that chain a few links;
-    under another server this finds nothing and the connection ends when the peer goes.
+    uvicorn's ASGI ``send`` is a bound method of its protocol object, which holds the
+    transport; Starlette wraps it in closures. Follow that chain a few links.
     """
     fn: Any = websocket._send
     for _ in range(8):
-        transport = getattr(getattr(fn, "__self__", None), "transport", None)
-        if transport is not None and hasattr(transport, "abort"):
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                # Linger 0: close() then sends RST and drops the unsent queue. Without it the
-                # kernel keeps the orphaned socket and its megabytes of unsent frames until
-                # the peer reads or TCP gives up, minutes later.
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_0)
-            transport.abort()
-            return
+        owner = getattr(fn, "__self__", None)
+        if getattr(owner, "transport", None) is not None:
+            return owner
         inner = None
         for cell in getattr(fn, "__closure__", None) or ():
             try:
@@ -500,6 +574,41 @@ def _abort(websocket: WebSocket) -> None:
                 inner = value
                 break
         if inner is None:
-            break
+            return None
         fn = inner
+    return None
+
+
+def _direct_protocol(websocket: WebSocket) -> WebSocketsSansIOProtocol | None:
+    """The protocol whose transport may take pre-built frames, or None (use ASGI send).
+
+    Only uvicorn's websockets sans-I/O protocol, and only without extensions: a negotiated
+    permessage-deflate keeps a compression context that frames written behind its back would
+    leave out of step (the CLI turns it off; this guards any other configuration).
+    """
+    proto = _server_protocol(websocket)
+    if isinstance(proto, WebSocketsSansIOProtocol) and not proto.conn.extensions:
+        return proto
+    return None
+
+
+def _abort(websocket: WebSocket) -> None:
+    """Drop the TCP connection of a peer that does not read, without waiting for it.
+
+    ASGI can only *close*, and a graceful close waits for the send buffer to drain -- forever,
+    if the peer never reads. Under another server than uvicorn this finds no transport and the
+    connection ends when the peer goes.
+    """
+    proto = _server_protocol(websocket)
+    transport = getattr(proto, "transport", None)
+    if transport is not None and hasattr(transport, "abort"):
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # Linger 0: close() then sends RST and drops the unsent queue. Without it the
+            # kernel keeps the orphaned socket and its megabytes of unsent frames until
+            # the peer reads or TCP gives up, minutes later.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_0)
+        transport.abort()
+        return
     log.warning("could not abort a stalled WebSocket; it stays open until the peer reads")

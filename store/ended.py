@@ -61,16 +61,16 @@ class EndedIds:
         """Refuse ``sid`` until ``ended_at + window``. Runtime complexity: O(1) amortized."""
         self.remember_digest(digest(sid), ended_at + self.window)
 
-    def remember_many(self, sids: list[str], ended_at: float) -> None:
-        """``remember`` for the ids a purge or a revoke ended at the same instant: one call,
+    def remember_many(self, ended: list[tuple[str, float]]) -> None:
+        """``remember`` for the ids one purge or revoke ended, as (id, ended_at): one call,
         names hoisted (the purge's per-session cost). No check for a longer deadline already
-        remembered: an id ended now was remembered, if ever, from an earlier instant."""
-        if self.limit == 0 or not sids:
+        remembered: an id that ends now was remembered, if ever, from an earlier end."""
+        if self.limit == 0 or not ended:
             return
-        until, put, person = ended_at + self.window, self._ttl.set, _PERSON
-        for sid in sids:
+        window, put, person = self.window, self._ttl.set, _PERSON
+        for sid, at in ended:
             d = blake2b(sid.encode(), digest_size=8, person=person).digest()
-            put(int.from_bytes(d, "little"), None, until)
+            put(int.from_bytes(d, "little"), None, at + window)
         self._trim()
 
     def remember_digest(self, d: int, until: float) -> None:

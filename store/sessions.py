@@ -271,6 +271,21 @@ class SessionStore:
 
     # -- writes --------------------------------------------------------------------------------
 
+    def check_new(
+        self, user: object, data: object, ttl: object, max_lifetime: object
+    ) -> tuple[int, int, dict[str, Any]]:
+        """A new session's (idle ttl, absolute lifetime, data), defaults applied, each bounded
+        (ValueError naming the bad one). Every backend's create judges its input here."""
+        idle = self.default_ttl if ttl is None else _seconds("ttl", ttl, self.max_ttl)
+        lifetime = (
+            self.default_max_lifetime
+            if max_lifetime is None
+            else _seconds("max_lifetime", max_lifetime, self.max_lifetime_limit)
+        )
+        if user is not None:
+            self._check_user(user)
+        return idle, lifetime, {} if data is None else self._check_data(data)
+
     def create(
         self,
         *,
@@ -288,15 +303,7 @@ class SessionStore:
         """
         if sid is not None:
             self._check_chosen_id(sid)
-        ttl = self.default_ttl if ttl is None else _seconds("ttl", ttl, self.max_ttl)
-        lifetime = (
-            self.default_max_lifetime
-            if max_lifetime is None
-            else _seconds("max_lifetime", max_lifetime, self.max_lifetime_limit)
-        )
-        if user is not None:
-            self._check_user(user)
-        clean = {} if data is None else self._check_data(data)
+        ttl, lifetime, clean = self.check_new(user, data, ttl, max_lifetime)
         now = self._clock.now()
         if sid is not None:
             if self._ttl.get(sid, now) is not None:  # an expired one ends (and is remembered)
@@ -571,7 +578,10 @@ class SessionStore:
         because the purge drops a thousand at a time and per-call overhead shows there.
         """
         pop, by_user, mask, emit = self._ttl.pop, self._by_user, self._mask, self._pending.append
-        ended: list[str] = []
+        # Ended from their deadline if they expired (the purge may reach them a second or more
+        # later), else from now: the window is "ended within the last max_ttl".
+        now, expired = self._clock.now(), reason == "expired"
+        ended: list[tuple[str, float]] = []
         n = 0
         for s in dead:
             if in_map:
@@ -585,11 +595,11 @@ class SessionStore:
                 self._with_user -= 1
             if reason is not None:  # None: a replay or an undone create, not an end
                 emit(("sdel", s.id, reason, s))
-                ended.append(s.id)
+                ended.append((s.id, s.expires_at if expired else now))
             n += 1
         if reason is not None:
             self.counters[reason] += n
-            self.ended.remember_many(ended, self._clock.now())
+            self.ended.remember_many(ended)
 
     def _forget(self, sid: str) -> None:
         if self._held.pop(sid, None) is not None:

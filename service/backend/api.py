@@ -214,8 +214,15 @@ class Views(Protocol):
 
     synchronous: bool  # False: ``load`` first (the data is across the network)
 
-    async def load(self, name: str, top: int, members: list[str]) -> None:
-        """Fetch the top ``top`` and these members' places, for the reads that follow."""
+    async def load(
+        self,
+        name: str,
+        top: int,
+        members: list[str],
+        arounds: Sequence[tuple[str, int]] = (),
+    ) -> None:
+        """Fetch the top ``top``, these members' places and the entries within radius of each
+        ``arounds`` (member, radius), for the reads that follow."""
         ...
 
     def epoch(self, name: str) -> str:
@@ -244,6 +251,14 @@ class Views(Protocol):
     def period_view(self, name: str, window: str | None = None) -> tuple[str | None, str | None]:
         """(window name, current period id); (None, None) for an absent board or window, and
         (name, None) before a custom window's first period."""
+        ...
+
+    def around_view(
+        self, name: str, member: str, radius: int, window: str | None = None
+    ) -> tuple[list[Entry], int, int, int | None]:
+        """(entries within radius positions of member in the window's current period, total,
+        seq, the member's 1-based position); ([], total, seq, None) when the member, board or
+        window is absent. The entries' ranks follow the board's ranking."""
         ...
 
 

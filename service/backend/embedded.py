@@ -375,7 +375,13 @@ class _Views:
         self._ks = keyspace
         self._epoch = epoch
 
-    async def load(self, name: str, top: int, members: list[str]) -> None:
+    async def load(
+        self,
+        name: str,
+        top: int,
+        members: list[str],
+        arounds: Sequence[tuple[str, int]] = (),
+    ) -> None:
         pass  # everything is in memory
 
     def epoch(self, name: str) -> str:
@@ -426,6 +432,21 @@ class _Views:
             return w.name, board.select(window).period.id
         except PeriodNotFound:
             return w.name, None
+
+    def around_view(
+        self, name: str, member: str, radius: int, window: str | None = None
+    ) -> tuple[list[Entry], int, int, int | None]:
+        board = self._ks.find(name)
+        if board is None:
+            return [], 0, 0, None
+        table = self._table(board, window)
+        if table is None:
+            return [], 0, board.seq, None
+        pos = table.position(member)  # a position, which is what the hub's spans speak
+        if pos is None:
+            return [], len(table), board.seq, None
+        low = max(1, pos - radius)
+        return table.top(low - 1, pos + radius + 1 - low), len(table), board.seq, pos
 
 
 class EmbeddedBackend:

@@ -36,10 +36,15 @@ class Backend:
     flags: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     cluster: bool = False  # needs the session's redis cluster (flags get --redis-url)
+    # The flags that make an acknowledged write durable on this backend's own disk, and whether
+    # it takes snapshots (POST /v1/admin/snapshot); the redis backend has neither: its
+    # durability is the cluster's (README "Scaling out") and it refuses these flags.
+    durable_flags: dict[str, Any] = field(default_factory=dict)
+    snapshots: bool = False
 
 
 BACKENDS: dict[str, Backend] = {
-    "embedded": Backend(),
+    "embedded": Backend(durable_flags={"fsync": "always", "snapshot_interval": 0}, snapshots=True),
     "redis": Backend(flags={"backend": "redis"}, cluster=True),
 }
 

@@ -2,7 +2,8 @@
 
 A game backend (the ``sessions`` key) creates a session for a user; the game client sends
 ``Authorization: Session <id>`` (``?session=`` on /v1/ws) and may read every board, write its own
-entry on ``player_writes`` boards within ``player_rate``, and read or touch its own session.
+entry on ``player_writes`` boards within ``player_rate``, and read, touch, rotate or delete its
+own session.
 ``public_read`` boards serve reads and subscriptions with no credential.
 """
 
@@ -31,7 +32,7 @@ def keyed(
     backend: str, backend_flags: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RankdServer]:
     chosen = BACKENDS[backend]
-    srv = RankdServer(
+    srv = RankdServer(  # backend_flags: the cluster's url and this session's key prefix
         tmp_path_factory.mktemp(f"players-{backend}"),
         {**backend_flags, "api_key": KEYS},
         env=chosen.env,
@@ -229,7 +230,7 @@ def test_a_player_reads_every_board_and_touches_only_its_own_session(
         ("POST", f"/v1/sessions/{other}/touch", None),
         ("PATCH", f"/v1/sessions/{sid}", {"data": {"admin": True}}),
         ("PUT", f"/v1/sessions/{sid}", {"data": {}}),
-        ("POST", f"/v1/sessions/{sid}/rotate", None),
+        ("POST", f"/v1/sessions/{other}/rotate", None),
         ("DELETE", f"/v1/sessions/{other}", None),
         ("POST", "/v1/sessions", {"user": "someone"}),
         ("GET", f"/v1/users/{user}/sessions", None),
@@ -248,6 +249,14 @@ def test_a_player_reads_every_board_and_touches_only_its_own_session(
     assert c.get(f"/v1/sessions/{other}", headers=session_of(other)).status_code == 200
     info = c.get(f"/v1/boards/{private}", headers=bearer(ADMIN)).json()
     assert (info["player_writes"], info["size"]) == (False, 1)
+    # Its own login: renew the id (the old one dies at once), then log out.
+    r = c.post(f"/v1/sessions/{sid}/rotate", headers=me)
+    assert r.status_code == 200 and r.json()["user"] == user, r.text
+    renewed = r.json()["id"]
+    assert renewed != sid
+    problem(c.get(f"/v1/boards/{private}/top", headers=me), 401)
+    assert c.delete(f"/v1/sessions/{renewed}", headers=session_of(renewed)).status_code == 204
+    problem(c.get(f"/v1/boards/{private}/top", headers=session_of(renewed)), 401)
 
 
 def test_an_ended_or_unknown_session_is_401_and_use_never_refreshes_it(
@@ -360,9 +369,6 @@ def test_a_player_over_websocket_by_query_or_header(c: httpx.Client, keyed: Rank
     run(main)
 
 
-# Embedded only for now: on the redis backend a revoke-all of the user does not reach the
-# WebSocket bound to the session yet (tests/contract/conftest.py, the backends marker).
-@pytest.mark.backends("embedded")
 def test_revoking_a_player_session_cuts_its_websocket(c: httpx.Client, keyed: RankdServer) -> None:
     board = new_board(c)
     sid, user = new_player(c)

@@ -12,11 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.contract.conftest import BACKENDS
 from tests.servers import ServerFactory
-
-# Embedded only for now: caller-chosen session ids, ended-id memory and the per-user policy
-# are not in the redis backend yet (tests/contract/conftest.py, the backends marker).
-pytestmark = pytest.mark.backends("embedded")
 
 CREATE = {"if-none-match": "*"}
 
@@ -140,18 +137,21 @@ def test_a_bad_over_limit_policy_stops_the_server(rankd_server: ServerFactory) -
 
 @pytest.mark.parametrize("snapshot_first", [False, True], ids=["journal", "snapshot"])
 def test_an_ended_id_stays_refused_after_kill_9_and_restart(
-    rankd_server: ServerFactory, name: str, problem: Any, snapshot_first: bool
+    rankd_server: ServerFactory, backend: str, name: str, problem: Any, snapshot_first: bool
 ) -> None:
     """The end is journalled (fsync always: acknowledged means on disk); with a snapshot in
-    between, the snapshot's ENDED records carry it instead of the journal."""
-    srv = rankd_server(fsync="always", snapshot_interval=0)
+    between, the snapshot's ENDED records carry it instead of the journal. On the redis backend
+    the cluster holds the end (rankd keeps nothing local, and has no snapshot: 501)."""
+    chosen = BACKENDS[backend]
+    srv = rankd_server(**chosen.durable_flags)
     sid, live = _id(name, "gone"), _id(name, "live")
     with srv.client() as http:
         assert _put_new(http, sid, data={"v": 1}).status_code == 201
         assert _put_new(http, live, data={"v": 2}).status_code == 201
         assert http.delete(f"/v1/sessions/{sid}").status_code == 204
         if snapshot_first:
-            assert http.post("/v1/admin/snapshot").status_code == 200
+            snap = http.post("/v1/admin/snapshot")
+            assert snap.status_code == (200 if chosen.snapshots else 501), snap.text
     srv.restart(signal.SIGKILL)
     with srv.client() as http:
         problem(_put_new(http, sid, data={"v": 3}), 410, "session-ended")
@@ -163,3 +163,30 @@ def test_an_ended_id_stays_refused_after_kill_9_and_restart(
     srv.restart(signal.SIGKILL)
     with srv.client() as http:
         problem(_put_new(http, sid), 410, "session-ended")
+
+
+def test_an_evicted_sessions_websocket_is_closed_with_its_reason(
+    rankd_server: ServerFactory, name: str
+) -> None:
+    """Eviction ends a session like any other end: its WebSockets close ("session evicted")."""
+    import asyncio
+
+    from tests.contract.test_ws import http_client, run, ws_client
+
+    srv = rankd_server(sessions_per_user=1)
+
+    async def main() -> None:
+        async with http_client(srv) as http:
+            r = await http.post("/v1/sessions", json={"user": name})
+            sid = r.json()["id"]
+            async with ws_client(srv, f"?session={sid}") as bound:
+                await bound.send(op="subscribe", id="s", board=name, top=1)
+                await bound.expect("top", "s")
+                nxt = f"/v1/sessions/{_id(name, 'next')}"
+                r = await http.put(nxt, json={"user": name}, headers=CREATE)
+                assert r.status_code == 201, r.text
+                assert await bound.closed(timeout=5) == (1008, "session evicted")
+            await asyncio.sleep(0)
+        assert sid not in srv.logs()
+
+    run(main)

@@ -165,7 +165,8 @@ def test_websocket_window_subscription_sees_the_rollover(
     rankd_server: ServerFactory, tmp_path: Path
 ) -> None:
     """A watched window's period ends while nobody writes: a ``period`` frame, then the new
-    (empty) state -- for top and member subscriptions; the "all" window does not roll."""
+    (empty) state -- for top, member and around subscriptions; the "all" window does not
+    roll."""
     clock = Clock(tmp_path / "now")
     srv = rankd_server(env={"RANKD_TEST_CLOCK_FILE": str(clock.path)})
     path = "/v1/boards/live"
@@ -183,10 +184,17 @@ def test_websocket_window_subscription_sees_the_rollover(
             assert (await ws.expect("top", "a"))["window"] == "all"
             await ws.send(op="subscribe", id="m", board="live", member="ann", window="day")
             assert (await ws.expect("rank", "m"))["rank"] == 1
+            await ws.send(
+                op="subscribe", id="n", board="live", member="ann", radius=2, window="day"
+            )
+            near = await ws.expect("around", "n")
+            assert (near["window"], near["period"]) == ("day", "2026-11-27")
+            assert near["entries"] == [{"rank": 1, "member": "ann", "score": 5}]
             clock.set(T0 + 3 * HOUR)  # past midnight, no write: the server's tick rolls it
             frames = await ws.quiet(2.5)
             kinds = [(f["type"], f["id"]) for f in frames]
-            assert kinds.count(("period", "d")) == 1 and kinds.count(("period", "m")) == 1
+            for sid in "dmn":
+                assert kinds.count(("period", sid)) == 1, (sid, kinds)
             assert ("period", "a") not in kinds and ("top", "a") not in kinds
             period = next(f for f in frames if f["type"] == "period" and f["id"] == "d")
             assert period == {"type": "period", "id": "d", "board": "live", "window": "day",
@@ -196,6 +204,10 @@ def test_websocket_window_subscription_sees_the_rollover(
             assert kinds.index(("period", "d")) < kinds.index(("top", "d"))
             rank = [f for f in frames if f["type"] == "rank" and f["id"] == "m"]
             assert rank and rank[-1]["rank"] is None
+            near_frames = [f for f in frames if f["type"] == "around" and f["id"] == "n"]
+            assert near_frames and near_frames[-1]["entries"] == []
+            assert near_frames[-1]["period"] == "2026-11-28"
+            assert kinds.index(("period", "n")) < kinds.index(("around", "n"))
             # Writes now land in the new day only.
             await http.post(f"{path}/scores", json={"member": "bob", "score": 7})
             frames = await ws.quiet(1.0)

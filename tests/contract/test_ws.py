@@ -165,6 +165,51 @@ def test_member_rank_frames_only_on_change(server: Any, name: str) -> None:
     run(main)
 
 
+def test_around_me_frames_match_the_http_around_read(server: Any, name: str) -> None:
+    async def main() -> None:
+        async with ws_client(server) as ws, http_client(server) as http:
+            batch = [{"member": f"m{i:02}", "score": 1000 - 10 * i} for i in range(30)]
+            r = await http.post(f"/v1/boards/{name}/scores:batch", json=batch)
+            assert r.status_code == 200, r.text
+
+            async def around() -> list[Any]:
+                r = await http.get(f"/v1/boards/{name}/members/m10/around?radius=2")
+                assert r.status_code == 200, r.text
+                entries: list[Any] = r.json()["entries"]
+                return entries
+
+            await ws.send(op="subscribe", id="near", board=name, member="m10", radius=2)
+            frame = await ws.expect("around", "near")
+            assert frame["member"] == "m10" and frame["total"] == 30
+            assert frame["entries"] == await around()
+            assert [e["member"] for e in frame["entries"]] == ["m08", "m09", "m10", "m11", "m12"]
+            # Far below the window (an insert at rank 31, a move inside ranks 20-25): nothing.
+            for member, score in (("new", 1), ("m25", 795)):
+                r = await http.post(
+                    f"/v1/boards/{name}/scores", json={"member": member, "score": score}
+                )
+                assert r.status_code == 200, r.text
+            assert await ws.quiet() == []
+            # m20 jumps from rank 21 to rank 1: everyone from 1 to 20 moves down by one.
+            r = await http.post(f"/v1/boards/{name}/scores", json={"member": "m20", "score": 5000})
+            assert r.status_code == 200, r.text
+            frame = await ws.expect("around", "near")
+            assert frame["entries"] == await around()
+            assert frame["entries"][2] == {"rank": 12, "member": "m10", "score": 900}
+            r = await http.delete(f"/v1/boards/{name}/members/m10")
+            assert r.status_code in (200, 204), r.text
+            frame = await ws.expect("around", "near")
+            assert frame["entries"] == []
+            await ws.send(op="subscribe", id="bad", board=name, radius=2, top=3)
+            error = await ws.expect("error", "bad")
+            assert error["status"] == 400 and "radius" in error["detail"]
+            await ws.send(op="subscribe", id="big", board=name, member="m1", radius=51)
+            error = await ws.expect("error", "big")
+            assert error["status"] == 400 and "0 to 50" in error["detail"]
+
+    run(main)
+
+
 def test_write_far_below_the_view_sends_no_top_frame(server: Any, name: str) -> None:
     async def main() -> None:
         async with ws_client(server) as ws, http_client(server) as http:

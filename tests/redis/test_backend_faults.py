@@ -5,7 +5,7 @@
   writes resume on the promoted replica, acknowledged writes survive as README "Scaling out"
   states (replication is asynchronous: only writes acknowledged in the last moments before the
   kill are at risk; every write acknowledged a second before it or after the failover must be
-  there), and a WebSocket subscriber sees a new epoch and the full state.
+  there), and WebSocket subscribers (a top N, an around-me) see a new epoch and the full state.
 * a rankd process killed mid-write: every batch is all or nothing, the board's keys consistent.
 * the whole cluster unreachable: /readyz 503 and writes 503, then recovery when it returns.
 """
@@ -84,6 +84,25 @@ def kill9(node_dir: Path) -> None:
 def restart(node_dir: Path) -> None:
     (node_dir / "redis.pid").unlink(missing_ok=True)
     subprocess.run(["redis-server", str(node_dir / "redis.conf")], check=True, timeout=10)
+
+
+async def wait_replica_online(port: int, timeout: float = 30) -> None:
+    """Until the primary on ``port`` has a replica in sync. A replica that has not synced since
+    its start (the cluster was just created or restarted) refuses to fail over ("Disconnected
+    from master for longer than allowed", cluster-replica-validity-factor): killing the primary
+    before then tests nothing but that refusal."""
+    deadline = time.monotonic() + timeout
+    while True:
+        node = Redis(host="127.0.0.1", port=port)
+        try:
+            info = await node.execute_command("INFO", "replication")
+        finally:
+            await node.aclose()
+        # redis-py parses INFO: {"slave0": {"state": "online", ...}, ...}
+        if any(isinstance(v, dict) and v.get("state") == "online" for v in info.values()):
+            return
+        assert time.monotonic() < deadline, f"no replica of {port} in sync: {info}"
+        await asyncio.sleep(0.1)
 
 
 async def wait_cluster_ok(url: str, timeout: float = 30) -> None:
@@ -173,6 +192,7 @@ def test_kill9_of_the_busy_boards_primary(cluster: tuple[Path, str], tmp_path: P
 
     async def main() -> None:
         victim = await primary_of(url, board)
+        await wait_replica_online(victim)
         acked: dict[str, float] = {}  # member -> when its write was acknowledged
         failed = 0
         failures: list[float] = []
@@ -203,16 +223,25 @@ def test_kill9_of_the_busy_boards_primary(cluster: tuple[Path, str], tmp_path: P
                         await asyncio.sleep(0.02)
 
         ws_url = servers[0].url.replace("http://", "ws://") + "/v1/ws"
-        async with connect(ws_url, proxy=None) as ws:
+        async with httpx.AsyncClient(base_url=servers[0].url, trust_env=False) as c:
+            r = await c.post(f"/v1/boards/{board}/scores", json={"member": "pin", "score": -1})
+            assert r.status_code == 200, r.text
+        async with connect(ws_url, proxy=None) as ws, connect(ws_url, proxy=None) as near:
             await ws.send(
                 orjson.dumps({"op": "subscribe", "id": 1, "board": board, "top": 5}).decode()
             )
             first = orjson.loads(await ws.recv())
+            around = {"op": "subscribe", "id": 2, "board": board, "member": "pin", "radius": 2}
+            await near.send(orjson.dumps(around).decode())
+            first_near = orjson.loads(await near.recv())
+            assert first_near["type"] == "around" and first_near["epoch"] == first["epoch"]
             tasks = [asyncio.create_task(writer(s, t)) for s, t in zip(servers, "ab", strict=True)]
             await asyncio.sleep(1.0)
             before = len(acked)
             assert before > 20, "writes are not flowing"
-            kill9(node_dirs(root)[victim])
+            # off the loop: a blocking kill would hold back replies sent before it, and their
+            # late timestamps would count them as acknowledged after the kill
+            await asyncio.to_thread(kill9, node_dirs(root)[victim])
             killed_at.append(time.monotonic())
             # writes must resume: 100 more acknowledged after the kill, within 30 s
             deadline = time.monotonic() + 30
@@ -232,6 +261,11 @@ def test_kill9_of_the_busy_boards_primary(cluster: tuple[Path, str], tmp_path: P
                     break
                 assert time.monotonic() < deadline, "no frame with a new epoch"
             async with httpx.AsyncClient(base_url=servers[1].url, trust_env=False) as c:
+                # the other process may still be marked not ready until its next health check
+                deadline = time.monotonic() + 15
+                while (await c.get("/readyz")).status_code != 200:
+                    assert time.monotonic() < deadline, "the peer did not become ready again"
+                    await asyncio.sleep(0.1)
                 r = await c.get(f"/v1/boards/{board}/top", params={"limit": 5})
                 # frames are state: the latest one equals the board as read now
                 latest = frame
@@ -240,8 +274,25 @@ def test_kill9_of_the_busy_boards_primary(cluster: tuple[Path, str], tmp_path: P
                         latest = orjson.loads(await asyncio.wait_for(ws.recv(), 0.5))
                     except TimeoutError:
                         break
+                assert r.status_code == 200, r.text
                 assert latest["entries"] == r.json()["entries"]
                 assert latest["total"] == r.json()["total"]
+                # the around-me subscriber too: a new epoch, then the board's neighbourhood
+                while True:
+                    frame = orjson.loads(await asyncio.wait_for(near.recv(), 15))
+                    if frame["epoch"] != first_near["epoch"]:
+                        break
+                    assert time.monotonic() < deadline, "no around frame with a new epoch"
+                latest = frame
+                while True:
+                    try:
+                        latest = orjson.loads(await asyncio.wait_for(near.recv(), 0.5))
+                    except TimeoutError:
+                        break
+                r = await c.get(f"/v1/boards/{board}/members/pin/around", params={"radius": 2})
+                assert r.status_code == 200, r.text
+                assert latest["type"] == "around" and latest["member"] == "pin"
+                assert latest["entries"] == r.json()["entries"] and len(latest["entries"]) == 3
 
         # durability: every write acknowledged 1 s before the kill, or after it, is there
         client = RedisCluster.from_url(url)

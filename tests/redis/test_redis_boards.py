@@ -255,12 +255,20 @@ def test_config_cache_is_corrected_by_staleconfig(run) -> None:
         with pytest.raises(Conflict):
             await other.configure(name, {"order": "desc"})
         await other.configure(name, {"update": "latest"})  # allowed on a non-empty board
+        await other.configure(name, {"player_rate": 7, "public_read": True})
         await other.configure(name, {})  # options not named keep their values
         assert (await other.describe(name))["config"] == {  # type: ignore[index]
             "order": "asc",
             "update": "latest",
             "ties": "member",
+            "player_writes": False,
+            "player_rate": 7,
+            "public_read": True,
         }
+        with pytest.raises(InvalidArgument, match="player_rate"):
+            await other.configure(name, {"player_rate": 0})
+        with pytest.raises(InvalidArgument, match="player_writes"):
+            await other.configure(name, {"player_writes": 1})
         for bad in ((-1, 10), (0, -1)):
             with pytest.raises(InvalidArgument, match="non-negative"):
                 await writer.top(name, *bad)

@@ -287,10 +287,11 @@ def test_if_none_match_on_an_existing_session_is_412(http: httpx.Client, problem
     both = {"if-match": '"2"', "if-none-match": '"2"'}
     problem(http.put(url, json={"data": {}}, headers=both), 412)
     assert http.get(url).json()["data"] == {"b": 2}
-    # Caller-chosen ids are another issue: an unknown id is still a plain 404, never a 500.
+    # An unknown id: If-Match has nothing to match (404); If-None-Match: * creates the session
+    # under the caller's id (tests/contract/test_session_ids.py covers that form in full).
     unknown = "/v1/sessions/" + "c" * 43
-    problem(http.put(unknown, json={"data": {}}, headers={"if-none-match": "*"}), 404)
     problem(http.put(unknown, json={"data": {}}, headers={"if-match": '"1"'}), 404)
+    assert http.put(unknown, json={"data": {}}, headers={"if-none-match": "*"}).status_code == 201
     problem(http.put(url, json={"data": {}}, headers={"if-none-match": "nope"}), 400)
 
 

@@ -268,7 +268,9 @@ def test_openapi_names_the_session_and_anonymous_schemes(http: Any) -> None:
     batch = paths["/v1/boards/{board}/scores:batch"]["post"]["security"]
     assert batch == [{"bearer": []}]
     assert {"session": []} in paths["/v1/sessions/{id}"]["get"]["security"]
-    assert paths["/v1/sessions/{id}"]["delete"]["security"] == [{"bearer": []}]
+    assert {"session": []} in paths["/v1/sessions/{id}"]["delete"]["security"]
+    assert {"session": []} in paths["/v1/sessions/{id}/rotate"]["post"]["security"]
+    assert paths["/v1/sessions/{id}"]["patch"]["security"] == [{"bearer": []}]
     assert paths["/v1/boards"]["get"]["security"] == [{"bearer": []}, {"session": []}]
     assert "429" in paths["/v1/boards/{board}/scores"]["post"]["responses"]
 

@@ -1,11 +1,13 @@
 """The hub's change detection against an oracle, in-process (no server, no sockets).
 
 The hub skips work on purpose: a write below every subscribed top N wakes nobody, and a rank
-group outside the span of ranks crossed since the last flush is not even looked up. Each of
-those shortcuts is a chance to miss a change, so a seeded random workload (writes under every
-update rule, deletes, drops, reconfigures, subscribes and unsubscribes) checks after every
-flush that each subscription's latest frame shows exactly the board's current state, and that
-no subscription ever got two frames in a row showing the same state.
+or around group outside the span of ranks crossed since the last flush is not even looked up.
+Each of those shortcuts is a chance to miss a change, so a seeded random workload (writes
+under every update rule, deletes, drops, reconfigures, undos, subscribes and unsubscribes)
+checks after every flush that each subscription's latest frame shows exactly the board's
+current state, and that no subscription ever got two frames in a row showing the same state.
+Around-me subscriptions are checked against the backend's ``around`` read, the one the HTTP
+route answers with.
 """
 
 import asyncio
@@ -16,7 +18,7 @@ import orjson
 import pytest
 
 from service.backend.embedded import EmbeddedBackend
-from service.hub import Hub, RankSub, Subscription, TopSub
+from service.hub import MAX_RADIUS, SLICE, AroundSub, Hub, RankSub, Subscription, TopSub, ws_payload
 from service.settings import Settings
 from store.keyspace import Keyspace
 
@@ -32,20 +34,21 @@ class FakePeer:
         self.frames: dict[object, list[dict[str, Any]]] = {}
         self.closed: tuple[int, str] | None = None
 
-    def offer(self, key: object, frame: str) -> None:
-        self.frames.setdefault(key, []).append(orjson.loads(frame))
+    def offer(self, key: object, frame: bytes) -> None:
+        self.frames.setdefault(key, []).append(orjson.loads(ws_payload(frame)))
 
     def close_soon(self, code: int, reason: str) -> None:
         self.closed = (code, reason)
 
 
 def _state(frame: dict[str, Any]) -> object:
-    if frame["type"] == "top":
+    if frame["type"] in ("top", "around"):
         return frame["entries"]
     return (frame["rank"], frame["score"])
 
 
-def _check_sub(ks: Keyspace, peer: FakePeer, sub: Subscription, epoch: str) -> None:
+async def _check_sub(rt: EmbeddedBackend, peer: FakePeer, sub: Subscription, epoch: str) -> None:
+    ks = rt._keyspace
     frames = peer.frames[sub]
     last = frames[-1]
     board = ks.find(sub.board)
@@ -54,6 +57,14 @@ def _check_sub(ks: Keyspace, peer: FakePeer, sub: Subscription, epoch: str) -> N
         n = sub.group.n
         assert last["type"] == "top"
         assert last["entries"] == (board.top(0, n) if board else []), (sub.board, n)
+    elif isinstance(sub, AroundSub):
+        member, radius = sub.group.member, sub.group.radius
+        assert last["type"] == "around" and last["member"] == member
+        want_entries: list[Any] = []
+        if board is not None and member in board:
+            page = await rt.boards.around(sub.board, member, radius)  # what HTTP answers
+            want_entries = page["entries"]
+        assert last["entries"] == want_entries, (sub.board, member, radius)
     else:
         assert isinstance(sub, RankSub)
         member = sub.group.member
@@ -66,16 +77,16 @@ def _check_sub(ks: Keyspace, peer: FakePeer, sub: Subscription, epoch: str) -> N
         assert _state(frames[-2]) != _state(last), "a frame that changed nothing"
 
 
-def _write(ks: Keyspace, rng: random.Random) -> None:
+def _write(ks: Keyspace, rng: random.Random, members: list[str] = MEMBERS) -> None:
     name = rng.choice(BOARDS)
     board = ks.find(name)
     roll = rng.random()
     if roll < 0.74:
         meta = {"n": rng.randrange(3)} if rng.random() < 0.3 else None
-        ks.write(name, rng.choice(MEMBERS), rng.randrange(-50, 200), meta)
+        ks.write(name, rng.choice(members), rng.randrange(-50, 200), meta)
     elif roll < 0.80:
         items: list[tuple[object, object, object]] = [
-            (rng.choice(MEMBERS), rng.randrange(-50, 200), None) for _ in range(rng.randint(1, 4))
+            (rng.choice(members), rng.randrange(-50, 200), None) for _ in range(rng.randint(1, 4))
         ]
         ks.write_many(name, items)
     elif roll < 0.92:
@@ -95,7 +106,9 @@ def _write(ks: Keyspace, rng: random.Random) -> None:
             )
 
 
-async def _workload(seed: int) -> None:
+async def _workload(
+    seed: int, members: list[str] = MEMBERS, radii: tuple[int, ...] = (0, 1, 2, 5)
+) -> None:
     rng = random.Random(seed)
     rt = EmbeddedBackend(Settings())
     ks = rt._keyspace
@@ -109,7 +122,7 @@ async def _workload(seed: int) -> None:
     ks.observers.append(recent.append)
     for _ in range(400):
         for _ in range(rng.randrange(12)):
-            _write(ks, rng)
+            _write(ks, rng, members)
         if rng.random() < 0.1 and recent:
             # Some of these writes may already have been flushed to subscribers; the undo's
             # own events must leave every subscriber showing the restored state.
@@ -126,24 +139,29 @@ async def _workload(seed: int) -> None:
             n_id += 1
             head = '{"type":"%s","id":' + str(n_id)
             board = rng.choice(BOARDS)
-            if rng.random() < 0.5:
+            roll = rng.random()
+            if roll < 0.35:
                 n = rng.choice([1, 2, 3, 5, 10, 25, 100])
                 sub: Subscription = hub.subscribe_top(peer, head % "top", board, n)
+            elif roll < 0.7:
+                radius = rng.choice(radii)
+                member = rng.choice(members)
+                sub = hub.subscribe_around(peer, head % "around", board, member, radius)
             else:
-                sub = hub.subscribe_rank(peer, head % "rank", board, rng.choice(MEMBERS))
+                sub = hub.subscribe_rank(peer, head % "rank", board, rng.choice(members))
             live.append((peer, sub))
             # The full state on subscribe is already the truth, before any flush.
-            _check_sub(ks, peer, sub, rt.epoch)
+            await _check_sub(rt, peer, sub, rt.epoch)
         if rng.random() < 0.15 and live:
             _, gone = live.pop(rng.randrange(len(live)))
             hub.unsubscribe(gone)
         for _ in range(rng.randrange(6)):
-            _write(ks, rng)
+            _write(ks, rng, members)
         hub.flush()
         hub._check()
         ks._check()
         for peer, sub in live:
-            _check_sub(ks, peer, sub, rt.epoch)
+            await _check_sub(rt, peer, sub, rt.epoch)
     offered = sum(len(f) for p in peers for f in p.frames.values())
     assert hub.frames_offered == offered
     await hub.stop()
@@ -153,6 +171,14 @@ async def _workload(seed: int) -> None:
 @pytest.mark.parametrize("seed", range(10))
 def test_every_subscription_sees_the_truth_after_each_flush(seed: int) -> None:
     asyncio.run(_workload(seed))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_around_windows_across_index_buckets(seed: int) -> None:
+    # Boards of up to 400 entries and radii up to the maximum: windows straddle the around
+    # index's buckets of 64 ranks, and spans cross bucket edges.
+    many = [f"m{i}" for i in range(400)]
+    asyncio.run(_workload(100 + seed, many, (0, 3, 30, MAX_RADIUS)))
 
 
 async def _skips_far_writes() -> None:
@@ -201,3 +227,109 @@ async def _session_events() -> None:
 
 def test_session_death_closes_bound_connections() -> None:
     asyncio.run(_session_events())
+
+
+async def _delivers_in_slices() -> None:
+    rt = EmbeddedBackend(Settings())
+    ks = rt._keyspace
+    hub = Hub(rt, rt.settings.limits)
+    await hub.start()
+    peers = [FakePeer() for _ in range(3 * SLICE + 5)]
+    subs = [hub.subscribe_top(p, '{"type":"top","id":"t"', "b", 10) for p in peers]
+    ks.write("b", "m", 1)
+    hub._flush()  # as the timer runs it: the first slice now, the rest on later loop turns
+    got = sum(len(p.frames[s]) == 2 for p, s in zip(peers, subs, strict=True))
+    assert got == SLICE
+    hub.unsubscribe(subs[-1])  # leaves before its turn: gets nothing more
+    ks.write("b", "n", 2)  # due while delivering: waits, so nobody gets two frames in a tick
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert all(len(p.frames[s]) == 2 for p, s in zip(peers[:-1], subs, strict=False))
+    assert len(peers[-1].frames[subs[-1]]) == 1
+    assert hub.frames_encoded == len(peers) + 1  # one per subscribe, one shared by everyone
+    await asyncio.sleep(hub.tick + 0.05)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert all(len(p.frames[s]) == 3 for p, s in zip(peers[:-1], subs, strict=False))
+    assert all(
+        p.frames[s][-1]["entries"][0]["member"] == "n"
+        for p, s in zip(peers, subs[:-1], strict=False)
+    )
+    hub._check()
+    await hub.stop()
+
+
+def test_a_big_fan_out_yields_to_the_loop_between_slices() -> None:
+    asyncio.run(_delivers_in_slices())
+
+
+async def _spans_across_buckets() -> None:
+    rt = EmbeddedBackend(Settings())
+    ks = rt._keyspace
+    hub = Hub(rt, rt.settings.limits)
+    await hub.start()
+    for i in range(300):
+        ks.write("b", f"m{i:03}", 10_000 - 10 * i)  # m059 at rank 60
+    peer = FakePeer()
+    near = hub.subscribe_around(peer, '{"type":"around","id":1', "b", "m059", 10)
+    assert [e["rank"] for e in peer.frames[near][-1]["entries"]] == list(range(50, 71))
+    ks.write("b", "m080", 10_000 - 10 * 80 + 1)  # rank 81 keeps its place: outside [50, 70]
+    hub.flush()
+    assert len(peer.frames[near]) == 1
+    # Rank 66 sits in the index bucket after the one m059 (rank 60) is filed in; its window
+    # reaches it all the same.
+    ks.write("b", "m065", 10_000 - 10 * 65 + 1)
+    hub.flush()
+    assert len(peer.frames[near]) == 2
+    assert peer.frames[near][-1]["entries"][16] == {
+        "rank": 66,
+        "member": "m065",
+        "score": 10_000 - 10 * 65 + 1,
+    }
+    hub._check()
+    await hub.stop()
+
+
+def test_a_span_in_the_next_index_bucket_still_reaches_a_window() -> None:
+    asyncio.run(_spans_across_buckets())
+
+
+async def _epoch_change_resends() -> None:
+    rt = EmbeddedBackend(Settings())
+    ks = rt._keyspace
+    hub = Hub(rt, rt.settings.limits)
+    await hub.start()
+    for i in range(20):
+        ks.write("b", f"m{i:02}", 1000 - i)
+    peers = [FakePeer() for _ in range(3)]
+    subs: list[Subscription] = []
+    for p in peers:  # three of each kind, so the forced job goes to a shared frame too
+        subs.append(hub.subscribe_top(p, '{"type":"top","id":"t"', "b", 5))
+        subs.append(hub.subscribe_rank(p, '{"type":"rank","id":"r"', "b", "m03"))
+        subs.append(hub.subscribe_around(p, '{"type":"around","id":"a"', "b", "m04", 1))
+    old = rt.views.epoch("b")
+    ks.write("b", "low", -5)  # below every view: wakes nobody while the epoch stands
+    hub.flush()
+    assert all(len(p.frames[s]) == 1 for p in peers for s in subs if s.peer is p)
+    # What a failover does to the redis backend's views: the same board, another history.
+    rt.views._epoch = "after-failover"  # type: ignore[attr-defined]
+    ks.write("b", "lower", -6)  # still below every view; the epoch alone forces the resend
+    hub.flush()
+    for p in peers:
+        for s in subs:
+            if s.peer is not p:
+                continue
+            first, last = p.frames[s]
+            assert first["epoch"] == old and last["epoch"] == "after-failover"
+            assert {k: v for k, v in first.items() if k not in ("epoch", "total", "seq")} == {
+                k: v for k, v in last.items() if k not in ("epoch", "total", "seq")
+            }
+    ks.write("b", "lowest", -7)  # the new epoch now stands: quiet again
+    hub.flush()
+    assert all(len(p.frames[s]) == 2 for p in peers for s in subs if s.peer is p)
+    hub._check()
+    await hub.stop()
+
+
+def test_an_epoch_change_sends_everyone_the_full_state_again() -> None:
+    asyncio.run(_epoch_change_resends())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import random
 import socket
@@ -110,6 +111,32 @@ def test_coalescing_at_most_one_frame_per_tick(server: Any, name: str) -> None:
             last_me = [f for _, f in received if f["id"] == "me"][-1]
             assert last_top["entries"][0]["score"] == n  # the latest state won
             assert (last_me["rank"], last_me["score"]) == (1, n)
+
+    run(main)
+
+
+def test_many_subscribers_of_one_view_get_the_same_frame_in_one_tick(
+    server: Any, name: str
+) -> None:
+    """300 connections on one top-10 with the same id (as copies of the live page): one write,
+    and every one of them gets the identical frame, with none left out."""
+
+    async def main() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            subs = [await stack.enter_async_context(ws_client(server)) for _ in range(300)]
+            for ws in subs:
+                await ws.send(op="subscribe", id="t", board=name, top=10)
+            for ws in subs:
+                await ws.expect("top", "t")
+            async with http_client(server) as http:
+                r = await http.post(
+                    f"/v1/boards/{name}/scores", json={"member": "a", "score": 2**62}
+                )
+                assert r.status_code == 200, r.text
+            frames = [await ws.conn.recv() for ws in subs]
+            assert len(set(frames)) == 1
+            frame = orjson.loads(frames[0])
+            assert frame["entries"] == [{"rank": 1, "member": "a", "score": 2**62}]
 
     run(main)
 

@@ -192,6 +192,12 @@ def test_every_frame_a_real_server_sends_validates(keyed, name) -> None:
                 ws, {"op": "subscribe", "id": 7, "board": board, "member": "ann"}, "rank"
             )
             assert rank["rank"] is None and rank["score"] is None
+            around = await ok(
+                ws,
+                {"op": "subscribe", "id": "a", "board": board, "member": "ann", "radius": 2},
+                "around",
+            )
+            assert around["entries"] == []  # ann is not on the board yet
             ack = await ok(
                 ws,
                 {"op": "score", "id": "w1", "board": board, "member": "ann", "score": 10},
@@ -203,6 +209,7 @@ def test_every_frame_a_real_server_sends_validates(keyed, name) -> None:
             assert (await http.post(f"/v1/boards/{board}/scores", json=meta)).status_code == 200
             await ws.until("top", "t", total=2)
             await ws.until("rank", 7, rank=2)
+            await ws.until("around", "a", total=2)
             batch = [{"member": f"m{i}", "score": i} for i in range(5)]
             r = await http.post(f"/v1/boards/{board}/scores:batch", json=batch)
             assert r.status_code == 200
@@ -243,7 +250,7 @@ def test_every_frame_a_real_server_sends_validates(keyed, name) -> None:
             # Still alive after all that.
             await ok(ws, {"op": "unsubscribe", "id": "t"}, "ack")
             kinds = {(f["type"], f.get("status")) for f in ws.frames + ro.frames}
-            assert {("top", None), ("rank", None), ("ack", None)} <= kinds
+            assert {("top", None), ("rank", None), ("around", None), ("ack", None)} <= kinds
             assert {("error", s) for s in (400, 403, 404, 409, 413)} <= kinds
 
     asyncio.run(main())

@@ -28,7 +28,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-import orjson
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
 from redis.exceptions import (
@@ -56,7 +55,7 @@ from service.backend.api import (
     WriteResult,
 )
 from service.backend.redis import keys
-from service.backend.redis.boards import RedisBoards
+from service.backend.redis.boards import RedisBoards, entries_of
 from service.backend.redis.feed import RedisFeed
 from service.backend.redis.functions import Client, fcall, library_loaded, load_library
 from service.backend.redis.sessions import RedisSessions
@@ -75,7 +74,7 @@ from store.errors import (
 from store.options import BoardConfig
 from store.sessions import SessionStore
 from store.show import show
-from store.sortkey import key_member, key_score
+from store.sortkey import key_score
 from store.values import Limits, check_board_name, check_score
 
 log = logging.getLogger("rankd.redis")
@@ -416,15 +415,11 @@ class RedisSessionsApi:
         max_lifetime: object,
         sid: str | None = None,
     ) -> Any:
-        if sid is not None:
-            # ids here carry their shard bucket (service/backend/redis/sessions.py): a caller's
-            # id has none yet
-            raise InvalidArgument(
-                "caller-chosen session ids are not supported by the redis backend yet"
-            )
         return await self._calls.run(
             "session",
-            lambda: self._core.create(user=user, data=data, ttl=ttl, max_lifetime=max_lifetime),
+            lambda: self._core.create(
+                user=user, data=data, ttl=ttl, max_lifetime=max_lifetime, sid=sid
+            ),
             idempotent=False,
         )
 
@@ -481,20 +476,33 @@ class RedisViews:
         self._backend = backend
         self._tops: dict[str, tuple[list[Entry], int, int]] = {}
         self._ranks: dict[str, dict[str, tuple[int | None, Any]]] = {}
+        # board -> (member, radius) -> (entries around member, member's position or None)
+        self._arounds: dict[str, dict[tuple[str, int], tuple[list[Entry], int | None]]] = {}
         self._epochs: dict[str, str] = {}
         self._seqs: dict[str, int] = {}
         self._replids: dict[str, str] = {}  # node name -> master_replid
         self._absent: set[str] = set()  # boards the last load found absent
 
-    async def load(self, name: str, top: int, members: list[str]) -> None:
+    async def load(
+        self,
+        name: str,
+        top: int,
+        members: list[str],
+        arounds: Sequence[tuple[str, int]] = (),
+    ) -> None:
         backend = self._backend
         await backend.feed.watch_board(name)  # subscribe first, then read: no write between
         core = backend.boards_core
         k = core.keys(name)
 
         async def read() -> tuple[Any, str]:
+            pairs = [arg for member, radius in arounds for arg in (member, radius)]
             reply = await fcall(
-                core.client, "rankd_view", [k.z, k.m, k.d, k.cfg], [top, *members], readonly=True
+                core.client,
+                "rankd_view",
+                [k.z, k.m, k.d, k.cfg],
+                [top, len(members), *members, *pairs],
+                readonly=True,
             )
             return reply, await self._replid(k.cfg)
 
@@ -503,31 +511,31 @@ class RedisViews:
         reset = self._epochs.get(name) not in (None, epoch)
         self._epochs[name] = epoch
         ranks = self._ranks.setdefault(name, {})
+        near = self._arounds.setdefault(name, {})
         if reply is None:
             self._absent.add(name)
             self._tops[name] = ([], 0, 0)
             for m in members:
                 ranks[m] = (None, None)
+            for pair in arounds:
+                near[pair] = ([], None)
             self._seqs[name] = 0
             backend.feed.seen(name, 0, reset)
             return
         self._absent.discard(name)
-        order, ties, seq, total, _token, key_list, metas, places = reply
+        order, ties, seq, total, _token, key_list, metas, places, arounds_reply = reply
         desc, first = order == b"desc", ties == b"first"
-        entries: list[Entry] = []
-        for i, key in enumerate(key_list):
-            e: Entry = {
-                "rank": i + 1,
-                "member": key_member(key, first),
-                "score": key_score(key, desc),
-            }
-            if metas and metas[i] is not None:
-                e["metadata"] = orjson.loads(metas[i])
-            entries.append(e)
-        self._tops[name] = (entries, total, seq)
+        self._tops[name] = (entries_of(key_list, metas, 1, desc, first), total, seq)
         for i, m in enumerate(members):
             key, rank = places[2 * i], places[2 * i + 1]
             ranks[m] = (rank, key_score(key, desc)) if key else (None, None)
+        for pair, (pos, first_rank, around_keys, around_metas) in zip(
+            arounds, arounds_reply, strict=True
+        ):
+            if pos:
+                near[pair] = (entries_of(around_keys, around_metas, first_rank, desc, first), pos)
+            else:
+                near[pair] = ([], None)
         self._seqs[name] = seq
         backend.feed.seen(name, seq, reset)
 
@@ -559,6 +567,7 @@ class RedisViews:
     def forget(self, name: str) -> None:
         self._tops.pop(name, None)
         self._ranks.pop(name, None)
+        self._arounds.pop(name, None)
         self._epochs.pop(name, None)
         self._seqs.pop(name, None)
         self._absent.discard(name)
@@ -590,6 +599,15 @@ class RedisViews:
             return None, None
         return ALL, ALL
 
+    def around_view(
+        self, name: str, member: str, radius: int, window: str | None = None
+    ) -> tuple[list[Entry], int, int, int | None]:
+        if window not in (None, ALL):
+            return [], 0, self._seqs.get(name, 0), None
+        entries, pos = self._arounds.get(name, {}).get((member, radius), ([], None))
+        _, total, seq = self._tops.get(name, ([], 0, 0))
+        return entries, total, seq, pos
+
     def epoch(self, name: str) -> str:
         return self._epochs.get(name, self._backend.epoch)
 
@@ -614,6 +632,7 @@ class RedisBackend:
             max_lifetime_limit=limits.session_max_lifetime,
             max_data_bytes=limits.session_data_bytes,
             max_sessions_per_user=limits.sessions_per_user,
+            over_limit=limits.sessions_over_limit,
         )
         self.client: Client | None = None
         self.boards_core: RedisBoards
@@ -657,6 +676,7 @@ class RedisBackend:
         core.secret = secret if isinstance(secret, bytes) else secret.encode()
         self._sessions = RedisSessionsApi(core, self.calls)
         self._feed.client = client
+        self._feed.locate = core.locate
 
     async def _expires_at(self, sid: str) -> float | None:
         try:
@@ -769,11 +789,13 @@ class RedisBackend:
     def backend_metrics(self) -> dict[str, Any]:
         """For /metrics (service/metrics.py)."""
         feed = self._feed
+        sessions: RedisSessionsApi | None = getattr(self, "_sessions", None)
         return {
             "latency": {k: (h.cumulative(), h.sum) for k, h in self.calls.stats.latency.items()},
             "errors": dict(self.calls.stats.errors),
             "retries": self.calls.stats.retries,
             "refreshes": self.calls.stats.refreshes,
+            "session_events": dict(sessions._core.counters) if sessions else {},
             "gaps": feed.gaps if feed else 0,
             "resubscribes": feed.resubscribes if feed else 0,
             "messages": feed.messages if feed else 0,

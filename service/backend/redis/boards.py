@@ -23,8 +23,9 @@ from redis.exceptions import ResponseError
 
 from service.backend.redis import keys
 from service.backend.redis.functions import Arg, Client, fcall
-from store.boards import BoardConfig, Entry
+from store.boards import Entry
 from store.errors import BoardNotFound, Conflict, InvalidArgument, MemberNotFound
+from store.options import DEFAULT_PLAYER_RATE, BoardConfig
 from store.show import show
 from store.sortkey import encode_num, key_member, key_score, key_seq, make_key
 from store.values import (
@@ -101,7 +102,9 @@ class RedisBoards:
                     config.update,
                     config.ties,
                     secrets.token_hex(8),
-                    orjson.dumps(extra) if extra else "",
+                    "1" if config.player_writes else "0",
+                    config.player_rate,
+                    "1" if config.public_read else "0",
                 ],
             )
         except ResponseError as exc:
@@ -119,13 +122,17 @@ class RedisBoards:
         reply = await fcall(self.client, "rankd_describe", [k.z, k.cfg], [], readonly=True)
         if reply is None:
             return None
-        order, update, ties, seq, epoch, total, opts = reply
+        order, update, ties, seq, epoch, total, pw, pr, pub = reply
         self._shape[board] = (order.decode(), ties.decode())
-        config = {"order": order.decode(), "update": update.decode(), "ties": ties.decode()}
-        if opts:
-            config.update(orjson.loads(opts))
         return {
-            "config": config,
+            "config": {
+                "order": order.decode(),
+                "update": update.decode(),
+                "ties": ties.decode(),
+                "player_writes": pw == b"1",
+                "player_rate": DEFAULT_PLAYER_RATE if pr is None else int(pr),
+                "public_read": pub == b"1",
+            },
             "seq": seq,
             "epoch": epoch.decode(),
             "total": total,
@@ -349,11 +356,17 @@ def _write_result(member: str, desc: bool, item: list[Any]) -> Entry:
 def _entries(
     order: bytes, ties: bytes, first_rank: int, key_list: list[bytes], metas: list[Any]
 ) -> list[Entry]:
-    desc, first = order == b"desc", ties == b"first"
+    return entries_of(key_list, metas, first_rank, order == b"desc", ties == b"first")
+
+
+def entries_of(
+    keys: list[bytes], metas: list[Any], rank: int, desc: bool, first: bool
+) -> list[Entry]:
+    """Entries from a range of sort keys (ranks from ``rank`` on) and their metadata."""
     out: list[Entry] = []
-    for i, key in enumerate(key_list):
+    for i, key in enumerate(keys):
         e: Entry = {
-            "rank": first_rank + i,
+            "rank": rank + i,
             "member": key_member(key, first),
             "score": key_score(key, desc),
         }

@@ -2,8 +2,9 @@
 
 The write functions SPUBLISH on the board's shard channel ``P:{B}:ev`` (``set <seq> <rank>
 <prev> <member>``, ``del <seq> <prev> <member>``, ``drop``) and the session functions on the
-bucket's ``P:sev:{T}`` (``rotated|deleted|revoked <id>``). This process subscribes only to the
-boards its WebSocket clients watch and the buckets of the sessions they are bound to.
+bucket's ``P:sev:{T}`` (``rotated|deleted|revoked|evicted <id>``). This process subscribes only
+to the boards its WebSocket clients watch and the buckets of the sessions they are bound to (a
+caller-chosen id's bucket is looked up through ``locate``: its pointer, session_ids.py).
 
 One plain pub/sub connection per cluster node (``_NodeSub``), opened to the node that owns the
 channel's slot, read by its own task. Pub/sub is at-most-once, so:
@@ -116,6 +117,9 @@ class RedisFeed:
         self._channel_board: dict[str, str] = {}
         self._buckets: dict[str, int] = {}  # session channel -> bound sessions in it
         self._bound: dict[str, asyncio.TimerHandle | None] = {}  # bound session id -> timer
+        self._channel_of: dict[str, str] = {}  # bound session id -> its bucket's channel
+        # id -> bucket for ids that do not name it (set by RedisBackend: RedisSessions.locate)
+        self.locate: Callable[[str], Awaitable[str | None]] | None = None
         self._pending: set[str] = set()  # channels to (re-)subscribe
         self._healer: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -165,10 +169,15 @@ class RedisFeed:
                 self._boards[name] = seq
 
     async def watch_session(self, sid: str, expires_at: float, now: float) -> None:
+        if sid in self._bound:
+            return
         bucket = session_bucket(sid)
+        if bucket is None and self.locate is not None:
+            bucket = await self.locate(sid)  # a caller-chosen id: its pointer names the bucket
         if bucket is None or sid in self._bound:
             return
         channel = keys.session_channel(self.prefix, bucket)
+        self._channel_of[sid] = channel
         self._bound[sid] = None
         self._buckets[channel] = self._buckets.get(channel, 0) + 1
         if self._buckets[channel] == 1:
@@ -181,9 +190,7 @@ class RedisFeed:
         timer = self._bound.pop(sid)
         if timer is not None:
             timer.cancel()
-        bucket = session_bucket(sid)
-        assert bucket is not None
-        channel = keys.session_channel(self.prefix, bucket)
+        channel = self._channel_of.pop(sid)
         self._buckets[channel] -= 1
         if not self._buckets[channel]:
             del self._buckets[channel]

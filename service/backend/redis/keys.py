@@ -17,8 +17,11 @@ Sessions name their slot inside the id (service/backend/redis/session_ids.py): `
 with ``T`` four url-safe characters, so everything of one user lives in the slot of ``{T}``:
 
     P:s:{T}:<id> HASH    one session
-    P:x:{T}      ZSET    the bucket's user index: "<user><id>" -> expires_at (ms)
-    P:sev:{T}    shard channel: "rotated <id>", "revoked <id>", "deleted <id>"
+    P:x:{T}      ZSET    the bucket's user index: "<id> <user>" -> expires_at (s)
+    P:e:{T}:<d>  STRING  the id with digest d was used in T: refused by create-with-id (410)
+                         until lifetime + --session-max-ttl after its creation
+    P:sev:{T}    shard channel: "rotated|revoked|deleted|evicted <id>"
+    P:c:{C}:<d>  STRING  a caller-chosen id's bucket T; C = chosen_bucket(id) (session_ids.py)
     P:secret     STRING  the HMAC secret that maps a user to T (set once with NX)
 
 The registry and the secret have no tag of a board or bucket: they live in the slot of their
@@ -29,7 +32,8 @@ own name, so updating the registry is a second call, never part of a board's fun
 import re
 from typing import NamedTuple
 
-from service.backend.redis.session_ids import session_bucket
+from service.backend.redis.session_ids import chosen_bucket, session_bucket
+from store.ended import digest
 from store.errors import InvalidArgument
 from store.show import show
 
@@ -84,6 +88,17 @@ def session_index(prefix: str, bucket: str) -> str:
 
 def session_channel(prefix: str, bucket: str) -> str:
     return f"{prefix}:sev:{{{bucket}}}"
+
+
+def session_used(prefix: str, bucket: str, session_id: str) -> str:
+    """``P:e:{T}:<digest>``: the id was used in bucket T (rankd.lua "Sessions"); the digest,
+    not the id: the key names no credential."""
+    return f"{prefix}:e:{{{bucket}}}:{digest(session_id):016x}"
+
+
+def chosen_pointer(prefix: str, session_id: str) -> str:
+    """``P:c:{C}:<digest>`` -> the bucket T of a caller-chosen id (session_ids.py)."""
+    return f"{prefix}:c:{{{chosen_bucket(session_id)}}}:{digest(session_id):016x}"
 
 
 def hash_tag(key: bytes) -> bytes:

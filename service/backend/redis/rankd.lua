@@ -257,13 +257,15 @@ local function remove(keys, args)
   return { seq, r, old }
 end
 
---[[ rankd_configure  KEYS z cfg   ARGV order update ties epoch [opts]
+--[[ rankd_configure  KEYS z cfg   ARGV order update ties epoch player_writes(0/1) player_rate
+public_read(0/1)
 Creates the board or changes its options; order/ties may change only while it is empty.
-``opts``: the other options that differ from their defaults, as a JSON object ("" or absent:
-none), stored as is (rankd validates them). Error "CONFLICT <order> <ties>" otherwise.
+Error "CONFLICT <order> <ties>" otherwise. The player policy (store/boards.py _POLICY) is kept in
+cfg as pw, pr, pub; a board created by a write has none of them: the defaults (0, 60, 0).
 Reply: {created(0/1), order, update, ties, seq, epoch}. ]]
 local function configure(keys, args)
   need_keys(keys, 2)
+  if #args ~= 7 then error('rankd_configure: expected 7 arguments, got ' .. #args) end
   local c = redis.call('HMGET', keys[2], 'order', 'ties')
   local created = 0
   if not c[1] then
@@ -272,12 +274,8 @@ local function configure(keys, args)
   elseif (c[1] ~= args[1] or c[2] ~= args[3]) and redis.call('ZCARD', keys[1]) > 0 then
     return redis.error_reply('CONFLICT ' .. c[1] .. ' ' .. c[2])
   end
-  redis.call('HSET', keys[2], 'order', args[1], 'update', args[2], 'ties', args[3])
-  if args[5] and args[5] ~= '' then
-    redis.call('HSET', keys[2], 'opts', args[5])
-  else
-    redis.call('HDEL', keys[2], 'opts')
-  end
+  redis.call('HSET', keys[2], 'order', args[1], 'update', args[2], 'ties', args[3],
+    'pw', args[5], 'pr', args[6], 'pub', args[7])
   local r = redis.call('HMGET', keys[2], 'seq', 'epoch')
   return { created, args[1], args[2], args[3], tonumber(r[1]), r[2] }
 end
@@ -293,12 +291,15 @@ local function drop(keys, args)
 end
 
 --[[ rankd_describe (read-only)  KEYS z cfg
-Reply: nil when absent, else {order, update, ties, seq, epoch, total, opts ("" for none)}. ]]
+Reply: nil when absent, else {order, update, ties, seq, epoch, total, pw, pr, pub} (the policy
+fields false where never configured). ]]
 local function describe(keys, args)
   need_keys(keys, 2)
-  local c = redis.call('HMGET', keys[2], 'order', 'update', 'ties', 'seq', 'epoch', 'opts')
+  local c = redis.call('HMGET', keys[2], 'order', 'update', 'ties', 'seq', 'epoch', 'pw', 'pr',
+    'pub')
   if not c[1] then return false end
-  return { c[1], c[2], c[3], tonumber(c[4]), c[5], redis.call('ZCARD', keys[1]), c[6] or '' }
+  return { c[1], c[2], c[3], tonumber(c[4]), c[5], redis.call('ZCARD', keys[1]), c[6], c[7],
+    c[8] }
 end
 
 local function metas(d, list, first)
@@ -365,19 +366,24 @@ local function rank_for_score(keys, args)
   return redis.call('ZLEXCOUNT', keys[1], '-', '(' .. probe) + 1
 end
 
---[[ rankd_view (read-only)  KEYS z m d cfg   ARGV top(n), then members
-What the WebSocket hub shows, in one call per board per flush: the top n and each member's place.
+--[[ rankd_view (read-only)  KEYS z m d cfg   ARGV top(n), count(m), m members, then pairs
+(member, radius)
+What the WebSocket hub shows, in one call per board per flush: the top n, each member's place,
+and the entries within radius ranks of each pair's member (its around-me views).
 Reply: nil when the board is absent, else {order, ties, seq, total, epoch, {key...}, {meta...},
-{key_1 or false, rank_1, key_2 or false, rank_2, ...}} (rank 0 = absent). ]]
+{key_1 or false, rank_1, key_2 or false, rank_2, ...} (rank 0 = absent),
+{{rank or 0, first_rank, {key...}, {meta...}} per pair}}. ]]
 local function view(keys, args)
   need_keys(keys, 4)
   local c = redis.call('HMGET', keys[4], 'order', 'ties', 'seq', 'epoch')
   if not c[1] then return false end
+  local first = c[2] == 'first'
   local lim = tonumber(args[1])
+  local count = tonumber(args[2])
   local list = {}
   if lim > 0 then list = redis.call('ZRANGE', keys[1], '0', itoa(lim - 1)) end
   local places = {}
-  for i = 2, #args do
+  for i = 3, 2 + count do
     local key = redis.call('HGET', keys[2], args[i])
     if key then
       places[#places + 1] = key
@@ -387,18 +393,35 @@ local function view(keys, args)
       places[#places + 1] = 0
     end
   end
+  local near = {}
+  for i = 3 + count, #args - 1, 2 do
+    local key = redis.call('HGET', keys[2], args[i])
+    if key then
+      local pos, radius = redis.call('ZRANK', keys[1], key), tonumber(args[i + 1])
+      local lo = math.max(0, pos - radius)
+      local around = redis.call('ZRANGE', keys[1], itoa(lo), itoa(pos + radius))
+      near[#near + 1] = { pos + 1, lo + 1, around, metas(keys[3], around, first) }
+    else
+      near[#near + 1] = { 0, 0, {}, {} }
+    end
+  end
   return { c[1], c[2], tonumber(c[3]), redis.call('ZCARD', keys[1]), c[4], list,
-    metas(keys[3], list, c[2] == 'first'), places }
+    metas(keys[3], list, first), places, near }
 end
 
 --[[ Sessions (service/backend/redis/sessions.py). One bucket T = one slot:
   s    HASH  u (user, absent = anonymous) data c(created) ttl idle max v(version)   PEXPIREAT = expiry
-  x    ZSET  the bucket's user index: <id(48 chars)><user> -> expires_at (seconds, float)
-  sev  shard channel: "rotated <id>", "deleted <id>", "revoked <id>"
+  x    ZSET  the bucket's user index: "<id> <user>" -> expires_at (seconds, float); an id has no
+             space, so the first space splits the member
+  e    STRING  P:e:{T}:<digest(id)>: this id was used here. Written by create and rotate (for
+             the new id) with PEXPIRE = lifetime + max_ttl and never shortened, so it outlives
+             every way the session can end (deleted, rotated, revoked, evicted, expired -- Redis
+             expires keys silently) by at least --session-max-ttl: create-with-id finds it and
+             answers "ended" (410). The ending functions need not write anything.
+  sev  shard channel: "rotated <id>", "deleted <id>", "revoked <id>", "evicted <id>"
 Times are the shard's TIME in seconds (6 decimals), so instances' clocks never decide expiry.
 A session whose expires_at <= now is dead at once, whether or not Redis has evicted it yet.
 Session replies: {user or false, data, created, ttl, idle, max, version}. ]]
-local SID = 48
 
 local function now_s()
   local t = redis.call('TIME')
@@ -411,6 +434,18 @@ end
 
 local function pexpireat(key, at)
   redis.call('PEXPIREAT', key, string.format('%d', math.ceil(at * 1000)))
+end
+
+local function check_id(sid)
+  if #sid < 32 or #sid > 128 or string.find(sid, ' ', 1, true) then
+    error('rankd: bad session id')
+  end
+end
+
+-- "<id> <user>" -> id, user
+local function split_member(m)
+  local at = string.find(m, ' ', 1, true)
+  return string.sub(m, 1, at - 1), string.sub(m, at + 1)
 end
 
 -- drop dead index entries and keep the index key alive exactly as long as its last entry
@@ -441,39 +476,82 @@ local function s_touch(s, x, sid, r, now)
     local exp = math.min(idle, r[6])
     pexpireat(s, exp)
     if r[1] then
-      redis.call('ZADD', x, 'XX', fmt(exp), sid .. r[1])
+      redis.call('ZADD', x, 'XX', fmt(exp), sid .. ' ' .. r[1])
       index_fix(x, now)
     end
   end
 end
 
---[[ rankd_s_create  KEYS s x   ARGV id user("" = none) data ttl lifetime per_user_limit
-Error "LIMIT <n>" when the user already holds per_user_limit live sessions, "EXISTS" on an id
-collision. ]]
+local function user_ids(x, user, now)
+  index_fix(x, now)
+  local ids = {}
+  for _, m in ipairs(redis.call('ZRANGE', x, '0', '-1')) do
+    local sid, u = split_member(m)
+    if u == user then ids[#ids + 1] = sid end
+  end
+  return ids
+end
+
+--[[ rankd_s_create  KEYS s x e sev, then s_1..s_n
+ARGV id user("" = none) data ttl lifetime per_user_limit policy(evict-oldest|refuse) max_ttl,
+then id_1..id_n (the user's sessions, listed by the caller: what eviction may end)
+Errors: "EXISTS" (the id is live here or was used here: SessionExists / SessionEnded is decided
+by the caller with rankd_s_known), "LIMIT <n>" (the user holds per_user_limit live sessions and
+the policy is refuse), "FULL" (the policy is evict-oldest and the caller did not declare every
+session of the user: list them and call again). Reply: the session, then the evicted id or false.
+An evicted session ends like any other: removed, unindexed, "evicted <id>" published. ]]
 local function s_create(keys, args)
-  need_keys(keys, 2)
+  local n = #keys - 4
+  if n < 0 or #args ~= n + 8 then error('rankd_s_create: bad argument count') end
   local sid, user = args[1], args[2]
-  if #sid ~= SID then error('rankd_s_create: bad id') end
-  if redis.call('EXISTS', keys[1]) == 1 then return redis.error_reply('EXISTS') end
+  check_id(sid)
+  if redis.call('EXISTS', keys[1]) == 1 or redis.call('EXISTS', keys[3]) == 1 then
+    return redis.error_reply('EXISTS')
+  end
   local now = now_s()
   local ttl, life = tonumber(args[4]), tonumber(args[5])
   local idle, max = now + ttl, now + life
   local exp = math.min(idle, max)
+  local evicted = false
   if user ~= '' then
-    index_fix(keys[2], now)
-    local n = 0
-    for _, m in ipairs(redis.call('ZRANGE', keys[2], '0', '-1')) do
-      if string.sub(m, SID + 1) == user then n = n + 1 end
+    local ids = user_ids(keys[2], user, now)
+    if #ids >= tonumber(args[6]) then
+      if args[7] ~= 'evict-oldest' then return redis.error_reply('LIMIT ' .. #ids) end
+      local declared = {}
+      for i = 1, n do declared[args[8 + i]] = keys[4 + i] end
+      local oldest, oldest_c, oldest_key = nil, nil, nil
+      for _, id in ipairs(ids) do
+        local key = declared[id]
+        if not key then return redis.error_reply('FULL') end
+        local r = s_load(key, now)
+        if r and (not oldest or tonumber(r[3]) < oldest_c) then
+          oldest, oldest_c, oldest_key = id, tonumber(r[3]), key
+        end
+      end
+      if oldest then
+        redis.call('UNLINK', oldest_key)
+        redis.call('ZREM', keys[2], oldest .. ' ' .. user)
+        redis.call('SPUBLISH', keys[4], 'evicted ' .. oldest)
+        evicted = oldest
+      end
     end
-    if n >= tonumber(args[6]) then return redis.error_reply('LIMIT ' .. n) end
     redis.call('HSET', keys[1], 'u', user)
-    redis.call('ZADD', keys[2], fmt(exp), sid .. user)
+    redis.call('ZADD', keys[2], fmt(exp), sid .. ' ' .. user)
   end
   redis.call('HSET', keys[1], 'data', args[3], 'c', fmt(now), 'ttl', args[4], 'idle', fmt(idle),
     'max', fmt(max), 'v', '1')
   pexpireat(keys[1], exp)
+  redis.call('SET', keys[3], '1', 'PX', string.format('%d', (life + tonumber(args[8])) * 1000))
   if user ~= '' then index_fix(keys[2], now) end
-  return { user ~= '' and user or false, args[3], fmt(now), args[4], fmt(idle), fmt(max), 1 }
+  return { user ~= '' and user or false, args[3], fmt(now), args[4], fmt(idle), fmt(max), 1,
+    evicted }
+end
+
+--[[ rankd_s_known (read-only)  KEYS s e   Reply: 2 live, 1 used here and ended, 0 unknown. ]]
+local function s_known(keys, args)
+  need_keys(keys, 2)
+  if s_load(keys[1], now_s()) then return 2 end
+  return redis.call('EXISTS', keys[2])
 end
 
 --[[ rankd_s_get  KEYS s x   ARGV id touch(0/1)   Reply: the session or nil (absent/expired). ]]
@@ -502,26 +580,31 @@ local function s_put(keys, args)
   return s_reply(r)
 end
 
---[[ rankd_s_rotate  KEYS s_old s_new x sev   ARGV old_id new_id
-The session moves to a fresh id in the same bucket; the old id is dead at once. Keeps user,
-data, version, created and max; counts as a use. nil when absent; error "EXISTS". ]]
+--[[ rankd_s_rotate  KEYS s_old s_new x sev e_new   ARGV old_id new_id max_ttl
+The session moves to a fresh id in the same bucket; the old id is dead at once (its e marker,
+written when it was created, keeps it refused). Keeps user, data, version, created and max;
+counts as a use. nil when absent; error "EXISTS". ]]
 local function s_rotate(keys, args)
-  need_keys(keys, 4)
+  need_keys(keys, 5)
   local now = now_s()
   local r = s_load(keys[1], now)
   if not r then return false end
-  if redis.call('EXISTS', keys[2]) == 1 then return redis.error_reply('EXISTS') end
+  if redis.call('EXISTS', keys[2]) == 1 or redis.call('EXISTS', keys[5]) == 1 then
+    return redis.error_reply('EXISTS')
+  end
   local idle = math.max(r[5], now + tonumber(r[4]))
   local exp = math.min(idle, r[6])
   redis.call('HSET', keys[2], 'data', r[2], 'c', r[3], 'ttl', r[4], 'idle', fmt(idle),
     'max', fmt(r[6]), 'v', itoa(r[7]))
   if r[1] then
     redis.call('HSET', keys[2], 'u', r[1])
-    redis.call('ZREM', keys[3], args[1] .. r[1])
-    redis.call('ZADD', keys[3], fmt(exp), args[2] .. r[1])
+    redis.call('ZREM', keys[3], args[1] .. ' ' .. r[1])
+    redis.call('ZADD', keys[3], fmt(exp), args[2] .. ' ' .. r[1])
     index_fix(keys[3], now)
   end
   pexpireat(keys[2], exp)
+  redis.call('SET', keys[5], '1')
+  pexpireat(keys[5], r[6] + tonumber(args[3]))
   redis.call('UNLINK', keys[1])
   redis.call('SPUBLISH', keys[4], 'rotated ' .. args[1])
   r[5] = idle
@@ -535,18 +618,9 @@ local function s_delete(keys, args)
   local r = s_load(keys[1], now)
   if not r then return 0 end
   redis.call('UNLINK', keys[1])
-  if r[1] then redis.call('ZREM', keys[2], args[1] .. r[1]) end
+  if r[1] then redis.call('ZREM', keys[2], args[1] .. ' ' .. r[1]) end
   redis.call('SPUBLISH', keys[3], 'deleted ' .. args[1])
   return 1
-end
-
-local function user_ids(x, user, now)
-  index_fix(x, now)
-  local ids = {}
-  for _, m in ipairs(redis.call('ZRANGE', x, '0', '-1')) do
-    if string.sub(m, SID + 1) == user then ids[#ids + 1] = string.sub(m, 1, SID) end
-  end
-  return ids
 end
 
 --[[ rankd_s_list  KEYS x   ARGV user   Reply: the ids of the user's live sessions. ]]
@@ -574,7 +648,7 @@ local function s_revoke(keys, args)
   for _, sid in ipairs(ids) do
     if sid ~= args[2] then
       redis.call('UNLINK', declared[sid])
-      redis.call('ZREM', keys[1], sid .. args[1])
+      redis.call('ZREM', keys[1], sid .. ' ' .. args[1])
       redis.call('SPUBLISH', keys[2], 'revoked ' .. sid)
       count = count + 1
     end
@@ -596,6 +670,7 @@ redis.register_function { function_name = 'rankd_rank_for_score', callback = ran
   flags = ro }
 redis.register_function('rankd_s_create', s_create)
 redis.register_function('rankd_s_get', s_get)
+redis.register_function { function_name = 'rankd_s_known', callback = s_known, flags = ro }
 redis.register_function('rankd_s_put', s_put)
 redis.register_function('rankd_s_rotate', s_rotate)
 redis.register_function('rankd_s_delete', s_delete)

@@ -10,6 +10,13 @@ Patch without If-Match is read, merge here, compare-and-set on the version, retr
 concurrent write slips in between (nothing is lost). A write whose data equals the current data
 is a use, not a change (no new version), as in store/sessions.py.
 
+Caller-chosen ids (``create(sid=...)``) live in the user's bucket and are found through a
+pointer keyed by the id's own hash (session_ids.py); an id is refused again (410) while the
+``e`` marker its create wrote (rankd.lua "Sessions") or its pointer exists: at least
+--session-max-ttl after it ended, however it ended. ``--sessions-per-user`` with
+``--sessions-over-limit`` evict-oldest (the oldest live session of the user ends, ``evicted``) or
+refuse (429) is decided inside ``rankd_s_create``, atomically with the create.
+
 Not enforced here: ``--max-anonymous-sessions`` (a cluster-wide count would be one hot key);
 anonymous sessions are bounded by their TTL and the cluster's maxmemory.
 """
@@ -22,14 +29,23 @@ from redis.exceptions import ResponseError
 from service.backend.redis import keys
 from service.backend.redis.functions import Client, fcall
 from service.backend.redis.session_ids import (
+    chosen_bucket,
     new_session_id,
     random_bucket,
     session_bucket,
     user_bucket,
 )
 from service.schemas import SessionInfo
-from store.errors import InvalidArgument, LimitExceeded, SessionNotFound, VersionConflict
-from store.sessions import SessionStore, _seconds
+from store.errors import (
+    InvalidArgument,
+    LimitExceeded,
+    SessionEnded,
+    SessionExists,
+    SessionNotFound,
+    TooManySessions,
+    VersionConflict,
+)
+from store.sessions import _CHOSEN_ID, SessionStore
 from store.show import show
 
 _CAS_RETRIES = 50
@@ -45,23 +61,41 @@ class RedisSessions:
         self.prefix = prefix
         self._checks = checks  # validation only: holds no session
         self.secret = b""  # set by RedisBackend.start (P:secret)
+        # session ends this process caused, by reason (expiry is Redis's, silent: not counted)
+        self.counters: dict[str, int] = dict.fromkeys(
+            ("created", "deleted", "revoked", "rotated", "evicted"), 0
+        )
 
     # -- keys ----------------------------------------------------------------------------------
 
-    def _bucket(self, sid: object) -> str:
+    async def locate(self, sid: object) -> str | None:
+        """The bucket of a live-or-remembered id: from the id itself (``T.R``) or from a
+        caller-chosen id's pointer; None when no session can have this id."""
         if type(sid) is not str:
             raise InvalidArgument(f"session id must be a string, but got {type(sid).__name__}")
         bucket = session_bucket(sid)
+        if bucket is not None:
+            return bucket
+        if not _CHOSEN_ID.fullmatch(sid):
+            return None
+        found = await self.client.get(keys.chosen_pointer(self.prefix, sid))
+        if found is None:
+            return None
+        return found.decode() if isinstance(found, bytes) else str(found)
+
+    async def _bucket(self, sid: object) -> str:
+        bucket = await self.locate(sid)
         if bucket is None:
-            raise _not_found()  # not an id this backend issues: no such session
+            raise _not_found()  # not an id this backend knows: no such session
         return bucket
 
-    def _keys(self, sid: str) -> tuple[str, str, str]:
-        bucket = self._bucket(sid)
+    async def _keys(self, sid: str) -> tuple[str, str, str, str]:
+        bucket = await self._bucket(sid)
         return (
-            f"{self.prefix}:s:{{{bucket}}}:{sid}",
+            self._session_key(bucket, sid),
             keys.session_index(self.prefix, bucket),
             keys.session_channel(self.prefix, bucket),
+            bucket,
         )
 
     def _session_key(self, bucket: str, sid: str) -> str:
@@ -85,27 +119,78 @@ class RedisSessions:
     # -- the protocol --------------------------------------------------------------------------
 
     async def create(
-        self, *, user: object, data: object, ttl: object, max_lifetime: object
+        self,
+        *,
+        user: object,
+        data: object,
+        ttl: object,
+        max_lifetime: object,
+        sid: str | None = None,
     ) -> SessionInfo:
         checks = self._checks
-        ttl_s = checks.default_ttl if ttl is None else _seconds("ttl", ttl, checks.max_ttl)
-        life = (
-            checks.default_max_lifetime
-            if max_lifetime is None
-            else _seconds("max_lifetime", max_lifetime, checks.max_lifetime_limit)
-        )
-        if user is not None:
-            checks._check_user(user)
-        clean = {} if data is None else checks._check_data(data)
+        if sid is not None and session_bucket(sid) is None:
+            checks._check_chosen_id(sid)  # an issued T.R id is judged by what is known of it
+        ttl_s, life, clean = checks.check_new(user, data, ttl, max_lifetime)
         bucket = random_bucket() if user is None else user_bucket(self.secret, cast(str, user))
         encoded = orjson.dumps(clean)
-        while True:
-            sid = new_session_id(bucket)
+        if sid is None:
+            while True:
+                chosen = new_session_id(bucket)
+                try:
+                    return await self._create(chosen, bucket, user, encoded, ttl_s, life)
+                except SessionExists:
+                    continue  # 2^-256; a reused id would hijack a session
+        issued = session_bucket(sid)
+        if issued is not None:
+            # Not a caller-chosen id (it has a "."): only ever refused, as live or as ended.
+            await self._refuse(sid, issued)
+            checks._check_chosen_id(sid)  # never used here: malformed as a chosen id (400)
+        if user is None:
+            bucket = chosen_bucket(sid)
+        pointer = keys.chosen_pointer(self.prefix, sid)
+        ms = (life + checks.max_ttl) * 1000
+        taken = await self.client.set(pointer, bucket, nx=True, px=ms, get=True)
+        if taken is not None:
+            await self._refuse(sid, taken.decode() if isinstance(taken, bytes) else str(taken))
+            raise SessionEnded("a session with this id ended recently")  # the pointer says used
+        try:
+            return await self._create(sid, bucket, user, encoded, ttl_s, life)
+        except TooManySessions:
+            await self.client.delete(pointer)  # refused before use: the id stays free
+            raise
+
+    async def _refuse(self, sid: str, bucket: str) -> None:
+        """SessionExists if ``sid`` is live in ``bucket``, SessionEnded if it was used there."""
+        known = await fcall(
+            self.client,
+            "rankd_s_known",
+            [self._session_key(bucket, sid), keys.session_used(self.prefix, bucket, sid)],
+            [],
+            readonly=True,
+        )
+        if known == 2:
+            raise SessionExists("a session with this id exists")
+        if known == 1:
+            raise SessionEnded("a session with this id ended recently")
+
+    async def _create(
+        self, sid: str, bucket: str, user: object, encoded: bytes, ttl_s: int, life: int
+    ) -> SessionInfo:
+        checks = self._checks
+        index = keys.session_index(self.prefix, bucket)
+        victims: list[str] = []
+        for _ in range(_CAS_RETRIES):
             try:
                 reply = await fcall(
                     self.client,
                     "rankd_s_create",
-                    [self._session_key(bucket, sid), keys.session_index(self.prefix, bucket)],
+                    [
+                        self._session_key(bucket, sid),
+                        index,
+                        keys.session_used(self.prefix, bucket, sid),
+                        keys.session_channel(self.prefix, bucket),
+                        *(self._session_key(bucket, v) for v in victims),
+                    ],
                     [
                         sid,
                         cast(str, user or ""),
@@ -113,22 +198,39 @@ class RedisSessions:
                         ttl_s,
                         life,
                         checks.max_sessions_per_user,
+                        checks.over_limit,
+                        checks.max_ttl,
+                        *victims,
                     ],
                 )
             except ResponseError as exc:
                 text = str(exc)
                 if text.startswith("EXISTS"):
-                    continue  # 2^-256; a reused id would hijack a session
+                    await self._refuse(sid, bucket)
+                    raise SessionExists("a session with this id exists") from None
                 if text.startswith("LIMIT"):
-                    raise LimitExceeded(
+                    raise TooManySessions(
                         f"user {show(user)} already has {text.split()[1]} sessions, "
                         f"the limit is {checks.max_sessions_per_user}"
                     ) from None
+                if text.startswith("FULL"):
+                    # evict-oldest: the function may end only sessions it was given
+                    victims = [
+                        i.decode()
+                        for i in await fcall(
+                            self.client, "rankd_s_list", [index], [cast(str, user)]
+                        )
+                    ]
+                    continue
                 raise
-            return self._info(sid, reply)
+            self.counters["created"] += 1
+            if reply[7]:
+                self.counters["evicted"] += 1
+            return self._info(sid, reply[:7])
+        raise LimitExceeded(f"user {show(user)} keeps gaining sessions; retry the create")
 
     async def get(self, sid: str, *, touch: bool) -> SessionInfo:
-        s, x, _ = self._keys(sid)
+        s, x, _, _ = await self._keys(sid)
         reply = await fcall(self.client, "rankd_s_get", [s, x], [sid, "1" if touch else "0"])
         if reply is None:
             raise _not_found()
@@ -142,7 +244,7 @@ class RedisSessions:
     ) -> SessionInfo:
         if if_version is not None and type(if_version) is not int:
             raise InvalidArgument(f"if_version must be an int, but got {show(if_version)}")
-        s, x, _ = self._keys(sid)
+        s, x, _, _ = await self._keys(sid)
         for _ in range(_CAS_RETRIES):
             current = await self.get(sid, touch=False)
             if if_version is not None and if_version != current["version"]:
@@ -192,16 +294,21 @@ class RedisSessions:
         return await self._put(sid, None, clean, if_version)
 
     async def rotate(self, sid: str) -> SessionInfo:
-        s, x, ev = self._keys(sid)
-        bucket = self._bucket(sid)
+        s, x, ev, bucket = await self._keys(sid)
         while True:
             new = new_session_id(bucket)
             try:
                 reply = await fcall(
                     self.client,
                     "rankd_s_rotate",
-                    [s, self._session_key(bucket, new), x, ev],
-                    [sid, new],
+                    [
+                        s,
+                        self._session_key(bucket, new),
+                        x,
+                        ev,
+                        keys.session_used(self.prefix, bucket, new),
+                    ],
+                    [sid, new, self._checks.max_ttl],
                 )
             except ResponseError as exc:
                 if str(exc).startswith("EXISTS"):
@@ -209,12 +316,14 @@ class RedisSessions:
                 raise
             if reply is None:
                 raise _not_found()
+            self.counters["rotated"] += 1
             return self._info(new, reply)
 
     async def delete(self, sid: str) -> None:
-        s, x, ev = self._keys(sid)
+        s, x, ev, _ = await self._keys(sid)
         if not await fcall(self.client, "rankd_s_delete", [s, x, ev], [sid]):
             raise _not_found()
+        self.counters["deleted"] += 1
 
     async def _user_ids(self, user: str) -> tuple[str, list[str]]:
         self._checks._check_user(user)
@@ -254,6 +363,7 @@ class RedisSessions:
                 if str(exc).startswith("RETRY"):
                     continue  # the user gained a session since the listing
                 raise
+            self.counters["revoked"] += int(n)
             return int(n)
         raise LimitExceeded(f"user {show(user)} keeps gaining sessions; retry the revoke")
 
