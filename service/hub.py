@@ -1104,7 +1104,8 @@ class Hub:
         count = 0
         for name, watch in self._watches.items():
             indexed = 0
-            assert watch.name == name and watch, name
+            assert watch.name == name == _key(watch.board, watch.window) and watch, name
+            assert watch.window is None or name in self._windowed[watch.board], name
             assert watch.max_top == max(watch.tops, default=0)
             for n, top in watch.tops.items():
                 assert top.n == n and top.subs
@@ -1125,5 +1126,6 @@ class Hub:
                     count += len(near.subs)
             assert len(watch.index) == indexed, (name, len(watch.index), indexed)
             assert watch.queued == (watch in self._dirty)
+        assert all(k in self._watches for keys in self._windowed.values() for k in keys)
         assert count == self.subscriptions, (count, self.subscriptions)
         assert (self._timer is None) or bool(self._dirty) or self._flushing is not None
