@@ -25,6 +25,9 @@ are read from the live objects at scrape time, so nothing is updated that nobody
     rankd_ws_frames_sent_total, rankd_ws_sent_bytes_total             counters
     rankd_snapshot_running, rankd_recovery_duration_seconds,
     rankd_recovery_journal_records                                    gauges (persistence)
+    rankd_recovery_running, rankd_recovery_bytes_total,
+    rankd_recovery_bytes_done            gauges, embedded; live while recovering (the journal
+                                         records gauge too), served while /readyz is 503
     rankd_backend_call_duration_seconds{op}  histogram, redis backend only (backend_metrics())
 
 Board labels are bounded on purpose: one series per board would let a client that creates
@@ -180,6 +183,7 @@ class _Collector:
         yield from self._http()
         yield from self._store(stats)
         yield from self._persistence(stats)
+        yield from self._recovery(stats)
         yield from self._ws()
         yield from self._memory(stats)
         yield from self._loop()
@@ -390,6 +394,34 @@ class _Collector:
             started,
         )
 
+    def _recovery(self, stats: "Stats") -> Iterable[Metric]:
+        """Live while the embedded backend recovers: /metrics is served then (only /v1 waits
+        for readiness), so a scraper sees a long start-up move instead of a silent 503."""
+        progress = stats.get("recovery_progress")
+        if progress is None:
+            return ()
+        out: list[Metric] = [
+            GaugeMetricFamily(
+                "rankd_recovery_running",
+                "1 while the snapshot is loaded and the journal replayed (/readyz is 503).",
+                value=1 if progress["running"] else 0,
+            ),
+            GaugeMetricFamily(
+                "rankd_recovery_bytes_total",
+                "Bytes of snapshot and journal recovery reads (grows if it falls back).",
+                value=progress["bytes_total"],
+            ),
+            GaugeMetricFamily(
+                "rankd_recovery_bytes_done",
+                "Bytes of snapshot and journal recovery has read so far.",
+                value=progress["bytes_done"],
+            ),
+        ]
+        if stats["persistence"] is None:
+            # Until persistence takes over (the same gauge, from the final report, below).
+            out.append(_journal_records(progress["journal_records"]))
+        return out
+
     def _persistence(self, stats: "Stats") -> Iterable[Metric]:
         p = stats["persistence"]
         if p is None:
@@ -439,11 +471,7 @@ class _Collector:
                     "How long loading the snapshot and replaying the journal took at start.",
                     value=recovered["seconds"],
                 ),
-                GaugeMetricFamily(
-                    "rankd_recovery_journal_records",
-                    "Journal records replayed at start (a long journal is a slow restart).",
-                    value=recovered["journal_records"],
-                ),
+                _journal_records(recovered["journal_records"]),
             ]
         family = HistogramMetricFamily(
             "rankd_journal_fsync_seconds", "Latency of journal fsync calls."
@@ -451,3 +479,12 @@ class _Collector:
         family.add_metric([], p["fsync_buckets"], p["fsync_sum"])
         out.append(family)
         return out
+
+
+def _journal_records(n: int) -> Metric:
+    return GaugeMetricFamily(
+        "rankd_recovery_journal_records",
+        "Journal records replayed at start, so far while recovering (a long journal is a "
+        "slow restart).",
+        value=n,
+    )
