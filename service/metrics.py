@@ -29,6 +29,8 @@ are read from the live objects at scrape time, so nothing is updated that nobody
     rankd_recovery_bytes_done            gauges, embedded; live while recovering (the journal
                                          records gauge too), served while /readyz is 503
     rankd_backend_call_duration_seconds{op}  histogram, redis backend only (backend_metrics())
+    rankd_score_writes_total{writer}     counter: entries written over HTTP and WebSocket, by
+                                         who wrote them (player, key, anonymous): three series
 
 Board labels are bounded on purpose: one series per board would let a client that creates
 boards create series without end, so only the ten largest (LARGEST_BOARDS in
@@ -60,6 +62,21 @@ if TYPE_CHECKING:
     from service.hub import Hub
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# Who wrote a score, as a label: three values whatever the traffic (never a key, a session id
+# or a user). "anonymous" is protected mode, where no keys exist.
+WRITERS = ("player", "key", "anonymous")
+_WRITER_OF: dict[str | None, str] = {
+    "player": "player",
+    "anonymous": "anonymous",
+    None: "anonymous",
+}
+
+
+def writer(auth: str | None) -> str:
+    """The ``writer`` label of a request authorised as ``auth`` (service/access.py's AUTH)."""
+    return _WRITER_OF.get(auth, "key")
+
 
 # Seconds. Fine at the low end: a healthy in-memory request takes tens of microseconds.
 BOUNDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -158,6 +175,7 @@ class Metrics:
         self.hub = hub
         self.loop_lag = LoopLag()
         self.routes: dict[tuple[str, str], RouteStats] = {}
+        self.score_writes = dict.fromkeys(WRITERS, 0)  # entries written, by writer()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
         ProcessCollector(registry=self.registry)
@@ -343,7 +361,14 @@ class _Collector:
                 labels = [stats.route, stats.method, str(status)]
                 requests.add_metric(labels, sum(h.counts))
                 latency.add_metric(labels, h.cumulative(), h.sum)
-        return (requests, latency)
+        writes = CounterMetricFamily(
+            "rankd_score_writes",
+            "Entries written (HTTP scores and batches, WebSocket score), by who wrote them.",
+            labels=["writer"],
+        )
+        for kind, n in self.metrics.score_writes.items():
+            writes.add_metric([kind], n)
+        return (requests, latency, writes)
 
     def _store(self, stats: "Stats") -> Iterable[Metric]:
         backend = self.metrics.backend

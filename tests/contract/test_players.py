@@ -342,7 +342,7 @@ def test_a_player_over_websocket_by_query_or_header(c: httpx.Client, keyed: Rank
             await ws.expect("top", "s")
             await ws.send(op="score", id="w1", board=board, score=7)
             ack = await ws.expect("ack", "w1")
-            assert (ack["member"], ack["score"]) == (user, 7)
+            assert (ack["member"], ack["score"], ack["by"]) == (user, 7, "player")
             await ws.send(op="score", id="w2", board=board, member="bob", score=9)
             frame = await ws.expect("error", "w2")
             assert frame["status"] == 403 and "own entry" in frame["detail"], frame
@@ -356,6 +356,10 @@ def test_a_player_over_websocket_by_query_or_header(c: httpx.Client, keyed: Rank
             await ws.send(op="score", id="w5", board=board, score=9)
             frame = await ws.expect("error", "w5")
             assert frame["status"] == 429 and "retry in" in frame["detail"], frame
+        async with ws_client(keyed, headers=bearer(ADMIN)) as ws:
+            # A key holder's write says so (never which key): "by" is the kind of writer.
+            await ws.send(op="score", id="k1", board=board, member="bob", score=3)
+            assert (await ws.expect("ack", "k1"))["by"] == "key"
         r = c.post(f"/v1/boards/{board}/scores", json={"score": 10}, headers=session_of(sid))
         assert r.status_code == 429
         for query, headers in (
