@@ -40,6 +40,7 @@ Refusals happen after the upgrade, as close frames, because a browser never
 shows a script the HTTP status of a failed upgrade:
 
     1008  unauthorized | unauthorized: the player session is not valid | session not found |
+          unauthorized: the board is no longer public (no credential; service/hub.py) |
           the 'sessions' scope is needed to bind ?session= |
           session <reason> | client not reading |
           binary frames are not supported
@@ -231,7 +232,7 @@ class Connection:
     ) -> None:
         self.websocket = websocket
         self.player = player
-        self._public_only = public_only  # no credential: subscriptions to public boards
+        self.public_only = public_only  # no credential: subscriptions to public boards
         self.runtime = runtime
         self.hub = hub
         self.subs: dict[object, Subscription] = {}
@@ -442,7 +443,7 @@ class Connection:
             if op == "score":
                 await self._score(rid, msg)
             elif op == "subscribe":
-                if self._public_only:
+                if self.public_only:
                     board = check_board_name(_field(msg, "board"))
                     if not await self.runtime.players.is_public(board):
                         raise _Bad(
@@ -510,7 +511,7 @@ class Connection:
 
     async def _score(self, rid: object, msg: dict[str, Any]) -> None:
         player = self.player
-        if self._public_only:
+        if self.public_only:
             raise _Bad(401, f"unauthorized: score needs a credential; {_CREDENTIAL}")
         if not self._write and player is None:
             raise _Bad(403, "the API key lacks the 'write' scope score needs")
