@@ -450,6 +450,10 @@ class Connection:
                             401, f"unauthorized: board {show(board)} is not public; {_CREDENTIAL}"
                         )
                 await self._subscribe(rid, msg)
+                if self.public_only and not await self.runtime.players.is_public(board):
+                    # public_read went off while this subscription was being set up, before
+                    # the hub knew of it (service/hub.py closes those it knows of).
+                    self.close_soon(POLICY, "unauthorized: the board is no longer public")
             else:
                 self._unsubscribe(rid)
         except _Bad as bad:
