@@ -1,4 +1,5 @@
-"""A long recovery, watched from outside as an operator would: /metrics moves, /readyz is 503
+"""A long recovery, watched from outside as an operator would: /metrics (with a `metrics` key)
+moves, /readyz is 503
 and /healthz 200 until the data is in, data routes never answer early, and the progress log
 lines say how far it is without naming any session.
 
@@ -20,6 +21,8 @@ from tests.servers import ServerFactory
 from tests.store.test_journal import Recorder, write_segment
 from tests.store.test_snapshot import T0, fresh
 
+SCRAPER = "recovery-metrics-0123456789"  # what a Prometheus scraper holds: the metrics scope
+READER = "recovery-read-0123456789"
 MEMBERS = 50_000
 REPEATS = 16  # 800k records: several seconds of replay on the 2-core test box
 SESSIONS = 50
@@ -55,16 +58,24 @@ def test_recovery_progress_is_visible_while_it_runs(
     data = tmp_path / "data"
     records, sids = _big_journal(data)
     size = datadir.segment_path(data, 1).stat().st_size
-    srv = rankd_server(data_dir=data, start=False, snapshot_interval=0)
+    srv = rankd_server(
+        data_dir=data,
+        start=False,
+        snapshot_interval=0,
+        api_key=[f"{SCRAPER}:metrics", f"{READER}:read"],
+    )
     srv.start(wait_ready=False)  # returns once "listening" is printed: before recovery ends
 
     during: list[dict[str, float]] = []
     ready_after: dict[str, float] | None = None
     deadline = time.monotonic() + 120
+    scraper = {"authorization": f"Bearer {SCRAPER}"}
+    reader = {"authorization": f"Bearer {READER}"}
     with srv.client(timeout=30.0) as c:
         while time.monotonic() < deadline:
             ready = c.get("/readyz")
-            metrics = c.get("/metrics")
+            # A key is judged without the data (service/gate.py): the scraper is served now.
+            metrics = c.get("/metrics", headers=scraper)
             assert metrics.status_code == 200, metrics.text
             gauges = _gauges(metrics.text)
             if ready.status_code == 200:
@@ -73,7 +84,7 @@ def test_recovery_progress_is_visible_while_it_runs(
             assert ready.status_code == 503, ready.text
             assert c.get("/healthz").status_code == 200
             # Never data before recovery ends (the scrape above may race the end: re-check).
-            top = c.get("/v1/boards/big/top")
+            top = c.get("/v1/boards/big/top", headers=reader)
             if top.status_code == 200:
                 assert c.get("/readyz").status_code == 200
                 continue
@@ -99,7 +110,7 @@ def test_recovery_progress_is_visible_while_it_runs(
     assert ready_after["rankd_recovery_bytes_total"] == size
     assert ready_after["rankd_recovery_journal_records"] == records
     took = ready_after["rankd_recovery_duration_seconds"]
-    with httpx.Client(base_url=srv.url, trust_env=False) as c:
+    with httpx.Client(base_url=srv.url, trust_env=False, headers=reader) as c:
         assert c.get("/v1/boards/big/top", params={"limit": 1}).json()["total"] == MEMBERS
 
     logs = srv.logs()
