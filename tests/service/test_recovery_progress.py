@@ -1,7 +1,6 @@
-"""A long recovery, watched from outside as an operator would: /metrics (with a `metrics` key)
-moves, /readyz is 503
-and /healthz 200 until the data is in, data routes never answer early, and the progress log
-lines say how far it is without naming any session.
+"""A long recovery, watched from outside as an operator would: /metrics (with a ``metrics``
+key) moves, /readyz is 503 and /healthz 200 until the data is in, data routes never answer
+early, and the progress log lines say how far it is without naming any session.
 
 The data directory is made with the store's own API (a Recorder, as the journal tests do): one
 block of journal records written once in memory and repeated. Records carry resulting state,
