@@ -1,6 +1,25 @@
-"""The access log (``--access-log``): one line per HTTP request, with a request id.
+"""The access log (``--access-log``): one line per HTTP request, two per WebSocket, with a
+request id and who the caller was.
 
     rankd.access INFO  GET /v1/boards/b/top 200 812B 0.41ms id=5f0c2a9e1b7d4c3a client=127.0.0.1
+                       auth=key:read
+    rankd.access INFO  WS /v1/ws 101 id=0b4d1e2f3a4c5d6e client=127.0.0.1
+    rankd.access INFO  WS /v1/ws closed 1000 after 12.40s, 37 frames sent id=0b4d1e2f3a4c5d6e
+                       client=127.0.0.1 auth=player
+
+``auth`` says which credential the request was served under, never the credential itself:
+``key:<its scopes>`` (keys have no names; their scopes are what an operator configured),
+``player`` (a session credential; never its id), ``anonymous`` (no credential, allowed: a
+public board, or protected mode where no keys exist) or ``-`` (none established: an open route
+such as /healthz, or a request refused before). The wrapped app says so in the ASGI scope
+(``scope[AUTH]``, set by service/app.py, service/gate.py and service/ws.py).
+
+WebSockets. The upgrade is logged when the app answers it: ``101`` when accepted, else the
+status the client got (403 for a handshake the browser rules refuse). The close is logged when
+the connection ends, with its duration, the close code (the server's if it closed first, else
+the client's; 1006 for a connection that ended without a close frame) and the frames the server
+sent (counted by the connection, service/ws.py: most frames are written straight to the
+transport, not through ASGI). The accept carries ``X-Request-Id`` like an HTTP response.
 
 Only when asked for: it is an ASGI wrapper around the whole app, and the app has no middleware
 of its own because each one costs every request an extra hop (service/app.py). Uvicorn's own
@@ -32,6 +51,9 @@ from service.redact import looks_secret
 log = logging.getLogger("rankd.access")
 
 HEADER = b"x-request-id"
+AUTH = "rankd.auth"  # scope key: how the request was authorised (see above)
+SENT = "rankd.ws_sent"  # scope key: a WebSocket connection's frame counter (service/ws.py)
+NO_CLOSE = 1006  # RFC 6455: the connection ended without a close frame
 _VALID_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,64}")
 
 
@@ -52,6 +74,9 @@ class AccessLog:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -75,8 +100,9 @@ class AccessLog:
             ms = (time.perf_counter() - start) * 1000
             client = scope.get("client")
             host = client[0] if client else "-"
+            auth = scope.get(AUTH, "-")
             log.info(
-                "%s %s %d %dB %.2fms id=%s client=%s",
+                "%s %s %d %dB %.2fms id=%s client=%s auth=%s",
                 scope["method"],
                 scope["path"],
                 status,
@@ -84,6 +110,7 @@ class AccessLog:
                 ms,
                 rid,
                 host,
+                auth,
                 extra={
                     "request_id": rid,
                     "method": scope["method"],
@@ -92,5 +119,90 @@ class AccessLog:
                     "bytes": sent,
                     "duration_ms": round(ms, 3),
                     "client": host,
+                    "auth": auth,
                 },
             )
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rid = request_id(scope)
+        client = scope.get("client")
+        host = client[0] if client else "-"
+        path = scope["path"]  # never the query: it may hold ?token= or ?session=
+        accepted = False
+        answered = False
+        code: int | None = None
+        start = time.perf_counter()
+
+        def upgrade(status: int) -> None:
+            nonlocal answered
+            answered = True
+            log.info(
+                "WS %s %d id=%s client=%s",
+                path,
+                status,
+                rid,
+                host,
+                extra={
+                    "request_id": rid,
+                    "method": "WS",
+                    "path": path,
+                    "status": status,
+                    "client": host,
+                },
+            )
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal accepted, code
+            kind = message["type"]
+            if kind == "websocket.accept":
+                accepted = True
+                message["headers"] = [*message.get("headers", ()), (HEADER, rid.encode())]
+                upgrade(101)
+            elif kind == "websocket.close":
+                if not accepted:
+                    # Closed before the upgrade: the server answers the handshake with 403.
+                    upgrade(403)
+                elif code is None:
+                    code = message.get("code", 1000)
+            elif kind == "websocket.http.response.start" and not answered:
+                upgrade(message["status"])
+            await send(message)
+
+        async def receive_close() -> Message:
+            nonlocal code
+            message = await receive()
+            if message["type"] == "websocket.disconnect" and code is None and accepted:
+                code = message.get("code", NO_CLOSE)
+            return message
+
+        try:
+            await self.app(scope, receive_close, send_with_id)
+        finally:
+            if not answered:
+                upgrade(500)  # the app ended (or failed) without answering the handshake
+            if accepted:
+                seconds = time.perf_counter() - start
+                frames = scope.get(SENT)
+                sent = frames.sent if frames is not None else 0
+                auth = scope.get(AUTH, "-")
+                closed = NO_CLOSE if code is None else code
+                log.info(
+                    "WS %s closed %d after %.2fs, %d frames sent id=%s client=%s auth=%s",
+                    path,
+                    closed,
+                    seconds,
+                    sent,
+                    rid,
+                    host,
+                    auth,
+                    extra={
+                        "request_id": rid,
+                        "method": "WS",
+                        "path": path,
+                        "close_code": closed,
+                        "duration_ms": round(seconds * 1000, 3),
+                        "frames_sent": sent,
+                        "client": host,
+                        "auth": auth,
+                    },
+                )

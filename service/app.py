@@ -45,6 +45,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
 from service import routes_admin, routes_boards, routes_members, routes_sessions
+from service.access import AUTH
 from service.backend import offline
 from service.backend.api import Backend
 from service.backend.embedded import EmbeddedBackend
@@ -97,12 +98,16 @@ def _wrap(rt: Runtime, spec: RouteSpec, rules: BrowserRules) -> Endpoint:
     else:
         browser = None
     no_store = spec.no_store
+    # Protected mode (no keys): a route that would need one is served with no credential.
+    anonymous = auth is None and spec.scope is not None
 
     async def endpoint(request: Request) -> Response:
         start = clock()
         try:
             if browser is not None:
                 browser(request.scope)
+            if anonymous:
+                request.scope[AUTH] = "anonymous"
             pending = gate.check(request) if gate is not None else None
             if gated and not backend.ready:
                 # embedded: still recovering; redis: the cluster is unreachable (health())

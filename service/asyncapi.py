@@ -93,10 +93,20 @@ def frame(
     return key, Frame(key, title, payload)
 
 
+WRITER: Schema = {
+    "enum": ["player", "key", "anonymous"],
+    "description": "Who wrote: a player session, an API key, or no credential (protected "
+    "mode, where no keys exist). Never which session or key.",
+}
+
+
 def _score_ack() -> Schema:
-    """The ack of a score: the write result's fields beside type and id (in lockstep)."""
+    """The ack of a score: who wrote it and the write result's fields beside type and id
+    (in lockstep)."""
     result = SCHEMAS["WriteResult"]
-    ack = obj(["type", "id", *result["required"]], type={"const": "ack"}, id=REQUEST_ID)
+    ack = obj(
+        ["type", "id", "by", *result["required"]], type={"const": "ack"}, id=REQUEST_ID, by=WRITER
+    )
     ack["properties"].update(result["properties"])
     return ack
 

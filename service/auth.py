@@ -42,6 +42,12 @@ def _digest(key: str) -> bytes:
 class Auth:
     def __init__(self, keys: Mapping[str, frozenset[str]]) -> None:
         self._keys = [(_digest(key), scopes) for key, scopes in keys.items()]
+        # What logs say about a key (keys have no names; never the key): its scopes.
+        self._labels = {scopes: "key:" + ",".join(sorted(scopes)) for scopes in keys.values()}
+
+    def label(self, scopes: frozenset[str]) -> str:
+        """``key:<scopes>``, the access log's name for a key holder (service/access.py)."""
+        return self._labels.get(scopes) or "key:" + ",".join(sorted(scopes))
 
     def scopes_for(self, header: str | None) -> frozenset[str] | None:
         """Scopes of the presented key, or None when absent, malformed or unknown."""
@@ -63,8 +69,9 @@ class Auth:
         """Raise a 401/403 Problem unless the request carries a key with ``scope`` (or admin)."""
         self.check_header(request.headers.get("authorization"), scope)
 
-    def check_header(self, header: str | None, scope: str) -> None:
-        """``check`` for an ``Authorization`` value already read (None: absent)."""
+    def check_header(self, header: str | None, scope: str) -> frozenset[str]:
+        """``check`` for an ``Authorization`` value already read (None: absent); the key's
+        scopes when it passes."""
         scopes = self.scopes_for(header)
         if scopes is None:
             if header is None:
@@ -87,3 +94,4 @@ class Auth:
                 f"the API key lacks the {scope!r} scope this route needs",
                 {"WWW-Authenticate": f'{_REALM}, error="insufficient_scope", scope="{scope}"'},
             )
+        return scopes

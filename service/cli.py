@@ -172,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--access-log",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="log every HTTP request with its X-Request-Id, status and duration; never "
+        help="log every HTTP request and WebSocket session with its X-Request-Id, status, "
+        "duration and who was served (auth=key:SCOPES|player|anonymous); never "
         "query strings or headers (default: off)",
     )
     p.add_argument(

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message
 
+from service.access import AUTH
 from service.auth import READ, Auth
 from service.http import RouteSpec, parse_json, read_body
 from service.players import (
@@ -72,15 +73,18 @@ class Gate:
             return header
         if header is None and self.public:
             return ""
-        self.auth.check_header(header, self.scope)
+        # Who it was, for the access log and the writer metric (never the key: its scopes).
+        request.scope[AUTH] = self.auth.label(self.auth.check_header(header, self.scope))
         return None
 
     async def serve(self, pending: str, rt: Any, request: Request) -> Response:
         if not pending:
             if not await self.players.is_public(request.path_params["board"]):
                 raise anonymous()
+            request.scope[AUTH] = "anonymous"
             return await self.handler(rt, request)
         player = await self.players.from_header(pending)
+        request.scope[AUTH] = "player"  # never the session id
         kind = self.kind
         if kind == "read":
             return await self.handler(rt, request)

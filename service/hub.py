@@ -146,6 +146,7 @@ class Peer(Protocol):
     """The hub's view of one connection (service/ws.py ``Connection``)."""
 
     send_started: float | None  # loop time a frame began waiting for room, None when idle
+    public_only: bool  # connected with no credential: may watch public_read boards only
 
     def offer(self, key: object, frame: bytes) -> None:
         """Deliver ``frame`` (a complete WebSocket frame), replacing any unsent one for key."""
@@ -665,6 +666,11 @@ class Hub:
                 for near in radii.values():
                     near.dirty = True
             watch.wide = True
+            config = event[2] if event[0] == "bcfg" else None
+            # A known config without public_read (the redis feed's gap events carry none):
+            # the board stopped being public, and credential-less watchers lose it at once.
+            if config and not config.get("public_read"):
+                self._close_anonymous(watch)
         if low <= watch.max_top:
             watch.top_dirty = True
         if watch.arounds and not watch.wide:
@@ -691,6 +697,20 @@ class Hub:
             self._dirty.append(watch)
             if not self._flush_waiting:
                 self._schedule_flush()
+
+    def _close_anonymous(self, watch: _Watch) -> None:
+        """Close (1008) every connection without a credential that watches ``watch``'s board,
+        as a revoked session's are. O(subscriptions of the board): only on a reconfigure."""
+        groups: list[_TopGroup | _RankGroup | _AroundGroup] = [
+            *watch.tops.values(),
+            *watch.members.values(),
+            *(g for radii in watch.arounds.values() for g in radii.values()),
+        ]
+        for group in groups:
+            for sub in group.subs:
+                if sub.peer.public_only:
+                    # Not the board's name: a close reason holds at most 123 bytes.
+                    sub.peer.close_soon(POLICY, "unauthorized: the board is no longer public")
 
     def _on_session_event(self, event: SessionEvent) -> None:
         if event[0] != "sdel":

@@ -25,7 +25,12 @@ are read from the live objects at scrape time, so nothing is updated that nobody
     rankd_ws_frames_sent_total, rankd_ws_sent_bytes_total             counters
     rankd_snapshot_running, rankd_recovery_duration_seconds,
     rankd_recovery_journal_records                                    gauges (persistence)
+    rankd_recovery_running, rankd_recovery_bytes_total,
+    rankd_recovery_bytes_done            gauges, embedded; live while recovering (the journal
+                                         records gauge too), served while /readyz is 503
     rankd_backend_call_duration_seconds{op}  histogram, redis backend only (backend_metrics())
+    rankd_score_writes_total{writer}     counter: entries written over HTTP and WebSocket, by
+                                         who wrote them (player, key, anonymous): three series
 
 Board labels are bounded on purpose: one series per board would let a client that creates
 boards create series without end, so only the ten largest (LARGEST_BOARDS in
@@ -57,6 +62,21 @@ if TYPE_CHECKING:
     from service.hub import Hub
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# Who wrote a score, as a label: three values whatever the traffic (never a key, a session id
+# or a user). "anonymous" is protected mode, where no keys exist.
+WRITERS = ("player", "key", "anonymous")
+_WRITER_OF: dict[str | None, str] = {
+    "player": "player",
+    "anonymous": "anonymous",
+    None: "anonymous",
+}
+
+
+def writer(auth: str | None) -> str:
+    """The ``writer`` label of a request authorised as ``auth`` (service/access.py's AUTH)."""
+    return _WRITER_OF.get(auth, "key")
+
 
 # Seconds. Fine at the low end: a healthy in-memory request takes tens of microseconds.
 BOUNDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -155,6 +175,7 @@ class Metrics:
         self.hub = hub
         self.loop_lag = LoopLag()
         self.routes: dict[tuple[str, str], RouteStats] = {}
+        self.score_writes = dict.fromkeys(WRITERS, 0)  # entries written, by writer()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
         ProcessCollector(registry=self.registry)
@@ -180,6 +201,7 @@ class _Collector:
         yield from self._http()
         yield from self._store(stats)
         yield from self._persistence(stats)
+        yield from self._recovery(stats)
         yield from self._ws()
         yield from self._memory(stats)
         yield from self._loop()
@@ -339,7 +361,14 @@ class _Collector:
                 labels = [stats.route, stats.method, str(status)]
                 requests.add_metric(labels, sum(h.counts))
                 latency.add_metric(labels, h.cumulative(), h.sum)
-        return (requests, latency)
+        writes = CounterMetricFamily(
+            "rankd_score_writes",
+            "Entries written (HTTP scores and batches, WebSocket score), by who wrote them.",
+            labels=["writer"],
+        )
+        for kind, n in self.metrics.score_writes.items():
+            writes.add_metric([kind], n)
+        return (requests, latency, writes)
 
     def _store(self, stats: "Stats") -> Iterable[Metric]:
         backend = self.metrics.backend
@@ -390,6 +419,34 @@ class _Collector:
             started,
         )
 
+    def _recovery(self, stats: "Stats") -> Iterable[Metric]:
+        """Live while the embedded backend recovers: /metrics is served then (only /v1 waits
+        for readiness), so a scraper sees a long start-up move instead of a silent 503."""
+        progress = stats.get("recovery_progress")
+        if progress is None:
+            return ()
+        out: list[Metric] = [
+            GaugeMetricFamily(
+                "rankd_recovery_running",
+                "1 while the snapshot is loaded and the journal replayed (/readyz is 503).",
+                value=1 if progress["running"] else 0,
+            ),
+            GaugeMetricFamily(
+                "rankd_recovery_bytes_total",
+                "Bytes of snapshot and journal recovery reads (grows if it falls back).",
+                value=progress["bytes_total"],
+            ),
+            GaugeMetricFamily(
+                "rankd_recovery_bytes_done",
+                "Bytes of snapshot and journal recovery has read so far.",
+                value=progress["bytes_done"],
+            ),
+        ]
+        if stats["persistence"] is None:
+            # Until persistence takes over (the same gauge, from the final report, below).
+            out.append(_journal_records(progress["journal_records"]))
+        return out
+
     def _persistence(self, stats: "Stats") -> Iterable[Metric]:
         p = stats["persistence"]
         if p is None:
@@ -439,11 +496,7 @@ class _Collector:
                     "How long loading the snapshot and replaying the journal took at start.",
                     value=recovered["seconds"],
                 ),
-                GaugeMetricFamily(
-                    "rankd_recovery_journal_records",
-                    "Journal records replayed at start (a long journal is a slow restart).",
-                    value=recovered["journal_records"],
-                ),
+                _journal_records(recovered["journal_records"]),
             ]
         family = HistogramMetricFamily(
             "rankd_journal_fsync_seconds", "Latency of journal fsync calls."
@@ -451,3 +504,12 @@ class _Collector:
         family.add_metric([], p["fsync_buckets"], p["fsync_sum"])
         out.append(family)
         return out
+
+
+def _journal_records(n: int) -> Metric:
+    return GaugeMetricFamily(
+        "rankd_recovery_journal_records",
+        "Journal records replayed at start, so far while recovering (a long journal is a "
+        "slow restart).",
+        value=n,
+    )

@@ -12,6 +12,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from service.access import AUTH
 from service.auth import READ, WRITE
 from service.errors import bad_request
 from service.http import (
@@ -26,6 +27,7 @@ from service.http import (
     read_body,
     score_param,
 )
+from service.metrics import writer
 from service.runtime import Runtime
 from service.schemas import SCORE_FIELDS
 from store.show import show
@@ -112,6 +114,7 @@ async def post_score(rt: Runtime, request: Request) -> Response:
     result = await rt.backend.boards.write(
         request.path_params["board"], member, score, metadata, at
     )
+    rt.metrics.score_writes[writer(request.scope.get(AUTH))] += 1
     return Response(orjson.dumps(result), media_type=JSON)
 
 
@@ -123,6 +126,7 @@ async def post_batch(rt: Runtime, request: Request) -> Response:
     check_batch_size(len(body), rt.backend.boards.limits)
     items = [_score_item(item, f"item {i}") for i, item in enumerate(body)]
     results = await rt.backend.boards.write_many(request.path_params["board"], items)
+    rt.metrics.score_writes[writer(request.scope.get(AUTH))] += len(results)
     return json_response(results)
 
 

@@ -7,7 +7,8 @@
       {"op":"subscribe","id":ID,"board":B,"member":M,"radius":R,"window"?:W}  R in 0..50: around M
       {"op":"unsubscribe","id":ID}                        -> {"type":"ack","id":ID}
       {"op":"score","id":ID,"board":B,"member":M,"score":S,"metadata":{..}?}
-                                                          -> {"type":"ack","id":ID, ..write result}
+                                    -> {"type":"ack","id":ID,"by":W, ..write result}
+                                       W: who wrote, "player" | "key" | "anonymous" (no keys)
     server -> client
       {"type":"top","id":ID,"board":B,"window":W,"period":P,"total":T,"entries":[..],"seq":N,
        "epoch":E}
@@ -43,6 +44,7 @@ Refusals happen after the upgrade, as close frames, because a browser never
 shows a script the HTTP status of a failed upgrade:
 
     1008  unauthorized | unauthorized: the player session is not valid | session not found |
+          unauthorized: the board is no longer public (no credential; service/hub.py) |
           the 'sessions' scope is needed to bind ?session= |
           session <reason> | client not reading |
           binary frames are not supported
@@ -87,10 +89,12 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import State
 
+from service.access import AUTH, SENT
 from service.auth import ADMIN, READ, SESSIONS, WRITE, Auth
 from service.errors import OUT_OF_MEMORY, Problem, store_error
 from service.http import json_error
 from service.hub import MAX_RADIUS, MAX_TOP, Hub, Subscription, ws_frame, ws_payload
+from service.metrics import writer
 from service.players import MISSING, SESSION_SCHEME, Player, is_session
 from service.runtime import Runtime
 from service.schemas import ErrorFrame
@@ -196,7 +200,15 @@ async def ws_endpoint(websocket: WebSocket) -> None:
         except StoreError:
             await _close(websocket, POLICY, "session not found")
             return
+    # For the access log (service/access.py): who, never with what; and the frame counter.
+    if player is not None:
+        websocket.scope[AUTH] = "player"
+    elif auth is None or public_only:
+        websocket.scope[AUTH] = "anonymous"
+    else:
+        websocket.scope[AUTH] = auth.label(scopes)
     conn = Connection(websocket, runtime, hub, scopes, player, public_only)
+    websocket.scope[SENT] = conn
     if not hub.attach(conn, session):
         await _close(websocket, TRY_AGAIN, "too many connections")
         return
@@ -224,7 +236,7 @@ class Connection:
     ) -> None:
         self.websocket = websocket
         self.player = player
-        self._public_only = public_only  # no credential: subscriptions to public boards
+        self.public_only = public_only  # no credential: subscriptions to public boards
         self.runtime = runtime
         self.hub = hub
         self.subs: dict[object, Subscription] = {}
@@ -246,6 +258,9 @@ class Connection:
         self.send_started: float | None = None  # loop time a frame began waiting for room
         self._tasks: list[asyncio.Task[None]] = []
         self._proto = _direct_protocol(websocket)
+        self.sent = 0  # frames written to this connection (the access log's close line)
+        # The ack's "by" and the writer metric: who this connection's writes come from.
+        self._by = writer("player" if player is not None else websocket.scope.get(AUTH))
 
     # -- the hub's side: never awaits ----------------------------------------------------------
 
@@ -265,6 +280,7 @@ class Connection:
             and self._closing is None
         ):  # _can_write, inlined: this runs once per subscriber per changed view
             proto.transport.write(frame)
+            self.sent += 1
             hub = self.hub
             hub.frames_sent += 1
             hub.sent_bytes += len(frame)
@@ -300,6 +316,7 @@ class Connection:
         frame = ws_frame(orjson.dumps(value))
         if not self._outbox and self._can_write():
             self._proto.transport.write(frame)  # type: ignore[union-attr]
+            self.sent += 1
             self.hub.frames_sent += 1
             self.hub.sent_bytes += len(frame)
             return
@@ -363,6 +380,7 @@ class Connection:
                     self._gone = True  # closed under us (keepalive timeout, peer's close)
                     return
                 proto.transport.write(frame)
+                self.sent += 1
                 hub.frames_sent += 1
                 hub.sent_bytes += len(frame)
                 continue
@@ -373,6 +391,7 @@ class Connection:
                 self._gone = True
                 return
             self.send_started = None
+            self.sent += 1
             hub.frames_sent += 1
             hub.sent_bytes += len(frame)
 
@@ -432,13 +451,17 @@ class Connection:
             if op == "score":
                 await self._score(rid, msg)
             elif op == "subscribe":
-                if self._public_only:
+                if self.public_only:
                     board = check_board_name(_field(msg, "board"))
                     if not await self.runtime.players.is_public(board):
                         raise _Bad(
                             401, f"unauthorized: board {show(board)} is not public; {_CREDENTIAL}"
                         )
                 await self._subscribe(rid, msg)
+                if self.public_only and not await self.runtime.players.is_public(board):
+                    # public_read went off while this subscription was being set up, before
+                    # the hub knew of it (service/hub.py closes those it knows of).
+                    self.close_soon(POLICY, "unauthorized: the board is no longer public")
             else:
                 self._unsubscribe(rid)
         except _Bad as bad:
@@ -504,7 +527,7 @@ class Connection:
 
     async def _score(self, rid: object, msg: dict[str, Any]) -> None:
         player = self.player
-        if self._public_only:
+        if self.public_only:
             raise _Bad(401, f"unauthorized: score needs a credential; {_CREDENTIAL}")
         if not self._write and player is None:
             raise _Bad(403, "the API key lacks the 'write' scope score needs")
@@ -519,7 +542,9 @@ class Connection:
             await players.authenticate(player.sid)
             member = await players.authorize_write(player, board, msg.get("member", MISSING))
         result = await self.runtime.backend.boards.write(board, member, value, msg.get("metadata"))
-        self._reply({"type": "ack", "id": rid, **result})
+        by = self._by
+        self.runtime.metrics.score_writes[by] += 1
+        self._reply({"type": "ack", "id": rid, "by": by, **result})
 
 
 def _field(msg: dict[str, Any], name: str) -> Any:

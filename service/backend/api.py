@@ -78,6 +78,13 @@ class RecoveryStats(TypedDict):
     journal_records: int
 
 
+class RecoveryProgressStats(TypedDict):
+    running: bool  # loading the snapshot / replaying the journal right now
+    bytes_total: int  # snapshot + journal bytes recovery reads (0 before it starts)
+    bytes_done: int
+    journal_records: int  # replayed so far (every 65,536 while running)
+
+
 class PersistenceStats(TypedDict):
     healthy: bool
     journal_bytes: int
@@ -100,6 +107,8 @@ class Stats(TypedDict):
     store: StoreStats | None  # None while recovering (the data is being loaded)
     persistence: PersistenceStats | None  # None where the backend keeps no local disk
     memory: MemoryStats
+    # Embedded only: live while recovery runs, so a scrape can follow a long start-up.
+    recovery_progress: NotRequired[RecoveryProgressStats]
 
 
 class Boards(Protocol):

@@ -66,6 +66,7 @@ from service.memory import MemoryGuard
 from service.settings import Settings
 from store.boards import Board, Table
 from store.clock import Clock, SystemClock
+from store.disk.recovery import RecoveryProgress
 from store.errors import InvalidArgument, PeriodNotFound, Unavailable
 from store.keyspace import Keyspace
 from store.sessions import Session, SessionStore
@@ -480,6 +481,8 @@ class EmbeddedBackend:
         self.ready = False
         self.started_at = self.clock.now()
         self.recovery: dict[str, Any] | None = None
+        # Moved by the recovering thread, read by /metrics while /readyz still says 503.
+        self.recovery_progress = RecoveryProgress()
         # Set when start-up failed for good (e.g. corrupt data); the CLI exits non-zero.
         self.fatal: str | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -500,7 +503,7 @@ class EmbeddedBackend:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
             p = Persistence(settings, self._keyspace, self._sessions, self.clock)
             began = time.perf_counter()
-            self.recovery = await asyncio.to_thread(p.recover)
+            self.recovery = await asyncio.to_thread(p.recover, self.recovery_progress)
             log.info("recovered data in %.3f s: %s", time.perf_counter() - began, self.recovery)
             await p.start()
             self.persistence = self._path.persistence = p
@@ -578,7 +581,18 @@ class EmbeddedBackend:
             "refused": m.refused,
             "memory_errors": m.memory_errors,
         }
-        return {"store": store, "persistence": persistence, "memory": memory}
+        progress = self.recovery_progress
+        return {
+            "store": store,
+            "persistence": persistence,
+            "memory": memory,
+            "recovery_progress": {
+                "running": progress.running,
+                "bytes_total": progress.bytes_total,
+                "bytes_done": progress.bytes_done,
+                "journal_records": progress.records,
+            },
+        }
 
     def check_grow(self) -> None:
         self._path.grow()

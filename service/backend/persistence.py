@@ -92,7 +92,7 @@ class Persistence:
 
     # -- start-up ------------------------------------------------------------------------------
 
-    def recover(self) -> dict[str, Any]:
+    def recover(self, progress: recovery.RecoveryProgress | None = None) -> dict[str, Any]:
         """Lock the data directory, load snapshot + journal (store/disk/recovery.py). Synchronous.
 
         The cyclic GC is off while loading and the loaded heap is then frozen (gc.freeze):
@@ -112,6 +112,7 @@ class Persistence:
                 self._sessions,
                 on_bad_data=self._on_bad_data,
                 now=self._clock.now,
+                progress=progress,
             )
             if report.needs_snapshot:
                 # History was moved aside or fell back: pin the state we kept, as both
@@ -122,6 +123,8 @@ class Persistence:
                 )
                 report.snapshot_created_at = now
         except BaseException:
+            if progress is not None:
+                progress.running = False  # failed: nothing is moving any more
             os.close(self._lock_fd)
             self._lock_fd = None
             raise

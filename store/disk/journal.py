@@ -280,7 +280,7 @@ def replay(
     number: int,
     keyspace: Keyspace,
     sessions: SessionStore,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> SegmentReplay:
     """Apply every whole record of one segment, in order; the caller handles a torn tail.
 
@@ -310,7 +310,7 @@ def replay(
                 raise CorruptData(name, offset, f"record does not apply: {exc!r:.200}") from None
             records += 1
             if progress is not None and not records & 0xFFFF:
-                progress(records)
+                progress(records, offset)  # (records applied, byte offset reached)
         return SegmentReplay(number, flags, records, reader.end, size, reader.torn)
 
 

@@ -127,7 +127,7 @@ _FLUSH_BYTES = 1 << 20
 _COUNT = struct.Struct("<I")
 _BIG_ENDIAN = sys.byteorder == "big"  # key lengths are u16 little-endian on disk
 
-Progress = Callable[[int, int], None]  # (entries loaded, sessions loaded)
+Progress = Callable[[int, int, int], None]  # (entries loaded, sessions loaded, byte offset)
 
 
 @dataclass(frozen=True, slots=True)
@@ -618,7 +618,7 @@ class _Parser:
 
     def _report(self, pending: int) -> None:
         if self.progress is not None:
-            self.progress(self.entries + pending, self.sessions)
+            self.progress(self.entries + pending, self.sessions, self.records.offset)
 
     def _corrupt(self, reason: str) -> NoReturn:
         raise CorruptData(self.records.name, self.records.offset, reason)

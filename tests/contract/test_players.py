@@ -342,7 +342,7 @@ def test_a_player_over_websocket_by_query_or_header(c: httpx.Client, keyed: Rank
             await ws.expect("top", "s")
             await ws.send(op="score", id="w1", board=board, score=7)
             ack = await ws.expect("ack", "w1")
-            assert (ack["member"], ack["score"]) == (user, 7)
+            assert (ack["member"], ack["score"], ack["by"]) == (user, 7, "player")
             await ws.send(op="score", id="w2", board=board, member="bob", score=9)
             frame = await ws.expect("error", "w2")
             assert frame["status"] == 403 and "own entry" in frame["detail"], frame
@@ -356,6 +356,10 @@ def test_a_player_over_websocket_by_query_or_header(c: httpx.Client, keyed: Rank
             await ws.send(op="score", id="w5", board=board, score=9)
             frame = await ws.expect("error", "w5")
             assert frame["status"] == 429 and "retry in" in frame["detail"], frame
+        async with ws_client(keyed, headers=bearer(ADMIN)) as ws:
+            # A key holder's write says so (never which key): "by" is the kind of writer.
+            await ws.send(op="score", id="k1", board=board, member="bob", score=3)
+            assert (await ws.expect("ack", "k1"))["by"] == "key"
         r = c.post(f"/v1/boards/{board}/scores", json={"score": 10}, headers=session_of(sid))
         assert r.status_code == 429
         for query, headers in (
@@ -410,5 +414,69 @@ def test_anonymous_websocket_follows_public_boards_only(
             assert r.status_code == 200
             update = await ws.expect("top", "pub")
             assert [e["member"] for e in update["entries"]] == ["a"]
+
+    run(main)
+
+
+def test_turning_public_read_off_cuts_anonymous_websockets_at_once(
+    c: httpx.Client, keyed: RankdServer, backend: str, rankd_server: Any
+) -> None:
+    """Like a revoked session: the credential-less watchers of a board that stops being public
+    are closed (1008) at once; keyed, player and other boards' watchers live on. With redis the
+    change is made through another rankd process: every instance's watchers are cut."""
+    board = new_board(c, public_read=True)
+    still = new_board(c, public_read=True)
+    sid, _ = new_player(c)
+    other = rankd_server(api_key=KEYS) if BACKENDS[backend].cluster else keyed
+
+    async def main() -> None:
+        async with (
+            ws_client(keyed) as top,
+            ws_client(keyed) as rank,
+            ws_client(keyed) as elsewhere,
+            ws_client(keyed, headers=bearer(READER)) as reader,
+            ws_client(keyed, f"?session={sid}") as player,
+        ):
+            await top.send(op="subscribe", id="t", board=board, top=5)
+            await top.expect("top", "t")
+            await rank.send(op="subscribe", id="r", board=board, member="a", radius=1)
+            await rank.expect("around", "r")
+            await elsewhere.send(op="subscribe", id="e", board=still, top=5)
+            await elsewhere.expect("top", "e")
+            for ws in (reader, player):
+                await ws.send(op="subscribe", id="k", board=board, top=5)
+                await ws.expect("top", "k")
+            with other.client() as oc:
+                # Another option changes, public_read stays on: nobody is cut.
+                r = oc.put(f"/v1/boards/{board}", json={"player_rate": 7}, headers=bearer(ADMIN))
+                assert r.status_code == 200, r.text
+                assert all(f["type"] != "error" for f in await top.quiet(0.3))
+                assert top.conn.close_code is None
+                r = oc.put(
+                    f"/v1/boards/{board}", json={"public_read": False}, headers=bearer(ADMIN)
+                )
+                assert r.status_code == 200, r.text
+            for ws in (top, rank):
+                code, reason = await ws.closed()
+                assert (code, reason) == (1008, "unauthorized: the board is no longer public")
+            r = c.post(
+                f"/v1/boards/{board}/scores",
+                json={"member": "a", "score": 3},
+                headers=bearer(ADMIN),
+            )
+            assert r.status_code == 200, r.text
+            for ws in (reader, player):
+                assert [e["member"] for e in (await ws.expect("top", "k"))["entries"]] == ["a"]
+            r = c.post(
+                f"/v1/boards/{still}/scores",
+                json={"member": "b", "score": 1},
+                headers=bearer(ADMIN),
+            )
+            assert r.status_code == 200, r.text
+            assert [e["member"] for e in (await elsewhere.expect("top", "e"))["entries"]] == ["b"]
+        async with ws_client(keyed) as again:
+            await again.send(op="subscribe", id="t", board=board, top=5)
+            frame = await again.expect("error", "t")
+            assert frame["status"] == 401 and "not public" in frame["detail"], frame
 
     run(main)

@@ -132,9 +132,9 @@ def test_v1_routes_answer_503_until_recovery_is_done(tmp_path, monkeypatch, prob
     real = embedded_module.Persistence  # type: ignore[attr-defined]
 
     class SlowRecovery(real):  # type: ignore[misc, valid-type]
-        def recover(self):  # type: ignore[no-untyped-def]
+        def recover(self, progress=None):  # type: ignore[no-untyped-def]
             release.wait(30)
-            return super().recover()
+            return super().recover(progress)
 
     monkeypatch.setattr(embedded_module, "Persistence", SlowRecovery)
 

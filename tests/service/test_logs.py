@@ -41,6 +41,9 @@ def _traffic(srv) -> list[str]:
     ws_url = srv.url.replace("http", "ws") + f"/v1/ws?session={sid}"
     with connect(ws_url) as ws:
         ws.close()
+    # The key in the query, as a browser must send it; the WebSocket is access-logged too.
+    with connect(srv.url.replace("http", "ws") + f"/v1/ws?token={KEY}&session={sid}") as ws:
+        ws.close()
     return [KEY, ODD_KEY, sid]
 
 
@@ -55,6 +58,11 @@ def test_no_key_or_session_id_in_either_log_format(rankd_server, fmt) -> None:
         assert json.dumps(secret)[1:-1] not in logs  # nor in its JSON-escaped form
     assert "trace-42.a:b" in logs
     assert "GET /v1/sessions/[redacted] 200" in logs
+    # The WebSocket lines exist (upgrade and close of both connections) and hold no query.
+    assert logs.count("WS /v1/ws 101 id=") == 2 and logs.count("WS /v1/ws closed 1000") == 2
+    ws_lines = [line for line in logs.splitlines() if "WS /v1/ws" in line]
+    assert not any("token" in line or "session=" in line for line in ws_lines)
+    assert "token=<redacted>" in logs  # uvicorn's own upgrade line: values hidden (redact.py)
 
 
 def test_json_lines_parse_and_access_records_carry_fields(rankd_server) -> None:

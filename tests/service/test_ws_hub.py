@@ -29,8 +29,9 @@ MEMBERS = [f"m{i}" for i in range(40)]
 class FakePeer:
     """Records what the hub offers; the real Connection conflates, this one keeps everything."""
 
-    def __init__(self) -> None:
+    def __init__(self, public_only: bool = False) -> None:
         self.send_started: float | None = None
+        self.public_only = public_only
         self.frames: dict[object, list[dict[str, Any]]] = {}
         self.closed: tuple[int, str] | None = None
 
@@ -227,6 +228,36 @@ async def _session_events() -> None:
 
 def test_session_death_closes_bound_connections() -> None:
     asyncio.run(_session_events())
+
+
+async def _public_read_off() -> None:
+    rt = EmbeddedBackend(Settings())
+    ks = rt._keyspace
+    hub = Hub(rt, rt.settings.limits)
+    await hub.start()
+    ks.configure("b", {"public_read": True})
+    ks.configure("c", {"public_read": True})
+    keyed, top, rank, around, elsewhere = (
+        FakePeer(),
+        *(FakePeer(public_only=True) for _ in "1234"),
+    )
+    hub.subscribe_top(keyed, '{"type":"top","id":1', "b", 10)
+    hub.subscribe_top(top, '{"type":"top","id":1', "b", 10)
+    hub.subscribe_rank(rank, '{"type":"rank","id":1', "b", "m")
+    hub.subscribe_around(around, '{"type":"around","id":1', "b", "m", 2)
+    hub.subscribe_top(elsewhere, '{"type":"top","id":1', "c", 10)
+    ks.configure("b", {"player_rate": 9})  # another option: public_read stays on
+    hub._on_board_event(("bcfg", "b", {}, None, 0.0))  # the redis feed's gap event: config unknown
+    assert all(p.closed is None for p in (keyed, top, rank, around, elsewhere))
+    ks.configure("b", {"public_read": False})
+    cut = (1008, "unauthorized: the board is no longer public")
+    assert top.closed == rank.closed == around.closed == cut
+    assert keyed.closed is None and elsewhere.closed is None
+    await hub.stop()
+
+
+def test_public_read_off_closes_the_anonymous_watchers_of_that_board_only() -> None:
+    asyncio.run(_public_read_off())
 
 
 async def _delivers_in_slices() -> None:

@@ -182,12 +182,79 @@ def test_big_loads_log_progress(
     for b in range(30):
         ks.board_for_write(f"b{b}").write_many([(f"m{i}", i, None) for i in range(100)])
     snapshot.save(tmp_path, ks, ss, base_segment=1, now=T0)
+    size = datadir.snapshot_path(tmp_path).stat().st_size
     monkeypatch.setattr(recovery, "PROGRESS_EVERY", 0.0)
     with caplog.at_level(logging.INFO, logger="rankd.recovery"):
         recovered(tmp_path, clock)
     lines = [r.getMessage() for r in caplog.records]
     assert any(line.startswith("loading snapshot: ") and "/s)" in line for line in lines)
     assert any("3000 entries" in line for line in lines)
+    tail = f"% of {size / 1024:.1f} KiB done"
+    percents = [int(line.rsplit("recovery ", 1)[1][: -len(tail)]) for line in lines if tail in line]
+    assert len(percents) > 10 and percents == sorted(percents) and 90 <= percents[-1] < 100
+
+
+def _sampling(samples: list[tuple[str, int, int, int]]) -> recovery.RecoveryProgress:
+    """A progress whose clock records its state each time it is read, i.e. at every report."""
+
+    made: list[recovery.RecoveryProgress] = []
+
+    def clock() -> float:
+        for p in made:
+            samples.append((p.phase, p.bytes_done, p.bytes_total, p.records))
+        return 0.0
+
+    made.append(recovery.RecoveryProgress(clock))
+    return made[0]
+
+
+def test_progress_counts_bytes_while_replaying(tmp_path: Path) -> None:
+    """Snapshot + a journal of 200k records: the bytes done move inside the segment (the
+    reports every 65,536 records), never pass the total, and end equal to the files' size."""
+    clock = ManualClock(T0)
+    ks, ss = fresh(clock)
+    for k in range(20):
+        ks.board_for_write("a").write_many([(f"m{k}.{i}", i, None) for i in range(1000)])
+    snapshot.save(tmp_path, ks, ss, base_segment=1, now=T0)
+    rec = Recorder(ks, ss)
+    for i in range(200_000):
+        ks.write("b", f"p{i % 5000}", i)
+    seg = write_segment(tmp_path, 1, rec.take())
+    snap = datadir.snapshot_path(tmp_path)
+    files = snap.stat().st_size + seg.stat().st_size
+    samples: list[tuple[str, int, int, int]] = []
+    progress = _sampling(samples)
+    ks2, ss2 = fresh(clock)
+    recovery.recover(tmp_path, ks2, ss2, progress=progress)
+    in_journal = [s for s in samples if s[0] == "journal"]
+    assert len(in_journal) == 3  # records 65,536, 131,072 and 196,608
+    assert [s[3] for s in in_journal] == [65_536, 131_072, 196_608]
+    done = [s[1] for s in samples]
+    assert done == sorted(done)  # never goes back
+    assert all(s[2] == files for s in samples if s[0] != "idle")  # planned up front, exactly
+    assert snap.stat().st_size < in_journal[0][1] < in_journal[-1][1] < files
+    assert progress.bytes_done == progress.bytes_total == files
+    assert (progress.phase, progress.running, progress.percent()) == ("done", False, 100.0)
+    assert progress.records == 200_001  # the writes and the creation of board "b"
+    assert len(ks2.get("b")) == 5000
+
+
+def test_progress_total_grows_on_fallback(tmp_path: Path) -> None:
+    """A damaged newest snapshot: the previous generation and its longer journal are added
+    to the plan, so the total is every byte recovery read, and it still ends at 100%."""
+    clock, _ = _history(tmp_path)
+    newest = datadir.snapshot_path(tmp_path)
+    os.replace(newest, datadir.previous_snapshot_path(tmp_path))
+    ks, ss, _ = random_state(21, ops=300)  # any valid state: it is damaged below
+    snapshot.save(tmp_path, ks, ss, base_segment=3, now=clock.now())
+    _corrupt(newest, newest.stat().st_size - 3)
+    read = sum(p.stat().st_size for p in tmp_path.iterdir())
+    progress = recovery.RecoveryProgress()
+    ks2, ss2 = fresh(clock)
+    report = recovery.recover(tmp_path, ks2, ss2, on_bad_data="refuse", progress=progress)
+    assert report.fell_back
+    assert progress.bytes_total == progress.bytes_done == read
+    assert progress.percent() == 100.0
 
 
 def test_the_data_directory_has_one_owner(tmp_path: Path) -> None:

@@ -115,6 +115,10 @@ class RedisBoards:
             raise
         self._shape[board] = (config.order, config.ties)
         await self.client.zadd(keys.registry(self.prefix), {board: 0})
+        if base is not None and base.public_read and not config.public_read:
+            # Every instance's credential-less subscribers of the board must be cut now
+            # (service/hub.py); the feed turns this into a "bcfg" event (redis/feed.py).
+            await self.client.spublish(k.ev, "private")
         return {"created": bool(reply[0]), "config": config.as_dict(), "seq": reply[4]}
 
     async def describe(self, board: str) -> dict[str, Any] | None:

@@ -1,7 +1,8 @@
 """The change feed over sharded pub/sub (SSUBSCRIBE), with seq-gap healing.
 
 The write functions SPUBLISH on the board's shard channel ``P:{B}:ev`` (``set <seq> <rank>
-<prev> <member>``, ``del <seq> <prev> <member>``, ``drop``) and the session functions on the
+<prev> <member>``, ``del <seq> <prev> <member>``, ``drop``; ``private`` when configure turns
+``public_read`` off) and the session functions on the
 bucket's ``P:sev:{T}`` (``rotated|deleted|revoked|evicted <id>``). This process subscribes only
 to the boards its WebSocket clients watch and the buckets of the sessions they are bound to (a
 caller-chosen id's bucket is looked up through ``locate``: its pointer, session_ids.py).
@@ -320,6 +321,9 @@ class RedisFeed:
         if kind == "drop":
             self._boards[board] = None
             self._board_event(("bdrop", board, cast(Any, None)))
+            return
+        if kind == "private":  # public_read turned off (boards.configure): no seq of its own
+            self._board_event(("bcfg", board, {"public_read": False}, None, 0.0))
             return
         seq = int(parts[1])
         last = self._boards.get(board, None)

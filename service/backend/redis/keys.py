@@ -10,7 +10,8 @@ function call may touch all of them (SCALEOUT.md section 1.1). ``P`` is the conf
     P:{B}:m      HASH    member -> its current sort key
     P:{B}:d      HASH    member -> metadata JSON (only entries that have metadata)
     P:{B}:cfg    HASH    order, update, ties, seq (the board's write counter), epoch
-    P:{B}:ev     shard channel (SPUBLISH): "set <seq> <rank> <prev> <member>", "del ...", "drop"
+    P:{B}:ev     shard channel (SPUBLISH): "set <seq> <rank> <prev> <member>", "del ...", "drop",
+                 "private" (public_read turned off)
     P:boards     ZSET    registry for GET /v1/boards: board names, score 0 (listed in byte order)
 
 Sessions name their slot inside the id (service/backend/redis/session_ids.py): ``id = T.R``
