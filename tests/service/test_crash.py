@@ -125,6 +125,11 @@ def test_kill_9_under_write_load_loses_no_acknowledged_write(rankd_server: Any) 
         for t in threads:
             t.start()
         time.sleep(rng.uniform(0.05, 0.5))
+        # On a loaded machine the random pause may end before much was acknowledged: wait
+        # (bounded) until this round's load is real, so every kill lands under writes.
+        deadline = time.monotonic() + 3
+        while sum(w.acked for w in writers) < total + 25 and time.monotonic() < deadline:
+            time.sleep(0.01)
         srv.stop(signal.SIGKILL)
         stop.set()
         for t in threads:
