@@ -22,6 +22,7 @@ from store.errors import (
     TooManySessions,
     Unavailable,
     VersionConflict,
+    WriteUnconfirmed,
 )
 from store.keyspace import Keyspace
 from store.sessions import Session, SessionStore
@@ -56,4 +57,5 @@ __all__ = [
     "TooManySessions",
     "Unavailable",
     "VersionConflict",
+    "WriteUnconfirmed",
 ]

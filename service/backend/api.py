@@ -109,11 +109,22 @@ class Boards(Protocol):
     async def drop(self, name: str) -> None: ...
     async def exists(self, name: str) -> bool: ...
 
-    async def write(self, name: str, member: object, score: object, metadata: object) -> Entry:
-        """One score; an absent board is created with defaults (only for a valid write)."""
+    async def write(
+        self,
+        name: str,
+        member: object,
+        score: object,
+        metadata: object,
+        idempotency_key: str | None = None,
+    ) -> Entry:
+        """One score; an absent board is created with defaults (only for a valid write).
+        ``idempotency_key``: the client's Idempotency-Key header (checked by the route), for
+        backends whose writes can end ambiguously (redis: a repeat applies once)."""
         ...
 
-    async def write_many(self, name: str, items: list[ScoreItem]) -> list[WriteResult]:
+    async def write_many(
+        self, name: str, items: list[ScoreItem], idempotency_key: str | None = None
+    ) -> list[WriteResult]:
         """In order, all or nothing; a refused item is named by its index."""
         ...
 

@@ -51,7 +51,8 @@ from service.backend.api import (
     WriteResult,
 )
 from service.backend.redis import keys
-from service.backend.redis.boards import RedisBoards, entries_of
+from service.backend.redis.boards import RedisBoards, entries_of, write_id
+from service.backend.redis.durability import WaitPolicy, check_waitaof
 from service.backend.redis.feed import RedisFeed
 from service.backend.redis.functions import Client, fcall, library_loaded, load_library
 from service.backend.redis.sessions import RedisSessions
@@ -191,9 +192,17 @@ class _Calls:
                         self.stats.retries += 1
                         await asyncio.sleep(0.05)
                         continue
+                    if kind == "write":
+                        hint = (
+                            "the write may or may not have applied: repeat it with the same "
+                            "Idempotency-Key header to apply it at most once"
+                        )
+                    elif idempotent:
+                        hint = "retry"
+                    else:
+                        hint = "the write may or may not have applied"
                     raise Unavailable(
-                        f"the redis cluster did not answer ({name}); "
-                        + ("retry" if idempotent else "the write may or may not have applied")
+                        f"the redis cluster did not answer ({name}); {hint}"
                     ) from None
             raise AssertionError("unreachable")
         finally:
@@ -269,11 +278,33 @@ class RedisBoardsApi:
     async def exists(self, name: str) -> bool:
         return await self._read(lambda: self._core.describe(name)) is not None
 
-    async def write(self, name: str, member: object, score: object, metadata: object) -> Entry:
-        return await self._write(lambda: self._core.write(name, member, score, metadata))
+    async def write(
+        self,
+        name: str,
+        member: object,
+        score: object,
+        metadata: object,
+        idempotency_key: str | None = None,
+    ) -> Entry:
+        members = [member] if type(member) is str else []
+        idem = write_id(members, idempotency_key)
+        return await self._retried_write(
+            lambda: self._core.write(name, member, score, metadata, idem)
+        )
 
-    async def write_many(self, name: str, items: list[ScoreItem]) -> list[WriteResult]:
-        return await self._write(lambda: self._core.write_many(name, items))
+    async def write_many(
+        self, name: str, items: list[ScoreItem], idempotency_key: str | None = None
+    ) -> list[WriteResult]:
+        members = [m for m, _, _ in items if type(m) is str]
+        idem = write_id(members, idempotency_key)
+        return await self._retried_write(lambda: self._core.write_many(name, items, idem))
+
+    async def _retried_write(self, fn: Callable[[], Awaitable[T]]) -> T:
+        # Score writes carry an idempotency id drawn once per request (write_id), so the one
+        # retry after a connection error, a timeout, TRYAGAIN or CLUSTERDOWN applies at most
+        # once: if the first attempt ran, the function finds its id and answers its reply
+        # (sum and latest boards; a best score re-applied is a no-op anyway).
+        return await self._calls.run("write", fn, idempotent=True)
 
     async def remove(self, name: str, member: str) -> None:
         name = check_board_name(name)
@@ -502,6 +533,13 @@ class RedisBackend:
         limits = settings.limits
         self.target = Target(settings.redis_url, settings.redis_username, settings.redis_password)
         self.prefix = keys.check_prefix(settings.redis_prefix)
+        local, replicas = settings.redis_wait_aof
+        self.wait = WaitPolicy(
+            replicas=settings.redis_wait_replicas,
+            timeout_ms=settings.redis_wait_timeout_ms,
+            aof_local=local,
+            aof_replicas=replicas,
+        )
         self.calls = _Calls(self)
         self.memory = MemoryGuard(settings.max_memory or 0)
         self._checks = SessionStore(
@@ -547,8 +585,10 @@ class RedisBackend:
         client = await self.target.connect()
         self.client = client
         self.boards_core = RedisBoards(client, self.prefix, self.settings.limits.store())
+        self.boards_core.wait = self.wait
         self._boards = RedisBoardsApi(self.boards_core, self.calls)
         core = RedisSessions(client, self.prefix, self._checks)
+        core.wait = self.wait
         secret_key = keys.secret(self.prefix)
         await client.set(secret_key, secrets.token_hex(32), nx=True)
         secret = await client.get(secret_key)
@@ -576,6 +616,11 @@ class RedisBackend:
                 log.warning("redis unreachable (%s); retrying", exc)
                 await asyncio.sleep(HEALTH_INTERVAL)
         log.info("redis backend on %d seed(s), prefix %r", len(self.target.seeds), self.prefix)
+        if self.wait.uses_waitaof:
+            refused = await check_waitaof(self.client)
+            if refused is not None:
+                self.fatal = refused
+                raise Unavailable(refused)
         self.memory.start_reserve()
         self._tasks.append(asyncio.create_task(self.memory.run(), name="rankd-memory-sample"))
         await self._check_health(load=True)

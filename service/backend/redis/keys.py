@@ -11,6 +11,8 @@ function call may touch all of them (SCALEOUT.md section 1.1). ``P`` is the conf
     P:{B}:d      HASH    member -> metadata JSON (only entries that have metadata)
     P:{B}:cfg    HASH    order, update, ties, seq (the board's write counter), epoch
     P:{B}:ev     shard channel (SPUBLISH): "set <seq> <rank> <prev> <member>", "del ...", "drop"
+    P:{B}:iz     ZSET    idempotency ids of recent writes -> when they may be forgotten (ms)
+    P:{B}:ih     HASH    idempotency id -> request fingerprint + the write's first reply
     P:boards     ZSET    registry for GET /v1/boards: board names, score 0 (listed in byte order)
 
 Sessions name their slot inside the id (service/backend/redis/session_ids.py): ``id = T.R``
@@ -65,6 +67,13 @@ class BoardKeys(NamedTuple):
 def board_keys(prefix: str, board: str) -> BoardKeys:
     tag = f"{prefix}:{{{board}}}:"
     return BoardKeys(tag + "z", tag + "m", tag + "d", tag + "cfg", tag + "ev")
+
+
+def idem_keys(prefix: str, board: str) -> tuple[str, str]:
+    """``P:{B}:iz`` (ZSET id -> forget-after ms) and ``P:{B}:ih`` (HASH id -> fingerprint +
+    first reply): the board's idempotency records (rankd.lua "Idempotency")."""
+    tag = f"{prefix}:{{{board}}}:"
+    return tag + "iz", tag + "ih"
 
 
 def registry(prefix: str) -> str:

@@ -27,6 +27,7 @@ import orjson
 from redis.exceptions import ResponseError
 
 from service.backend.redis import keys
+from service.backend.redis.durability import WaitPolicy, fcall_acked
 from service.backend.redis.functions import Client, fcall
 from service.backend.redis.session_ids import (
     chosen_bucket,
@@ -61,10 +62,21 @@ class RedisSessions:
         self.prefix = prefix
         self._checks = checks  # validation only: holds no session
         self.secret = b""  # set by RedisBackend.start (P:secret)
+        self.wait = (
+            WaitPolicy()
+        )  # what create/update/rotate/delete/revoke wait for (--redis-wait-*)
         # session ends this process caused, by reason (expiry is Redis's, silent: not counted)
         self.counters: dict[str, int] = dict.fromkeys(
             ("created", "deleted", "revoked", "rotated", "evicted"), 0
         )
+
+    async def _fcall_write(self, function: str, key_list: list[str], args: list[Any]) -> Any:
+        """A session-changing function call, then the waits of ``self.wait`` on the same
+        connection (durability.py). Touches are not waited for: a lost touch only brings an
+        idle deadline back."""
+        if self.wait.active:
+            return await fcall_acked(self.client, function, key_list, args, self.wait)
+        return await fcall(self.client, function, key_list, args)
 
     # -- keys ----------------------------------------------------------------------------------
 
@@ -181,8 +193,7 @@ class RedisSessions:
         victims: list[str] = []
         for _ in range(_CAS_RETRIES):
             try:
-                reply = await fcall(
-                    self.client,
+                reply = await self._fcall_write(
                     "rankd_s_create",
                     [
                         self._session_key(bucket, sid),
@@ -265,8 +276,7 @@ class RedisSessions:
             if new == current["data"]:  # no change, no new version: a retried write is a no-op
                 return await self.get(sid, touch=True)
             try:
-                reply = await fcall(
-                    self.client,
+                reply = await self._fcall_write(
                     "rankd_s_put",
                     [s, x],
                     [sid, orjson.dumps(new), current["version"]],
@@ -298,8 +308,7 @@ class RedisSessions:
         while True:
             new = new_session_id(bucket)
             try:
-                reply = await fcall(
-                    self.client,
+                reply = await self._fcall_write(
                     "rankd_s_rotate",
                     [
                         s,
@@ -321,7 +330,7 @@ class RedisSessions:
 
     async def delete(self, sid: str) -> None:
         s, x, ev, _ = await self._keys(sid)
-        if not await fcall(self.client, "rankd_s_delete", [s, x, ev], [sid]):
+        if not await self._fcall_write("rankd_s_delete", [s, x, ev], [sid]):
             raise _not_found()
         self.counters["deleted"] += 1
 
@@ -349,8 +358,7 @@ class RedisSessions:
             bucket, ids = await self._user_ids(user)
             victims = [i for i in ids if i != except_id]
             try:
-                n = await fcall(
-                    self.client,
+                n = await self._fcall_write(
                     "rankd_s_revoke",
                     [
                         keys.session_index(self.prefix, bucket),
