@@ -589,6 +589,7 @@ class RedisBackend:
         self._boards = RedisBoardsApi(self.boards_core, self.calls)
         core = RedisSessions(client, self.prefix, self._checks)
         core.wait = self.wait
+        core.max_anonymous = self.settings.limits.max_anonymous_sessions
         secret_key = keys.secret(self.prefix)
         await client.set(secret_key, secrets.token_hex(32), nx=True)
         secret = await client.get(secret_key)

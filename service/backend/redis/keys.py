@@ -25,6 +25,8 @@ with ``T`` four url-safe characters, so everything of one user lives in the slot
     P:sev:{T}    shard channel: "rotated|revoked|deleted|evicted <id>"
     P:c:{C}:<d>  STRING  a caller-chosen id's bucket T; C = chosen_bucket(id) (session_ids.py)
     P:secret     STRING  the HMAC secret that maps a user to T (set once with NX)
+    P:anon       ZSET    ids of sessions without a user -> first idle deadline (the count of
+                         --max-anonymous-sessions)
 
 The registry and the secret have no tag of a board or bucket: they live in the slot of their
 own name, so updating the registry is a second call, never part of a board's function call
@@ -78,6 +80,12 @@ def idem_keys(prefix: str, board: str) -> tuple[str, str]:
 
 def registry(prefix: str) -> str:
     return f"{prefix}:boards"
+
+
+def anonymous(prefix: str) -> str:
+    """``P:anon``: ZSET session id -> first idle deadline of the sessions without a user, the
+    count --max-anonymous-sessions is enforced on (rankd.lua rankd_anon_admit)."""
+    return f"{prefix}:anon"
 
 
 def secret(prefix: str) -> str:

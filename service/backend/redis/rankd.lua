@@ -699,7 +699,8 @@ local function s_rotate(keys, args)
   return s_reply(r)
 end
 
---[[ rankd_s_delete  KEYS s x sev   ARGV id   Reply: 1, or 0 when absent/expired. ]]
+--[[ rankd_s_delete  KEYS s x sev   ARGV id
+Reply: 1 (a user's session), 2 (a session without a user), or 0 when absent/expired. ]]
 local function s_delete(keys, args)
   need_keys(keys, 3)
   local now = now_s()
@@ -708,7 +709,8 @@ local function s_delete(keys, args)
   redis.call('UNLINK', keys[1])
   if r[1] then redis.call('ZREM', keys[2], args[1] .. ' ' .. r[1]) end
   redis.call('SPUBLISH', keys[3], 'deleted ' .. args[1])
-  return 1
+  if r[1] then return 1 end
+  return 2 -- a session without a user: the caller uncounts it (--max-anonymous-sessions)
 end
 
 --[[ rankd_s_list  KEYS x   ARGV user   Reply: the ids of the user's live sessions. ]]
@@ -745,6 +747,47 @@ local function s_revoke(keys, args)
   return count
 end
 
+--[[ --max-anonymous-sessions on the cluster. Sessions without a user live in random buckets, so
+the count is one ZSET of its own slot, P:anon: session id -> its first idle deadline (seconds,
+the shard's TIME). Admission is atomic here, so the set never holds more than max ids; an id is
+removed when its session is deleted or rotated away, and an id whose deadline passed is only a
+*candidate* for removal (a touched session lives on): at the cap the caller verifies candidates
+against their buckets (rankd_anon_refresh) and asks again.
+
+rankd_anon_admit  KEYS anon   ARGV id ttl max k
+Reply: 1 admitted (or already counted), else {0, count, up to k candidate ids, oldest first}. ]]
+local function anon_admit(keys, args)
+  need_keys(keys, 1)
+  if redis.call('ZSCORE', keys[1], args[1]) then return 1 end
+  local now = now_s()
+  local n = redis.call('ZCARD', keys[1])
+  if n < tonumber(args[3]) then
+    redis.call('ZADD', keys[1], fmt(now + tonumber(args[2])), args[1])
+    return 1
+  end
+  local out = { 0, n }
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', keys[1], '-inf', fmt(now), 'LIMIT', '0', args[4])) do
+    out[#out + 1] = id
+  end
+  return out
+end
+
+--[[ rankd_anon_refresh  KEYS anon   ARGV (id, deadline or "") pairs
+Candidates checked by the caller: "" = the session has ended (removed), else its current
+deadline (only for ids still counted: XX). Reply: how many were removed. ]]
+local function anon_refresh(keys, args)
+  need_keys(keys, 1)
+  local removed = 0
+  for i = 1, #args - 1, 2 do
+    if args[i + 1] == '' then
+      removed = removed + redis.call('ZREM', keys[1], args[i])
+    else
+      redis.call('ZADD', keys[1], 'XX', args[i + 1], args[i])
+    end
+  end
+  return removed
+end
+
 redis.register_function('rankd_write', write)
 redis.register_function('rankd_remove', remove)
 redis.register_function('rankd_configure', configure)
@@ -765,4 +808,6 @@ redis.register_function('rankd_s_rotate', s_rotate)
 redis.register_function('rankd_s_delete', s_delete)
 redis.register_function('rankd_s_list', s_list)
 redis.register_function('rankd_s_revoke', s_revoke)
+redis.register_function('rankd_anon_admit', anon_admit)
+redis.register_function('rankd_anon_refresh', anon_refresh)
 redis.register_function { function_name = 'rankd_view', callback = view, flags = ro }
