@@ -6,6 +6,9 @@ vs the Starlette + redis-py stack, side by side in one run; then bytes per membe
     cluster-N    N rankd --backend redis processes on one local cluster (3 primaries +
                  3 replicas, scripts/redis-cluster, AOF everysec), each driven by its own
                  wrk with 1/N of the connections; req/s summed
+    cluster-1+wR one rankd with --redis-wait-replicas R (--wait, default 1; 0 = no such
+                 row): every write waits for R replicas on its own connection; the column
+                 "vs cluster-1" is the price of that wait
     redis        redis-server + uvicorn + loadtest/redis_app.py (plain ZADD GT)
 
 Workloads (loadtest/_wrk.py): post_score (random member, random score) and get_top (top 10),
@@ -65,13 +68,15 @@ def cluster_pids(root: Path) -> list[int]:
     return [int(p.read_text()) for p in sorted(root.glob("node-*/redis.pid"))]
 
 
-def start_cluster_rankd(kids: Children, url: str, n: int, prefix: str) -> list[Child]:
+def start_cluster_rankd(
+    kids: Children, url: str, n: int, prefix: str, extra: tuple[str, ...] = ()
+) -> list[Child]:
     out = []
     for i in range(n):
         port = free_port()
         argv = [sys.executable, "-m", "service", f"--host={LOOPBACK}", f"--port={port}"]
-        argv += ["--backend=redis", f"--redis-url={url}", f"--redis-prefix={prefix}"]
-        child = kids.start(f"rankd-cluster-{n}-{i}", argv, cwd=REPO)
+        argv += ["--backend=redis", f"--redis-url={url}", f"--redis-prefix={prefix}", *extra]
+        child = kids.start(f"rankd-cluster-{prefix}-{i}", argv, cwd=REPO)
         wait_http(child, port, "/readyz", timeout=60)
         child.port = port  # type: ignore[attr-defined]
         out.append(child)
@@ -164,6 +169,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--scale", default="1,2,4")
+    ap.add_argument("--wait", type=int, default=1, help="replicas for the cluster-1+wR row")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--memory-only", action="store_true", help="skip the HTTP rounds")
     args = ap.parse_args()
@@ -215,6 +221,16 @@ def http_rounds(
                 [c.pid for c in procs] + redis_pids,
             )
         )
+    if args.wait:
+        procs = start_cluster_rankd(kids, url, 1, "w", ("--redis-wait-replicas", str(args.wait)))
+        fill_rankd(procs[0].port, BOARD, args.members)  # type: ignore[attr-defined]
+        stacks.append(
+            Stack(
+                f"cluster-1+w{args.wait}",
+                [c.port for c in procs],  # type: ignore[attr-defined]
+                [c.pid for c in procs] + redis_pids,
+            )
+        )
     ref = start_redis_stack(kids, "no")
     assert ref.redis_port is not None
     fill_redis(ref.redis_port, BOARD, args.members)
@@ -235,18 +251,23 @@ def http_rounds(
                 )
 
     print(
-        f"\n{'stack':12} | {'workload':10} | {'req/s':>8} | {'p50 ms':>7} | "
-        f"{'p99 ms':>7} | {'CPU us/req':>10} | vs embedded | errors"
+        f"\n{'stack':14} | {'workload':10} | {'req/s':>8} | {'p50 ms':>7} | "
+        f"{'p99 ms':>7} | {'CPU us/req':>10} | vs embedded | vs cluster-1 | errors"
     )
     for workload in WORKLOADS:
-        base = None
+        medians = {}
         for stack in stacks:
             cells = sorted(results[(stack.name, workload)], key=lambda c: c.rps)
-            c = cells[len(cells) // 2]
-            base = base or c.rps
+            medians[stack.name] = cells[len(cells) // 2]
+        base = medians[stacks[0].name].rps
+        one = medians.get("cluster-1")
+        for stack in stacks:
+            c = medians[stack.name]
+            vs_one = f"{c.rps / one.rps:11.2f}x" if one and stack.name.startswith("cluster") else ""
             print(
-                f"{stack.name:12} | {workload:10} | {c.rps:8.0f} | {c.p50:7.2f} | "
-                f"{c.p99:7.2f} | {c.cpu_us:10.0f} | {c.rps / base:10.2f}x | {c.errors}"
+                f"{stack.name:14} | {workload:10} | {c.rps:8.0f} | {c.p50:7.2f} | "
+                f"{c.p99:7.2f} | {c.cpu_us:10.0f} | {c.rps / base:10.2f}x | {vs_one:>12} | "
+                f"{c.errors}"
             )
 
 

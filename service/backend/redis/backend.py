@@ -9,9 +9,12 @@
 
 The process holds no data: any number of rankd processes share one cluster. Errors: a
 connection failure, a timeout, CLUSTERDOWN, TRYAGAIN, READONLY or LOADING becomes
-``Unavailable`` (503). Reads are retried once after refreshing the slot map; writes never are
-(a ``sum`` applied twice would count twice): the caller gets 503 and decides. MOVED and ASK are
-followed by redis-py (nothing ran, so that is safe).
+``Unavailable`` (503). Reads are retried once after refreshing the slot map; so are score
+writes, which carry an idempotency id (boards.write_id) that makes a repeat answer the first
+reply instead of applying twice; other writes are not (503 "may or may not have applied").
+MOVED and ASK are followed by redis-py (nothing ran, so that is safe). With --redis-wait-*,
+writes wait for replicas/fsync on their own connection (durability.py); a short wait is
+``WriteUnconfirmed`` (503 write-unconfirmed: applied, durability unconfirmed).
 
 Epoch of a board (WebSocket frames): the replication id of the primary that owns the board's
 slot. A failover promotes a replica with a new replication id, so the epoch changes exactly
