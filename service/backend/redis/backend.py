@@ -63,7 +63,7 @@ from service.memory import MemoryGuard
 from service.metrics import Histogram
 from service.settings import Settings
 from store.clock import Clock, SystemClock
-from store.errors import BoardNotFound, SessionNotFound, Unavailable
+from store.errors import BoardNotFound, SessionNotFound, Unavailable, WriteUnconfirmed
 from store.sessions import SessionStore
 from store.sortkey import key_score
 from store.values import Limits, check_board_name, check_score
@@ -185,6 +185,12 @@ class _Calls:
             for attempt in (0, 1):
                 try:
                     return await fn()
+                except WriteUnconfirmed:
+                    # applied, durability unconfirmed: counted, never retried
+                    self.stats.errors["WriteUnconfirmed"] = (
+                        self.stats.errors.get("WriteUnconfirmed", 0) + 1
+                    )
+                    raise
                 except Exception as exc:
                     if not _unavailable(exc):
                         raise
