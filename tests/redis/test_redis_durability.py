@@ -153,6 +153,8 @@ def test_wait_shortfall_is_503_write_unconfirmed_and_the_write_happened(
             # "maybe written": here it was (the primary is alive), exactly once -- no retry
             r = await c.get(f"/v1/boards/{board}/members/m")
             assert r.status_code == 200 and r.json()["score"] == 7
+            metrics = (await c.get("/metrics")).text
+            assert 'rankd_backend_errors_total{error="WriteUnconfirmed"} 1.0' in metrics
 
     try:
         asyncio.run(asyncio.wait_for(main(), 60))
