@@ -33,6 +33,8 @@ from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import (
     ClusterDownError,
     ReadOnlyError,
@@ -122,6 +124,12 @@ class Target:
     def node(self, host: str, port: int) -> Redis:
         return Redis(host=host, port=port, **self.kwargs())
 
+    def data_node(self, host: str, port: int) -> Redis:
+        """The single-node data client: no automatic retry (redis-py's default re-sends a
+        command up to 3 times after a connection error), as the cluster client's node
+        connections: rankd decides what is repeated (_Calls.run), never the driver."""
+        return Redis(host=host, port=port, retry=Retry(NoBackoff(), 0), **self.kwargs())
+
     async def connect(self) -> Client:
         """A cluster client if the first reachable seed runs in cluster mode, else one node."""
         error: Exception | None = None
@@ -142,7 +150,7 @@ class Target:
                 )
                 await cluster.initialize()
                 return cluster
-            return self.node(host, port)
+            return self.data_node(host, port)
         raise Unavailable(f"no redis node reachable: {error}")
 
 
