@@ -6,6 +6,9 @@ vs the Starlette + redis-py stack, side by side in one run; then bytes per membe
     cluster-N    N rankd --backend redis processes on one local cluster (3 primaries +
                  3 replicas, scripts/redis-cluster, AOF everysec), each driven by its own
                  wrk with 1/N of the connections; req/s summed
+    cluster-1+wR one rankd with --redis-wait-replicas R (--wait, default 1; 0 = no such
+                 row): every write waits for R replicas on its own connection; the column
+                 "vs cluster-1" is the price of that wait
     redis        redis-server + uvicorn + loadtest/redis_app.py (plain ZADD GT)
 
 Workloads (loadtest/_wrk.py): post_score (random member, random score) and get_top (top 10),
@@ -14,6 +17,11 @@ rounds in rotating order. CPU us/request = CPU seconds of *every* process of the
 processes, redis nodes, uvicorn) during the round / requests; wrk's own CPU is not counted.
 On a 2-core box shared with others the cluster rows are CPU-bound early: the curve shows where
 N processes stop helping, not what dedicated hosts would do.
+
+Wait latency: one client, one write in flight, ``--latency-writes`` writes through
+RedisBoards (best board) with no wait and with WAIT 1, alternating rounds; the median per-write
+latency of each and their ratio: the price of --redis-wait-replicas 1 without the noise of
+a loaded box's throughput.
 
 Memory: ``--memory-members`` entries written through rankd's batch endpoint onto one board;
 ``used_memory`` delta of the primary that owns it / members (target <= 220 B).
@@ -65,13 +73,15 @@ def cluster_pids(root: Path) -> list[int]:
     return [int(p.read_text()) for p in sorted(root.glob("node-*/redis.pid"))]
 
 
-def start_cluster_rankd(kids: Children, url: str, n: int, prefix: str) -> list[Child]:
+def start_cluster_rankd(
+    kids: Children, url: str, n: int, prefix: str, extra: tuple[str, ...] = ()
+) -> list[Child]:
     out = []
     for i in range(n):
         port = free_port()
         argv = [sys.executable, "-m", "service", f"--host={LOOPBACK}", f"--port={port}"]
-        argv += ["--backend=redis", f"--redis-url={url}", f"--redis-prefix={prefix}"]
-        child = kids.start(f"rankd-cluster-{n}-{i}", argv, cwd=REPO)
+        argv += ["--backend=redis", f"--redis-url={url}", f"--redis-prefix={prefix}", *extra]
+        child = kids.start(f"rankd-cluster-{prefix}-{i}", argv, cwd=REPO)
         wait_http(child, port, "/readyz", timeout=60)
         child.port = port  # type: ignore[attr-defined]
         out.append(child)
@@ -144,6 +154,69 @@ async def _memory(url: str, prefix: str, board: str, names: list[str]) -> dict[s
     }
 
 
+async def _wait_latency(url: str, n: int, rounds: int) -> dict[str, list[float]]:
+    from redis.asyncio import RedisCluster as AsyncCluster
+
+    from service.backend.redis import keys
+    from service.backend.redis.boards import RedisBoards, write_id
+    from service.backend.redis.durability import WaitPolicy
+
+    client = AsyncCluster.from_url(url)
+    out: dict[str, list[float]] = {"no wait": [], "WAIT 1": []}
+    try:
+        await client.initialize()
+        rb = RedisBoards(client, "lat")
+        await rb.write("latency", "warmup", 1)
+        # a fresh cluster's replicas may still be syncing: until one acknowledges a write
+        from store.errors import WriteUnconfirmed
+
+        rb.wait = WaitPolicy(1, 1000)
+        for _ in range(60):
+            try:
+                await rb.write("latency", "warmup", 1)
+                break
+            except WriteUnconfirmed:
+                await asyncio.sleep(0.5)
+        rng = random.Random(3)
+        for _ in range(rounds):
+            for label, policy in (("no wait", WaitPolicy()), ("WAIT 1", WaitPolicy(1, 1000))):
+                rb.wait = policy
+                times = []
+                for _ in range(n):
+                    member, score = f"p{rng.randrange(100_000)}", rng.randrange(10**9)
+                    began = time.perf_counter()
+                    await rb.write("latency", member, score)
+                    times.append(time.perf_counter() - began)
+                out[label].append(statistics.median(times) * 1e6)
+        # the idempotency record of a sum write: with a rankd id vs without (idem ""), then
+        # the bytes the records take (MEMORY USAGE of iz + ih, SAMPLES 0) per record
+        await rb.configure("idem", {"update": "sum"})
+        rb.wait = WaitPolicy()
+        out["sum, no id"], out["sum, id recorded"] = [], []
+        ids = 0
+        for _ in range(rounds):
+            for label, with_id in (("sum, no id", False), ("sum, id recorded", True)):
+                times = []
+                for _ in range(n):
+                    idem = write_id([], None) if with_id else ""
+                    ids += with_id
+                    began = time.perf_counter()
+                    await rb.write("idem", f"p{rng.randrange(1000)}", 1, None, idem)
+                    times.append(time.perf_counter() - began)
+                out[label].append(statistics.median(times) * 1e6)
+        iz, ih = keys.idem_keys("lat", "idem")
+        node = client.get_node_from_key(iz)
+        usage = 0
+        for key in (iz, ih):
+            usage += await client.execute_command(
+                "MEMORY", "USAGE", key, "SAMPLES", "0", target_nodes=node
+            )
+        out["bytes per record"] = [usage / ids]
+    finally:
+        await client.aclose()
+    return out
+
+
 def memory_per_member(url: str, prefix: str, n: int) -> list[tuple[str, dict[str, float]]]:
     """Two member-id shapes: the HTTP benchmark's (14 chars) and SCALEOUT.md's (8-12 chars)."""
     shapes = {
@@ -164,8 +237,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--scale", default="1,2,4")
+    ap.add_argument("--wait", type=int, default=1, help="replicas for the cluster-1+wR row")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--memory-only", action="store_true", help="skip the HTTP rounds")
+    ap.add_argument("--latency-writes", type=int, default=2000)
+    ap.add_argument("--latency-only", action="store_true", help="only the wait latency")
     args = ap.parse_args()
     if args.quick:
         args.members, args.memory_members, args.duration, args.rounds = 2000, 20_000, 2, 1
@@ -183,6 +259,17 @@ def main() -> None:
         )
         url = proc.stdout.strip().splitlines()[-1]
         try:
+            lat = asyncio.run(_wait_latency(url, args.latency_writes, max(args.rounds, 3)))
+            med = {k: statistics.median(v) for k, v in lat.items()}
+            print(f"\nwrite latency, one in flight, {args.latency_writes} writes x rounds:")
+            for label, values in lat.items():
+                rounds = ", ".join(f"{v:.0f}" for v in values)
+                unit = "B" if label.startswith("bytes") else "us"
+                print(f"  {label:16}: median {med[label]:6.0f} {unit}  (rounds: {rounds})")
+            print(f"  WAIT 1 / no wait: {med['WAIT 1'] / med['no wait']:.2f}x")
+            print(f"  id recorded / no id: {med['sum, id recorded'] / med['sum, no id']:.2f}x")
+            if args.latency_only:
+                return
             if not args.memory_only:
                 http_rounds(kids, work, url, root, scale, args)
             print(f"\nmemory, one board of the cluster, {args.memory_members} members:")
@@ -215,6 +302,16 @@ def http_rounds(
                 [c.pid for c in procs] + redis_pids,
             )
         )
+    if args.wait:
+        procs = start_cluster_rankd(kids, url, 1, "w", ("--redis-wait-replicas", str(args.wait)))
+        fill_rankd(procs[0].port, BOARD, args.members)  # type: ignore[attr-defined]
+        stacks.append(
+            Stack(
+                f"cluster-1+w{args.wait}",
+                [c.port for c in procs],  # type: ignore[attr-defined]
+                [c.pid for c in procs] + redis_pids,
+            )
+        )
     ref = start_redis_stack(kids, "no")
     assert ref.redis_port is not None
     fill_redis(ref.redis_port, BOARD, args.members)
@@ -235,18 +332,23 @@ def http_rounds(
                 )
 
     print(
-        f"\n{'stack':12} | {'workload':10} | {'req/s':>8} | {'p50 ms':>7} | "
-        f"{'p99 ms':>7} | {'CPU us/req':>10} | vs embedded | errors"
+        f"\n{'stack':14} | {'workload':10} | {'req/s':>8} | {'p50 ms':>7} | "
+        f"{'p99 ms':>7} | {'CPU us/req':>10} | vs embedded | vs cluster-1 | errors"
     )
     for workload in WORKLOADS:
-        base = None
+        medians = {}
         for stack in stacks:
             cells = sorted(results[(stack.name, workload)], key=lambda c: c.rps)
-            c = cells[len(cells) // 2]
-            base = base or c.rps
+            medians[stack.name] = cells[len(cells) // 2]
+        base = medians[stacks[0].name].rps
+        one = medians.get("cluster-1")
+        for stack in stacks:
+            c = medians[stack.name]
+            vs_one = f"{c.rps / one.rps:11.2f}x" if one and stack.name.startswith("cluster") else ""
             print(
-                f"{stack.name:12} | {workload:10} | {c.rps:8.0f} | {c.p50:7.2f} | "
-                f"{c.p99:7.2f} | {c.cpu_us:10.0f} | {c.rps / base:10.2f}x | {c.errors}"
+                f"{stack.name:14} | {workload:10} | {c.rps:8.0f} | {c.p50:7.2f} | "
+                f"{c.p99:7.2f} | {c.cpu_us:10.0f} | {c.rps / base:10.2f}x | {vs_one:>12} | "
+                f"{c.errors}"
             )
 
 

@@ -197,6 +197,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redis-prefix", help="redis backend: key prefix (default: rk)")
     p.add_argument("--redis-username", help="redis backend: ACL user (default: none)")
     p.add_argument(
+        "--redis-wait-replicas",
+        metavar="N",
+        help="redis backend: after each acknowledged write, WAIT until N replicas have it; "
+        "fewer within the wait timeout answer 503 write-unconfirmed (the write "
+        f"happened) (default: {d.redis_wait_replicas})",
+    )
+    p.add_argument(
+        "--redis-wait-timeout-ms",
+        metavar="MS",
+        help="redis backend: how long a write waits for its replicas or AOF fsync "
+        f"(default: {d.redis_wait_timeout_ms})",
+    )
+    p.add_argument(
+        "--redis-wait-aof",
+        metavar="LOCAL,REPLICAS",
+        help="redis backend: after each acknowledged write, WAITAOF until it is fsynced to "
+        "the primary's AOF (LOCAL 1) and to REPLICAS replicas' (Redis >= 7.2 / Valkey >= 8.0) "
+        "(default: 0,0 = off)",
+    )
+    p.add_argument(
         "--max-memory",
         metavar="BYTES",
         help="resident memory past which writes that add data answer 507 (k/m/g suffixes; "

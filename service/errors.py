@@ -16,6 +16,7 @@
     ├── store.Conflict                 409     conflict
     ├── store.InsufficientStorage      507     insufficient-storage (memory limit, count caps)
     ├── store.Unavailable              503     unavailable
+    │   └── store.WriteUnconfirmed     503     write-unconfirmed (applied, durability unconfirmed)
     ├── MemoryError                    503     out-of-memory   (an allocation failed: retry)
     ├── HTTPException (router)         404/405 not-found / method-not-allowed
     └── anything else                  500     internal         (logged with its traceback)
@@ -92,6 +93,7 @@ _STORE_ERRORS: tuple[tuple[type[store.StoreError], int, str], ...] = (
     (store.SessionEnded, 410, "session-ended"),
     (store.Conflict, 409, "conflict"),
     (store.InsufficientStorage, 507, "insufficient-storage"),
+    (store.WriteUnconfirmed, 503, "write-unconfirmed"),
     (store.Unavailable, 503, "unavailable"),
 )
 

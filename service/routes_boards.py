@@ -6,6 +6,7 @@ persistence refuses writes). Board names in paths are checked by the store on cr
 other route simply does not find a badly named board.
 """
 
+import re
 from typing import Any
 
 import orjson
@@ -93,6 +94,23 @@ def _period(params: dict[str, str]) -> tuple[str | None, str | None]:
     return window, period
 
 
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")
+
+
+def _idempotency_key(request: Request) -> str | None:
+    """The Idempotency-Key header: 1-128 visible ASCII characters (README "Scaling out")."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not _IDEMPOTENCY_KEY.fullmatch(key):
+        # the key is not echoed: it may be as private as a request id
+        raise bad_request(
+            f"Idempotency-Key must be 1-128 visible ASCII characters, but got {len(key)} "
+            "characters" + ("" if _IDEMPOTENCY_KEY.fullmatch(key[:128]) else ", not all visible")
+        )
+    return key
+
+
 async def post_score(rt: Runtime, request: Request) -> Response:
     raw = await read_body(request, rt.settings.limits.body_bytes)
     try:
@@ -112,7 +130,12 @@ async def post_score(rt: Runtime, request: Request) -> Response:
     else:
         member, score, metadata, at = _score_item(body, "the score")
     result = await rt.backend.boards.write(
-        request.path_params["board"], member, score, metadata, at
+        request.path_params["board"],
+        member,
+        score,
+        metadata,
+        at,
+        idempotency_key=_idempotency_key(request),
     )
     rt.metrics.score_writes[writer(request.scope.get(AUTH))] += 1
     return Response(orjson.dumps(result), media_type=JSON)
@@ -125,7 +148,9 @@ async def post_batch(rt: Runtime, request: Request) -> Response:
     # The cap first (store.values.check_batch_size, 413), before any item is looked at.
     check_batch_size(len(body), rt.backend.boards.limits)
     items = [_score_item(item, f"item {i}") for i, item in enumerate(body)]
-    results = await rt.backend.boards.write_many(request.path_params["board"], items)
+    results = await rt.backend.boards.write_many(
+        request.path_params["board"], items, _idempotency_key(request)
+    )
     rt.metrics.score_writes[writer(request.scope.get(AUTH))] += len(results)
     return json_response(results)
 

@@ -131,6 +131,11 @@ class Settings:
     redis_prefix: str = "rk"
     redis_username: str | None = None
     redis_password: str | None = field(default=None, repr=False)
+    # After each acknowledged write: WAIT for this many replicas, WAITAOF for the primary's
+    # (0/1) and this many replicas' AOF fsync, each for at most redis_wait_timeout_ms.
+    redis_wait_replicas: int = 0
+    redis_wait_timeout_ms: int = 100
+    redis_wait_aof: tuple[int, int] = (0, 0)
 
     @property
     def auth_enabled(self) -> bool:
@@ -299,6 +304,9 @@ def load(env: Mapping[str, str], flags: Mapping[str, Any] | None = None) -> Sett
         "redis_url",
         "redis_prefix",
         "redis_username",
+        "redis_wait_replicas",
+        "redis_wait_timeout_ms",
+        "redis_wait_aof",
         *LIMIT_NAMES,
     ):
         raw = env.get(f"RANKD_{name.upper()}")
@@ -371,6 +379,21 @@ def load(env: Mapping[str, str], flags: Mapping[str, Any] | None = None) -> Sett
             "rediss://a:6379,b:6379 (passwords from RANKD_REDIS_PASSWORD[_FILE])"
         )
 
+    wait_replicas = _int(
+        "--redis-wait-replicas / RANKD_REDIS_WAIT_REPLICAS",
+        given.get("redis_wait_replicas", defaults.redis_wait_replicas),
+        0,
+        15,
+    )
+    # 0 would be WAIT's "block forever": a write must always get an answer
+    wait_timeout = _int(
+        "--redis-wait-timeout-ms / RANKD_REDIS_WAIT_TIMEOUT_MS",
+        given.get("redis_wait_timeout_ms", defaults.redis_wait_timeout_ms),
+        1,
+        60_000,
+    )
+    wait_aof = _wait_aof(given.get("redis_wait_aof", "0,0"))
+
     host = str(given.get("host", defaults.host)).strip()
     if not host:
         raise SettingsError("--host / RANKD_HOST must not be empty")
@@ -404,7 +427,22 @@ def load(env: Mapping[str, str], flags: Mapping[str, Any] | None = None) -> Sett
         redis_prefix=prefix,
         redis_username=given.get("redis_username") or None,
         redis_password=redis_password,
+        redis_wait_replicas=wait_replicas,
+        redis_wait_timeout_ms=wait_timeout,
+        redis_wait_aof=wait_aof,
     )
+
+
+def _wait_aof(raw: object) -> tuple[int, int]:
+    """``LOCAL,REPLICAS`` for WAITAOF: LOCAL 0/1 (the primary's own AOF), REPLICAS 0-15."""
+    label = "--redis-wait-aof / RANKD_REDIS_WAIT_AOF"
+    m = re.fullmatch(r"\s*(\d+)\s*,\s*(\d+)\s*", str(raw))
+    if m is None or int(m[1]) > 1 or int(m[2]) > 15:
+        raise SettingsError(
+            f"{label} takes LOCAL,REPLICAS (LOCAL 0 or 1, REPLICAS 0-15, e.g. 1,1), "
+            f"but got {str(raw)[:40]!r}"
+        )
+    return int(m[1]), int(m[2])
 
 
 def _redis_password(env: Mapping[str, str]) -> str | None:

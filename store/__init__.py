@@ -23,6 +23,7 @@ from store.errors import (
     TooManySessions,
     Unavailable,
     VersionConflict,
+    WriteUnconfirmed,
 )
 from store.keyspace import Keyspace
 from store.sessions import Session, SessionStore
@@ -58,4 +59,5 @@ __all__ = [
     "TooManySessions",
     "Unavailable",
     "VersionConflict",
+    "WriteUnconfirmed",
 ]

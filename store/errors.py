@@ -15,6 +15,8 @@
     ├── InsufficientStorage    the data may not grow: a count cap (boards, sessions without a
     │                          user) or the process's memory limit; deletes and reads go on
     └── Unavailable            persistence is unhealthy: writes are refused, reads go on
+        └── WriteUnconfirmed   applied, but the configured durability is unconfirmed (redis
+                               backend, --redis-wait-*): "maybe written"
 
 Messages quote the offending value (``... but got {x!r}``) so a client can fix its request.
 """
@@ -84,3 +86,8 @@ class InsufficientStorage(StoreError):
 
 class Unavailable(StoreError):
     pass
+
+
+class WriteUnconfirmed(Unavailable):
+    """The write was applied but its configured durability (replicas, fsync) is unconfirmed:
+    the one 503 that means "maybe written" (the redis backend's --redis-wait-* settings)."""

@@ -124,13 +124,23 @@ class Boards(Protocol):
     async def exists(self, name: str) -> bool: ...
 
     async def write(
-        self, name: str, member: object, score: object, metadata: object, at: object = None
+        self,
+        name: str,
+        member: object,
+        score: object,
+        metadata: object,
+        at: object = None,
+        idempotency_key: str | None = None,
     ) -> Entry:
         """One score to every window; an absent board is created with defaults (only for a
-        valid write). ``at``: when it was achieved (within the board's grace)."""
+        valid write). ``at``: when it was achieved (within the board's grace).
+        ``idempotency_key``: the client's Idempotency-Key header (checked by the route), for
+        backends whose writes can end ambiguously (redis: a repeat applies once)."""
         ...
 
-    async def write_many(self, name: str, items: Sequence[ScoreItem]) -> list[WriteResult]:
+    async def write_many(
+        self, name: str, items: Sequence[ScoreItem], idempotency_key: str | None = None
+    ) -> list[WriteResult]:
         """In order, all or nothing; a refused item is named by its index."""
         ...
 

@@ -181,8 +181,16 @@ class EmbeddedBoards:
         return self._ks.find(name) is not None
 
     async def write(
-        self, name: str, member: object, score: object, metadata: object, at: object = None
+        self,
+        name: str,
+        member: object,
+        score: object,
+        metadata: object,
+        at: object = None,
+        idempotency_key: str | None = None,
     ) -> Entry:
+        # idempotency_key is not used here: one process answers only after the write is
+        # applied (and journaled), so rankd never has an ambiguous outcome of its own to retry.
         # Spelled out rather than via _WritePath.run: this is the hottest path of the service.
         memory = self._memory
         if memory.over:
@@ -199,7 +207,9 @@ class EmbeddedBoards:
             await p.commit()
         return result
 
-    async def write_many(self, name: str, items: Sequence[ScoreItem]) -> list[WriteResult]:
+    async def write_many(
+        self, name: str, items: Sequence[ScoreItem], idempotency_key: str | None = None
+    ) -> list[WriteResult]:
         # The keyspace validates the whole batch before it creates an absent board.
         self._path.grow()
         return await self._path.run(self._board_check(name), self._ks.write_many, name, items)

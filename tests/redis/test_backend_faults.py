@@ -341,6 +341,9 @@ def test_rankd_killed_mid_write_leaves_no_half_written_board(
 
     async def main() -> None:
         async with httpx.AsyncClient(base_url=srv.url, trust_env=False, timeout=10) as c:
+            # created first: 40 batches creating it at once would all queue behind the
+            # --max-boards admission and finish together, before the kill could cut one
+            assert (await c.put(f"/v1/boards/{board}")).status_code in (200, 201)
 
             async def send(k: int) -> int:
                 items = [{"member": f"k{k}-{i}", "score": i} for i in range(size)]

@@ -62,3 +62,19 @@ def test_cli_refuses_fsync_in_redis_mode() -> None:
     )
     assert proc.returncode != 0
     assert "--fsync / RANKD_FSYNC: the redis backend keeps no local data" in proc.stderr
+
+
+def test_wait_settings() -> None:
+    s = load({"RANKD_REDIS_WAIT_REPLICAS": "2"}, {"backend": "redis", "redis_wait_aof": "1, 1"})
+    assert (s.redis_wait_replicas, s.redis_wait_aof, s.redis_wait_timeout_ms) == (2, (1, 1), 100)
+    s = load({}, {"backend": "redis", "redis_wait_timeout_ms": "2500"})
+    assert (s.redis_wait_replicas, s.redis_wait_aof, s.redis_wait_timeout_ms) == (0, (0, 0), 2500)
+    for bad in ("2,0", "1", "a,b", "0,16", "-1,0"):
+        with pytest.raises(SettingsError, match="--redis-wait-aof / RANKD_REDIS_WAIT_AOF"):
+            load({}, {"backend": "redis", "redis_wait_aof": bad})
+    # a 0 timeout would be WAIT's "block forever": a write must always get an answer
+    for bad in ("0", "60001", "x"):
+        with pytest.raises(SettingsError, match="--redis-wait-timeout-ms"):
+            load({}, {"backend": "redis", "redis_wait_timeout_ms": bad})
+    with pytest.raises(SettingsError, match="--redis-wait-replicas"):
+        load({}, {"backend": "redis", "redis_wait_replicas": "16"})

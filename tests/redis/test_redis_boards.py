@@ -378,11 +378,12 @@ def test_refused_write_creates_no_board(run) -> None:
         k = rb.keys(name)
         # drive the function directly with a batch whose pass 1 fails after the board check
         # (RedisBoards validates items before calling, so it could not send this one)
-        args: list[object] = ["desc", "first", "1", "tok"]
+        args: list[object] = ["desc", "first", "1", "tok", "1", "", "0" * 32]
         args += ["a", encode_num(-1), "0", ""]
         args += ["b", b"short", "0", ""]  # malformed: pass 1 raises
+        every = [*k, *keys.idem_keys(rb.prefix, name)]
         with pytest.raises(ResponseError, match="malformed item 1"):
-            await fcall(client, "rankd_write", list(k), args)  # type: ignore[arg-type]
+            await fcall(client, "rankd_write", every, args)  # type: ignore[arg-type]
         assert await rb.describe(name) is None
         assert not await client.exists(k.z, k.m, k.d, k.cfg)
 

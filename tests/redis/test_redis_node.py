@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from service.backend.redis.boards import RedisBoards
+from service.backend.redis.boards import RedisBoards, write_id
+from service.backend.redis.durability import WaitPolicy
 from service.backend.redis.functions import library_loaded, load_library
+from store.errors import WriteUnconfirmed
 from tests.redis.redis_support import board_name
 
 pytestmark = pytest.mark.redis
@@ -75,6 +77,33 @@ def test_library_on_a_single_node(single_node: int) -> None:
             epoch = await rb.epoch(name)
             assert epoch == await rb.epoch(name) and len(epoch.split(".")[1]) == 40
             assert await rb.list_boards() == [name]
+        finally:
+            await client.aclose()
+
+    asyncio.run(body())
+
+
+def test_waits_and_idempotency_on_a_single_node(single_node: int) -> None:
+    """No replica: WAIT 1 cannot be met, so the write answers WriteUnconfirmed -- and it was
+    applied; WAIT 0-free policies and a repeated idempotency id work as on the cluster. The
+    library is loaded by the first call ("Function not found" is followed inside)."""
+
+    async def body() -> None:
+        client = Redis(host="127.0.0.1", port=single_node)
+        try:
+            rb = RedisBoards(client)
+            name = board_name("single")
+            await rb.configure(name, {"update": "sum"})
+            rb.wait = WaitPolicy(replicas=1, timeout_ms=50)
+            idem = write_id(["a"], None)
+            with pytest.raises(WriteUnconfirmed, match="0 of 1 replica"):
+                await rb.write(name, "a", 4, None, idem)
+            assert (await rb.entry(name, "a"))["score"] == 4  # applied: "maybe written"
+            with pytest.raises(WriteUnconfirmed):
+                await rb.write(name, "a", 4, None, idem)  # the repeat replays, then waits
+            assert (await rb.entry(name, "a"))["score"] == 4
+            rb.wait = WaitPolicy()
+            assert (await rb.write(name, "a", 1))["score"] == 5
         finally:
             await client.aclose()
 

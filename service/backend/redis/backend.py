@@ -9,9 +9,12 @@
 
 The process holds no data: any number of rankd processes share one cluster. Errors: a
 connection failure, a timeout, CLUSTERDOWN, TRYAGAIN, READONLY or LOADING becomes
-``Unavailable`` (503). Reads are retried once after refreshing the slot map; writes never are
-(a ``sum`` applied twice would count twice): the caller gets 503 and decides. MOVED and ASK are
-followed by redis-py (nothing ran, so that is safe).
+``Unavailable`` (503). Reads are retried once after refreshing the slot map; so are score
+writes, which carry an idempotency id (boards.write_id) that makes a repeat answer the first
+reply instead of applying twice; other writes are not (503 "may or may not have applied").
+MOVED and ASK are followed by redis-py (nothing ran, so that is safe). With --redis-wait-*,
+writes wait for replicas/fsync on their own connection (durability.py); a short wait is
+``WriteUnconfirmed`` (503 write-unconfirmed: applied, durability unconfirmed).
 
 Epoch of a board (WebSocket frames): the replication id of the primary that owns the board's
 slot. A failover promotes a replica with a new replication id, so the epoch changes exactly
@@ -30,6 +33,8 @@ from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import (
     ClusterDownError,
     ReadOnlyError,
@@ -55,7 +60,8 @@ from service.backend.api import (
     WriteResult,
 )
 from service.backend.redis import keys
-from service.backend.redis.boards import RedisBoards, entries_of
+from service.backend.redis.boards import RedisBoards, entries_of, write_id
+from service.backend.redis.durability import WaitPolicy, check_waitaof
 from service.backend.redis.feed import RedisFeed
 from service.backend.redis.functions import Client, fcall, library_loaded, load_library
 from service.backend.redis.sessions import RedisSessions
@@ -70,6 +76,7 @@ from store.errors import (
     PeriodNotFound,
     SessionNotFound,
     Unavailable,
+    WriteUnconfirmed,
 )
 from store.options import BoardConfig
 from store.sessions import SessionStore
@@ -131,6 +138,12 @@ class Target:
     def node(self, host: str, port: int) -> Redis:
         return Redis(host=host, port=port, **self.kwargs())
 
+    def data_node(self, host: str, port: int) -> Redis:
+        """The single-node data client: no automatic retry (redis-py's default re-sends a
+        command up to 3 times after a connection error), as the cluster client's node
+        connections: rankd decides what is repeated (_Calls.run), never the driver."""
+        return Redis(host=host, port=port, retry=Retry(NoBackoff(), 0), **self.kwargs())
+
     async def connect(self) -> Client:
         """A cluster client if the first reachable seed runs in cluster mode, else one node."""
         error: Exception | None = None
@@ -151,7 +164,7 @@ class Target:
                 )
                 await cluster.initialize()
                 return cluster
-            return self.node(host, port)
+            return self.data_node(host, port)
         raise Unavailable(f"no redis node reachable: {error}")
 
 
@@ -194,6 +207,12 @@ class _Calls:
             for attempt in (0, 1):
                 try:
                     return await fn()
+                except WriteUnconfirmed:
+                    # applied, durability unconfirmed: counted, never retried
+                    self.stats.errors["WriteUnconfirmed"] = (
+                        self.stats.errors.get("WriteUnconfirmed", 0) + 1
+                    )
+                    raise
                 except Exception as exc:
                     if not _unavailable(exc):
                         raise
@@ -204,9 +223,17 @@ class _Calls:
                         self.stats.retries += 1
                         await asyncio.sleep(0.05)
                         continue
+                    if kind == "write":
+                        hint = (
+                            "the write may or may not have applied: repeat it with the same "
+                            "Idempotency-Key header to apply it at most once"
+                        )
+                    elif idempotent:
+                        hint = "retry"
+                    else:
+                        hint = "the write may or may not have applied"
                     raise Unavailable(
-                        f"the redis cluster did not answer ({name}); "
-                        + ("retry" if idempotent else "the write may or may not have applied")
+                        f"the redis cluster did not answer ({name}); {hint}"
                     ) from None
             raise AssertionError("unreachable")
         finally:
@@ -302,18 +329,39 @@ class RedisBoardsApi:
         return await self._read(lambda: self._core.describe(name)) is not None
 
     async def write(
-        self, name: str, member: object, score: object, metadata: object, at: object = None
+        self,
+        name: str,
+        member: object,
+        score: object,
+        metadata: object,
+        at: object = None,
+        idempotency_key: str | None = None,
     ) -> Entry:
         _no_at(at)
-        return await self._write(lambda: self._core.write(name, member, score, metadata))
+        members = [member] if type(member) is str else []
+        idem = write_id(members, idempotency_key)
+        return await self._retried_write(
+            lambda: self._core.write(name, member, score, metadata, idem)
+        )
 
-    async def write_many(self, name: str, items: Sequence[ScoreItem]) -> list[WriteResult]:
+    async def write_many(
+        self, name: str, items: Sequence[ScoreItem], idempotency_key: str | None = None
+    ) -> list[WriteResult]:
         plain: list[tuple[object, object, object]] = []
         for item in items:
             if len(item) > 3:
                 _no_at(item[3])
             plain.append((item[0], item[1], item[2]))
-        return await self._write(lambda: self._core.write_many(name, plain))
+        members = [m for m, _, _ in plain if type(m) is str]
+        idem = write_id(members, idempotency_key)
+        return await self._retried_write(lambda: self._core.write_many(name, plain, idem))
+
+    async def _retried_write(self, fn: Callable[[], Awaitable[T]]) -> T:
+        # Score writes carry an idempotency id drawn once per request (write_id), so the one
+        # retry after a connection error, a timeout, TRYAGAIN or CLUSTERDOWN applies at most
+        # once: if the first attempt ran, the function finds its id and answers its reply
+        # (sum and latest boards; a best score re-applied is a no-op anyway).
+        return await self._calls.run("write", fn, idempotent=True)
 
     async def remove(self, name: str, member: str) -> None:
         name = check_board_name(name)
@@ -622,6 +670,13 @@ class RedisBackend:
         limits = settings.limits
         self.target = Target(settings.redis_url, settings.redis_username, settings.redis_password)
         self.prefix = keys.check_prefix(settings.redis_prefix)
+        local, replicas = settings.redis_wait_aof
+        self.wait = WaitPolicy(
+            replicas=settings.redis_wait_replicas,
+            timeout_ms=settings.redis_wait_timeout_ms,
+            aof_local=local,
+            aof_replicas=replicas,
+        )
         self.calls = _Calls(self)
         self.memory = MemoryGuard(settings.max_memory or 0)
         self._checks = SessionStore(
@@ -667,8 +722,11 @@ class RedisBackend:
         client = await self.target.connect()
         self.client = client
         self.boards_core = RedisBoards(client, self.prefix, self.settings.limits.store())
+        self.boards_core.wait = self.wait
         self._boards = RedisBoardsApi(self.boards_core, self.calls)
         core = RedisSessions(client, self.prefix, self._checks)
+        core.wait = self.wait
+        core.max_anonymous = self.settings.limits.max_anonymous_sessions
         secret_key = keys.secret(self.prefix)
         await client.set(secret_key, secrets.token_hex(32), nx=True)
         secret = await client.get(secret_key)
@@ -696,6 +754,11 @@ class RedisBackend:
                 log.warning("redis unreachable (%s); retrying", exc)
                 await asyncio.sleep(HEALTH_INTERVAL)
         log.info("redis backend on %d seed(s), prefix %r", len(self.target.seeds), self.prefix)
+        if self.wait.uses_waitaof:
+            refused = await check_waitaof(self.client)
+            if refused is not None:
+                self.fatal = refused
+                raise Unavailable(refused)
         self.memory.start_reserve()
         self._tasks.append(asyncio.create_task(self.memory.run(), name="rankd-memory-sample"))
         await self._check_health(load=True)

@@ -14,6 +14,7 @@ Results use store.boards' shapes: writes return {member, score, rank, previous, 
 reads return entries {rank, member, score, metadata?}; ranks are 1-based.
 """
 
+import hashlib
 import secrets
 from typing import Any, NamedTuple
 
@@ -22,9 +23,16 @@ from redis.asyncio import RedisCluster
 from redis.exceptions import ResponseError
 
 from service.backend.redis import keys
+from service.backend.redis.durability import WaitPolicy, fcall_acked
 from service.backend.redis.functions import Arg, Client, fcall
 from store.boards import Entry
-from store.errors import BoardNotFound, Conflict, InvalidArgument, MemberNotFound
+from store.errors import (
+    BoardNotFound,
+    Conflict,
+    InsufficientStorage,
+    InvalidArgument,
+    MemberNotFound,
+)
 from store.options import DEFAULT_PLAYER_RATE, BoardConfig
 from store.show import show
 from store.sortkey import encode_num, key_member, key_score, key_seq, make_key
@@ -71,9 +79,39 @@ class RedisBoards:
         self.publish = "1" if publish else "0"
         # board -> (order, ties) as last seen; absent = the defaults a write creates with
         self._shape: dict[str, tuple[str, str]] = {}
+        # what an acknowledged write waits for (--redis-wait-*); set by RedisBackend
+        self.wait = WaitPolicy()
 
     def keys(self, board: str) -> keys.BoardKeys:
         return keys.board_keys(self.prefix, board)
+
+    # -- durability, idempotency, --max-boards -------------------------------------------------
+
+    async def _fcall_write(self, function: str, key_list: list[str], args: list[Arg]) -> Any:
+        """A writing function call, followed on the same connection by the waits of
+        ``self.wait`` when any are configured (durability.py)."""
+        if self.wait.active:
+            return await fcall_acked(self.client, function, key_list, args, self.wait)
+        return await fcall(self.client, function, key_list, args)
+
+    def _create_flag(self) -> str:
+        # without a cap a function may create the board itself: one call, as before
+        return "0" if self.limits.boards else "1"
+
+    async def _admit(self, board: str) -> None:
+        """--max-boards on the cluster: list the board in the registry if there is room
+        (rankd_admit_board), else InsufficientStorage (507), as the embedded keyspace does."""
+        try:
+            await self._fcall_write(
+                "rankd_admit_board", [keys.registry(self.prefix)], [board, self.limits.boards]
+            )
+        except ResponseError as exc:
+            if not str(exc).startswith("FULL"):
+                raise
+            raise InsufficientStorage(
+                f"there are already {str(exc).split()[1]} boards, the limit (--max-boards); "
+                "drop one or raise the limit"
+            ) from None
 
     # -- config ------------------------------------------------------------------------------
 
@@ -92,27 +130,30 @@ class RedisBoards:
                 "supported by the redis backend yet; use the embedded backend for them"
             )
         k = self.keys(board)
-        try:
-            reply = await fcall(
-                self.client,
-                "rankd_configure",
-                [k.z, k.cfg],
-                [
-                    config.order,
-                    config.update,
-                    config.ties,
-                    secrets.token_hex(8),
-                    "1" if config.player_writes else "0",
-                    config.player_rate,
-                    "1" if config.public_read else "0",
-                ],
-            )
-        except ResponseError as exc:
-            if str(exc).startswith("CONFLICT"):
-                raise Conflict(
-                    f"board {show(board)} is not empty: order and ties cannot change"
-                ) from None
-            raise
+        args: list[Arg] = [
+            config.order,
+            config.update,
+            config.ties,
+            secrets.token_hex(8),
+            "1" if config.player_writes else "0",
+            config.player_rate,
+            "1" if config.public_read else "0",
+            self._create_flag(),
+        ]
+        while True:
+            try:
+                reply = await self._fcall_write("rankd_configure", [k.z, k.cfg], args)
+            except ResponseError as exc:
+                if str(exc).startswith("CONFLICT"):
+                    raise Conflict(
+                        f"board {show(board)} is not empty: order and ties cannot change"
+                    ) from None
+                if str(exc).startswith("NOBOARD") and args[-1] == "0":
+                    await self._admit(board)
+                    args[-1] = "1"
+                    continue
+                raise
+            break
         self._shape[board] = (config.order, config.ties)
         await self.client.zadd(keys.registry(self.prefix), {board: 0})
         if base is not None and base.public_read and not config.public_read:
@@ -167,7 +208,9 @@ class RedisBoards:
 
     async def drop(self, board: str) -> bool:
         k = self.keys(board)
-        dropped = await fcall(self.client, "rankd_drop", list(k), [self.publish])
+        dropped = await self._fcall_write(
+            "rankd_drop", [*k, *keys.idem_keys(self.prefix, board)], [self.publish]
+        )
         await self.client.zrem(keys.registry(self.prefix), board)
         self._shape.pop(board, None)
         return bool(dropped)
@@ -175,14 +218,19 @@ class RedisBoards:
     # -- writes ------------------------------------------------------------------------------
 
     async def write(
-        self, board: str, member: object, score: object, metadata: object = None
+        self, board: str, member: object, score: object, metadata: object = None, idem: str = ""
     ) -> Entry:
-        return (await self.write_many(board, [(member, score, metadata)]))[0]
+        return (await self.write_many(board, [(member, score, metadata)], idem))[0]
 
     async def write_many(
-        self, board: str, items: list[tuple[object, object, object]]
+        self, board: str, items: list[tuple[object, object, object]], idem: str = ""
     ) -> list[Entry]:
-        """Apply writes in order, all or nothing (validated here, sum overflow in the function)."""
+        """Apply writes in order, all or nothing (validated here, sum overflow in the function).
+
+        ``idem``: the write's idempotency id (``write_id``), "" for none. A call repeated with
+        the same id (rankd's retry after a connection error, a client's Idempotency-Key) gets
+        the first application's result back and writes nothing; the same id with other items
+        is a Conflict."""
         board = check_board_name(board)
         if not items or len(items) > self.limits.batch_items:
             raise InvalidArgument(
@@ -195,17 +243,29 @@ class RedisBoards:
             meta = check_metadata(metadata, self.limits)
             checked.append((m, s, orjson.dumps(meta) if meta is not None else b""))
         k = self.keys(board)
-        for _ in range(_STALE_RETRIES):
+        key_list = [*k, *keys.idem_keys(self.prefix, board)]
+        fp = _fingerprint(checked)
+        create = self._create_flag()
+        for _ in range(_STALE_RETRIES + 1):
             order, ties = self._shape.get(board, ("desc", "first"))
             desc = order == "desc"
-            args: list[Arg] = [order, ties, self.publish, secrets.token_hex(8)]
+            args: list[Arg] = [order, ties, self.publish, secrets.token_hex(8), create, idem, fp]
             for m, s, meta_json in checked:
                 args += (m, encode_num(-s if desc else s), "1" if type(s) is float else "0")
                 args.append(meta_json)
             try:
-                reply = await fcall(self.client, "rankd_write", list(k), args)
+                reply = await self._fcall_write("rankd_write", key_list, args)
             except ResponseError as exc:
                 text = str(exc)
+                if text.startswith("NOBOARD") and create == "0":
+                    await self._admit(board)
+                    create = "1"
+                    continue
+                if text.startswith("IDEMMISMATCH"):
+                    raise Conflict(
+                        "this Idempotency-Key was used for another request on this board and "
+                        "member(s) in the last 5 minutes; use a new key per request"
+                    ) from None
                 if text.startswith("STALECONFIG"):
                     _, order, ties = text.split()
                     self._shape[board] = (order, ties)
@@ -227,8 +287,8 @@ class RedisBoards:
 
     async def remove(self, board: str, member: str) -> tuple[int, int]:
         """Delete an entry: (seq, previous rank); MemberNotFound if absent."""
-        reply = await fcall(
-            self.client, "rankd_remove", list(self.keys(board)), [member, self.publish]
+        reply = await self._fcall_write(
+            "rankd_remove", list(self.keys(board)), [member, self.publish]
         )
         if reply is None:
             raise MemberNotFound(f"member {show(member)} is not on board {show(board)}")
@@ -330,6 +390,26 @@ async def check_board(client: Client, prefix: str, board: str) -> None:
         canonical = make_key(encode_num(-score if desc else score), key_seq_value, member, score)
         assert key == canonical, (key, canonical)
     assert with_meta <= members.keys(), with_meta - members.keys()
+
+
+def write_id(members: list[str], client_key: str | None) -> str:
+    """The idempotency id of one write request (rankd.lua "Idempotency"): 128 random bits
+    drawn per request, or, for a client's Idempotency-Key, 128 bits of SHA-256 of the key and
+    the request's members -- so one key may be reused for different members of a board."""
+    if client_key is None:
+        return "r" + secrets.token_hex(16)
+    h = hashlib.sha256(client_key.encode())
+    for m in members:
+        h.update(b"\0" + m.encode())
+    return "c" + h.hexdigest()[:32]
+
+
+def _fingerprint(checked: list[tuple[str, Score, bytes]]) -> str:
+    # what the request asked for: a key replayed with another body must not get this reply
+    h = hashlib.sha256()
+    for member, score, meta in checked:
+        h.update(orjson.dumps([member, repr(score), meta.decode()]))
+    return h.hexdigest()[:32]
 
 
 def _check_count(what: str, n: int) -> None:

@@ -12,6 +12,8 @@ function call may touch all of them (SCALEOUT.md section 1.1). ``P`` is the conf
     P:{B}:cfg    HASH    order, update, ties, seq (the board's write counter), epoch
     P:{B}:ev     shard channel (SPUBLISH): "set <seq> <rank> <prev> <member>", "del ...", "drop",
                  "private" (public_read turned off)
+    P:{B}:iz     ZSET    idempotency ids of recent writes -> when they may be forgotten (ms)
+    P:{B}:ih     HASH    idempotency id -> request fingerprint + the write's first reply
     P:boards     ZSET    registry for GET /v1/boards: board names, score 0 (listed in byte order)
 
 Sessions name their slot inside the id (service/backend/redis/session_ids.py): ``id = T.R``
@@ -24,6 +26,8 @@ with ``T`` four url-safe characters, so everything of one user lives in the slot
     P:sev:{T}    shard channel: "rotated|revoked|deleted|evicted <id>"
     P:c:{C}:<d>  STRING  a caller-chosen id's bucket T; C = chosen_bucket(id) (session_ids.py)
     P:secret     STRING  the HMAC secret that maps a user to T (set once with NX)
+    P:anon       ZSET    ids of sessions without a user -> first idle deadline (the count of
+                         --max-anonymous-sessions)
 
 The registry and the secret have no tag of a board or bucket: they live in the slot of their
 own name, so updating the registry is a second call, never part of a board's function call
@@ -68,8 +72,21 @@ def board_keys(prefix: str, board: str) -> BoardKeys:
     return BoardKeys(tag + "z", tag + "m", tag + "d", tag + "cfg", tag + "ev")
 
 
+def idem_keys(prefix: str, board: str) -> tuple[str, str]:
+    """``P:{B}:iz`` (ZSET id -> forget-after ms) and ``P:{B}:ih`` (HASH id -> fingerprint +
+    first reply): the board's idempotency records (rankd.lua "Idempotency")."""
+    tag = f"{prefix}:{{{board}}}:"
+    return tag + "iz", tag + "ih"
+
+
 def registry(prefix: str) -> str:
     return f"{prefix}:boards"
+
+
+def anonymous(prefix: str) -> str:
+    """``P:anon``: ZSET session id -> first idle deadline of the sessions without a user, the
+    count --max-anonymous-sessions is enforced on (rankd.lua rankd_anon_admit)."""
+    return f"{prefix}:anon"
 
 
 def secret(prefix: str) -> str:

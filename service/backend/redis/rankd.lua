@@ -129,22 +129,86 @@ local function need_keys(keys, n)
   if #keys ~= n then error('rankd: expected ' .. n .. ' keys, got ' .. #keys) end
 end
 
---[[ rankd_write  KEYS z m d cfg ev
-ARGV order ties publish(0/1) epoch, then per item: member NUM(10, stored space) TYPE(0/1) meta
-(meta = metadata JSON, "" = none). Applies the items in order under the board's update rule, all
-or nothing: pass 1 decides every item against a shadow of the board (a batch may repeat a
-member) without writing; an error leaves the board untouched.
+--[[ Idempotency (a write retried after an ambiguous failure applies once)
+  iz   ZSET  P:{B}:iz  idempotency id -> when it may be forgotten (ms, the shard's TIME)
+  ih   HASH  P:{B}:ih  idempotency id -> fp (32 hex chars) .. cmsgpack(first reply)
+An id is "r" + 32 random hex chars drawn by rankd per request (its own retry after a
+connection error or a failover), or "c" + 32 hex chars of SHA-256(members, client key) for an
+Idempotency-Key header. rankd's own ids are recorded only where a repeat would not be a no-op:
+on sum and latest boards (re-applying a best score changes nothing). Kept IDEM_TTL_MS, and at
+most IDEM_MAX per board (the oldest are forgotten first); trimming is bounded per call. Both
+keys expire with the last id, so a quiet board keeps no trace. The records are written by the
+same function call as the write, so they replicate (and survive a failover) with it. ]]
+local IDEM_TTL_MS = 300000
+local IDEM_MAX = 100000
+local IDEM_TRIM = 64
+
+local function idem_wanted(id, update)
+  if id == '' then return nil end
+  if string.sub(id, 1, 1) == 'r' and update == 'best' then return nil end
+  return id
+end
+
+local function idem_seen(ih, id, fp)
+  local found = redis.call('HGET', ih, id)
+  if not found then return nil end
+  if string.sub(found, 1, 32) ~= fp then return redis.error_reply('IDEMMISMATCH') end
+  -- rewrite it: a replayed reply is a write too, so a WAIT after it on this connection waits
+  -- for a replication offset past the first application, not for nothing
+  redis.call('HSET', ih, id, found)
+  local reply = cmsgpack.unpack(string.sub(found, 33))
+  reply[1] = 0
+  return reply
+end
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function idem_record(iz, ih, id, fp, reply)
+  local now = now_ms()
+  local old = redis.call('ZRANGEBYSCORE', iz, '-inf', itoa(now), 'LIMIT', '0', itoa(IDEM_TRIM))
+  local over = redis.call('ZCARD', iz) - #old - IDEM_MAX + 1
+  if over > 0 then
+    for _, v in ipairs(redis.call('ZRANGE', iz, itoa(#old), itoa(#old + math.min(over, IDEM_TRIM) - 1))) do
+      old[#old + 1] = v
+    end
+  end
+  if #old > 0 then
+    redis.call('ZREM', iz, unpack(old))
+    redis.call('HDEL', ih, unpack(old))
+  end
+  local until_ms = now + IDEM_TTL_MS
+  redis.call('ZADD', iz, itoa(until_ms), id)
+  redis.call('HSET', ih, id, fp .. cmsgpack.pack(reply))
+  redis.call('PEXPIREAT', iz, itoa(until_ms))
+  redis.call('PEXPIREAT', ih, itoa(until_ms))
+end
+
+--[[ rankd_write  KEYS z m d cfg ev iz ih
+ARGV order ties publish(0/1) epoch create(0/1) idem fp, then per item: member NUM(10, stored
+space) TYPE(0/1) meta (meta = metadata JSON, "" = none). Applies the items in order under the
+board's update rule, all or nothing: pass 1 decides every item against a shadow of the board (a
+batch may repeat a member) without writing; an error leaves the board untouched.
+create = 0: an absent board is not created (error NOBOARD: the caller admits it under
+--max-boards first). idem = "" or the write's idempotency id (see "Idempotency" below), fp the
+request's fingerprint.
 Errors: "STALECONFIG <order> <ties>" (the caller's order/ties differ from the board's: re-read,
-re-encode, retry), "RANGE <i>" (item i, 0-based, would bring a sum to magnitude 2^63).
+re-encode, retry), "RANGE <i>" (item i, 0-based, would bring a sum to magnitude 2^63),
+"NOBOARD", "IDEMMISMATCH" (an idempotency id seen with another request).
 Reply: created(0/1), seq, then per item: changed(0/1), rank, prev_rank(0 = new), key, old_key
-("" = new). Unchanged items: rank = prev_rank and key = old_key. ]]
+("" = new). Unchanged items: rank = prev_rank and key = old_key. A repeated idempotency id gets
+the reply of its first application back (created 0), and nothing is written. ]]
 local function write(keys, args)
-  need_keys(keys, 5)
-  local n = (#args - 4) / 4
+  need_keys(keys, 7)
+  local H = 7
+  local n = (#args - H) / 4
   if n < 1 or n ~= math.floor(n) then error('rankd_write: bad argument count ' .. #args) end
   local c = redis.call('HMGET', keys[4], 'order', 'ties', 'update', 'seq')
   local created = 0
   if not c[1] then
+    if args[5] ~= '1' then return redis.error_reply('NOBOARD') end
     -- what POST score does on an unknown board: create it with the defaults
     if args[1] ~= 'desc' or args[2] ~= 'first' then return stale('desc', 'first') end
     c = { 'desc', 'first', 'best', '0' }
@@ -152,12 +216,17 @@ local function write(keys, args)
   elseif c[1] ~= args[1] or c[2] ~= args[2] then
     return stale(c[1], c[2])
   end
+  local idem = idem_wanted(args[6], c[3])
+  if idem then
+    local seen = idem_seen(keys[7], idem, args[7])
+    if seen then return seen end
+  end
   local first, update = c[2] == 'first', c[3]
 
   -- pass 1: decide, no writes
   local shadow, plan, changes = {}, {}, 0
   for i = 0, n - 1 do
-    local member, num, typ = args[5 + 4 * i], args[6 + 4 * i], args[7 + 4 * i]
+    local member, num, typ = args[H + 1 + 4 * i], args[H + 2 + 4 * i], args[H + 3 + 4 * i]
     if #num ~= 10 or (typ ~= '0' and typ ~= '1') or member == '' then
       error('rankd_write: malformed item ' .. i)
     end
@@ -183,7 +252,7 @@ local function write(keys, args)
     else
       shadow[member] = old
     end
-    plan[i + 1] = { member, newnum, newtype, args[8 + 4 * i] }
+    plan[i + 1] = { member, newnum, newtype, args[H + 4 + 4 * i] }
   end
 
   local seq = tonumber(c[4])
@@ -236,6 +305,7 @@ local function write(keys, args)
   end
   if seq ~= tonumber(c[4]) then redis.call('HSET', keys[4], 'seq', itoa(seq)) end
   out[2] = seq
+  if idem then idem_record(keys[6], keys[7], idem, args[7], out) end
   return out
 end
 
@@ -258,17 +328,19 @@ local function remove(keys, args)
 end
 
 --[[ rankd_configure  KEYS z cfg   ARGV order update ties epoch player_writes(0/1) player_rate
-public_read(0/1)
+public_read(0/1) create(0/1)
 Creates the board or changes its options; order/ties may change only while it is empty.
-Error "CONFLICT <order> <ties>" otherwise. The player policy (store/boards.py _POLICY) is kept in
-cfg as pw, pr, pub; a board created by a write has none of them: the defaults (0, 60, 0).
+Error "CONFLICT <order> <ties>" otherwise, "NOBOARD" when the board is absent and create = 0
+(the caller admits it under --max-boards first). The player policy (store/boards.py _POLICY) is
+kept in cfg as pw, pr, pub; a board created by a write has none of them: the defaults (0, 60, 0).
 Reply: {created(0/1), order, update, ties, seq, epoch}. ]]
 local function configure(keys, args)
   need_keys(keys, 2)
-  if #args ~= 7 then error('rankd_configure: expected 7 arguments, got ' .. #args) end
+  if #args ~= 8 then error('rankd_configure: expected 8 arguments, got ' .. #args) end
   local c = redis.call('HMGET', keys[2], 'order', 'ties')
   local created = 0
   if not c[1] then
+    if args[8] ~= '1' then return redis.error_reply('NOBOARD') end
     created = 1
     redis.call('HSET', keys[2], 'seq', '0', 'epoch', args[4])
   elseif (c[1] ~= args[1] or c[2] ~= args[3]) and redis.call('ZCARD', keys[1]) > 0 then
@@ -280,13 +352,29 @@ local function configure(keys, args)
   return { created, args[1], args[2], args[3], tonumber(r[1]), r[2] }
 end
 
---[[ rankd_drop  KEYS z m d cfg ev   ARGV publish(0/1)
-UNLINK, never DEL: a 200 MB ZSET is freed off the main thread. Reply: 1 dropped, 0 absent. ]]
+--[[ rankd_drop  KEYS z m d cfg ev iz ih   ARGV publish(0/1)
+UNLINK, never DEL: a 200 MB ZSET is freed off the main thread. The idempotency records go too:
+a board created again under the name must not answer its writes from the old one's.
+Reply: 1 dropped, 0 absent. ]]
 local function drop(keys, args)
-  need_keys(keys, 5)
+  need_keys(keys, 7)
   if redis.call('EXISTS', keys[4]) == 0 then return 0 end
-  redis.call('UNLINK', keys[1], keys[2], keys[3], keys[4])
+  redis.call('UNLINK', keys[1], keys[2], keys[3], keys[4], keys[6], keys[7])
   if args[1] == '1' then redis.call('SPUBLISH', keys[5], 'drop') end
+  return 1
+end
+
+--[[ rankd_admit_board  KEYS registry   ARGV board max
+--max-boards on the cluster: the registry (P:boards, one slot) is the count. A board already
+listed is admitted; else, below max, it is listed now (before it is created, so two processes
+creating boards at once cannot both pass the last place). Error "FULL <n>" at the cap.
+Reply: 1. ]]
+local function admit_board(keys, args)
+  need_keys(keys, 1)
+  if redis.call('ZSCORE', keys[1], args[1]) then return 1 end
+  local n = redis.call('ZCARD', keys[1])
+  if n >= tonumber(args[2]) then return redis.error_reply('FULL ' .. itoa(n)) end
+  redis.call('ZADD', keys[1], '0', args[1])
   return 1
 end
 
@@ -611,7 +699,8 @@ local function s_rotate(keys, args)
   return s_reply(r)
 end
 
---[[ rankd_s_delete  KEYS s x sev   ARGV id   Reply: 1, or 0 when absent/expired. ]]
+--[[ rankd_s_delete  KEYS s x sev   ARGV id
+Reply: 1 (a user's session), 2 (a session without a user), or 0 when absent/expired. ]]
 local function s_delete(keys, args)
   need_keys(keys, 3)
   local now = now_s()
@@ -620,7 +709,8 @@ local function s_delete(keys, args)
   redis.call('UNLINK', keys[1])
   if r[1] then redis.call('ZREM', keys[2], args[1] .. ' ' .. r[1]) end
   redis.call('SPUBLISH', keys[3], 'deleted ' .. args[1])
-  return 1
+  if r[1] then return 1 end
+  return 2 -- a session without a user: the caller uncounts it (--max-anonymous-sessions)
 end
 
 --[[ rankd_s_list  KEYS x   ARGV user   Reply: the ids of the user's live sessions. ]]
@@ -657,10 +747,52 @@ local function s_revoke(keys, args)
   return count
 end
 
+--[[ --max-anonymous-sessions on the cluster. Sessions without a user live in random buckets, so
+the count is one ZSET of its own slot, P:anon: session id -> its first idle deadline (seconds,
+the shard's TIME). Admission is atomic here, so the set never holds more than max ids; an id is
+removed when its session is deleted or rotated away, and an id whose deadline passed is only a
+*candidate* for removal (a touched session lives on): at the cap the caller verifies candidates
+against their buckets (rankd_anon_refresh) and asks again.
+
+rankd_anon_admit  KEYS anon   ARGV id ttl max k
+Reply: 1 admitted (or already counted), else {0, count, up to k candidate ids, oldest first}. ]]
+local function anon_admit(keys, args)
+  need_keys(keys, 1)
+  if redis.call('ZSCORE', keys[1], args[1]) then return 1 end
+  local now = now_s()
+  local n = redis.call('ZCARD', keys[1])
+  if n < tonumber(args[3]) then
+    redis.call('ZADD', keys[1], fmt(now + tonumber(args[2])), args[1])
+    return 1
+  end
+  local out = { 0, n }
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', keys[1], '-inf', fmt(now), 'LIMIT', '0', args[4])) do
+    out[#out + 1] = id
+  end
+  return out
+end
+
+--[[ rankd_anon_refresh  KEYS anon   ARGV (id, deadline or "") pairs
+Candidates checked by the caller: "" = the session has ended (removed), else its current
+deadline (only for ids still counted: XX). Reply: how many were removed. ]]
+local function anon_refresh(keys, args)
+  need_keys(keys, 1)
+  local removed = 0
+  for i = 1, #args - 1, 2 do
+    if args[i + 1] == '' then
+      removed = removed + redis.call('ZREM', keys[1], args[i])
+    else
+      redis.call('ZADD', keys[1], 'XX', args[i + 1], args[i])
+    end
+  end
+  return removed
+end
+
 redis.register_function('rankd_write', write)
 redis.register_function('rankd_remove', remove)
 redis.register_function('rankd_configure', configure)
 redis.register_function('rankd_drop', drop)
+redis.register_function('rankd_admit_board', admit_board)
 local ro = { 'no-writes' }
 redis.register_function { function_name = 'rankd_describe', callback = describe, flags = ro }
 redis.register_function { function_name = 'rankd_top', callback = top, flags = ro }
@@ -676,4 +808,6 @@ redis.register_function('rankd_s_rotate', s_rotate)
 redis.register_function('rankd_s_delete', s_delete)
 redis.register_function('rankd_s_list', s_list)
 redis.register_function('rankd_s_revoke', s_revoke)
+redis.register_function('rankd_anon_admit', anon_admit)
+redis.register_function('rankd_anon_refresh', anon_refresh)
 redis.register_function { function_name = 'rankd_view', callback = view, flags = ro }

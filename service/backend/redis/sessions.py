@@ -17,16 +17,23 @@ pointer keyed by the id's own hash (session_ids.py); an id is refused again (410
 ``--sessions-over-limit`` evict-oldest (the oldest live session of the user ends, ``evicted``) or
 refuse (429) is decided inside ``rankd_s_create``, atomically with the create.
 
-Not enforced here: ``--max-anonymous-sessions`` (a cluster-wide count would be one hot key);
-anonymous sessions are bounded by their TTL and the cluster's maxmemory.
+``--max-anonymous-sessions``: sessions without a user live in random buckets, so they are
+counted in one ZSET of its own slot (``P:anon``, rankd.lua rankd_anon_admit): admitted before
+the create, uncounted when deleted or rotated away, and verified lazily at the cap (an id past
+its first idle deadline is checked in its bucket: ended -> removed, touched -> its deadline
+moved). The count never exceeds the cap; it can exceed the live sessions by the ended ones not
+verified yet, and fall short of them by one per rankd process killed between a rotate's or
+delete's two calls. One hot key: 0 turns it off.
 """
 
+import asyncio
 from typing import Any, cast
 
 import orjson
 from redis.exceptions import ResponseError
 
 from service.backend.redis import keys
+from service.backend.redis.durability import WaitPolicy, fcall_acked
 from service.backend.redis.functions import Client, fcall
 from service.backend.redis.session_ids import (
     chosen_bucket,
@@ -37,6 +44,7 @@ from service.backend.redis.session_ids import (
 )
 from service.schemas import SessionInfo
 from store.errors import (
+    InsufficientStorage,
     InvalidArgument,
     LimitExceeded,
     SessionEnded,
@@ -49,6 +57,7 @@ from store.sessions import _CHOSEN_ID, SessionStore
 from store.show import show
 
 _CAS_RETRIES = 50
+_ANON_CHECKS = 64  # ids verified per refused anonymous create, at most
 
 
 def _not_found() -> SessionNotFound:
@@ -61,10 +70,21 @@ class RedisSessions:
         self.prefix = prefix
         self._checks = checks  # validation only: holds no session
         self.secret = b""  # set by RedisBackend.start (P:secret)
+        # what create/update/rotate/delete/revoke wait for (--redis-wait-*)
+        self.wait = WaitPolicy()
+        self.max_anonymous = 0  # --max-anonymous-sessions (0 = no cap); set by RedisBackend
         # session ends this process caused, by reason (expiry is Redis's, silent: not counted)
         self.counters: dict[str, int] = dict.fromkeys(
             ("created", "deleted", "revoked", "rotated", "evicted"), 0
         )
+
+    async def _fcall_write(self, function: str, key_list: list[str], args: list[Any]) -> Any:
+        """A session-changing function call, then the waits of ``self.wait`` on the same
+        connection (durability.py). Touches are not waited for: a lost touch only brings an
+        idle deadline back."""
+        if self.wait.active:
+            return await fcall_acked(self.client, function, key_list, args, self.wait)
+        return await fcall(self.client, function, key_list, args)
 
     # -- keys ----------------------------------------------------------------------------------
 
@@ -176,13 +196,24 @@ class RedisSessions:
     async def _create(
         self, sid: str, bucket: str, user: object, encoded: bytes, ttl_s: int, life: int
     ) -> SessionInfo:
+        if user is None and self.max_anonymous:
+            await self._admit_anonymous(sid, ttl_s)
+            try:
+                return await self._create_in_bucket(sid, bucket, user, encoded, ttl_s, life)
+            except BaseException:
+                await self._uncount_anonymous(sid)
+                raise
+        return await self._create_in_bucket(sid, bucket, user, encoded, ttl_s, life)
+
+    async def _create_in_bucket(
+        self, sid: str, bucket: str, user: object, encoded: bytes, ttl_s: int, life: int
+    ) -> SessionInfo:
         checks = self._checks
         index = keys.session_index(self.prefix, bucket)
         victims: list[str] = []
         for _ in range(_CAS_RETRIES):
             try:
-                reply = await fcall(
-                    self.client,
+                reply = await self._fcall_write(
                     "rankd_s_create",
                     [
                         self._session_key(bucket, sid),
@@ -265,8 +296,7 @@ class RedisSessions:
             if new == current["data"]:  # no change, no new version: a retried write is a no-op
                 return await self.get(sid, touch=True)
             try:
-                reply = await fcall(
-                    self.client,
+                reply = await self._fcall_write(
                     "rankd_s_put",
                     [s, x],
                     [sid, orjson.dumps(new), current["version"]],
@@ -298,8 +328,7 @@ class RedisSessions:
         while True:
             new = new_session_id(bucket)
             try:
-                reply = await fcall(
-                    self.client,
+                reply = await self._fcall_write(
                     "rankd_s_rotate",
                     [
                         s,
@@ -317,13 +346,19 @@ class RedisSessions:
             if reply is None:
                 raise _not_found()
             self.counters["rotated"] += 1
-            return self._info(new, reply)
+            info = self._info(new, reply)
+            if info["user"] is None and self.max_anonymous:
+                await self._recount_rotated(sid, new, info["expires_at"])
+            return info
 
     async def delete(self, sid: str) -> None:
         s, x, ev, _ = await self._keys(sid)
-        if not await fcall(self.client, "rankd_s_delete", [s, x, ev], [sid]):
+        ended = await self._fcall_write("rankd_s_delete", [s, x, ev], [sid])
+        if not ended:
             raise _not_found()
         self.counters["deleted"] += 1
+        if ended == 2:
+            await self._uncount_anonymous(sid)
 
     async def _user_ids(self, user: str) -> tuple[str, list[str]]:
         self._checks._check_user(user)
@@ -349,8 +384,7 @@ class RedisSessions:
             bucket, ids = await self._user_ids(user)
             victims = [i for i in ids if i != except_id]
             try:
-                n = await fcall(
-                    self.client,
+                n = await self._fcall_write(
                     "rankd_s_revoke",
                     [
                         keys.session_index(self.prefix, bucket),
@@ -366,6 +400,53 @@ class RedisSessions:
             self.counters["revoked"] += int(n)
             return int(n)
         raise LimitExceeded(f"user {show(user)} keeps gaining sessions; retry the revoke")
+
+    # -- --max-anonymous-sessions -----------------------------------------------------------
+
+    async def _admit_anonymous(self, sid: str, ttl: int) -> None:
+        """Count ``sid`` among the sessions without a user, or InsufficientStorage (507) at the
+        cap once the oldest candidates were verified (rankd.lua rankd_anon_admit)."""
+        anon = keys.anonymous(self.prefix)
+        count = self.max_anonymous
+        for _ in range(2):
+            reply = await fcall(
+                self.client,
+                "rankd_anon_admit",
+                [anon],
+                [sid, ttl, self.max_anonymous, _ANON_CHECKS],
+            )
+            if reply == 1:
+                return
+            count, candidates = int(reply[1]), [c.decode() for c in reply[2:]]
+            if not candidates:
+                break
+            await self._verify_anonymous(candidates)
+        raise InsufficientStorage(
+            f"there are already {count} sessions without a user, the limit "
+            "(--max-anonymous-sessions); create sessions with a user or raise the limit"
+        )
+
+    async def _verify_anonymous(self, ids: list[str]) -> None:
+        async def deadline(sid: str) -> str:
+            try:
+                info = await self.get(sid, touch=False)
+            except SessionNotFound:
+                return ""  # ended: its place is free
+            return f"{info['expires_at']:.6f}"
+
+        found = await asyncio.gather(*(deadline(i) for i in ids))
+        pairs = [arg for sid, at in zip(ids, found, strict=True) for arg in (sid, at)]
+        await fcall(self.client, "rankd_anon_refresh", [keys.anonymous(self.prefix)], pairs)
+
+    async def _uncount_anonymous(self, sid: str) -> None:
+        await self.client.zrem(keys.anonymous(self.prefix), sid)
+
+    async def _recount_rotated(self, old: str, new: str, expires_at: float) -> None:
+        # add the new id before removing the old: a crash between leaves one too many counted
+        # (verified away later), never one too few
+        anon = keys.anonymous(self.prefix)
+        await self.client.zadd(anon, {new: expires_at})
+        await self.client.zrem(anon, old)
 
 
 __all__ = ["RedisSessions"]
