@@ -70,6 +70,7 @@ from store.errors import InvalidArgument, PeriodNotFound, Unavailable
 from store.keyspace import Keyspace
 from store.sessions import Session, SessionStore
 from store.values import Limits
+from store.writers import UNKNOWN, Writer
 
 log = logging.getLogger("rankd")
 
@@ -124,17 +125,26 @@ class _WritePath:
             self.memory.check()
 
     async def run(
-        self, check: Callable[[], None] | None, fn: Callable[..., T], *args: Any, **kw: Any
+        self,
+        check: Callable[[], None] | None,
+        fn: Callable[..., T],
+        *args: Any,
+        writer: Writer = UNKNOWN,
+        **kw: Any,
     ) -> T:
         p = self.persistence
         if p is not None:
             p.check_writable()
+            p.journal.author = writer.row()
         try:
             result = fn(*args, **kw)
         except MemoryError:
             if check is not None:
                 self.memory.verify_later(check)
             raise
+        finally:
+            if p is not None:
+                p.journal.author = ()  # the store call is synchronous: nothing else ran
         if p is not None and p.needs_commit:
             await p.commit()
         return result
@@ -180,7 +190,13 @@ class EmbeddedBoards:
         return self._ks.find(name) is not None
 
     async def write(
-        self, name: str, member: object, score: object, metadata: object, at: object = None
+        self,
+        name: str,
+        member: object,
+        score: object,
+        metadata: object,
+        at: object = None,
+        writer: Writer = UNKNOWN,
     ) -> Entry:
         # Spelled out rather than via _WritePath.run: this is the hottest path of the service.
         memory = self._memory
@@ -189,23 +205,31 @@ class EmbeddedBoards:
         p = self._path.persistence
         if p is not None:
             p.check_writable()
+            p.journal.author = writer.row()  # recorded with the write's journal record
         try:
             result = self._write(name, member, score, metadata, at)
         except MemoryError:
             memory.verify_later(self._board_check(name))
             raise
+        finally:
+            if p is not None:
+                p.journal.author = ()
         if p is not None and p.needs_commit:
             await p.commit()
         return result
 
-    async def write_many(self, name: str, items: Sequence[ScoreItem]) -> list[WriteResult]:
+    async def write_many(
+        self, name: str, items: Sequence[ScoreItem], writer: Writer = UNKNOWN
+    ) -> list[WriteResult]:
         # The keyspace validates the whole batch before it creates an absent board.
         self._path.grow()
-        return await self._path.run(self._board_check(name), self._ks.write_many, name, items)
+        return await self._path.run(
+            self._board_check(name), self._ks.write_many, name, items, writer=writer
+        )
 
-    async def remove(self, name: str, member: str) -> None:
+    async def remove(self, name: str, member: str, writer: Writer = UNKNOWN) -> None:
         board = self._ks.get(name)
-        await self._path.run(board._check, board.remove, member)
+        await self._path.run(board._check, board.remove, member, writer=writer)
 
     async def top(
         self, name: str, offset: int, limit: int, window: str | None = None, period: Period = None
@@ -267,11 +291,15 @@ class EmbeddedBoards:
         total = _current_size(board)
         return {"board": board.name, "total": total, "count": count, "entries": entries}
 
-    async def patch_metadata(self, name: str, member: str, metadata: object) -> Entry:
+    async def patch_metadata(
+        self, name: str, member: str, metadata: object, writer: Writer = UNKNOWN
+    ) -> Entry:
         board = self._ks.get(name)
         if metadata is not None:
             self._path.grow()  # metadata may add bytes; clearing it never does
-        entry: Entry = await self._path.run(board._check, board.set_metadata, member, metadata)
+        entry: Entry = await self._path.run(
+            board._check, board.set_metadata, member, metadata, writer=writer
+        )
         return entry
 
 

@@ -76,6 +76,7 @@ from store.sessions import SessionStore
 from store.show import show
 from store.sortkey import key_score
 from store.values import Limits, check_board_name, check_score
+from store.writers import UNKNOWN, Writer
 
 log = logging.getLogger("rankd.redis")
 
@@ -302,12 +303,20 @@ class RedisBoardsApi:
         return await self._read(lambda: self._core.describe(name)) is not None
 
     async def write(
-        self, name: str, member: object, score: object, metadata: object, at: object = None
+        self,
+        name: str,
+        member: object,
+        score: object,
+        metadata: object,
+        at: object = None,
+        writer: Writer = UNKNOWN,  # recorded by the embedded journal only
     ) -> Entry:
         _no_at(at)
         return await self._write(lambda: self._core.write(name, member, score, metadata))
 
-    async def write_many(self, name: str, items: Sequence[ScoreItem]) -> list[WriteResult]:
+    async def write_many(
+        self, name: str, items: Sequence[ScoreItem], writer: Writer = UNKNOWN
+    ) -> list[WriteResult]:
         plain: list[tuple[object, object, object]] = []
         for item in items:
             if len(item) > 3:
@@ -315,7 +324,7 @@ class RedisBoardsApi:
             plain.append((item[0], item[1], item[2]))
         return await self._write(lambda: self._core.write_many(name, plain))
 
-    async def remove(self, name: str, member: str) -> None:
+    async def remove(self, name: str, member: str, writer: Writer = UNKNOWN) -> None:
         name = check_board_name(name)
         if not await self.exists(name):
             raise BoardNotFound(f"board {name!r} does not exist")
@@ -382,7 +391,9 @@ class RedisBoardsApi:
     ) -> RangePage:
         raise InvalidArgument("score ranges are not supported by the redis backend yet")
 
-    async def patch_metadata(self, name: str, member: str, metadata: object) -> Entry:
+    async def patch_metadata(
+        self, name: str, member: str, metadata: object, writer: Writer = UNKNOWN
+    ) -> Entry:
         raise InvalidArgument("metadata patches are not supported by the redis backend yet")
 
     async def periods(self, name: str, window: str | None) -> PeriodList:
