@@ -13,7 +13,10 @@ The write path (it was service/writes.py), the same for every mutation, in this 
     2. persistence.check_writable()  refuse (store.Unavailable -> 503) *before* touching the
                                      store, so an unhealthy disk never leaves a change in
                                      memory that the journal did not get
-    3. the store call                synchronous: validates, mutates, emits one journal record
+    3. the store call                synchronous: validates, mutates, emits one journal record,
+                                     which records the caller's ``writer`` (store/writers.py:
+                                     key, player + user id, open), set as the journal's author
+                                     for the length of the call
     4. await persistence.commit()    only with fsync=always: the answer waits until the
                                      journal is durable (group commit: one fsync per loop turn)
 
