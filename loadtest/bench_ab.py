@@ -1,15 +1,18 @@
-"""POST score, side by side: two rankd source trees (e.g. main and a branch), interleaved.
+"""One endpoint, side by side: two rankd source trees (e.g. main and a branch), interleaved.
 
 bench_http.py compares stacks; this compares *versions* of rankd, for a change that must not
-cost throughput (issue #12's bar: within 3% CPU per POST score). Each tree runs as
+cost throughput (issue #12's bar: within 3% CPU per POST score; issue #14's: POST score and
+GET top of a one-window board within 3% of before seasons). Each tree runs as
 ``python -m service --fsync no --snapshot-interval 0`` from its own directory (so its own
 ``service`` and ``store`` packages load), gets the same --members board, and wrk's
-post_score workload (_wrk.py) drives the trees in turn, alternating who goes first, for
---rounds rounds. Reported: median req/s and median CPU µs per request of each, and the
-ratios B ÷ A. CPU per request is the number to trust on a shared machine.
+``--workload`` (_wrk.py: post_score by default, get_top, get_member) drives the trees in
+turn, alternating who goes first, for --rounds rounds. Reported: median req/s and median
+CPU µs per request of each, and the ratios B ÷ A. CPU per request is the number to trust on
+a shared machine.
 
     git archive main | tar -x -C /tmp/rankd-main
     python -m loadtest.bench_ab --a /tmp/rankd-main --b . --rounds 5 --duration 5
+    python -m loadtest.bench_ab --a /tmp/rankd-main --b . --workload get_top
 
 Loopback only; children are killed on exit.
 """
@@ -24,13 +27,14 @@ from pathlib import Path
 
 from loadtest._procs import LOOPBACK, Children, cpu_seconds, free_port, wait_http
 from loadtest._stacks import fill_rankd
-from loadtest._wrk import BOARD, run_wrk, write_script
+from loadtest._wrk import BOARD, WORKLOADS, run_wrk, write_script
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtest.bench_ab", description=__doc__)
     p.add_argument("--a", type=Path, required=True, help="baseline source tree")
     p.add_argument("--b", type=Path, required=True, help="changed source tree")
+    p.add_argument("--workload", choices=WORKLOADS, default="post_score")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--duration", type=float, default=5.0)
     p.add_argument("--connections", type=int, default=64)
@@ -39,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     trees = {"A": args.a.resolve(), "B": args.b.resolve()}
     with tempfile.TemporaryDirectory(prefix="rankd-ab-") as tmp, Children(Path(tmp)) as kids:
         workdir = Path(tmp)
-        script = write_script(workdir, "post_score", args.members)
+        script = write_script(workdir, args.workload, args.members)
         running: dict[str, tuple[int, int]] = {}
         for name, tree in trees.items():
             port = free_port()
@@ -72,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         name: (statistics.median(r for r, _ in rs), statistics.median(c for _, c in rs))
         for name, rs in results.items()
     }
+    print(f"{args.workload}, {args.rounds} rounds of {args.duration:g} s, {args.members} members")
     print("| tree | source | req/s (median) | CPU µs/req (median) |")
     print("| --- | --- | ---: | ---: |")
     for name, (rps, cpu) in med.items():

@@ -17,6 +17,7 @@ from service.auth import READ, Auth
 from service.http import RouteSpec, parse_json, read_body
 from service.players import (
     MISSING,
+    WRITER,
     Player,
     Players,
     anonymous,
@@ -24,6 +25,7 @@ from service.players import (
     is_session,
     same_session,
 )
+from store.writers import Writer
 
 Handler = Callable[[Any, Request], Awaitable[Response]]
 
@@ -118,6 +120,7 @@ async def _score(
         if member is MISSING:
             body["member"] = player.user
             raw = orjson.dumps(body)
+    request.scope[WRITER] = Writer.player(player.user)  # the journal's "who wrote"
     # Anything else is malformed: the handler answers its precise 400.
     return await handler(rt, Request(request.scope, _replay(raw)))
 

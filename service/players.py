@@ -39,6 +39,12 @@ next write is judged as its first). Every write that passes the ownership and bo
 counts, even if the store then refuses it (a bad score): probing costs the same as writing.
 The limiter is per process: with the redis backend each rankd instance counts on its own.
 
+Who wrote: a player's write carries ``Writer.player(user)`` (store/writers.py) down to the
+backend -- the gate puts it in the request's scope under ``WRITER``, the WebSocket passes it
+-- and the embedded journal records it with the write: the user id, never the session id.
+A key holder's write is ``KEY`` (keys have no names, and a key is never recorded), a write
+to a server without keys ``OPEN``.
+
 A session id is a credential: it is never logged, never in an error detail, and the one
 comparison made here (a path's id against the player's own) is between SHA-256 digests with
 ``hmac.compare_digest``, as service/auth.py compares keys.
@@ -50,13 +56,14 @@ import math
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 from service.backend.api import Backend
 from service.errors import Problem
 from store.errors import BoardNotFound, StoreError
 from store.show import show
+from store.writers import KEY, OPEN, Writer
 
 MAX_CELLS = 65_536  # ~300 bytes a cell with 15-char names (tracemalloc): ~20 MiB at most
 SESSION_SCHEME = "session "
@@ -65,12 +72,22 @@ _BEARER_REALM = 'Bearer realm="rankd"'
 # rankd's own ids are 43 URL-safe characters; caller-chosen ones 32-128 of [A-Za-z0-9_-].
 _SESSION_ID = re.compile(r"[A-Za-z0-9_.\-]{1,256}")  # "." : the redis backend's T.R ids
 MISSING = object()  # a write without 'member': a player's own
+WRITER = "rankd.writer"  # ASGI scope key: the Writer of a player's request (service/gate.py)
 
 
 class Player(NamedTuple):
     sid: str
     user: str
     expires_at: float = 0.0  # when the session ends unless used (a WebSocket watches it)
+
+
+def writer_of(scope: Mapping[str, Any], keyed: bool) -> Writer:
+    """Who makes a request's write: the player the gate found, else a key holder, or with no
+    keys configured (``keyed`` false) a caller without a credential."""
+    writer: Writer | None = scope.get(WRITER)
+    if writer is not None:
+        return writer
+    return KEY if keyed else OPEN
 
 
 def is_session(header: str) -> bool:

@@ -24,6 +24,7 @@ from service.http import (
     read_body,
     score_param,
 )
+from service.players import writer_of
 from service.runtime import Runtime
 from service.schemas import LOOKUP_FIELDS, METADATA_PATCH_FIELDS
 from store.ranks import LOOKUP_MEMBERS
@@ -79,7 +80,8 @@ async def patch_member(rt: Runtime, request: Request) -> Response:
     metadata = body["metadata"]
     if metadata is not None:
         check_metadata(metadata, boards.limits)  # the body's own shape before any 404
-    entry = await boards.patch_metadata(request.path_params["board"], member, metadata)
+    writer = writer_of(request.scope, rt.auth is not None)
+    entry = await boards.patch_metadata(request.path_params["board"], member, metadata, writer)
     return json_response(entry)
 
 

@@ -98,6 +98,7 @@ from service.metrics import writer
 from service.players import MISSING, SESSION_SCHEME, Player, is_session
 from service.runtime import Runtime
 from service.schemas import ErrorFrame
+from store import writers
 from store.errors import StoreError
 from store.show import show
 from store.values import check_board_name, check_member
@@ -535,13 +536,17 @@ class Connection:
         value = _field(msg, "score")
         if player is None:
             member = _field(msg, "member")
+            writer = writers.KEY if self.runtime.auth is not None else writers.OPEN
         else:
             players = self.runtime.players
             # The session may have expired since the upgrade and the purge not reached it yet:
             # a write is a right, so it is checked again (one lookup; 401 if gone).
             await players.authenticate(player.sid)
             member = await players.authorize_write(player, board, msg.get("member", MISSING))
-        result = await self.runtime.backend.boards.write(board, member, value, msg.get("metadata"))
+            writer = writers.Writer.player(player.user)  # the user id, never the session id
+        result = await self.runtime.backend.boards.write(
+            board, member, value, msg.get("metadata"), writer=writer
+        )
         by = self._by
         self.runtime.metrics.score_writes[by] += 1
         self._reply({"type": "ack", "id": rid, "by": by, **result})

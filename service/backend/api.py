@@ -52,6 +52,7 @@ from service.schemas import (
 )
 from store.events import BoardEvent, SessionEvent
 from store.values import Limits
+from store.writers import UNKNOWN, Writer
 
 # (member, score, metadata) or (member, score, metadata, at), unchecked
 ScoreItem = tuple[object, ...]
@@ -123,6 +124,7 @@ class Boards(Protocol):
     async def drop(self, name: str) -> None: ...
     async def exists(self, name: str) -> bool: ...
 
+    # ``writer``: who makes a change (store/writers.py), recorded in the embedded journal.
     async def write(
         self,
         name: str,
@@ -131,6 +133,7 @@ class Boards(Protocol):
         metadata: object,
         at: object = None,
         idempotency_key: str | None = None,
+        writer: Writer = UNKNOWN,
     ) -> Entry:
         """One score to every window; an absent board is created with defaults (only for a
         valid write). ``at``: when it was achieved (within the board's grace).
@@ -139,12 +142,13 @@ class Boards(Protocol):
         ...
 
     async def write_many(
-        self, name: str, items: Sequence[ScoreItem], idempotency_key: str | None = None
+        self, name: str, items: Sequence[ScoreItem], idempotency_key: str | None = None,
+        writer: Writer = UNKNOWN,
     ) -> list[WriteResult]:
         """In order, all or nothing; a refused item is named by its index."""
         ...
 
-    async def remove(self, name: str, member: str) -> None:
+    async def remove(self, name: str, member: str, writer: Writer = UNKNOWN) -> None:
         """From every window's current period."""
         ...
 
@@ -173,7 +177,9 @@ class Boards(Protocol):
         """Entries with low <= score <= high in board order, and how many there are."""
         ...
 
-    async def patch_metadata(self, name: str, member: str, metadata: object) -> Entry:
+    async def patch_metadata(
+        self, name: str, member: str, metadata: object, writer: Writer = UNKNOWN
+    ) -> Entry:
         """Replace (object) or clear (None) an entry's metadata; the score stays."""
         ...
 

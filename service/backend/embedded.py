@@ -13,7 +13,10 @@ The write path (it was service/writes.py), the same for every mutation, in this 
     2. persistence.check_writable()  refuse (store.Unavailable -> 503) *before* touching the
                                      store, so an unhealthy disk never leaves a change in
                                      memory that the journal did not get
-    3. the store call                synchronous: validates, mutates, emits one journal record
+    3. the store call                synchronous: validates, mutates, emits one journal record,
+                                     which records the caller's ``writer`` (store/writers.py:
+                                     key, player + user id, open), set as the journal's author
+                                     for the length of the call
     4. await persistence.commit()    only with fsync=always: the answer waits until the
                                      journal is durable (group commit: one fsync per loop turn)
 
@@ -71,6 +74,7 @@ from store.errors import InvalidArgument, PeriodNotFound, Unavailable
 from store.keyspace import Keyspace
 from store.sessions import Session, SessionStore
 from store.values import Limits
+from store.writers import UNKNOWN, Writer
 
 log = logging.getLogger("rankd")
 
@@ -125,17 +129,26 @@ class _WritePath:
             self.memory.check()
 
     async def run(
-        self, check: Callable[[], None] | None, fn: Callable[..., T], *args: Any, **kw: Any
+        self,
+        check: Callable[[], None] | None,
+        fn: Callable[..., T],
+        *args: Any,
+        writer: Writer = UNKNOWN,
+        **kw: Any,
     ) -> T:
         p = self.persistence
         if p is not None:
             p.check_writable()
+            p.journal.author = writer.row()
         try:
             result = fn(*args, **kw)
         except MemoryError:
             if check is not None:
                 self.memory.verify_later(check)
             raise
+        finally:
+            if p is not None:
+                p.journal.author = ()  # the store call is synchronous: nothing else ran
         if p is not None and p.needs_commit:
             await p.commit()
         return result
@@ -188,6 +201,7 @@ class EmbeddedBoards:
         metadata: object,
         at: object = None,
         idempotency_key: str | None = None,
+        writer: Writer = UNKNOWN,
     ) -> Entry:
         # idempotency_key is not used here: one process answers only after the write is
         # applied (and journaled), so rankd never has an ambiguous outcome of its own to retry.
@@ -198,25 +212,32 @@ class EmbeddedBoards:
         p = self._path.persistence
         if p is not None:
             p.check_writable()
+            p.journal.author = writer.row()  # recorded with the write's journal record
         try:
             result = self._write(name, member, score, metadata, at)
         except MemoryError:
             memory.verify_later(self._board_check(name))
             raise
+        finally:
+            if p is not None:
+                p.journal.author = ()
         if p is not None and p.needs_commit:
             await p.commit()
         return result
 
     async def write_many(
-        self, name: str, items: Sequence[ScoreItem], idempotency_key: str | None = None
+        self, name: str, items: Sequence[ScoreItem], idempotency_key: str | None = None,
+        writer: Writer = UNKNOWN,
     ) -> list[WriteResult]:
         # The keyspace validates the whole batch before it creates an absent board.
         self._path.grow()
-        return await self._path.run(self._board_check(name), self._ks.write_many, name, items)
+        return await self._path.run(
+            self._board_check(name), self._ks.write_many, name, items, writer=writer
+        )
 
-    async def remove(self, name: str, member: str) -> None:
+    async def remove(self, name: str, member: str, writer: Writer = UNKNOWN) -> None:
         board = self._ks.get(name)
-        await self._path.run(board._check, board.remove, member)
+        await self._path.run(board._check, board.remove, member, writer=writer)
 
     async def top(
         self, name: str, offset: int, limit: int, window: str | None = None, period: Period = None
@@ -278,11 +299,15 @@ class EmbeddedBoards:
         total = _current_size(board)
         return {"board": board.name, "total": total, "count": count, "entries": entries}
 
-    async def patch_metadata(self, name: str, member: str, metadata: object) -> Entry:
+    async def patch_metadata(
+        self, name: str, member: str, metadata: object, writer: Writer = UNKNOWN
+    ) -> Entry:
         board = self._ks.get(name)
         if metadata is not None:
             self._path.grow()  # metadata may add bytes; clearing it never does
-        entry: Entry = await self._path.run(board._check, board.set_metadata, member, metadata)
+        entry: Entry = await self._path.run(
+            board._check, board.set_metadata, member, metadata, writer=writer
+        )
         return entry
 
 

@@ -117,6 +117,9 @@ class JournalFlusher:
         self._unsynced = False
         self._last_sync = time.monotonic()
         self._writer: journal.SegmentWriter | None = None
+        # Who makes the change being made now (store/writers.py Writer.row(); () for rankd
+        # itself): set by the embedded backend around each store call, recorded on board writes.
+        self.author: tuple[int] | tuple[int, str] | tuple[()] = ()
         self._io = ThreadPoolExecutor(1, thread_name_prefix="rankd-journal")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -168,7 +171,7 @@ class JournalFlusher:
     def append(self, event: tuple[Any, ...]) -> None:
         """Store observer: journal one event (nothing while not recording)."""
         if self._recording:
-            self.bytes += journal.append_event(self._buf, event)
+            self.bytes += journal.append_event(self._buf, event, self.author)
             self._appended += 1
             if self._keep:
                 self._events.append(event)

@@ -78,6 +78,12 @@ def _check(directory: Path) -> int:
             f"({rec.journal_records} records): {report.boards} boards, {report.entries} "
             f"entries, {report.sessions} sessions"
         )
+        writers = {kind: n for kind, n in rec.journal_writers.items() if n}
+        if writers:
+            # Who wrote the journalled board changes (store/writers.py): key, player, open
+            # (no keys configured) or unknown (records from before journal v4).
+            counts = ", ".join(f"{kind} {n}" for kind, n in writers.items())
+            print(f"  board writes in the journal by writer: {counts}")
         if rec.fell_back:
             print("  the newest snapshot is damaged: start-up would fall back to the previous one")
         if rec.truncated_bytes:

@@ -71,6 +71,7 @@ class Persistence:
             settings.fsync, self._set_unhealthy, lambda: self.reason, on_lost=self._undo
         )
         self.fsync_seconds = self._journal.fsync_seconds
+        self.journal = self._journal  # the write path sets journal.author (who is writing)
         self._lock_fd: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._snap_lock: asyncio.Lock | None = None

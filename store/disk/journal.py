@@ -24,6 +24,14 @@ File model (integers little-endian; frames as in store/disk/frames.py)::
     stouch    0x12  [id, idle_deadline]                                   set the idle deadline
     sdel      0x13  [id, reason]                                          delete if present
 
+Who wrote (v4): the four board-write records (``bset``, ``bdel``, ``bbatch``, ``bmulti``) end
+with the writer (store/writers.py): one small integer -- 1 an API key, 3 no credential (a
+server without keys) -- or, for a player, 2 and then the player's user id, never the session
+id: ``["b", "alice", 42, 17, null, 1]``, ``["b", "alice", 42, 17, null, 2, "alice"]``. A
+record without it (versions 1-3, or a change rankd made itself) has writer "unknown". The
+writer is metadata: replay ignores it, so a record means the same state whoever wrote it;
+``rankd check`` counts records per writer kind.
+
 ``bset``, ``bdel`` and ``bbatch`` mean window "all", period "all" (the only one before v3).
 A change to any other window is a ``bmulti`` record naming the window and the period it went
 to: replay puts it exactly there, whatever the clock says at replay (periods.py names them), so
@@ -63,7 +71,7 @@ import os
 import struct
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -73,9 +81,10 @@ from store.disk import datadir, frames, rows
 from store.disk.frames import CorruptData, FutureVersion
 from store.keyspace import Keyspace
 from store.sessions import SessionStore
+from store.writers import KINDS, UNKNOWN, Writer
 
 MAGIC = b"RANKDJNL"
-VERSION = 3  # 2: bbatch; 3: bmulti, bcfg's instant
+VERSION = 4  # 2: bbatch; 3: bmulti, bcfg's instant; 4: the writer on board writes
 _HEAD = struct.Struct("<8sIIQ")
 HEADER_SIZE = _HEAD.size + 4  # 28
 FLAG_AFTER_GAP = 0x1
@@ -98,19 +107,24 @@ _dumps = orjson.dumps
 # -- encoding (the hot path: runs inside every write, synchronously) --------------------------
 
 
-def _bset(e: tuple[Any, ...]) -> bytes:
-    return _dumps((e[1], e[2], e[3], e[4], e[5]))
+# Each encoder takes the event and the writer's row (store/writers.py; () for none), which
+# board writes append to their payload and the other records ignore.
+Row = tuple[Any, ...]
 
 
-def _bdel(e: tuple[Any, ...]) -> bytes:
-    return _dumps((e[1], e[2], e[3]))
+def _bset(e: tuple[Any, ...], w: Row) -> bytes:
+    return _dumps((e[1], e[2], e[3], e[4], e[5], *w))
 
 
-def _bbatch(e: tuple[Any, ...]) -> bytes:
-    return _dumps((e[1], [(w[2], w[3], w[4], w[5]) for w in e[2]]))
+def _bdel(e: tuple[Any, ...], w: Row) -> bytes:
+    return _dumps((e[1], e[2], e[3], *w))
 
 
-def _bcfg(e: tuple[Any, ...]) -> bytes:
+def _bbatch(e: tuple[Any, ...], w: Row) -> bytes:
+    return _dumps((e[1], [(c[2], c[3], c[4], c[5]) for c in e[2]], *w))
+
+
+def _bcfg(e: tuple[Any, ...], w: Row) -> bytes:
     return _dumps((e[1], e[2], e[4]))
 
 
@@ -120,34 +134,34 @@ def _row(w: tuple[Any, ...]) -> tuple[Any, ...]:
     return ("d", w[2], w[3], w[7], w[8])
 
 
-def _bmulti(e: tuple[Any, ...]) -> bytes:
+def _bmulti(e: tuple[Any, ...], w: Row) -> bytes:
     if e[0] == "bbatch":
-        return _dumps((e[1], [_row(w) for w in e[2]]))
-    return _dumps((e[1], [_row(e)]))
+        return _dumps((e[1], [_row(c) for c in e[2]], *w))
+    return _dumps((e[1], [_row(e)], *w))
 
 
 def _plain_batch(e: tuple[Any, ...]) -> bool:
     return all(w[0] == "bset" and w[10] == "all" for w in e[2])
 
 
-def _bdrop(e: tuple[Any, ...]) -> bytes:
+def _bdrop(e: tuple[Any, ...], w: Row) -> bytes:
     return _dumps((e[1],))
 
 
-def _sput(e: tuple[Any, ...]) -> bytes:
+def _sput(e: tuple[Any, ...], w: Row) -> bytes:
     # Encoded now: the Session object is the store's own and changes after this returns.
     return _dumps(rows.session_row(e[1]))
 
 
-def _stouch(e: tuple[Any, ...]) -> bytes:
+def _stouch(e: tuple[Any, ...], w: Row) -> bytes:
     return _dumps((e[1], e[2]))
 
 
-def _sdel(e: tuple[Any, ...]) -> bytes:
+def _sdel(e: tuple[Any, ...], w: Row) -> bytes:
     return _dumps((e[1], e[2]))
 
 
-ENCODERS: dict[str, tuple[int, Callable[[tuple[Any, ...]], bytes]]] = {
+ENCODERS: dict[str, tuple[int, Callable[[tuple[Any, ...], Row], bytes]]] = {
     "bset": (BSET, _bset),
     "bdel": (BDEL, _bdel),
     "bbatch": (BBATCH, _bbatch),
@@ -159,9 +173,10 @@ ENCODERS: dict[str, tuple[int, Callable[[tuple[Any, ...]], bytes]]] = {
 }
 
 
-def append_event(buf: bytearray, event: tuple[Any, ...]) -> int:
+def append_event(buf: bytearray, event: tuple[Any, ...], writer: Row = ()) -> int:
     """Encode one store event as a frame at the end of ``buf``; returns the frame's size
-    (0 for a ``broll``: a rollover follows from the clock and the records' periods)."""
+    (0 for a ``broll``: a rollover follows from the clock and the records' periods).
+    ``writer``: ``Writer.row()`` of who made the change, recorded on board writes."""
     op = event[0]
     if op == "broll":
         return 0
@@ -172,22 +187,34 @@ def append_event(buf: bytearray, event: tuple[Any, ...]) -> int:
         or (code == BBATCH and not _plain_batch(event))
     ):
         code, encode = BMULTI, _bmulti
-    return frames.append(buf, code, encode(event))
+    return frames.append(buf, code, encode(event, writer))
 
 
 # -- replay ------------------------------------------------------------------------------------
 
 
-def apply_record(code: int, payload: bytes, keyspace: Keyspace, sessions: SessionStore) -> None:
-    """Apply one record (idempotent). Malformed content raises ValueError/TypeError/KeyError.
+def writer_of(tail: list[Any]) -> Writer:
+    """The writer of a board-write record whose payload ends with ``tail`` (after its fixed
+    fields): "unknown" when empty (versions 1-3). ValueError if malformed."""
+    return Writer.from_row(tail) if tail else UNKNOWN
+
+
+def apply_record(
+    code: int, payload: bytes, keyspace: Keyspace, sessions: SessionStore
+) -> Writer | None:
+    """Apply one record (idempotent); returns the writer of a board write, else None.
+    Malformed content raises ValueError/TypeError/KeyError.
 
     Board records go through the keyspace's replay methods, the same ones ``Keyspace.apply``
-    uses for live events: one replay path, whatever the record came from.
+    uses for live events: one replay path, whatever the record came from. The writer is
+    checked and returned, never applied: replay means the same whoever wrote.
     """
     v = orjson.loads(payload)
     if code == BSET:
-        board, member, score, seq, meta = v
+        board, member, score, seq, meta = v[:5]
+        writer = writer_of(v[5:])
         keyspace.replay_set(board, member, score, seq, meta)
+        return writer
     elif code == SPUT:
         sessions.load(rows.session_from_row(v))
     elif code == STOUCH:
@@ -196,14 +223,19 @@ def apply_record(code: int, payload: bytes, keyspace: Keyspace, sessions: Sessio
     elif code == SDEL:
         sessions.apply_delete(v[0])
     elif code == BDEL:
-        board, member, seq = v
+        board, member, seq = v[:3]
+        writer = writer_of(v[3:])
         keyspace.replay_delete(board, member, seq)
+        return writer
     elif code == BBATCH:
-        board, writes = v
+        board, writes = v[:2]
+        writer = writer_of(v[2:])
         for member, score, seq, meta in writes:
             keyspace.replay_set(board, member, score, seq, meta)
+        return writer
     elif code == BMULTI:
-        board, changes = v
+        board, changes = v[:2]
+        writer = writer_of(v[2:])
         for row in changes:
             if row[0] == "s":
                 _, member, score, seq, meta, window, period = row
@@ -213,6 +245,7 @@ def apply_record(code: int, payload: bytes, keyspace: Keyspace, sessions: Sessio
                 keyspace.replay_delete(board, member, seq, window, period)
             else:
                 raise ValueError(f"unknown bmulti row kind {row[0]!r}")
+        return writer
     elif code == BCFG:
         board, options = v[0], v[1]
         now = v[2] if len(v) > 2 else None
@@ -223,6 +256,7 @@ def apply_record(code: int, payload: bytes, keyspace: Keyspace, sessions: Sessio
         keyspace.replay_drop(v[0])
     else:
         raise ValueError(f"unknown record code {code}")
+    return None
 
 
 @dataclass(slots=True)
@@ -234,6 +268,7 @@ class SegmentReplay:
     size: int  # file size before any truncation
     torn: bool  # bytes after ``end`` are a torn tail
     blank: bool = False  # torn at 0 and every byte zero: a creation that never reached the disk
+    writers: dict[str, int] = field(default_factory=dict)  # board-write records by writer kind
 
     @property
     def torn_bytes(self) -> int:
@@ -301,17 +336,20 @@ def replay(
         flags = _check_header(name, head, number)
         reader = frames.Reader(f, name, HEADER_SIZE)
         records = 0
+        writers: dict[str, int] = dict.fromkeys(KINDS, 0)
         for offset, code, payload in reader.frames():
             try:
-                apply_record(code, payload, keyspace, sessions)
+                writer = apply_record(code, payload, keyspace, sessions)
             except orjson.JSONDecodeError as exc:  # maybe out of memory: frames.malformed
                 raise frames.malformed(name, offset, exc, payload) from None
             except (ValueError, TypeError, KeyError, IndexError) as exc:
                 raise CorruptData(name, offset, f"record does not apply: {exc!r:.200}") from None
             records += 1
+            if writer is not None:
+                writers[writer.kind] += 1
             if progress is not None and not records & 0xFFFF:
                 progress(records, offset)  # (records applied, byte offset reached)
-        return SegmentReplay(number, flags, records, reader.end, size, reader.torn)
+        return SegmentReplay(number, flags, records, reader.end, size, reader.torn, writers=writers)
 
 
 def _all_zero(head: bytes, f: BinaryIO) -> bool:

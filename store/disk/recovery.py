@@ -80,6 +80,8 @@ class RecoveryReport:
     fell_back: bool = False  # the newest snapshot was damaged; the previous one was loaded
     journal_segments: int = 0
     journal_records: int = 0
+    # Board-write records replayed, by writer kind (store/writers.py; "unknown" before v4).
+    journal_writers: dict[str, int] = field(default_factory=dict)
     truncated_bytes: int = 0
     expired_at_load: int = 0
     moved_aside: list[str] = field(default_factory=list)  # in a dry run: what would be
@@ -221,6 +223,7 @@ class _Replayed:
 
     segments: int = 0
     records: int = 0
+    writers: dict[str, int] = field(default_factory=dict)  # board writes by writer kind
     torn: list[tuple[Path, int, int]] = field(default_factory=list)  # (path, end, bytes cut)
     bad: CorruptData | None = None
     stop: int | None = None  # index of the first segment not kept (bad or orphan)
@@ -364,6 +367,7 @@ def recover(
     report.snapshot_base = base
     report.journal_segments = replayed.segments
     report.journal_records = replayed.records
+    report.journal_writers = replayed.writers
 
     sessions.finish_load()
     report.expired_at_load = sessions.counters.get("expired_at_load", 0)
@@ -416,6 +420,8 @@ def _replay(
         progress.file_done(path)
         out.segments += 1
         out.records += done.records
+        for kind, n in done.writers.items():
+            out.writers[kind] = out.writers.get(kind, 0) + n
         if done.torn:
             out.torn.append((path, done.end, done.torn_bytes))
         previous = done

@@ -83,6 +83,7 @@ from store.sessions import SessionStore
 from store.show import show
 from store.sortkey import key_score
 from store.values import Limits, check_board_name, check_score
+from store.writers import UNKNOWN, Writer
 
 log = logging.getLogger("rankd.redis")
 
@@ -336,6 +337,7 @@ class RedisBoardsApi:
         metadata: object,
         at: object = None,
         idempotency_key: str | None = None,
+        writer: Writer = UNKNOWN,  # recorded by the embedded journal only
     ) -> Entry:
         _no_at(at)
         members = [member] if type(member) is str else []
@@ -345,7 +347,11 @@ class RedisBoardsApi:
         )
 
     async def write_many(
-        self, name: str, items: Sequence[ScoreItem], idempotency_key: str | None = None
+        self,
+        name: str,
+        items: Sequence[ScoreItem],
+        idempotency_key: str | None = None,
+        writer: Writer = UNKNOWN,
     ) -> list[WriteResult]:
         plain: list[tuple[object, object, object]] = []
         for item in items:
@@ -363,7 +369,7 @@ class RedisBoardsApi:
         # (sum and latest boards; a best score re-applied is a no-op anyway).
         return await self._calls.run("write", fn, idempotent=True)
 
-    async def remove(self, name: str, member: str) -> None:
+    async def remove(self, name: str, member: str, writer: Writer = UNKNOWN) -> None:
         name = check_board_name(name)
         if not await self.exists(name):
             raise BoardNotFound(f"board {name!r} does not exist")
@@ -430,7 +436,9 @@ class RedisBoardsApi:
     ) -> RangePage:
         raise InvalidArgument("score ranges are not supported by the redis backend yet")
 
-    async def patch_metadata(self, name: str, member: str, metadata: object) -> Entry:
+    async def patch_metadata(
+        self, name: str, member: str, metadata: object, writer: Writer = UNKNOWN
+    ) -> Entry:
         raise InvalidArgument("metadata patches are not supported by the redis backend yet")
 
     async def periods(self, name: str, window: str | None) -> PeriodList:
