@@ -142,7 +142,10 @@ class Boards(Protocol):
         ...
 
     async def write_many(
-        self, name: str, items: Sequence[ScoreItem], idempotency_key: str | None = None,
+        self,
+        name: str,
+        items: Sequence[ScoreItem],
+        idempotency_key: str | None = None,
         writer: Writer = UNKNOWN,
     ) -> list[WriteResult]:
         """In order, all or nothing; a refused item is named by its index."""

@@ -226,7 +226,10 @@ class EmbeddedBoards:
         return result
 
     async def write_many(
-        self, name: str, items: Sequence[ScoreItem], idempotency_key: str | None = None,
+        self,
+        name: str,
+        items: Sequence[ScoreItem],
+        idempotency_key: str | None = None,
         writer: Writer = UNKNOWN,
     ) -> list[WriteResult]:
         # The keyspace validates the whole batch before it creates an absent board.
