@@ -59,21 +59,17 @@ from service.backend.redis.boards import RedisBoards, entries_of
 from service.backend.redis.feed import RedisFeed
 from service.backend.redis.functions import Client, fcall, library_loaded, load_library
 from service.backend.redis.sessions import RedisSessions
+from service.backend.redis.windows import RedisWindows
 from service.memory import MemoryGuard
 from service.metrics import Histogram
-from service.schemas import PeriodInfo
 from service.settings import Settings
 from store.clock import Clock, SystemClock
 from store.errors import (
     BoardNotFound,
-    InvalidArgument,
-    PeriodNotFound,
     SessionNotFound,
     Unavailable,
 )
-from store.options import BoardConfig
 from store.sessions import SessionStore
-from store.show import show
 from store.sortkey import key_score
 from store.values import Limits, check_board_name, check_score
 
@@ -215,34 +211,24 @@ class _Calls:
 
 # -- boards -----------------------------------------------------------------------------------
 
-ALL = "all"  # this backend's boards have one window, "all", whose one period is "all"
+ALL = "all"
 
 
-def _only_all(name: str, window: str | None, period: Period) -> None:
-    """Windows and periods are embedded-only for now: a board here has the one window "all"."""
-    if window not in (None, ALL):
-        raise InvalidArgument(
-            f"window must be one of board {show(name)}'s windows ['all'], but got {show(window)} "
-            "(the redis backend has no other windows yet)"
-        )
-    if period not in (None, "current", ALL):
-        raise PeriodNotFound(
-            f"window 'all' of board {show(name)} has only the period 'all', not {show(period)}"
-        )
-
-
-def _no_at(at: object) -> None:
-    if at is not None:
-        raise InvalidArgument(
-            "'at' needs a board with grace, and the redis backend has no board options "
-            "for windows and periods yet"
-        )
+def _opts_refused(exc: ResponseError) -> bool:
+    """The one-table functions refuse a board with windows, a ranking or bounds (rankd.lua)."""
+    return str(exc).startswith("OPTS")
 
 
 class RedisBoardsApi:
-    def __init__(self, core: RedisBoards, calls: _Calls) -> None:
+    """Plain boards (every option but order/update/ties/policy at its default) go through the
+    one-table functions (boards.RedisBoards); every other board, and every lookup, score range,
+    metadata patch and periods list, through windows.RedisWindows. A plain-path call that finds
+    the board has options ("OPTS": another process configured it) re-reads it and goes there."""
+
+    def __init__(self, core: RedisBoards, calls: _Calls, windows: RedisWindows) -> None:
         self._core = core
         self._calls = calls
+        self._windows = windows
         self.limits: Limits = core.limits
 
     async def _read(self, fn: Callable[[], Awaitable[T]]) -> T:
@@ -251,22 +237,27 @@ class RedisBoardsApi:
     async def _write(self, fn: Callable[[], Awaitable[T]]) -> T:
         return await self._calls.run("write", fn, idempotent=False)
 
+    async def _either(
+        self, name: str, plain: Callable[[], Awaitable[T]], windowed: Callable[[], Awaitable[T]]
+    ) -> T:
+        if self._windows.has_opts(name):
+            return await windowed()
+        try:
+            return await plain()
+        except ResponseError as exc:
+            if not _opts_refused(exc):
+                raise
+        await self._windows.describe(name)
+        return await windowed()
+
     async def _info(self, name: str) -> BoardInfo:
-        found = await self._read(lambda: self._core.describe(name))
-        if found is None:
-            raise BoardNotFound(f"board {name!r} does not exist")
-        info: dict[str, Any] = {
-            "board": name,
-            **BoardConfig.from_options(found["config"]).as_dict(),
-            "size": found["total"],
-            "sizes": {ALL: found["total"]},
-        }
-        return info  # type: ignore[return-value]
+        info: Any = await self._read(lambda: self._windows.info(name))
+        return info  # type: ignore[no-any-return]
 
     async def configure(self, name: str, options: dict[str, Any]) -> tuple[BoardInfo, bool]:
         name = check_board_name(name)
-        result = await self._write(lambda: self._core.configure(name, options))
-        return await self._info(name), bool(result["created"])
+        created = await self._write(lambda: self._windows.configure(name, options))
+        return await self._info(name), created
 
     async def describe(self, name: str) -> BoardInfo:
         return await self._info(check_board_name(name))
@@ -295,7 +286,7 @@ class RedisBoardsApi:
 
     async def drop(self, name: str) -> None:
         name = check_board_name(name)
-        if not await self._write(lambda: self._core.drop(name)):
+        if not await self._write(lambda: self._windows.drop(name)):
             raise BoardNotFound(f"board {name!r} does not exist")
 
     async def exists(self, name: str) -> bool:
@@ -304,99 +295,147 @@ class RedisBoardsApi:
     async def write(
         self, name: str, member: object, score: object, metadata: object, at: object = None
     ) -> Entry:
-        _no_at(at)
-        return await self._write(lambda: self._core.write(name, member, score, metadata))
+        if at is not None:
+            return (await self.write_many(name, [(member, score, metadata, at)]))[0]
+        publish = self._core.publish
+
+        async def windowed() -> Entry:
+            return (await self._windows.write_many(name, [(member, score, metadata)], publish))[0]
+
+        return await self._write(
+            lambda: self._either(
+                name, lambda: self._core.write(name, member, score, metadata), windowed
+            )
+        )
 
     async def write_many(self, name: str, items: Sequence[ScoreItem]) -> list[WriteResult]:
+        name = check_board_name(name)
         plain: list[tuple[object, object, object]] = []
+        dated = False
         for item in items:
-            if len(item) > 3:
-                _no_at(item[3])
+            if len(item) > 3 and item[3] is not None:
+                dated = True
             plain.append((item[0], item[1], item[2]))
-        return await self._write(lambda: self._core.write_many(name, plain))
+        publish = self._core.publish
+
+        async def windowed() -> list[WriteResult]:
+            got: Any = await self._windows.write_many(name, items, publish)
+            return got  # type: ignore[no-any-return]
+
+        async def either() -> list[WriteResult]:
+            if dated:
+                with contextlib.suppress(BoardNotFound):
+                    await self._windows.state(name)
+                return await windowed()
+            got: Any = await self._either(
+                name, lambda: self._core.write_many(name, plain), windowed
+            )
+            return got  # type: ignore[no-any-return]
+
+        return await self._write(either)
 
     async def remove(self, name: str, member: str) -> None:
         name = check_board_name(name)
-        if not await self.exists(name):
-            raise BoardNotFound(f"board {name!r} does not exist")
-        await self._write(lambda: self._core.remove(name, member))
+        await self._read(lambda: self._windows.state(name))  # BoardNotFound first
+        publish = self._core.publish
+
+        async def plain() -> None:
+            await self._core.remove(name, member)
+
+        await self._write(
+            lambda: self._either(name, plain, lambda: self._windows.remove(name, member, publish))
+        )
+
+    def _plain(self, name: str, window: str | None, period: Period) -> bool:
+        """A read the one-table functions can answer: a plain board, the current period of
+        its one window."""
+        return (
+            not self._windows.has_opts(name)
+            and window in (None, ALL)
+            and period in (None, "current", ALL)
+        )
 
     async def top(
         self, name: str, offset: int, limit: int, window: str | None = None, period: Period = None
     ) -> Page:
         name = check_board_name(name)
-        _only_all(name, window, period)
-        page = await self._read(lambda: self._core.page(name, offset, limit))
-        return {
-            "board": name,
-            "window": ALL,
-            "period": ALL,
-            "total": page.total,
-            "entries": page.entries,
-        }
+
+        async def windowed() -> Page:
+            got: Any = await self._windows.page(name, offset, limit, window, period)
+            return got  # type: ignore[no-any-return]
+
+        if not self._plain(name, window, period):
+            return await self._read(windowed)
+
+        async def plain() -> Page:
+            page = await self._core.page(name, offset, limit)
+            return {
+                "board": name,
+                "window": ALL,
+                "period": ALL,
+                "total": page.total,
+                "entries": page.entries,
+            }
+
+        return await self._read(lambda: self._either(name, plain, windowed))
 
     async def entry(
         self, name: str, member: str, window: str | None = None, period: Period = None
     ) -> Entry:
         name = check_board_name(name)
-        _only_all(name, window, period)
-        entry = await self._read(lambda: self._core.entry(name, member))
-        # percentile (ordinal, the only ranking here): the share of the others ranked below.
-        # The size is a second read: a write in between can make it stale by that write.
-        size = max((await self._info(name))["size"], entry["rank"])
-        below = size - entry["rank"]
-        entry["percentile"] = 100.0 if size <= 1 else 100.0 * below / (size - 1)
-        return entry
+        return await self._read(lambda: self._windows.member(name, member, window, period))
 
     async def around(
         self, name: str, member: str, radius: int, window: str | None = None, period: Period = None
     ) -> Page:
         name = check_board_name(name)
-        _only_all(name, window, period)
-        entries = await self._read(lambda: self._core.around(name, member, radius))
-        info = await self._info(name)
-        return {
-            "board": name,
-            "window": ALL,
-            "period": ALL,
-            "total": info["size"],
-            "entries": entries,
-        }
+        got: Any = await self._read(
+            lambda: self._windows.around(name, member, radius, window, period)
+        )
+        return got  # type: ignore[no-any-return]
 
     async def rank_for_score(
         self, name: str, score: int | float, window: str | None = None, period: Period = None
     ) -> RankForScore:
         name = check_board_name(name)
-        _only_all(name, window, period)
         s = check_score(score)
-        rank = await self._read(lambda: self._core.rank_for_score(name, s))
+
+        async def windowed() -> int:
+            return await self._windows.rank_for_score(name, s, window, period)
+
+        if self._plain(name, window, period):
+            rank = await self._read(
+                lambda: self._either(name, lambda: self._core.rank_for_score(name, s), windowed)
+            )
+        else:
+            rank = await self._read(windowed)
         return {"board": name, "score": s, "rank": rank}
 
-    # Not in this backend yet (tests/contract/test_ranks.py runs on the embedded one only):
-    # refused with a 400 that says so, rather than answered wrongly.
     async def lookup(self, name: str, members: list[str]) -> LookupPage:
-        raise InvalidArgument("members:lookup is not supported by the redis backend yet")
+        name = check_board_name(name)
+        got: Any = await self._read(lambda: self._windows.lookup(name, members))
+        return got  # type: ignore[no-any-return]
 
     async def score_range(
         self, name: str, low: int | float, high: int | float, offset: int, limit: int
     ) -> RangePage:
-        raise InvalidArgument("score ranges are not supported by the redis backend yet")
+        name = check_board_name(name)
+        got: Any = await self._read(
+            lambda: self._windows.score_range(name, low, high, offset, limit)
+        )
+        return got  # type: ignore[no-any-return]
 
     async def patch_metadata(self, name: str, member: str, metadata: object) -> Entry:
-        raise InvalidArgument("metadata patches are not supported by the redis backend yet")
+        name = check_board_name(name)
+        publish = self._core.publish
+        return await self._write(
+            lambda: self._windows.patch_metadata(name, member, metadata, publish)
+        )
 
     async def periods(self, name: str, window: str | None) -> PeriodList:
         name = check_board_name(name)
-        _only_all(name, window, None)
-        info = await self._info(name)
-        period: PeriodInfo = {
-            "id": ALL,
-            "start": None,
-            "end": None,
-            "size": info["size"],
-            "closed": False,
-        }
-        return {"board": name, "window": ALL, "periods": [period]}
+        got: Any = await self._read(lambda: self._windows.periods(name, window))
+        return got  # type: ignore[no-any-return]
 
 
 class RedisSessionsApi:
@@ -667,7 +706,8 @@ class RedisBackend:
         client = await self.target.connect()
         self.client = client
         self.boards_core = RedisBoards(client, self.prefix, self.settings.limits.store())
-        self._boards = RedisBoardsApi(self.boards_core, self.calls)
+        self.windows = RedisWindows(self.boards_core, self.clock)
+        self._boards = RedisBoardsApi(self.boards_core, self.calls, self.windows)
         core = RedisSessions(client, self.prefix, self._checks)
         secret_key = keys.secret(self.prefix)
         await client.set(secret_key, secrets.token_hex(32), nx=True)
