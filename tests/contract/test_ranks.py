@@ -305,8 +305,8 @@ def test_ranking_and_patches_survive_kill_9(
 ) -> None:
     srv = rankd_server(**BACKENDS[backend].durable_flags)
     with srv.client() as http:
-        path = "/v1/boards/season"
-        http.put(path, json={"ties": ties, "ranking": "competition"})
+        path = f"/v1/boards/season-{ties}"  # one board each: redis servers share a cluster
+        assert http.put(path, json={"ties": ties, "ranking": "competition"}).status_code == 201
         for i in range(20):
             http.post(
                 f"{path}/scores", json={"member": f"m{i}", "score": i % 5, "metadata": {"i": i}}

@@ -59,16 +59,20 @@ from service.backend.redis.boards import RedisBoards, entries_of
 from service.backend.redis.feed import RedisFeed
 from service.backend.redis.functions import Client, fcall, library_loaded, load_library
 from service.backend.redis.sessions import RedisSessions
-from service.backend.redis.windows import RedisWindows
+from service.backend.redis.windows import RedisWindows, select
 from service.memory import MemoryGuard
 from service.metrics import Histogram
 from service.settings import Settings
 from store.clock import Clock, SystemClock
 from store.errors import (
     BoardNotFound,
+    InvalidArgument,
+    PeriodNotFound,
     SessionNotFound,
     Unavailable,
 )
+from store.options import BoardConfig
+from store.periods import period_of
 from store.sessions import SessionStore
 from store.sortkey import key_score
 from store.values import Limits, check_board_name, check_score
@@ -78,6 +82,7 @@ log = logging.getLogger("rankd.redis")
 T = TypeVar("T")
 
 HEALTH_INTERVAL = 1.0
+ROLL_INTERVAL = 1.0  # an idle board's rollover reaches subscribers within this
 CONNECT_TIMEOUT = 2.0
 COMMAND_TIMEOUT = 5.0
 _BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
@@ -506,17 +511,21 @@ class RedisSessionsApi:
 
 
 class RedisViews:
-    """The hub's views, fetched by ``load`` (one ``rankd_view`` call per board) and then read
-    synchronously from what that call returned."""
+    """The hub's views, fetched by ``load`` (one ``rankd_view`` or ``rankd_xview`` call per
+    board and window) and then read synchronously from what that call returned. Views are kept
+    per (board, window as subscribed); a window's current period comes from this process's
+    clock and the board's options (store/periods.py), so ``period_view`` needs no call."""
 
     synchronous = False
 
     def __init__(self, backend: "RedisBackend") -> None:
         self._backend = backend
-        self._tops: dict[str, tuple[list[Entry], int, int]] = {}
-        self._ranks: dict[str, dict[str, tuple[int | None, Any]]] = {}
-        # board -> (member, radius) -> (entries around member, member's position or None)
-        self._arounds: dict[str, dict[tuple[str, int], tuple[list[Entry], int | None]]] = {}
+        View = tuple[str, str | None]
+        self._tops: dict[View, tuple[list[Entry], int, int]] = {}
+        # (board, window) -> member -> (rank shown, score, position)
+        self._ranks: dict[View, dict[str, tuple[int | None, Any, int | None]]] = {}
+        # (board, window) -> (member, radius) -> (entries around member, member's position)
+        self._arounds: dict[View, dict[tuple[str, int], tuple[list[Entry], int | None]]] = {}
         self._epochs: dict[str, str] = {}
         self._seqs: dict[str, int] = {}
         self._replids: dict[str, str] = {}  # node name -> master_replid
@@ -528,14 +537,16 @@ class RedisViews:
         top: int,
         members: list[str],
         arounds: Sequence[tuple[str, int]] = (),
+        window: str | None = None,
     ) -> None:
         backend = self._backend
         await backend.feed.watch_board(name)  # subscribe first, then read: no write between
         core = backend.boards_core
+        windows = backend.windows
         k = core.keys(name)
+        pairs = [arg for member, radius in arounds for arg in (member, radius)]
 
-        async def read() -> tuple[Any, str]:
-            pairs = [arg for member, radius in arounds for arg in (member, radius)]
+        async def plain() -> tuple[Any, str]:
             reply = await fcall(
                 core.client,
                 "rankd_view",
@@ -545,36 +556,103 @@ class RedisViews:
             )
             return reply, await self._replid(k.cfg)
 
+        async def windowed() -> tuple[Any, str]:
+            for _ in range(3):
+                try:
+                    state = await windows.state(name)
+                except BoardNotFound:
+                    return None, await self._replid(k.cfg)
+                try:
+                    w, p = select(name, state.config, window, None, backend.clock.now())
+                except (InvalidArgument, PeriodNotFound):
+                    return False, await self._replid(k.cfg)  # no such window or period
+                t = windows.table(name, w.name, p.id)
+                try:
+                    reply = await fcall(
+                        core.client,
+                        "rankd_xview",
+                        [k.cfg, *t],
+                        [
+                            *state.head(),
+                            state.config.ranking,
+                            top,
+                            len(members),
+                            *members,
+                            *pairs,
+                        ],
+                        readonly=True,
+                    )
+                except ResponseError as exc:
+                    if not str(exc).startswith("STALEOPTS"):
+                        raise
+                    await windows.describe(name)
+                    continue
+                return (state, reply), await self._replid(k.cfg)
+            raise RuntimeError(f"board {name!r}: options keep changing under the views")
+
+        async def read() -> tuple[Any, str]:
+            if windows.has_opts(name) or window not in (None, ALL):
+                return await windowed()
+            try:
+                return await plain()
+            except ResponseError as exc:
+                if not _opts_refused(exc):
+                    raise
+            await windows.describe(name)
+            return await windowed()
+
         reply, replid = await backend.calls.run("view", read, idempotent=True)
+        view = (name, window)
         epoch = replid
         reset = self._epochs.get(name) not in (None, epoch)
         self._epochs[name] = epoch
-        ranks = self._ranks.setdefault(name, {})
-        near = self._arounds.setdefault(name, {})
-        if reply is None:
-            self._absent.add(name)
-            self._tops[name] = ([], 0, 0)
+        ranks = self._ranks.setdefault(view, {})
+        near = self._arounds.setdefault(view, {})
+        if not reply:
+            seq = self._seqs.get(name, 0) if reply is False else 0
+            if reply is None:
+                self._absent.add(name)
+            else:
+                self._absent.discard(name)
+            self._tops[view] = ([], 0, seq)
             for m in members:
-                ranks[m] = (None, None)
+                ranks[m] = (None, None, None)
             for pair in arounds:
                 near[pair] = ([], None)
-            self._seqs[name] = 0
-            backend.feed.seen(name, 0, reset)
+            self._seqs[name] = seq
+            backend.feed.seen(name, seq, reset)
             return
         self._absent.discard(name)
-        order, ties, seq, total, _token, key_list, metas, places, arounds_reply = reply
-        desc, first = order == b"desc", ties == b"first"
-        self._tops[name] = (entries_of(key_list, metas, 1, desc, first), total, seq)
-        for i, m in enumerate(members):
-            key, rank = places[2 * i], places[2 * i + 1]
-            ranks[m] = (rank, key_score(key, desc)) if key else (None, None)
-        for pair, (pos, first_rank, around_keys, around_metas) in zip(
-            arounds, arounds_reply, strict=True
-        ):
-            if pos:
-                near[pair] = (entries_of(around_keys, around_metas, first_rank, desc, first), pos)
-            else:
-                near[pair] = ([], None)
+        if isinstance(reply, tuple):
+            state, (seq, total, _token, key_list, metas, shown, places, near_reply) = reply
+            entries = windows.entries(state, key_list, metas, shown)
+            self._tops[view] = (entries, total, seq)
+            for i, m in enumerate(members):
+                key, rank, pos = places[3 * i : 3 * i + 3]
+                ranks[m] = (rank, key_score(key, state.desc), pos) if key else (None, None, None)
+            for pair, (pos, _first, around_keys, around_metas, around_ranks) in zip(
+                arounds, near_reply, strict=True
+            ):
+                if pos:
+                    got = windows.entries(state, around_keys, around_metas, around_ranks)
+                    near[pair] = (got, pos)
+                else:
+                    near[pair] = ([], None)
+        else:
+            order, ties, seq, total, _token, key_list, metas, places, arounds_reply = reply
+            desc, first = order == b"desc", ties == b"first"
+            self._tops[view] = (entries_of(key_list, metas, 1, desc, first), total, seq)
+            for i, m in enumerate(members):
+                key, rank = places[2 * i], places[2 * i + 1]
+                ranks[m] = (rank, key_score(key, desc), rank) if key else (None, None, None)
+            for pair, (pos, first_rank, around_keys, around_metas) in zip(
+                arounds, arounds_reply, strict=True
+            ):
+                if pos:
+                    got = entries_of(around_keys, around_metas, first_rank, desc, first)
+                    near[pair] = (got, pos)
+                else:
+                    near[pair] = ([], None)
         self._seqs[name] = seq
         backend.feed.seen(name, seq, reset)
 
@@ -604,51 +682,60 @@ class RedisViews:
         self._replids.clear()
 
     def forget(self, name: str) -> None:
-        self._tops.pop(name, None)
-        self._ranks.pop(name, None)
-        self._arounds.pop(name, None)
+        for views in (self._tops, self._ranks, self._arounds):
+            for view in [v for v in views if v[0] == name]:
+                del views[view]
         self._epochs.pop(name, None)
         self._seqs.pop(name, None)
         self._absent.discard(name)
 
-    # One window, "all", whose one period is "all": a subscription naming another window
-    # sees an absent board (the HTTP reads refuse it with a 400).
     def top_view(
         self, name: str, n: int, window: str | None = None
     ) -> tuple[list[Entry], int, int]:
-        if window not in (None, ALL):
-            return [], 0, self._seqs.get(name, 0)
-        entries, total, seq = self._tops.get(name, ([], 0, 0))
+        entries, total, seq = self._tops.get((name, window), ([], 0, self._seqs.get(name, 0)))
         return entries[:n], total, seq
 
     def rank_view(
         self, name: str, member: str, window: str | None = None
     ) -> tuple[int | None, Any, int, int | None]:
-        if window not in (None, ALL):
-            return None, None, self._seqs.get(name, 0), None
-        ranks = self._ranks.get(name, {})
-        rank, score = ranks.get(member, (None, None))
-        return rank, score, self._seqs.get(name, 0), rank  # ordinal: the rank is the position
+        ranks = self._ranks.get((name, window), {})
+        rank, score, pos = ranks.get(member, (None, None, None))
+        return rank, score, self._seqs.get(name, 0), pos
 
     def ranking(self, name: str) -> str:
-        return "ordinal"  # the only ranking this backend has yet
+        state = self._backend.windows.cached(name)
+        return "ordinal" if state is None else state.config.ranking
 
     def period_view(self, name: str, window: str | None = None) -> tuple[str | None, str | None]:
-        if window not in (None, ALL) or name in self._absent:
+        if name in self._absent:
             return None, None
-        return ALL, ALL
+        state = self._backend.windows.cached(name)
+        if state is None:  # not read yet here, or plain: one window, "all"
+            return (ALL, ALL) if window in (None, ALL) else (None, None)
+        return current_period(state.config, window, self._backend.clock.now())
 
     def around_view(
         self, name: str, member: str, radius: int, window: str | None = None
     ) -> tuple[list[Entry], int, int, int | None]:
-        if window not in (None, ALL):
-            return [], 0, self._seqs.get(name, 0), None
-        entries, pos = self._arounds.get(name, {}).get((member, radius), ([], None))
-        _, total, seq = self._tops.get(name, ([], 0, 0))
+        view = (name, window)
+        entries, pos = self._arounds.get(view, {}).get((member, radius), ([], None))
+        _, total, seq = self._tops.get(view, ([], 0, self._seqs.get(name, 0)))
         return entries, total, seq, pos
 
     def epoch(self, name: str) -> str:
         return self._epochs.get(name, self._backend.epoch)
+
+
+def current_period(
+    config: BoardConfig, window: str | None, now: float
+) -> tuple[str | None, str | None]:
+    """(window name, its current period id or None); (None, None) for a window the board lacks."""
+    names = [w.name for w in config.windows]
+    if window is not None and window not in names:
+        return None, None
+    w = config.windows[0 if window is None else names.index(window)]
+    p = period_of(w, now)
+    return w.name, None if p is None else p.id
 
 
 # -- the backend ------------------------------------------------------------------------------
@@ -740,6 +827,7 @@ class RedisBackend:
         self._tasks.append(asyncio.create_task(self.memory.run(), name="rankd-memory-sample"))
         await self._check_health(load=True)
         self._tasks.append(asyncio.create_task(self._health(), name="rankd-redis-health"))
+        self._tasks.append(asyncio.create_task(self._roll(), name="rankd-period-roll"))
 
     async def _check_health(self, load: bool = False) -> None:
         client = self.client
@@ -766,6 +854,35 @@ class RedisBackend:
             log.warning("redis backend %s", "ready" if self.ready else f"not ready: {detail}")
             if self.ready:
                 self.views.forget_replids()
+
+    async def _roll(self) -> None:
+        """Announce a ``broll`` when a watched board's window enters a new period, so this
+        process's WebSocket subscribers hear of a rollover within ROLL_INTERVAL even when
+        nobody writes (the embedded backend's tick; periods come from the clock, nothing is
+        stored at a boundary). Only boards watched here, with options already read."""
+        shown: dict[tuple[str, str], str | None] = {}
+        while True:
+            await asyncio.sleep(ROLL_INTERVAL)
+            try:
+                now = self.clock.now()
+                watched = set(self._feed.watched_boards())
+                for key in [k for k in shown if k[0] not in watched]:
+                    del shown[key]
+                for name in watched:
+                    state = self.windows.cached(name)
+                    if state is None:
+                        continue
+                    for w in state.config.windows:
+                        if w.kind == "all":
+                            continue
+                        p = period_of(w, now)
+                        pid = None if p is None else p.id
+                        key = (name, w.name)
+                        if key in shown and shown[key] != pid:
+                            self._feed.announce(("broll", name, w.name, shown[key], pid))
+                        shown[key] = pid
+            except Exception:
+                log.exception("period rollover check failed; retrying")
 
     async def _health(self) -> None:
         while True:
