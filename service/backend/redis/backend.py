@@ -530,6 +530,8 @@ class RedisViews:
         self._seqs: dict[str, int] = {}
         self._replids: dict[str, str] = {}  # node name -> master_replid
         self._absent: set[str] = set()  # boards the last load found absent
+        # (board, timed window) -> its current period when last noted (what roll compares)
+        self.periods: dict[tuple[str, str], str | None] = {}
 
     async def load(
         self,
@@ -655,6 +657,7 @@ class RedisViews:
                     near[pair] = ([], None)
         self._seqs[name] = seq
         backend.feed.seen(name, seq, reset)
+        self._note_periods(name)
 
     async def _replid(self, key: str) -> str:
         client = self._backend.boards_core.client
@@ -678,6 +681,31 @@ class RedisViews:
         self._replids[name] = value
         return value
 
+    def _note_periods(self, name: str) -> None:
+        state = self._backend.windows.cached(name)
+        if state is None:
+            return
+        now = self._backend.clock.now()
+        for w in state.config.windows:
+            if w.kind != "all" and (name, w.name) not in self.periods:
+                p = period_of(w, now)
+                self.periods[(name, w.name)] = None if p is None else p.id
+
+    def roll(self, now: float) -> None:
+        """A ``broll`` for every loaded window whose current period is no longer the noted one."""
+        feed = self._backend.feed
+        for (name, wname), was in list(self.periods.items()):
+            state = self._backend.windows.cached(name)
+            if state is None:
+                continue
+            for w in state.config.windows:
+                if w.name == wname:
+                    p = period_of(w, now)
+                    pid = None if p is None else p.id
+                    if pid != was:
+                        self.periods[(name, wname)] = pid
+                        feed.announce(("broll", name, wname, was, pid))
+
     def forget_replids(self) -> None:
         self._replids.clear()
 
@@ -688,6 +716,8 @@ class RedisViews:
         self._epochs.pop(name, None)
         self._seqs.pop(name, None)
         self._absent.discard(name)
+        for key in [k for k in self.periods if k[0] == name]:
+            del self.periods[key]
 
     def top_view(
         self, name: str, n: int, window: str | None = None
@@ -859,28 +889,12 @@ class RedisBackend:
         """Announce a ``broll`` when a watched board's window enters a new period, so this
         process's WebSocket subscribers hear of a rollover within ROLL_INTERVAL even when
         nobody writes (the embedded backend's tick; periods come from the clock, nothing is
-        stored at a boundary). Only boards watched here, with options already read."""
-        shown: dict[tuple[str, str], str | None] = {}
+        stored at a boundary). The period each window had when its views were first loaded
+        here is the starting point (RedisViews.periods)."""
         while True:
             await asyncio.sleep(ROLL_INTERVAL)
             try:
-                now = self.clock.now()
-                watched = set(self._feed.watched_boards())
-                for key in [k for k in shown if k[0] not in watched]:
-                    del shown[key]
-                for name in watched:
-                    state = self.windows.cached(name)
-                    if state is None:
-                        continue
-                    for w in state.config.windows:
-                        if w.kind == "all":
-                            continue
-                        p = period_of(w, now)
-                        pid = None if p is None else p.id
-                        key = (name, w.name)
-                        if key in shown and shown[key] != pid:
-                            self._feed.announce(("broll", name, w.name, shown[key], pid))
-                        shown[key] = pid
+                self.views.roll(self.clock.now())
             except Exception:
                 log.exception("period rollover check failed; retrying")
 

@@ -115,8 +115,9 @@ def select(
             raise PeriodNotFound(
                 f"window {show(w.name)} of board {show(name)} has no previous period"
             )
-        return w, before
-    p = parse_period(w, period)
+        p = before
+    else:
+        p = parse_period(w, period)
     if not kept(w, p, now, config.keep):
         raise PeriodNotFound(
             f"period {show(p.id)} of window {show(w.name)} is not kept: board "
