@@ -328,9 +328,7 @@ class RedisBoardsApi:
             return got  # type: ignore[no-any-return]
 
         async def either() -> list[WriteResult]:
-            if dated:
-                with contextlib.suppress(BoardNotFound):
-                    await self._windows.state(name)
+            if dated:  # `at` needs the board's windows and grace
                 return await windowed()
             got: Any = await self._either(
                 name, lambda: self._core.write_many(name, plain), windowed

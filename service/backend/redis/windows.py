@@ -222,6 +222,8 @@ class RedisWindows:
                 current: State | None = (await self.describe(board))[0]
             except BoardNotFound:
                 current = None
+            if current is not None:
+                await self.trim(board)  # periods no longer kept hold no entries that count
             base = current.config if current else None
             config = BoardConfig.from_options(options, base)
             fixed = config.fixed_changes(base) if base is not None else []
@@ -495,8 +497,11 @@ class RedisWindows:
         order, all or nothing; the results of store.boards.Board.write."""
         check_batch_size(len(items), self.core.limits)
         for _ in range(_RETRIES):
-            state = await self.state(board)
-            config = state.config
+            try:
+                state: State | None = await self.state(board)
+            except BoardNotFound:
+                state = None  # a valid write creates it with the defaults, as POST score does
+            config = state.config if state is not None else BoardConfig()
             now = self.clock.now()
             checked: list[tuple[str, Score, bytes, list[tuple[int, Period]]]] = []
             for item in items:
@@ -513,6 +518,9 @@ class RedisWindows:
                     targets.append((i, p))
                 meta_json = orjson.dumps(meta) if meta is not None else b""
                 checked.append((member, score, meta_json, targets))
+            if state is None:
+                await self.configure(board, {})
+                continue
             tables: dict[tuple[int, str], int] = {}
             table_args: list[Arg] = []
             declared: list[str] = []
