@@ -150,10 +150,10 @@ Reply: created(0/1), seq, then per item: changed(0/1), rank, prev_rank(0 = new),
 ("" = new). Unchanged items: rank = prev_rank and key = old_key. ]]
 local function write(keys, args)
   need_keys(keys, 5)
-  if has_opts(keys[4]) then return opts_error() end
   local n = (#args - 4) / 4
   if n < 1 or n ~= math.floor(n) then error('rankd_write: bad argument count ' .. #args) end
-  local c = redis.call('HMGET', keys[4], 'order', 'ties', 'update', 'seq')
+  local c = redis.call('HMGET', keys[4], 'order', 'ties', 'update', 'seq', 'opts')
+  if c[5] then return opts_error() end -- the hot path: the guard rides on this HMGET
   local created = 0
   if not c[1] then
     -- what POST score does on an unknown board: create it with the defaults
