@@ -491,11 +491,11 @@ class Hub:
         watch = self._watches.get(_key(name, window))
         top = max(top, watch.max_top if watch is not None else 0)
         if member is None:
-            await views.load(name, top, [])
+            await views.load(name, top, [], window=window)
         elif radius is None:
-            await views.load(name, top, [member])
+            await views.load(name, top, [member], window=window)
         else:
-            await views.load(name, top, [], [(member, radius)])
+            await views.load(name, top, [], [(member, radius)], window=window)
 
     def subscribe_top(
         self, peer: Peer, head: str, name: str, n: int, window: str | None = None
@@ -880,7 +880,7 @@ class Hub:
         pairs = [(g.member, g.radius) for g in arounds]
         while True:
             n = watch.max_top if top else 0
-            await self._views.load(watch.board, n, members, pairs)
+            await self._views.load(watch.board, n, members, pairs, window=watch.window)
             if not top or watch.max_top <= n:
                 return
             # A larger top N subscribed while this read was out, and the (shorter) view it

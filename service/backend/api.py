@@ -248,9 +248,11 @@ class Views(Protocol):
         top: int,
         members: list[str],
         arounds: Sequence[tuple[str, int]] = (),
+        window: str | None = None,
     ) -> None:
         """Fetch the top ``top``, these members' places and the entries within radius of each
-        ``arounds`` (member, radius), for the reads that follow."""
+        ``arounds`` (member, radius), in ``window``'s current period (None: the board's first
+        window), for the reads that follow."""
         ...
 
     def epoch(self, name: str) -> str:

@@ -420,6 +420,7 @@ class _Views:
         top: int,
         members: list[str],
         arounds: Sequence[tuple[str, int]] = (),
+        window: str | None = None,
     ) -> None:
         pass  # everything is in memory
 

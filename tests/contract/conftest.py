@@ -3,7 +3,7 @@
 Like Redis's ``zset.tcl`` runs each test per encoding, a backend joins by adding itself to
 ``BACKENDS``: its name and the extra ``rankd`` flags (and environment) that select it. A test
 of a feature not every backend has yet is marked ``@pytest.mark.backends("embedded")`` and is
-generated for those only (today: windows and periods, tests/contract/test_windows.py). The
+generated for those only (no test carries it today: every feature runs on both). The
 fixtures ``server``, ``http``, ``peer`` and ``rankd_server`` below shadow the ones in
 tests/servers.py so that every server a contract test starts runs the parametrised backend.
 

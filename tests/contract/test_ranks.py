@@ -4,8 +4,9 @@ score ranges and metadata patches (DESIGN "Ranks", "HTTP API").
 The differential test drives one board per (order, ties, ranking) with random writes over HTTP,
 switching ranking while the board is full, and compares every answer that carries a rank with
 ``RankedModel`` (tests/board_model.py). Fixed seed: a failure replays exactly. The restart
-tests kill the server (-9, fsync=always) and check that a ranking and a metadata patch that
-were acknowledged are still there. Embedded backend only for now (see pytestmark).
+tests kill the server (-9; fsync=always on the embedded backend, the cluster keeps the data
+on redis) and check that a ranking and a metadata patch that
+were acknowledged are still there. Both backends.
 """
 
 from __future__ import annotations
@@ -19,13 +20,10 @@ import httpx
 import pytest
 
 from tests.board_model import RankedModel
+from tests.contract.conftest import BACKENDS
 from tests.contract.test_ws import http_client, run, ws_client
 from tests.servers import RankdServer, ServerFactory
 from tests.service.test_readme_tour import _block_after, _run
-
-# Embedded only for now: the redis backend has neither rankings nor lookup, score ranges or
-# metadata patches yet (tests/contract/conftest.py, the backends marker).
-pytestmark = pytest.mark.backends("embedded")
 
 SEED = 20261203
 RANKINGS = ("ordinal", "competition", "dense")
@@ -302,11 +300,13 @@ def test_websocket_frames_show_shared_ranks_and_patches(server: RankdServer, nam
 
 
 @pytest.mark.parametrize("ties", ["first", "member"])
-def test_ranking_and_patches_survive_kill_9(rankd_server: ServerFactory, ties: str) -> None:
-    srv = rankd_server(fsync="always")
+def test_ranking_and_patches_survive_kill_9(
+    rankd_server: ServerFactory, backend: str, ties: str
+) -> None:
+    srv = rankd_server(**BACKENDS[backend].durable_flags)
     with srv.client() as http:
-        path = "/v1/boards/season"
-        http.put(path, json={"ties": ties, "ranking": "competition"})
+        path = f"/v1/boards/season-{ties}"  # one board each: redis servers share a cluster
+        assert http.put(path, json={"ties": ties, "ranking": "competition"}).status_code == 201
         for i in range(20):
             http.post(
                 f"{path}/scores", json={"member": f"m{i}", "score": i % 5, "metadata": {"i": i}}

@@ -8,7 +8,8 @@ must survive), sometimes after several days passed while it was down. At checkpo
 period of every window is read over HTTP and compared with tests/board_model.py: the periods
 list, every page, members, around pages, rank-for-score, and current/previous.
 
-Embedded backend only for now: the redis backend has no windows yet (it refuses the options).
+Both backends: on redis, each rankd process computes periods from its own (test) clock and the
+cluster keeps the data across the rankd process's kill -9.
 """
 
 import random
@@ -18,13 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.board_model import ModelBoard
+from tests.contract.conftest import BACKENDS
 from tests.contract.test_ws import http_client, run, ws_client
 from tests.servers import ServerFactory
-
-pytestmark = pytest.mark.backends("embedded")
 
 T0 = datetime(2026, 11, 27, 21, 30, tzinfo=UTC).timestamp()
 HOUR = 3600
@@ -102,9 +101,12 @@ def _check(http: httpx.Client, path: str, model: ModelBoard, rng: random.Random)
     return reads
 
 
-def test_a_month_over_http_across_kill_9(rankd_server: ServerFactory, tmp_path: Path) -> None:
+def test_a_month_over_http_across_kill_9(
+    rankd_server: ServerFactory, backend: str, tmp_path: Path
+) -> None:
     clock = Clock(tmp_path / "now")
-    srv = rankd_server(env={"RANKD_TEST_CLOCK_FILE": str(clock.path)}, fsync="always")
+    flags = BACKENDS[backend].durable_flags
+    srv = rankd_server(env={"RANKD_TEST_CLOCK_FILE": str(clock.path)}, **flags)
     rng = random.Random(20261127)
     path = "/v1/boards/month"
     model = ModelBoard("desc", "best", "first", OPTIONS["windows"], reset_offset=14400,

@@ -65,9 +65,9 @@ from service.backend.redis.durability import WaitPolicy, check_waitaof
 from service.backend.redis.feed import RedisFeed
 from service.backend.redis.functions import Client, fcall, library_loaded, load_library
 from service.backend.redis.sessions import RedisSessions
+from service.backend.redis.windows import RedisWindows, select
 from service.memory import MemoryGuard
 from service.metrics import Histogram
-from service.schemas import PeriodInfo
 from service.settings import Settings
 from store.clock import Clock, SystemClock
 from store.errors import (
@@ -79,8 +79,8 @@ from store.errors import (
     WriteUnconfirmed,
 )
 from store.options import BoardConfig
+from store.periods import period_of
 from store.sessions import SessionStore
-from store.show import show
 from store.sortkey import key_score
 from store.values import Limits, check_board_name, check_score
 from store.writers import UNKNOWN, Writer
@@ -90,6 +90,7 @@ log = logging.getLogger("rankd.redis")
 T = TypeVar("T")
 
 HEALTH_INTERVAL = 1.0
+ROLL_INTERVAL = 1.0  # an idle board's rollover reaches subscribers within this
 CONNECT_TIMEOUT = 2.0
 COMMAND_TIMEOUT = 5.0
 _BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
@@ -243,34 +244,24 @@ class _Calls:
 
 # -- boards -----------------------------------------------------------------------------------
 
-ALL = "all"  # this backend's boards have one window, "all", whose one period is "all"
+ALL = "all"
 
 
-def _only_all(name: str, window: str | None, period: Period) -> None:
-    """Windows and periods are embedded-only for now: a board here has the one window "all"."""
-    if window not in (None, ALL):
-        raise InvalidArgument(
-            f"window must be one of board {show(name)}'s windows ['all'], but got {show(window)} "
-            "(the redis backend has no other windows yet)"
-        )
-    if period not in (None, "current", ALL):
-        raise PeriodNotFound(
-            f"window 'all' of board {show(name)} has only the period 'all', not {show(period)}"
-        )
-
-
-def _no_at(at: object) -> None:
-    if at is not None:
-        raise InvalidArgument(
-            "'at' needs a board with grace, and the redis backend has no board options "
-            "for windows and periods yet"
-        )
+def _opts_refused(exc: ResponseError) -> bool:
+    """The one-table functions refuse a board with windows, a ranking or bounds (rankd.lua)."""
+    return str(exc).startswith("OPTS")
 
 
 class RedisBoardsApi:
-    def __init__(self, core: RedisBoards, calls: _Calls) -> None:
+    """Plain boards (every option but order/update/ties/policy at its default) go through the
+    one-table functions (boards.RedisBoards); every other board, and every lookup, score range,
+    metadata patch and periods list, through windows.RedisWindows. A plain-path call that finds
+    the board has options ("OPTS": another process configured it) re-reads it and goes there."""
+
+    def __init__(self, core: RedisBoards, calls: _Calls, windows: RedisWindows) -> None:
         self._core = core
         self._calls = calls
+        self._windows = windows
         self.limits: Limits = core.limits
 
     async def _read(self, fn: Callable[[], Awaitable[T]]) -> T:
@@ -279,22 +270,27 @@ class RedisBoardsApi:
     async def _write(self, fn: Callable[[], Awaitable[T]]) -> T:
         return await self._calls.run("write", fn, idempotent=False)
 
+    async def _either(
+        self, name: str, plain: Callable[[], Awaitable[T]], windowed: Callable[[], Awaitable[T]]
+    ) -> T:
+        if self._windows.has_opts(name):
+            return await windowed()
+        try:
+            return await plain()
+        except ResponseError as exc:
+            if not _opts_refused(exc):
+                raise
+        await self._windows.describe(name)
+        return await windowed()
+
     async def _info(self, name: str) -> BoardInfo:
-        found = await self._read(lambda: self._core.describe(name))
-        if found is None:
-            raise BoardNotFound(f"board {name!r} does not exist")
-        info: dict[str, Any] = {
-            "board": name,
-            **BoardConfig.from_options(found["config"]).as_dict(),
-            "size": found["total"],
-            "sizes": {ALL: found["total"]},
-        }
-        return info  # type: ignore[return-value]
+        info: Any = await self._read(lambda: self._windows.info(name))
+        return info  # type: ignore[no-any-return]
 
     async def configure(self, name: str, options: dict[str, Any]) -> tuple[BoardInfo, bool]:
         name = check_board_name(name)
-        result = await self._write(lambda: self._core.configure(name, options))
-        return await self._info(name), bool(result["created"])
+        created = await self._write(lambda: self._windows.configure(name, options))
+        return await self._info(name), created
 
     async def describe(self, name: str) -> BoardInfo:
         return await self._info(check_board_name(name))
@@ -323,7 +319,7 @@ class RedisBoardsApi:
 
     async def drop(self, name: str) -> None:
         name = check_board_name(name)
-        if not await self._write(lambda: self._core.drop(name)):
+        if not await self._write(lambda: self._windows.drop(name)):
             raise BoardNotFound(f"board {name!r} does not exist")
 
     async def exists(self, name: str) -> bool:
@@ -339,12 +335,25 @@ class RedisBoardsApi:
         idempotency_key: str | None = None,
         writer: Writer = UNKNOWN,  # recorded by the embedded journal only
     ) -> Entry:
-        _no_at(at)
+        if at is not None:
+            return (
+                await self.write_many(
+                    name, [(member, score, metadata, at)], idempotency_key, writer
+                )
+            )[0]
+        publish = self._core.publish
         members = [member] if type(member) is str else []
         idem = write_id(members, idempotency_key)
-        return await self._retried_write(
-            lambda: self._core.write(name, member, score, metadata, idem)
-        )
+
+        async def plain() -> Entry:
+            return await self._retried_write(
+                lambda: self._core.write(name, member, score, metadata, idem)
+            )
+
+        async def windowed() -> Entry:
+            return (await self._windows.write_many(name, [(member, score, metadata)], publish))[0]
+
+        return await self._write(lambda: self._either(name, plain, windowed))
 
     async def write_many(
         self,
@@ -353,14 +362,32 @@ class RedisBoardsApi:
         idempotency_key: str | None = None,
         writer: Writer = UNKNOWN,
     ) -> list[WriteResult]:
+        name = check_board_name(name)
         plain: list[tuple[object, object, object]] = []
+        dated = False
         for item in items:
-            if len(item) > 3:
-                _no_at(item[3])
+            if len(item) > 3 and item[3] is not None:
+                dated = True
             plain.append((item[0], item[1], item[2]))
         members = [m for m, _, _ in plain if type(m) is str]
         idem = write_id(members, idempotency_key)
-        return await self._retried_write(lambda: self._core.write_many(name, plain, idem))
+        publish = self._core.publish
+
+        async def windowed() -> list[WriteResult]:
+            # not idempotent yet: no retry here (README "Scaling out")
+            got: Any = await self._windows.write_many(name, items, publish)
+            return got  # type: ignore[no-any-return]
+
+        async def one_table() -> list[WriteResult]:
+            got: Any = await self._retried_write(lambda: self._core.write_many(name, plain, idem))
+            return got  # type: ignore[no-any-return]
+
+        async def either() -> list[WriteResult]:
+            if dated:  # `at` needs the board's windows and grace
+                return await windowed()
+            return await self._either(name, one_table, windowed)
+
+        return await self._write(either)
 
     async def _retried_write(self, fn: Callable[[], Awaitable[T]]) -> T:
         # Score writes carry an idempotency id drawn once per request (write_id), so the one
@@ -371,88 +398,108 @@ class RedisBoardsApi:
 
     async def remove(self, name: str, member: str, writer: Writer = UNKNOWN) -> None:
         name = check_board_name(name)
-        if not await self.exists(name):
-            raise BoardNotFound(f"board {name!r} does not exist")
-        await self._write(lambda: self._core.remove(name, member))
+        await self._read(lambda: self._windows.state(name))  # BoardNotFound first
+        publish = self._core.publish
+
+        async def plain() -> None:
+            await self._core.remove(name, member)
+
+        await self._write(
+            lambda: self._either(name, plain, lambda: self._windows.remove(name, member, publish))
+        )
+
+    def _plain(self, name: str, window: str | None, period: Period) -> bool:
+        """A read the one-table functions can answer: a plain board, the current period of
+        its one window."""
+        return (
+            not self._windows.has_opts(name)
+            and window in (None, ALL)
+            and period in (None, "current", ALL)
+        )
 
     async def top(
         self, name: str, offset: int, limit: int, window: str | None = None, period: Period = None
     ) -> Page:
         name = check_board_name(name)
-        _only_all(name, window, period)
-        page = await self._read(lambda: self._core.page(name, offset, limit))
-        return {
-            "board": name,
-            "window": ALL,
-            "period": ALL,
-            "total": page.total,
-            "entries": page.entries,
-        }
+
+        async def windowed() -> Page:
+            got: Any = await self._windows.page(name, offset, limit, window, period)
+            return got  # type: ignore[no-any-return]
+
+        if not self._plain(name, window, period):
+            return await self._read(windowed)
+
+        async def plain() -> Page:
+            page = await self._core.page(name, offset, limit)
+            return {
+                "board": name,
+                "window": ALL,
+                "period": ALL,
+                "total": page.total,
+                "entries": page.entries,
+            }
+
+        return await self._read(lambda: self._either(name, plain, windowed))
 
     async def entry(
         self, name: str, member: str, window: str | None = None, period: Period = None
     ) -> Entry:
         name = check_board_name(name)
-        _only_all(name, window, period)
-        entry = await self._read(lambda: self._core.entry(name, member))
-        # percentile (ordinal, the only ranking here): the share of the others ranked below.
-        # The size is a second read: a write in between can make it stale by that write.
-        size = max((await self._info(name))["size"], entry["rank"])
-        below = size - entry["rank"]
-        entry["percentile"] = 100.0 if size <= 1 else 100.0 * below / (size - 1)
-        return entry
+        return await self._read(lambda: self._windows.member(name, member, window, period))
 
     async def around(
         self, name: str, member: str, radius: int, window: str | None = None, period: Period = None
     ) -> Page:
         name = check_board_name(name)
-        _only_all(name, window, period)
-        entries = await self._read(lambda: self._core.around(name, member, radius))
-        info = await self._info(name)
-        return {
-            "board": name,
-            "window": ALL,
-            "period": ALL,
-            "total": info["size"],
-            "entries": entries,
-        }
+        got: Any = await self._read(
+            lambda: self._windows.around(name, member, radius, window, period)
+        )
+        return got  # type: ignore[no-any-return]
 
     async def rank_for_score(
         self, name: str, score: int | float, window: str | None = None, period: Period = None
     ) -> RankForScore:
         name = check_board_name(name)
-        _only_all(name, window, period)
         s = check_score(score)
-        rank = await self._read(lambda: self._core.rank_for_score(name, s))
+
+        async def windowed() -> int:
+            return await self._windows.rank_for_score(name, s, window, period)
+
+        if self._plain(name, window, period):
+            rank = await self._read(
+                lambda: self._either(name, lambda: self._core.rank_for_score(name, s), windowed)
+            )
+        else:
+            rank = await self._read(windowed)
         return {"board": name, "score": s, "rank": rank}
 
-    # Not in this backend yet (tests/contract/test_ranks.py runs on the embedded one only):
-    # refused with a 400 that says so, rather than answered wrongly.
     async def lookup(self, name: str, members: list[str]) -> LookupPage:
-        raise InvalidArgument("members:lookup is not supported by the redis backend yet")
+        name = check_board_name(name)
+        got: Any = await self._read(lambda: self._windows.lookup(name, members))
+        return got  # type: ignore[no-any-return]
 
     async def score_range(
         self, name: str, low: int | float, high: int | float, offset: int, limit: int
     ) -> RangePage:
-        raise InvalidArgument("score ranges are not supported by the redis backend yet")
+        name = check_board_name(name)
+        got: Any = await self._read(
+            lambda: self._windows.score_range(name, low, high, offset, limit)
+        )
+        return got  # type: ignore[no-any-return]
 
     async def patch_metadata(
         self, name: str, member: str, metadata: object, writer: Writer = UNKNOWN
     ) -> Entry:
-        raise InvalidArgument("metadata patches are not supported by the redis backend yet")
+        name = check_board_name(name)
+        publish = self._core.publish
+        return await self._write(
+            lambda: self._windows.patch_metadata(name, member, metadata, publish)
+        )
 
     async def periods(self, name: str, window: str | None) -> PeriodList:
         name = check_board_name(name)
-        _only_all(name, window, None)
-        info = await self._info(name)
-        period: PeriodInfo = {
-            "id": ALL,
-            "start": None,
-            "end": None,
-            "size": info["size"],
-            "closed": False,
-        }
-        return {"board": name, "window": ALL, "periods": [period]}
+        got: Any = await self._read(lambda: self._windows.periods(name, window))
+        return got  # type: ignore[no-any-return]
 
 
 class RedisSessionsApi:
@@ -523,21 +570,27 @@ class RedisSessionsApi:
 
 
 class RedisViews:
-    """The hub's views, fetched by ``load`` (one ``rankd_view`` call per board) and then read
-    synchronously from what that call returned."""
+    """The hub's views, fetched by ``load`` (one ``rankd_view`` or ``rankd_xview`` call per
+    board and window) and then read synchronously from what that call returned. Views are kept
+    per (board, window as subscribed); a window's current period comes from this process's
+    clock and the board's options (store/periods.py), so ``period_view`` needs no call."""
 
     synchronous = False
 
     def __init__(self, backend: "RedisBackend") -> None:
         self._backend = backend
-        self._tops: dict[str, tuple[list[Entry], int, int]] = {}
-        self._ranks: dict[str, dict[str, tuple[int | None, Any]]] = {}
-        # board -> (member, radius) -> (entries around member, member's position or None)
-        self._arounds: dict[str, dict[tuple[str, int], tuple[list[Entry], int | None]]] = {}
+        View = tuple[str, str | None]
+        self._tops: dict[View, tuple[list[Entry], int, int]] = {}
+        # (board, window) -> member -> (rank shown, score, position)
+        self._ranks: dict[View, dict[str, tuple[int | None, Any, int | None]]] = {}
+        # (board, window) -> (member, radius) -> (entries around member, member's position)
+        self._arounds: dict[View, dict[tuple[str, int], tuple[list[Entry], int | None]]] = {}
         self._epochs: dict[str, str] = {}
         self._seqs: dict[str, int] = {}
         self._replids: dict[str, str] = {}  # node name -> master_replid
         self._absent: set[str] = set()  # boards the last load found absent
+        # (board, timed window) -> its current period when last noted (what roll compares)
+        self.periods: dict[tuple[str, str], str | None] = {}
 
     async def load(
         self,
@@ -545,14 +598,16 @@ class RedisViews:
         top: int,
         members: list[str],
         arounds: Sequence[tuple[str, int]] = (),
+        window: str | None = None,
     ) -> None:
         backend = self._backend
         await backend.feed.watch_board(name)  # subscribe first, then read: no write between
         core = backend.boards_core
+        windows = backend.windows
         k = core.keys(name)
+        pairs = [arg for member, radius in arounds for arg in (member, radius)]
 
-        async def read() -> tuple[Any, str]:
-            pairs = [arg for member, radius in arounds for arg in (member, radius)]
+        async def plain() -> tuple[Any, str]:
             reply = await fcall(
                 core.client,
                 "rankd_view",
@@ -562,38 +617,106 @@ class RedisViews:
             )
             return reply, await self._replid(k.cfg)
 
+        async def windowed() -> tuple[Any, str]:
+            for _ in range(3):
+                try:
+                    state = await windows.state(name)
+                except BoardNotFound:
+                    return None, await self._replid(k.cfg)
+                try:
+                    w, p = select(name, state.config, window, None, backend.clock.now())
+                except (InvalidArgument, PeriodNotFound):
+                    return False, await self._replid(k.cfg)  # no such window or period
+                t = windows.table(name, w.name, p.id)
+                try:
+                    reply = await fcall(
+                        core.client,
+                        "rankd_xview",
+                        [k.cfg, *t],
+                        [
+                            *state.head(),
+                            state.config.ranking,
+                            top,
+                            len(members),
+                            *members,
+                            *pairs,
+                        ],
+                        readonly=True,
+                    )
+                except ResponseError as exc:
+                    if not str(exc).startswith("STALEOPTS"):
+                        raise
+                    await windows.describe(name)
+                    continue
+                return (state, reply), await self._replid(k.cfg)
+            raise RuntimeError(f"board {name!r}: options keep changing under the views")
+
+        async def read() -> tuple[Any, str]:
+            if windows.has_opts(name) or window not in (None, ALL):
+                return await windowed()
+            try:
+                return await plain()
+            except ResponseError as exc:
+                if not _opts_refused(exc):
+                    raise
+            await windows.describe(name)
+            return await windowed()
+
         reply, replid = await backend.calls.run("view", read, idempotent=True)
+        view = (name, window)
         epoch = replid
         reset = self._epochs.get(name) not in (None, epoch)
         self._epochs[name] = epoch
-        ranks = self._ranks.setdefault(name, {})
-        near = self._arounds.setdefault(name, {})
-        if reply is None:
-            self._absent.add(name)
-            self._tops[name] = ([], 0, 0)
+        ranks = self._ranks.setdefault(view, {})
+        near = self._arounds.setdefault(view, {})
+        if not reply:
+            seq = self._seqs.get(name, 0) if reply is False else 0
+            if reply is None:
+                self._absent.add(name)
+            else:
+                self._absent.discard(name)
+            self._tops[view] = ([], 0, seq)
             for m in members:
-                ranks[m] = (None, None)
+                ranks[m] = (None, None, None)
             for pair in arounds:
                 near[pair] = ([], None)
-            self._seqs[name] = 0
-            backend.feed.seen(name, 0, reset)
+            self._seqs[name] = seq
+            backend.feed.seen(name, seq, reset)
             return
         self._absent.discard(name)
-        order, ties, seq, total, _token, key_list, metas, places, arounds_reply = reply
-        desc, first = order == b"desc", ties == b"first"
-        self._tops[name] = (entries_of(key_list, metas, 1, desc, first), total, seq)
-        for i, m in enumerate(members):
-            key, rank = places[2 * i], places[2 * i + 1]
-            ranks[m] = (rank, key_score(key, desc)) if key else (None, None)
-        for pair, (pos, first_rank, around_keys, around_metas) in zip(
-            arounds, arounds_reply, strict=True
-        ):
-            if pos:
-                near[pair] = (entries_of(around_keys, around_metas, first_rank, desc, first), pos)
-            else:
-                near[pair] = ([], None)
+        if isinstance(reply, tuple):
+            state, (seq, total, _token, key_list, metas, shown, places, near_reply) = reply
+            entries = windows.entries(state, key_list, metas, shown)
+            self._tops[view] = (entries, total, seq)
+            for i, m in enumerate(members):
+                key, rank, pos = places[3 * i : 3 * i + 3]
+                ranks[m] = (rank, key_score(key, state.desc), pos) if key else (None, None, None)
+            for pair, (pos, _first, around_keys, around_metas, around_ranks) in zip(
+                arounds, near_reply, strict=True
+            ):
+                if pos:
+                    got = windows.entries(state, around_keys, around_metas, around_ranks)
+                    near[pair] = (got, pos)
+                else:
+                    near[pair] = ([], None)
+        else:
+            order, ties, seq, total, _token, key_list, metas, places, arounds_reply = reply
+            desc, first = order == b"desc", ties == b"first"
+            self._tops[view] = (entries_of(key_list, metas, 1, desc, first), total, seq)
+            for i, m in enumerate(members):
+                key, rank = places[2 * i], places[2 * i + 1]
+                ranks[m] = (rank, key_score(key, desc), rank) if key else (None, None, None)
+            for pair, (pos, first_rank, around_keys, around_metas) in zip(
+                arounds, arounds_reply, strict=True
+            ):
+                if pos:
+                    got = entries_of(around_keys, around_metas, first_rank, desc, first)
+                    near[pair] = (got, pos)
+                else:
+                    near[pair] = ([], None)
         self._seqs[name] = seq
         backend.feed.seen(name, seq, reset)
+        self._note_periods(name)
 
     async def _replid(self, key: str) -> str:
         client = self._backend.boards_core.client
@@ -617,55 +740,91 @@ class RedisViews:
         self._replids[name] = value
         return value
 
+    def _note_periods(self, name: str) -> None:
+        state = self._backend.windows.cached(name)
+        if state is None:
+            return
+        now = self._backend.clock.now()
+        for w in state.config.windows:
+            if w.kind != "all" and (name, w.name) not in self.periods:
+                p = period_of(w, now)
+                self.periods[(name, w.name)] = None if p is None else p.id
+
+    def roll(self, now: float) -> None:
+        """A ``broll`` for every loaded window whose current period is no longer the noted one."""
+        feed = self._backend.feed
+        for (name, wname), was in list(self.periods.items()):
+            state = self._backend.windows.cached(name)
+            if state is None:
+                continue
+            for w in state.config.windows:
+                if w.name == wname:
+                    p = period_of(w, now)
+                    pid = None if p is None else p.id
+                    if pid != was:
+                        self.periods[(name, wname)] = pid
+                        feed.announce(("broll", name, wname, was, pid))
+
     def forget_replids(self) -> None:
         self._replids.clear()
 
     def forget(self, name: str) -> None:
-        self._tops.pop(name, None)
-        self._ranks.pop(name, None)
-        self._arounds.pop(name, None)
+        for views in (self._tops, self._ranks, self._arounds):
+            for view in [v for v in views if v[0] == name]:
+                del views[view]
         self._epochs.pop(name, None)
         self._seqs.pop(name, None)
         self._absent.discard(name)
+        for key in [k for k in self.periods if k[0] == name]:
+            del self.periods[key]
 
-    # One window, "all", whose one period is "all": a subscription naming another window
-    # sees an absent board (the HTTP reads refuse it with a 400).
     def top_view(
         self, name: str, n: int, window: str | None = None
     ) -> tuple[list[Entry], int, int]:
-        if window not in (None, ALL):
-            return [], 0, self._seqs.get(name, 0)
-        entries, total, seq = self._tops.get(name, ([], 0, 0))
+        entries, total, seq = self._tops.get((name, window), ([], 0, self._seqs.get(name, 0)))
         return entries[:n], total, seq
 
     def rank_view(
         self, name: str, member: str, window: str | None = None
     ) -> tuple[int | None, Any, int, int | None]:
-        if window not in (None, ALL):
-            return None, None, self._seqs.get(name, 0), None
-        ranks = self._ranks.get(name, {})
-        rank, score = ranks.get(member, (None, None))
-        return rank, score, self._seqs.get(name, 0), rank  # ordinal: the rank is the position
+        ranks = self._ranks.get((name, window), {})
+        rank, score, pos = ranks.get(member, (None, None, None))
+        return rank, score, self._seqs.get(name, 0), pos
 
     def ranking(self, name: str) -> str:
-        return "ordinal"  # the only ranking this backend has yet
+        state = self._backend.windows.cached(name)
+        return "ordinal" if state is None else state.config.ranking
 
     def period_view(self, name: str, window: str | None = None) -> tuple[str | None, str | None]:
-        if window not in (None, ALL) or name in self._absent:
+        if name in self._absent:
             return None, None
-        return ALL, ALL
+        state = self._backend.windows.cached(name)
+        if state is None:  # not read yet here, or plain: one window, "all"
+            return (ALL, ALL) if window in (None, ALL) else (None, None)
+        return current_period(state.config, window, self._backend.clock.now())
 
     def around_view(
         self, name: str, member: str, radius: int, window: str | None = None
     ) -> tuple[list[Entry], int, int, int | None]:
-        if window not in (None, ALL):
-            return [], 0, self._seqs.get(name, 0), None
-        entries, pos = self._arounds.get(name, {}).get((member, radius), ([], None))
-        _, total, seq = self._tops.get(name, ([], 0, 0))
+        view = (name, window)
+        entries, pos = self._arounds.get(view, {}).get((member, radius), ([], None))
+        _, total, seq = self._tops.get(view, ([], 0, self._seqs.get(name, 0)))
         return entries, total, seq, pos
 
     def epoch(self, name: str) -> str:
         return self._epochs.get(name, self._backend.epoch)
+
+
+def current_period(
+    config: BoardConfig, window: str | None, now: float
+) -> tuple[str | None, str | None]:
+    """(window name, its current period id or None); (None, None) for a window the board lacks."""
+    names = [w.name for w in config.windows]
+    if window is not None and window not in names:
+        return None, None
+    w = config.windows[0 if window is None else names.index(window)]
+    p = period_of(w, now)
+    return w.name, None if p is None else p.id
 
 
 # -- the backend ------------------------------------------------------------------------------
@@ -731,7 +890,8 @@ class RedisBackend:
         self.client = client
         self.boards_core = RedisBoards(client, self.prefix, self.settings.limits.store())
         self.boards_core.wait = self.wait
-        self._boards = RedisBoardsApi(self.boards_core, self.calls)
+        self.windows = RedisWindows(self.boards_core, self.clock)
+        self._boards = RedisBoardsApi(self.boards_core, self.calls, self.windows)
         core = RedisSessions(client, self.prefix, self._checks)
         core.wait = self.wait
         core.max_anonymous = self.settings.limits.max_anonymous_sessions
@@ -771,6 +931,7 @@ class RedisBackend:
         self._tasks.append(asyncio.create_task(self.memory.run(), name="rankd-memory-sample"))
         await self._check_health(load=True)
         self._tasks.append(asyncio.create_task(self._health(), name="rankd-redis-health"))
+        self._tasks.append(asyncio.create_task(self._roll(), name="rankd-period-roll"))
 
     async def _check_health(self, load: bool = False) -> None:
         client = self.client
@@ -797,6 +958,19 @@ class RedisBackend:
             log.warning("redis backend %s", "ready" if self.ready else f"not ready: {detail}")
             if self.ready:
                 self.views.forget_replids()
+
+    async def _roll(self) -> None:
+        """Announce a ``broll`` when a watched board's window enters a new period, so this
+        process's WebSocket subscribers hear of a rollover within ROLL_INTERVAL even when
+        nobody writes (the embedded backend's tick; periods come from the clock, nothing is
+        stored at a boundary). The period each window had when its views were first loaded
+        here is the starting point (RedisViews.periods)."""
+        while True:
+            await asyncio.sleep(ROLL_INTERVAL)
+            try:
+                self.views.roll(self.clock.now())
+            except Exception:
+                log.exception("period rollover check failed; retrying")
 
     async def _health(self) -> None:
         while True:

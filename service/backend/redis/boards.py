@@ -47,8 +47,10 @@ from store.values import (
 )
 
 _STALE_RETRIES = 3
-# The board options this backend keeps (in the board's cfg hash: order, update and ties as
-# fields, the player policy as one JSON field); windows, periods and bounds are embedded-only.
+# The board options the one-table functions keep (in the board's cfg hash: order, update and
+# ties, the player policy as fields pw/pr/pub); every other option (windows, periods, ranking,
+# bounds) is the cfg "opts" field that windows.RedisWindows.configure writes, which RedisBackend
+# uses for every configure.
 SHAPE = ("order", "update", "ties")
 POLICY = ("player_writes", "player_rate", "public_read")
 _DEFAULTS = BoardConfig().as_dict()
@@ -126,8 +128,8 @@ class RedisBoards:
         unsupported = sorted(name for name in extra if name not in POLICY)
         if unsupported:
             raise InvalidArgument(
-                f"board options {unsupported} (ranking, windows, periods, score bounds) are not "
-                "supported by the redis backend yet; use the embedded backend for them"
+                f"board options {unsupported} (ranking, windows, periods, score bounds) are "
+                "configured through RedisWindows.configure (service/backend/redis/windows.py)"
             )
         k = self.keys(board)
         args: list[Arg] = [

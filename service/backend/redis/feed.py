@@ -290,6 +290,14 @@ class RedisFeed:
 
     # -- events --------------------------------------------------------------------------------
 
+    def watched_boards(self) -> list[str]:
+        """The boards this process's subscribers watch."""
+        return list(self._boards)
+
+    def announce(self, event: BoardEvent) -> None:
+        """Deliver a locally derived event (a ``broll``: periods come from the clock)."""
+        self._board_event(event)
+
     def _board_event(self, event: BoardEvent) -> None:
         for fn in list(self._board_listeners):
             try:

@@ -10,6 +10,9 @@ function call may touch all of them (SCALEOUT.md section 1.1). ``P`` is the conf
     P:{B}:m      HASH    member -> its current sort key
     P:{B}:d      HASH    member -> metadata JSON (only entries that have metadata)
     P:{B}:cfg    HASH    order, update, ties, seq (the board's write counter), epoch
+    P:{B}:cfg    ... and opts: JSON of ranking, windows, reset_offset, keep, grace, bounds
+    P:{B}:{z,m,d,u,c}:<w>:<p>   one period p of window w (table_keys); u/c: dense boards
+    P:{B}:r:<w>  ZSET    window w's stored period ids, scored by start (what trimming reads)
     P:{B}:ev     shard channel (SPUBLISH): "set <seq> <rank> <prev> <member>", "del ...", "drop",
                  "private" (public_read turned off)
     P:{B}:iz     ZSET    idempotency ids of recent writes -> when they may be forgotten (ms)
@@ -77,6 +80,33 @@ def idem_keys(prefix: str, board: str) -> tuple[str, str]:
     first reply): the board's idempotency records (rankd.lua "Idempotency")."""
     tag = f"{prefix}:{{{board}}}:"
     return tag + "iz", tag + "ih"
+
+
+class TableKeys(NamedTuple):
+    """One period of one window (rankd.lua "Windows, periods and rankings"): its ZSET, member
+    hash and metadata hash, the distinct-score ZSET and counts (ranking=dense only), and the
+    window's period registry."""
+
+    z: str
+    m: str
+    d: str
+    u: str
+    c: str
+    r: str
+
+
+def table_keys(prefix: str, board: str, window: str, period: str) -> TableKeys:
+    """The "all" window's one period is the board's own z/m/d (a plain board is one table);
+    another window's period ``p`` is ``P:{B}:z:<window>:<p>`` and so on. Window names are
+    ``[a-z][a-z0-9_]*`` and period ids ``[A-Za-z0-9_-]``: no ``:`` in either, no collision."""
+    tag = f"{prefix}:{{{board}}}:"
+    if window == "all":
+        return TableKeys(tag + "z", tag + "m", tag + "d", tag + "u", tag + "c", tag + "r:all")
+    s = f":{window}:{period}"
+    return TableKeys(
+        tag + "z" + s, tag + "m" + s, tag + "d" + s, tag + "u" + s, tag + "c" + s,
+        tag + "r:" + window,
+    )  # fmt: skip
 
 
 def registry(prefix: str) -> str:

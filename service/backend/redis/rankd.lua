@@ -125,6 +125,16 @@ local function stale(order, ties)
   return redis.error_reply('STALECONFIG ' .. order .. ' ' .. ties)
 end
 
+-- a board with windows, a ranking or bounds (cfg "opts") is served by the rankd_x* functions
+-- at the end of this file; these answer "OPTS" for it and change nothing
+local function has_opts(cfg)
+  return redis.call('HEXISTS', cfg, 'opts') == 1
+end
+
+local function opts_error()
+  return redis.error_reply('OPTS')
+end
+
 local function need_keys(keys, n)
   if #keys ~= n then error('rankd: expected ' .. n .. ' keys, got ' .. #keys) end
 end
@@ -205,7 +215,8 @@ local function write(keys, args)
   local H = 7
   local n = (#args - H) / 4
   if n < 1 or n ~= math.floor(n) then error('rankd_write: bad argument count ' .. #args) end
-  local c = redis.call('HMGET', keys[4], 'order', 'ties', 'update', 'seq')
+  local c = redis.call('HMGET', keys[4], 'order', 'ties', 'update', 'seq', 'opts')
+  if c[5] then return opts_error() end -- the hot path: the guard rides on this HMGET
   local created = 0
   if not c[1] then
     if args[5] ~= '1' then return redis.error_reply('NOBOARD') end
@@ -314,6 +325,7 @@ Reply: nil when the member is absent, else {seq, prev_rank, old_key}. rankd bump
 delete too, so a subscriber sees every mutation as seq + 1. ]]
 local function remove(keys, args)
   need_keys(keys, 5)
+  if has_opts(keys[4]) then return opts_error() end
   local old = redis.call('HGET', keys[2], args[1])
   if not old then return false end
   local r = redis.call('ZRANK', keys[1], old) + 1
@@ -336,6 +348,7 @@ kept in cfg as pw, pr, pub; a board created by a write has none of them: the def
 Reply: {created(0/1), order, update, ties, seq, epoch}. ]]
 local function configure(keys, args)
   need_keys(keys, 2)
+  if has_opts(keys[2]) then return opts_error() end
   if #args ~= 8 then error('rankd_configure: expected 8 arguments, got ' .. #args) end
   local c = redis.call('HMGET', keys[2], 'order', 'ties')
   local created = 0
@@ -358,6 +371,7 @@ a board created again under the name must not answer its writes from the old one
 Reply: 1 dropped, 0 absent. ]]
 local function drop(keys, args)
   need_keys(keys, 7)
+  if has_opts(keys[4]) then return opts_error() end
   if redis.call('EXISTS', keys[4]) == 0 then return 0 end
   redis.call('UNLINK', keys[1], keys[2], keys[3], keys[4], keys[6], keys[7])
   if args[1] == '1' then redis.call('SPUBLISH', keys[5], 'drop') end
@@ -403,6 +417,7 @@ ranks offset+1 .. offset+limit, one snapshot ({} for the metadata when the board
 Every read returns order and ties, so the caller decodes keys by the board, not by a cache. ]]
 local function top(keys, args)
   need_keys(keys, 3)
+  if has_opts(keys[3]) then return opts_error() end
   local c = redis.call('HMGET', keys[3], 'order', 'ties', 'seq')
   if not c[1] then return false end
   local off, lim = tonumber(args[1]), tonumber(args[2])
@@ -416,6 +431,7 @@ end
 Reply: nil when the board is absent, {} when the member is, else {order, ties, rank, key, meta}. ]]
 local function entry(keys, args)
   need_keys(keys, 4)
+  if has_opts(keys[4]) then return opts_error() end
   local c = redis.call('HMGET', keys[4], 'order', 'ties')
   if not c[1] then return false end
   local key = redis.call('HGET', keys[2], args[1])
@@ -429,6 +445,7 @@ Up to radius entries on each side of member, member included. Reply: nil when th
 absent, {} when the member is, else {order, ties, first_rank, {key...}, {meta | nil ...}}. ]]
 local function around(keys, args)
   need_keys(keys, 4)
+  if has_opts(keys[4]) then return opts_error() end
   local c = redis.call('HMGET', keys[4], 'order', 'ties')
   if not c[1] then return false end
   local key = redis.call('HGET', keys[2], args[1])
@@ -446,6 +463,7 @@ already at the score (probe NUM | SEQ(seq + 1)), ties=member gives the best rank
 Reply: rank; nil when the board is absent; error STALECONFIG as rankd_write. ]]
 local function rank_for_score(keys, args)
   need_keys(keys, 2)
+  if has_opts(keys[2]) then return opts_error() end
   local c = redis.call('HMGET', keys[2], 'order', 'ties', 'seq')
   if not c[1] then return false end
   if c[1] ~= args[1] or c[2] ~= args[2] then return stale(c[1], c[2]) end
@@ -463,6 +481,7 @@ Reply: nil when the board is absent, else {order, ties, seq, total, epoch, {key.
 {{rank or 0, first_rank, {key...}, {meta...}} per pair}}. ]]
 local function view(keys, args)
   need_keys(keys, 4)
+  if has_opts(keys[4]) then return opts_error() end
   local c = redis.call('HMGET', keys[4], 'order', 'ties', 'seq', 'epoch')
   if not c[1] then return false end
   local first = c[2] == 'first'
@@ -811,3 +830,510 @@ redis.register_function('rankd_s_revoke', s_revoke)
 redis.register_function('rankd_anon_admit', anon_admit)
 redis.register_function('rankd_anon_refresh', anon_refresh)
 redis.register_function { function_name = 'rankd_view', callback = view, flags = ro }
+
+--[[ ---------------------------------------------------------------------------------------
+Windows, periods and rankings (issue #14 on this backend). A section of its own: the functions
+above serve boards with the default windows/ranking/bounds unchanged, and refuse (error "OPTS")
+a board whose cfg has an ``opts`` field; the ``rankd_x*`` functions below serve every board.
+
+cfg gains ``opts``: the JSON of the options other than order/update/ties and the player policy
+(ranking, windows, reset_offset, keep, grace, min_score, max_score), absent when all are at
+their defaults. Every x function gets the caller's idea of (order, ties, opts) and answers
+"STALEOPTS" when it is wrong (nothing done): rankd re-reads the board and builds its keys again.
+
+A table is one period of one window, six declared keys (service/backend/redis/keys.py):
+  z  ZSET   sort keys, as above          u  ZSET  distinct NUMs (ranking=dense boards only)
+  m  HASH   member -> sort key           c  HASH  NUM -> how many keys carry it (dense only)
+  d  HASH   member -> metadata JSON      r  ZSET  the window's stored period ids by start
+The "all" window's table is the board's z/m/d, so a plain board is one table. rankd computes
+period ids from its clock (store/periods.py) and passes them: a function never reads a clock.
+Ranks shown: ordinal = ZRANK + 1; competition = 1 + keys with a smaller NUM (ZLEXCOUNT over
+"(" NUM: a key is longer than its NUM, so it sorts after it); dense = the same count on u.
+------------------------------------------------------------------------------------------ ]]
+
+local function x_head(cfg, args)
+  local c = redis.call('HMGET', cfg, 'order', 'ties', 'opts', 'update', 'seq', 'epoch')
+  if not c[1] then return nil, false end
+  if c[1] ~= args[1] or c[2] ~= args[2] or (c[3] or '') ~= args[3] then
+    return nil, redis.error_reply('STALEOPTS')
+  end
+  return c, nil
+end
+
+local function x_tables(keys, first, count)
+  local t = {}
+  for i = 0, count - 1 do
+    local b = first + 6 * i
+    t[i + 1] = { z = keys[b], m = keys[b + 1], d = keys[b + 2], u = keys[b + 3],
+      c = keys[b + 4], r = keys[b + 5] }
+  end
+  return t
+end
+
+local function num_next(num)
+  local b = { string.byte(num, 1, 10) }
+  local i = 10
+  while b[i] == 255 do
+    b[i] = 0
+    i = i - 1
+  end
+  b[i] = b[i] + 1
+  return string.char(unpack(b))
+end
+
+-- the rank shown for key at 0-based pos (the key in the table, or about to leave it)
+local function x_rank(t, ranking, key, pos)
+  if ranking == 'competition' then
+    return redis.call('ZLEXCOUNT', t.z, '-', '(' .. string.sub(key, 1, 10)) + 1
+  elseif ranking == 'dense' then
+    return redis.call('ZLEXCOUNT', t.u, '-', '(' .. string.sub(key, 1, 10)) + 1
+  end
+  return pos + 1
+end
+
+-- ranks of the consecutive keys list from 0-based position pos0 (store/ranks.py page_ranks)
+local function x_page(t, ranking, list, pos0)
+  local out = {}
+  if #list == 0 then return out end
+  local rank = x_rank(t, ranking, list[1], pos0)
+  out[1] = rank
+  local prev = string.sub(list[1], 1, 10)
+  for i = 2, #list do
+    local num = string.sub(list[i], 1, 10)
+    if ranking ~= 'ordinal' and num ~= prev then
+      if ranking == 'dense' then rank = rank + 1 else rank = pos0 + i end
+      prev = num
+    elseif ranking == 'ordinal' then
+      rank = pos0 + i
+    end
+    out[i] = rank
+  end
+  return out
+end
+
+local function x_add(t, dense, key)
+  redis.call('ZADD', t.z, '0', key)
+  if dense then
+    local num = string.sub(key, 1, 10)
+    if redis.call('HINCRBY', t.c, num, 1) == 1 then redis.call('ZADD', t.u, '0', num) end
+  end
+end
+
+local function x_rem(t, dense, key)
+  redis.call('ZREM', t.z, key)
+  if dense then
+    local num = string.sub(key, 1, 10)
+    if redis.call('HINCRBY', t.c, num, -1) <= 0 then
+      redis.call('HDEL', t.c, num)
+      redis.call('ZREM', t.u, num)
+    end
+  end
+end
+
+--[[ rankd_xwrite  KEYS cfg ev, then 6 keys per table
+ARGV order ties opts publish ranking ntables, per table: period_id start all(0/1); then per
+item: member NUM TYPE meta ntargets, then that many 1-based table numbers.
+All or nothing, as rankd_write (pass 1 decides against shadows, pass 2 applies). One seq per
+item that changes any table. Errors: STALEOPTS, "RANGE <i>".
+Reply: {seq, {per table: ZCARD of its window's r}, per item: {per target: changed, rank,
+prev (0 = new), key, old_key, pos, prev_pos}} ]]
+local function xwrite(keys, args)
+  local c, err = x_head(keys[1], args)
+  if err then return err end
+  if not c then return redis.error_reply('STALEOPTS') end
+  local publish, ranking, nt = args[4] == '1', args[5], tonumber(args[6])
+  local dense = ranking == 'dense'
+  local first, update = c[2] == 'first', c[4]
+  local tabs = x_tables(keys, 3, nt)
+  local a = 7
+  for i = 1, nt do
+    tabs[i].pid, tabs[i].start, tabs[i].all = args[a], args[a + 1], args[a + 2] == '1'
+    a = a + 3
+  end
+  local items, shadow = {}, {}
+  for i = 1, nt do shadow[i] = {} end
+  local idx = 0
+  while a <= #args do
+    local it = { member = args[a], num = args[a + 1], typ = tonumber(args[a + 2]),
+      meta = args[a + 3], plans = {} }
+    local k = tonumber(args[a + 4])
+    a = a + 5
+    for j = 1, k do
+      local ti = tonumber(args[a])
+      a = a + 1
+      local t = tabs[ti]
+      local old = shadow[ti][it.member]
+      if old == nil then old = redis.call('HGET', t.m, it.member) end
+      local newnum, newtype = it.num, it.typ
+      if old then
+        local onum, otype = string.sub(old, 1, 10), string.byte(old, -1)
+        if update == 'best' then
+          if not num_less(it.num, onum) then newnum, newtype = onum, otype end
+        elseif update == 'sum' then
+          newnum, newtype = add(onum, otype, it.num, it.typ)
+          if not newnum then return redis.error_reply('RANGE ' .. idx) end
+        end
+        if newnum == onum then newnum, newtype = nil, nil end
+      end
+      if newnum then
+        shadow[ti][it.member] = newnum .. string.char(newtype)
+      else
+        shadow[ti][it.member] = old
+      end
+      it.plans[j] = { ti, newnum, newtype }
+    end
+    items[#items + 1] = it
+    idx = idx + 1
+  end
+  local seq = tonumber(c[5])
+  local out = { 0, {} }
+  for _, it in ipairs(items) do
+    local changed = false
+    for _, p in ipairs(it.plans) do if p[2] then changed = true end end
+    local res = {}
+    if changed then
+      seq = seq + 1
+      if seq >= SEQ_LIMIT then error('rankd_xwrite: board write counter exhausted') end
+    end
+    local low, high, inf = nil, 0, false
+    for _, p in ipairs(it.plans) do
+      local t, newnum, newtype = tabs[p[1]], p[2], p[3]
+      local old = redis.call('HGET', t.m, it.member)
+      if not newnum then
+        local pos = redis.call('ZRANK', t.z, old)
+        local r = x_rank(t, ranking, old, pos)
+        res[#res + 1] = { 0, r, r, old, old, pos + 1, pos + 1 }
+      else
+        if not t.all then redis.call('ZADD', t.r, 'NX', t.start, t.pid) end
+        local prev, ppos = 0, 0
+        if old then
+          ppos = redis.call('ZRANK', t.z, old)
+          prev = x_rank(t, ranking, old, ppos)
+          ppos = ppos + 1
+          x_rem(t, dense, old)
+        end
+        local key
+        if first then
+          key = newnum .. seq6(seq) .. it.member .. string.char(newtype)
+        else
+          key = newnum .. it.member .. string.char(newtype)
+        end
+        x_add(t, dense, key)
+        redis.call('HSET', t.m, it.member, key)
+        if it.meta ~= '' then redis.call('HSET', t.d, it.member, it.meta) end
+        local pos = redis.call('ZRANK', t.z, key)
+        res[#res + 1] = { 1, x_rank(t, ranking, key, pos), prev, key, old or '', pos + 1, ppos }
+        local lo = pos + 1
+        if ppos > 0 and ppos < lo then lo = ppos end
+        if not low or lo < low then low = lo end
+        if ppos == 0 then inf = true elseif math.max(ppos, pos + 1) > high then
+          high = math.max(ppos, pos + 1)
+        end
+      end
+    end
+    if changed and publish then
+      -- one message per item: the union of what it moved in every table (a superset of spans)
+      if inf then high = 0 end
+      redis.call('SPUBLISH', keys[2],
+        'set ' .. itoa(seq) .. ' ' .. itoa(low) .. ' ' .. itoa(high) .. ' ' .. it.member)
+    end
+    out[#out + 1] = res
+  end
+  for i = 1, nt do
+    if tabs[i].all then out[2][i] = 0 else out[2][i] = redis.call('ZCARD', tabs[i].r) end
+  end
+  if seq ~= tonumber(c[5]) then redis.call('HSET', keys[1], 'seq', itoa(seq)) end
+  out[1] = seq
+  return out
+end
+
+--[[ rankd_xremove  KEYS cfg ev, 6 keys per table (each window's current period)
+ARGV order ties opts publish ranking member. Reply: nil (no board), 0 (member in no table), or
+seq. ]]
+local function xremove(keys, args)
+  local c, err = x_head(keys[1], args)
+  if err then return err end
+  if not c then return false end
+  local dense, member = args[5] == 'dense', args[6]
+  local tabs = x_tables(keys, 3, (#keys - 2) / 6)
+  local found, low = false, nil
+  for _, t in ipairs(tabs) do
+    local old = redis.call('HGET', t.m, member)
+    if old then
+      found = true
+      local pos = redis.call('ZRANK', t.z, old) + 1
+      if not low or pos < low then low = pos end
+      x_rem(t, dense, old)
+      redis.call('HDEL', t.m, member)
+      redis.call('HDEL', t.d, member)
+    end
+  end
+  if not found then return 0 end
+  local seq = redis.call('HINCRBY', keys[1], 'seq', 1)
+  if args[4] == '1' then
+    redis.call('SPUBLISH', keys[2], 'del ' .. itoa(seq) .. ' ' .. itoa(low) .. ' ' .. member)
+  end
+  return seq
+end
+
+--[[ rankd_xpatch  KEYS cfg ev, 6 keys per table (each window's current period)
+ARGV order ties opts publish ranking member meta ("" = clear). Metadata replaced in every table
+holding the member; seq + 1 when anything changed. Reply: nil (no board), {} (member in no
+table), else {seq, key, rank, meta} of the first table holding it. ]]
+local function xpatch(keys, args)
+  local c, err = x_head(keys[1], args)
+  if err then return err end
+  if not c then return false end
+  local ranking, member, meta = args[5], args[6], args[7]
+  local tabs = x_tables(keys, 3, (#keys - 2) / 6)
+  local found, pos0, changed = nil, nil, false
+  for _, t in ipairs(tabs) do
+    local key = redis.call('HGET', t.m, member)
+    if key then
+      local was = redis.call('HGET', t.d, member) or ''
+      if was ~= meta then
+        changed = true
+        if meta == '' then redis.call('HDEL', t.d, member) else
+          redis.call('HSET', t.d, member, meta) end
+        local pos = redis.call('ZRANK', t.z, key) + 1
+        if not pos0 or pos < pos0 then pos0 = pos end
+      end
+      if not found then found = { t, key } end
+    end
+  end
+  if not found then return {} end
+  local seq = tonumber(c[5])
+  if changed then
+    seq = redis.call('HINCRBY', keys[1], 'seq', 1)
+    if args[4] == '1' then
+      redis.call('SPUBLISH', keys[2], 'set ' .. itoa(seq) .. ' ' .. itoa(pos0) .. ' ' ..
+        itoa(pos0) .. ' ' .. member)
+    end
+  end
+  local t, key = found[1], found[2]
+  local pos = redis.call('ZRANK', t.z, key)
+  return { seq, key, x_rank(t, ranking, key, pos), redis.call('HGET', t.d, member) or false }
+end
+
+local function x_metas(t, list, first)
+  return metas(t.d, list, first)
+end
+
+--[[ rankd_xread (read-only)  KEYS cfg, 6 keys of one table   ARGV order ties opts ranking op ...
+  top    offset limit                      {seq, total, pos0, {key}, {meta}, {rank}}
+  entry  member                            {seq, total, pos, key, meta, rank, below} or {}
+  around member radius                     {seq, total, pos0, {key}, {meta}, {rank}} or {}
+  rank   NUM(probe) NUM                    {seq, total, rank}
+  lookup member...                         {seq, total, {key}, {meta}, {rank}}
+  range  lo_NUM hi_next_NUM offset limit   {seq, total, count, pos0, {key}, {meta}, {rank}}
+nil when the board is absent. ]]
+local function xread(keys, args)
+  local c, err = x_head(keys[1], args)
+  if err then return err end
+  if not c then return false end
+  local t = x_tables(keys, 2, 1)[1]
+  local ranking, op, first = args[4], args[5], c[2] == 'first'
+  local seq, total = tonumber(c[5]), redis.call('ZCARD', t.z)
+  local function page(pos0, lim)
+    local list = {}
+    if lim > 0 then list = redis.call('ZRANGE', t.z, itoa(pos0), itoa(pos0 + lim - 1)) end
+    return { seq, total, pos0, list, x_metas(t, list, first), x_page(t, ranking, list, pos0) }
+  end
+  if op == 'top' then
+    return page(tonumber(args[6]), tonumber(args[7]))
+  elseif op == 'entry' or op == 'around' then
+    local key = redis.call('HGET', t.m, args[6])
+    if not key then return {} end
+    local pos = redis.call('ZRANK', t.z, key)
+    if op == 'around' then
+      local radius = tonumber(args[7])
+      local lo = math.max(0, pos - radius)
+      return page(lo, pos + radius + 1 - lo)
+    end
+    local below
+    if ranking == 'ordinal' then below = total - 1 - pos else
+      below = total - redis.call('ZLEXCOUNT', t.z, '-', '(' .. num_next(string.sub(key, 1, 10)))
+    end
+    return { seq, total, pos, key, redis.call('HGET', t.d, args[6]) or false,
+      x_rank(t, ranking, key, pos), below }
+  elseif op == 'rank' then
+    local probe, num = args[6], args[7]
+    if first then probe = probe .. seq6(seq + 1) end
+    local r
+    if ranking == 'competition' then
+      r = redis.call('ZLEXCOUNT', t.z, '-', '(' .. num) + 1
+    elseif ranking == 'dense' then
+      r = redis.call('ZLEXCOUNT', t.u, '-', '(' .. num) + 1
+    else
+      r = redis.call('ZLEXCOUNT', t.z, '-', '(' .. probe) + 1
+    end
+    return { seq, total, r }
+  elseif op == 'lookup' then
+    local list, ranks = {}, {}
+    for i = 6, #args do
+      local key = redis.call('HGET', t.m, args[i])
+      if key then
+        list[#list + 1] = key
+        ranks[#ranks + 1] = x_rank(t, ranking, key, redis.call('ZRANK', t.z, key))
+      end
+    end
+    return { seq, total, list, x_metas(t, list, first), ranks }
+  elseif op == 'range' then
+    local lo, hi = '[' .. args[6], '(' .. args[7]
+    local count = redis.call('ZLEXCOUNT', t.z, lo, hi)
+    local start = redis.call('ZLEXCOUNT', t.z, '-', '(' .. args[6])
+    local off, lim = tonumber(args[8]), tonumber(args[9])
+    local p0 = start + math.min(off, count)
+    local n = math.min(lim, count - math.min(off, count))
+    local r = page(p0, n)
+    table.insert(r, 3, count)
+    return r
+  end
+  error('rankd_xread: unknown op ' .. op)
+end
+
+--[[ rankd_xview (read-only)  KEYS cfg, 6 keys of one table
+ARGV order ties opts ranking top(n) count(m) m members, then pairs (member, radius).
+rankd_view for any table, with the ranks shown. Reply: nil when the board is absent, else
+{seq, total, epoch, {key}, {meta}, {rank}, {key or false, rank, pos, ...},
+{{pos or 0, first_pos, {key}, {meta}, {rank}} per pair}} ]]
+local function xview(keys, args)
+  local c, err = x_head(keys[1], args)
+  if err then return err end
+  if not c then return false end
+  local t = x_tables(keys, 2, 1)[1]
+  local ranking, first = args[4], c[2] == 'first'
+  local lim, count = tonumber(args[5]), tonumber(args[6])
+  local list = {}
+  if lim > 0 then list = redis.call('ZRANGE', t.z, '0', itoa(lim - 1)) end
+  local places = {}
+  for i = 7, 6 + count do
+    local key = redis.call('HGET', t.m, args[i])
+    if key then
+      local pos = redis.call('ZRANK', t.z, key)
+      places[#places + 1] = key
+      places[#places + 1] = x_rank(t, ranking, key, pos)
+      places[#places + 1] = pos + 1
+    else
+      places[#places + 1] = false
+      places[#places + 1] = 0
+      places[#places + 1] = 0
+    end
+  end
+  local near = {}
+  for i = 7 + count, #args - 1, 2 do
+    local key = redis.call('HGET', t.m, args[i])
+    if key then
+      local pos, radius = redis.call('ZRANK', t.z, key), tonumber(args[i + 1])
+      local lo = math.max(0, pos - radius)
+      local around = redis.call('ZRANGE', t.z, itoa(lo), itoa(pos + radius))
+      near[#near + 1] = { pos + 1, lo + 1, around, x_metas(t, around, first),
+        x_page(t, ranking, around, lo) }
+    else
+      near[#near + 1] = { 0, 0, {}, {}, {} }
+    end
+  end
+  return { tonumber(c[5]), redis.call('ZCARD', t.z), c[6], list, x_metas(t, list, first),
+    x_page(t, ranking, list, 0), places, near }
+end
+
+--[[ rankd_xdescribe (read-only)  KEYS cfg, then any z keys
+Reply: nil when absent, else {order, update, ties, seq, epoch, pw, pr, pub, opts or false,
+{ZCARD of each z}}. ]]
+local function xdescribe(keys, args)
+  local c = redis.call('HMGET', keys[1], 'order', 'update', 'ties', 'seq', 'epoch', 'pw', 'pr',
+    'pub', 'opts')
+  if not c[1] then return false end
+  local sizes = {}
+  for i = 2, #keys do sizes[#sizes + 1] = redis.call('ZCARD', keys[i]) end
+  return { c[1], c[2], c[3], tonumber(c[4]), c[5], c[6], c[7], c[8], c[9] or false, sizes }
+end
+
+--[[ rankd_xconfigure  KEYS cfg, 6 keys per table (every stored period of every window, old
+config and new), then the old windows' r keys
+ARGV order update ties epoch pw pr pub opts("" = none) ranking fixed(0/1: options that need an
+empty board change) expected_opts ("-" = the board must be absent)
+Creates or changes a board. fixed: every declared z must be empty ("CONFLICT" otherwise), and
+every declared key is dropped (new windows start empty). Switching to or from dense builds or
+drops u/c of every table: O(n). Reply: {created, seq}. ]]
+local function xconfigure(keys, args)
+  local cfg = keys[1]
+  local c = redis.call('HMGET', cfg, 'order', 'opts')
+  local expected = args[11]
+  if (c[1] and (c[2] or '') ~= expected) or (not c[1] and expected ~= '-') then
+    return redis.error_reply('STALEOPTS')
+  end
+  local nt = math.floor((#keys - 1) / 6)
+  local tabs = x_tables(keys, 2, nt)
+  local created = 0
+  if not c[1] then
+    created = 1
+    redis.call('HSET', cfg, 'seq', '0', 'epoch', args[4])
+  end
+  if args[10] == '1' then
+    for _, t in ipairs(tabs) do
+      if redis.call('ZCARD', t.z) > 0 then return redis.error_reply('CONFLICT') end
+    end
+    for i = 2, #keys do
+      if keys[i] ~= cfg then redis.call('UNLINK', keys[i]) end
+    end
+  end
+  local dense = args[9] == 'dense'
+  for _, t in ipairs(tabs) do
+    local has = redis.call('EXISTS', t.c) == 1 or redis.call('EXISTS', t.u) == 1
+    if dense and not has then
+      local counts = {}
+      local order = {}
+      for _, key in ipairs(redis.call('ZRANGE', t.z, '0', '-1')) do
+        local num = string.sub(key, 1, 10)
+        if not counts[num] then
+          counts[num] = 0
+          order[#order + 1] = num
+        end
+        counts[num] = counts[num] + 1
+      end
+      for _, num in ipairs(order) do
+        redis.call('ZADD', t.u, '0', num)
+        redis.call('HSET', t.c, num, itoa(counts[num]))
+      end
+    elseif not dense and has then
+      redis.call('UNLINK', t.u, t.c)
+    end
+  end
+  redis.call('HSET', cfg, 'order', args[1], 'update', args[2], 'ties', args[3],
+    'pw', args[5], 'pr', args[6], 'pub', args[7])
+  if args[8] == '' then redis.call('HDEL', cfg, 'opts') else
+    redis.call('HSET', cfg, 'opts', args[8]) end
+  return { created, tonumber(redis.call('HGET', cfg, 'seq')) }
+end
+
+--[[ rankd_xtrim  KEYS r, then 5 keys (z m d u c) per period   ARGV period ids
+Drops periods no longer kept (rankd decides from its clock and the board's keep). Reply: count. ]]
+local function xtrim(keys, args)
+  for i, pid in ipairs(args) do
+    local b = 2 + 5 * (i - 1)
+    redis.call('UNLINK', keys[b], keys[b + 1], keys[b + 2], keys[b + 3], keys[b + 4])
+    redis.call('ZREM', keys[1], pid)
+  end
+  return #args
+end
+
+--[[ rankd_xdrop  KEYS cfg ev, then every key of the board   ARGV publish(0/1)
+Reply: 1 dropped, 0 absent. ]]
+local function xdrop(keys, args)
+  if redis.call('EXISTS', keys[1]) == 0 then return 0 end
+  redis.call('UNLINK', keys[1])
+  for i = 3, #keys do redis.call('UNLINK', keys[i]) end
+  if args[1] == '1' then redis.call('SPUBLISH', keys[2], 'drop') end
+  return 1
+end
+
+redis.register_function('rankd_xwrite', xwrite)
+redis.register_function('rankd_xremove', xremove)
+redis.register_function('rankd_xpatch', xpatch)
+redis.register_function('rankd_xconfigure', xconfigure)
+redis.register_function('rankd_xtrim', xtrim)
+redis.register_function('rankd_xdrop', xdrop)
+redis.register_function { function_name = 'rankd_xread', callback = xread, flags = ro }
+redis.register_function { function_name = 'rankd_xview', callback = xview, flags = ro }
+redis.register_function { function_name = 'rankd_xdescribe', callback = xdescribe, flags = ro }
