@@ -203,7 +203,15 @@ class _Calls:
         self.backend = backend
         self.stats = CallStats()
 
-    async def run(self, kind: str, fn: Callable[[], Awaitable[T]], *, idempotent: bool) -> T:
+    async def run(
+        self,
+        kind: str,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        idempotent: bool | Callable[[], bool],
+    ) -> T:
+        """``fn`` under the call policy; ``idempotent`` (or, asked after a failure, what it
+        answers) says whether one retry is safe."""
         began = time.perf_counter()
         try:
             for attempt in (0, 1):
@@ -221,7 +229,8 @@ class _Calls:
                     name = type(exc).__name__
                     self.stats.errors[name] = self.stats.errors.get(name, 0) + 1
                     await self.backend.refresh_topology()
-                    if idempotent and attempt == 0:
+                    safe = idempotent() if callable(idempotent) else idempotent
+                    if safe and attempt == 0:
                         self.stats.retries += 1
                         await asyncio.sleep(0.05)
                         continue
@@ -344,16 +353,20 @@ class RedisBoardsApi:
         publish = self._core.publish
         members = [member] if type(member) is str else []
         idem = write_id(members, idempotency_key)
-
-        async def plain() -> Entry:
-            return await self._retried_write(
-                lambda: self._core.write(name, member, score, metadata, idem)
-            )
+        went_windowed = False
 
         async def windowed() -> Entry:
+            nonlocal went_windowed
+            went_windowed = True  # no idempotency id there yet: never retried (README)
             return (await self._windows.write_many(name, [(member, score, metadata)], publish))[0]
 
-        return await self._write(lambda: self._either(name, plain, windowed))
+        return await self._calls.run(
+            "write",
+            lambda: self._either(
+                name, lambda: self._core.write(name, member, score, metadata, idem), windowed
+            ),
+            idempotent=lambda: not went_windowed,
+        )
 
     async def write_many(
         self,
@@ -372,29 +385,27 @@ class RedisBoardsApi:
         members = [m for m, _, _ in plain if type(m) is str]
         idem = write_id(members, idempotency_key)
         publish = self._core.publish
+        went_windowed = False
 
         async def windowed() -> list[WriteResult]:
-            # not idempotent yet: no retry here (README "Scaling out")
+            nonlocal went_windowed
+            went_windowed = True  # no idempotency id there yet: never retried (README)
             got: Any = await self._windows.write_many(name, items, publish)
-            return got  # type: ignore[no-any-return]
-
-        async def one_table() -> list[WriteResult]:
-            got: Any = await self._retried_write(lambda: self._core.write_many(name, plain, idem))
             return got  # type: ignore[no-any-return]
 
         async def either() -> list[WriteResult]:
             if dated:  # `at` needs the board's windows and grace
                 return await windowed()
-            return await self._either(name, one_table, windowed)
+            got: Any = await self._either(
+                name, lambda: self._core.write_many(name, plain, idem), windowed
+            )
+            return got  # type: ignore[no-any-return]
 
-        return await self._write(either)
-
-    async def _retried_write(self, fn: Callable[[], Awaitable[T]]) -> T:
-        # Score writes carry an idempotency id drawn once per request (write_id), so the one
-        # retry after a connection error, a timeout, TRYAGAIN or CLUSTERDOWN applies at most
-        # once: if the first attempt ran, the function finds its id and answers its reply
+        # Plain boards' writes carry an idempotency id drawn once per request (write_id), so
+        # one retry after a connection error, a timeout, TRYAGAIN or CLUSTERDOWN applies at
+        # most once: if the first attempt ran, the function finds its id and answers its reply
         # (sum and latest boards; a best score re-applied is a no-op anyway).
-        return await self._calls.run("write", fn, idempotent=True)
+        return await self._calls.run("write", either, idempotent=lambda: not went_windowed)
 
     async def remove(self, name: str, member: str, writer: Writer = UNKNOWN) -> None:
         name = check_board_name(name)
