@@ -61,7 +61,7 @@ from store.errors import (
 )
 from store.show import show
 from store.ttl import SHARD_BITS, TTLMap
-from store.values import check_depth, check_path_segment
+from store.values import Limits, check_depth, check_path_segment
 
 Event = tuple[Any, ...]
 
@@ -147,6 +147,23 @@ class SessionStore:
     ends the user's oldest session (``over_limit`` "evict-oldest", reason ``evicted``, an
     ``sdel`` event like any end) or raises TooManySessions ("refuse").
     """
+
+    @classmethod
+    def with_limits(cls, clock: Clock, limits: Limits) -> "SessionStore":
+        """A store bounded by the process's one ``Limits`` (every backend builds it so)."""
+        return cls(
+            clock,
+            default_ttl=limits.session_ttl,
+            max_ttl=limits.session_max_ttl,
+            default_max_lifetime=limits.session_lifetime,
+            max_lifetime_limit=limits.session_max_lifetime,
+            max_data_bytes=limits.session_data_bytes,
+            max_user_bytes=limits.session_user_bytes,
+            max_sessions_per_user=limits.sessions_per_user,
+            max_anonymous_sessions=limits.anonymous_sessions,
+            over_limit=limits.sessions_over_limit,
+            max_ended_ids=limits.session_ended_ids,
+        )
 
     def __init__(
         self,

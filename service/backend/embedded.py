@@ -453,20 +453,9 @@ class EmbeddedBackend:
     def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
-        limits = settings.limits
-        self._keyspace = Keyspace(limits.store(), self.clock)
-        self._sessions = SessionStore(
-            self.clock,
-            default_ttl=limits.session_ttl,
-            max_ttl=limits.session_max_ttl,
-            default_max_lifetime=limits.session_lifetime,
-            max_lifetime_limit=limits.session_max_lifetime,
-            max_data_bytes=limits.session_data_bytes,
-            max_sessions_per_user=limits.sessions_per_user,
-            max_anonymous_sessions=limits.max_anonymous_sessions,
-            over_limit=limits.sessions_over_limit,
-            max_ended_ids=limits.session_ended_ids,
-        )
+        limits = settings.limits.store()
+        self._keyspace = Keyspace(limits, self.clock)
+        self._sessions = SessionStore.with_limits(self.clock, limits)
         self.memory = MemoryGuard(settings.max_memory or 0)
         self.memory.on_corrupt = self._memory_corrupt
         self._path = _WritePath(self.memory)
