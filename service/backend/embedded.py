@@ -350,12 +350,10 @@ class _Feed:
         self._sessions.observers.append(on_session)
 
     def unlisten(self, on_board: BoardListener, on_session: SessionListener) -> None:
-        for observers, fn in (
-            (self._ks.observers, on_board),
-            (self._sessions.observers, on_session),
-        ):
-            if fn in observers:
-                observers.remove(fn)
+        if on_board in self._ks.observers:
+            self._ks.observers.remove(on_board)
+        if on_session in self._sessions.observers:
+            self._sessions.observers.remove(on_session)
 
     # Every event of this process reaches the observers: nothing to (un)subscribe.
     def unwatch_board(self, name: str) -> None:
