@@ -82,7 +82,9 @@ SECRET_FILE_BYTES = 1 << 20
 # What each limit bounds, for --help (the defaults come from ServiceLimits itself).
 LIMIT_HELP = {
     "body_bytes": "largest HTTP request body, bytes (413 past it)",
-    "batch_items": "items in one scores:batch or members:lookup request",
+    "batch_items": "items in one scores:batch request (413 past it)",
+    "page_items": "entries in one page: ?limit= of top, score ranges and the list of boards",
+    "radius": "entries either side of a member in GET .../around (?radius=)",
     "member_bytes": "UTF-8 bytes of a member id",
     "metadata_bytes": "bytes of an entry's metadata, as compact JSON",
     "ws_subscriptions": "subscriptions per WebSocket connection",

@@ -59,6 +59,8 @@ class ServiceLimits:
 
     body_bytes: int = 64 * 1024  # HTTP request body, read with a hard cap
     batch_items: int = 1000  # items in one scores:batch request
+    page_items: int = 1000  # entries in one page: top, score range, list of boards (?limit=)
+    radius: int = 100  # entries either side of a member in GET .../around
     member_bytes: int = 128  # UTF-8 bytes of a member id
     metadata_bytes: int = 1024  # entry metadata, as compact JSON
     ws_subscriptions: int = 50  # subscriptions per WebSocket connection
@@ -94,12 +96,23 @@ class ServiceLimits:
     max_anonymous_sessions: int = 1_000_000  # sessions without a user (no per-user limit)
 
     def store(self) -> Limits:
-        """The subset the store enforces itself (pages and radius keep the store defaults)."""
+        """The bounds the store enforces itself, boards and sessions (store/values.py)."""
         return Limits(
             member_bytes=self.member_bytes,
             metadata_bytes=self.metadata_bytes,
             batch_items=self.batch_items,
+            page_items=self.page_items,
+            radius=self.radius,
             boards=self.max_boards,
+            session_data_bytes=self.session_data_bytes,
+            sessions_per_user=self.sessions_per_user,
+            sessions_over_limit=self.sessions_over_limit,
+            anonymous_sessions=self.max_anonymous_sessions,
+            session_ended_ids=self.session_ended_ids,
+            session_ttl=self.session_ttl,
+            session_max_ttl=self.session_max_ttl,
+            session_lifetime=self.session_lifetime,
+            session_max_lifetime=self.session_max_lifetime,
         )
 
 
@@ -259,6 +272,8 @@ _LIMIT_RANGES: dict[str, tuple[float, float]] = {
     # most ~1.5x its body (compact JSON plus a seq per item), so bodies stop at 32 MiB.
     "body_bytes": (1024, 32 * 1024 * 1024),
     "batch_items": (1, 100_000),
+    "page_items": (1, 100_000),
+    "radius": (0, 10_000),
     "member_bytes": (1, 1024),
     "metadata_bytes": (0, 1024 * 1024),
     "ws_subscriptions": (1, 10_000),

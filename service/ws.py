@@ -52,7 +52,7 @@ shows a script the HTTP status of a failed upgrade:
     1001  server shutting down
 
 Sending. Every frame leaves as pre-built WebSocket bytes (``hub.ws_frame``): state frames are
-built once per view and shared by every subscriber (service/hub.py), replies once each. Under
+built once per view and shared by every subscriber (service/hub/), replies once each. Under
 uvicorn's websockets sans-I/O protocol (what ``rankd`` runs) a frame is written straight to the
 connection's transport when the transport has room and nothing is queued ahead of it: no task
 wake-up, no per-message ASGI call, no copy per subscriber (measured in loadtest/RESULTS.md,

@@ -54,10 +54,11 @@ the undone write at seq N gets the restored state at a seq above N, not a repeat
 import math
 import time
 from collections.abc import Callable, ItemsView, Iterable, Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from store import ranks
 from store.errors import InvalidArgument, MemberNotFound, PeriodNotFound
+from store.events import BatchSet, BoardEvent, EntryChange, EntryDeleted, EntrySet, PeriodRolled
 from store.options import BoardConfig, Order, Ties, Update
 from store.periods import (
     Period,
@@ -84,7 +85,7 @@ TOP_CACHE = 100
 INF = float("inf")
 
 Key = bytes
-Event = tuple[Any, ...]
+Event = BoardEvent
 Entry = dict[str, Any]
 Item = tuple[str, Score, dict[str, Any] | None, float | None]  # checked (member, score, meta, at)
 
@@ -611,7 +612,7 @@ class Board:
         single = self._single
         if single is not None and at is None:
             return self._write1(single, member, score, meta)
-        events: list[Event] = []
+        events: list[EntryChange] = []
         result = self._write_windows(member, score, meta, at, events)
         if len(events) == 1:
             self.emit(events[0])
@@ -709,7 +710,7 @@ class Board:
         score: Score,
         meta: dict[str, Any] | None,
         at: object,
-        events: list[Event],
+        events: list[EntryChange],
         totals: dict[tuple[int, str, str], Score] | None = None,
     ) -> Entry:
         now = self.clock()
@@ -804,7 +805,7 @@ class Board:
         seq: int,
         meta: dict[str, Any] | None,
         old: Key | None,
-    ) -> Event:
+    ) -> EntrySet:
         """Put one entry (its sort key already made) into one table; the "bset" event that
         says so (not emitted)."""
         index = table._index
@@ -842,13 +843,14 @@ class Board:
         half-applied. Runtime complexity: O(k * windows * log n).
         """
         checked = self.check_batch(items)
-        events: list[Event] = []
+        events: list[EntryChange] = []
         single = self._single
         try:
             if single is not None and all(item[3] is None for item in checked):
                 # Collected, then announced as one event: the journal writes one record for the
                 # whole batch, so a crash leaves all of it or none (store/disk/journal.py).
-                emit, self.emit = self.emit, events.append
+                # (_write1 emits only "bset": the list holds what a "bbatch" may)
+                emit, self.emit = self.emit, cast("Callable[[Event], None]", events.append)
                 try:
                     return [self._write1(single, m, s, meta) for m, s, meta, _ in checked]
                 finally:
@@ -913,10 +915,13 @@ class Board:
                 f"member {show(member)} is not in any current period of board {show(self.name)}"
             )
         self.seq += 1
-        events = [self._delete(table, member, table._keys[member]) for table in found]
-        self.emit(events[0] if len(events) == 1 else ("bbatch", self.name, events))
+        events: list[EntryChange] = [self._delete(t, member, t._keys[member]) for t in found]
+        if len(events) == 1:
+            self.emit(events[0])
+        else:
+            self.emit(("bbatch", self.name, events))
 
-    def _delete(self, table: Table, member: str, key: Key) -> Event:
+    def _delete(self, table: Table, member: str, key: Key) -> EntryDeleted:
         del table._keys[member]
         pos = table._index.index_remove(key)
         old_meta = table._meta.pop(member, None)
@@ -1023,7 +1028,7 @@ class Board:
         if changed:
             self.seq += 1
             assert self.seq < SEQ_LIMIT, "board write counter exhausted"
-        events: list[Event] = []
+        events: list[EntryChange] = []
         for table in changed:
             key = table._keys[member]
             old_meta = table._meta.get(member)
@@ -1039,8 +1044,10 @@ class Board:
                 ("bset", self.name, member, self._score(key), seq, meta, pos + 1, pos + 1, key,
                  old_meta, table.window, table.period)
             )  # fmt: skip
-        if events:
-            self.emit(events[0] if len(events) == 1 else ("bbatch", self.name, events))
+        if len(events) == 1:
+            self.emit(events[0])
+        elif events:
+            self.emit(("bbatch", self.name, events))
         first = found[0]
         key = first._keys[member]
         return first._entry(first.rank_at(first._index.index(key), key), key)
@@ -1179,7 +1186,7 @@ class Board:
 
     # -- undo: a write whose journal record was lost ------------------------------------------
 
-    def undo(self, event: Event) -> None:
+    def undo(self, event: EntryChange | BatchSet | PeriodRolled) -> None:
         """Revert one of this board's own "bset"/"bdel"/"bbatch" events, newest first.
 
         Called only for the board's latest changes, in reverse order, so the entry is exactly
@@ -1187,35 +1194,33 @@ class Board:
         the WebSocket hub must not keep showing what was undone; the journal is not recording
         at that moment (service/backend/journal_flusher.py). Runtime complexity: O(log n) per write.
         """
-        op = event[0]
-        if op == "bbatch":
+        if event[0] == "bbatch":
             for sub in reversed(event[2]):
                 self.undo(sub)
             return
-        if op == "broll":
+        if event[0] == "broll":
             return
         self.seq += 1
         member = event[2]
-        if op == "bset":
+        old_key: Key | None
+        if event[0] == "bset":
             old_key, old_meta, window, period = event[8], event[9], event[10], event[11]
             table = self._table(window, period)
             now = table._keys[member]
-            prev_rank: int | None = table.rank_at(table._index.index_remove(now), now)
+            was = table.rank_at(table._index.index_remove(now), now)
+            table._top = None
+            if old_key is None:  # an insert: undone by deleting the entry it made
+                del table._keys[member]
+                table._meta.pop(member, None)
+                self.emit(("bdel", self.name, member, self.seq, was, now, event[5], window, period))
+                return
+            prev_rank: int | None = was
         else:
-            assert op == "bdel", op
             old_key, old_meta, window, period = event[5], event[6], event[7], event[8]
             table = self._table(window, period)
             assert member not in table._keys, member
             prev_rank = None
-        table._top = None
-        if old_key is None:
-            del table._keys[member]
-            table._meta.pop(member, None)
-            assert prev_rank is not None
-            self.emit(
-                ("bdel", self.name, member, self.seq, prev_rank, now, event[5], window, period)
-            )
-            return
+            table._top = None
         rank = table.rank_at(table._index.add(old_key), old_key)
         table._keys[member] = old_key
         if old_meta is None:

@@ -55,7 +55,8 @@ EntrySet = tuple[
     str,
 ]
 EntryDeleted = tuple[Literal["bdel"], str, str, int, int, bytes, Metadata, str, str]
-BatchSet = tuple[Literal["bbatch"], str, list[EntrySet | EntryDeleted]]
+EntryChange = EntrySet | EntryDeleted  # what a "bbatch" holds, and what an undo restores
+BatchSet = tuple[Literal["bbatch"], str, list[EntryChange]]
 PeriodRolled = tuple[Literal["broll"], str, str, str | None, str | None]
 
 BoardEvent = BoardConfigured | BoardDropped | EntrySet | EntryDeleted | BatchSet | PeriodRolled

@@ -171,11 +171,11 @@ class Keyspace:
     def undo(self, event: Event) -> None:
         """Revert one event whose journal record was lost. Events must come newest first, so
         each finds the keyspace exactly as it left it. Observers see the resulting state."""
-        op, name = event[0], event[1]
-        if op == "broll":
+        name = event[1]
+        if event[0] == "broll":
             return  # derived from the clock, not a change to undo
-        if op == "bcfg":
-            previous: BoardConfig | None = event[3]
+        if event[0] == "bcfg":
+            previous = event[3]
             board = self._boards[name]
             if previous is None:
                 # Created by this event: every later write to it was undone before this.
@@ -188,7 +188,7 @@ class Keyspace:
                 board.set_config(previous)
                 self._track(board)
                 self._emit(("bcfg", name, previous.as_dict(), undone, self.clock.now()))
-        elif op == "bdrop":
+        elif event[0] == "bdrop":
             board = event[2]
             assert name not in self._boards, name
             self._boards[name] = board
@@ -216,23 +216,20 @@ class Keyspace:
 
     def apply(self, event: Event) -> None:
         """Apply a journalled event (idempotent); the inverse of what observers receive."""
-        op = event[0]
-        if op == "bset":
+        if event[0] == "bset":
             _, name, member, score, seq, meta = event[:6]
             self.replay_set(name, member, score, seq, meta, event[10], event[11])
-        elif op == "bbatch":
+        elif event[0] == "bbatch":
             for write in event[2]:
                 self.apply(write)
-        elif op == "bdel":
+        elif event[0] == "bdel":
             self.replay_delete(event[1], event[2], event[3], event[7], event[8])
-        elif op == "bcfg":
+        elif event[0] == "bcfg":
             self.replay_config(event[1], BoardConfig.from_options(event[2]), event[4])
-        elif op == "bdrop":
+        elif event[0] == "bdrop":
             self.replay_drop(event[1])
-        elif op == "broll":
-            pass
-        else:
-            raise ValueError(f"not a keyspace event: {op!r}")
+        elif event[0] != "broll":
+            raise ValueError(f"not a keyspace event: {event[0]!r}")
 
     # The one replay path: journal records (store/disk/journal.py) and events (``apply``) both
     # land here, so the two can never disagree on what a record means.

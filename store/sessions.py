@@ -59,11 +59,12 @@ from store.errors import (
     TooManySessions,
     VersionConflict,
 )
+from store.events import SessionEvent
 from store.show import show
 from store.ttl import SHARD_BITS, TTLMap
-from store.values import check_depth, check_path_segment
+from store.values import Limits, check_depth, check_path_segment
 
-Event = tuple[Any, ...]
+Event = SessionEvent
 
 # A purge that reclaims a session up to one second late is invisible: reads check exactly.
 PURGE_RESOLUTION = 1.0
@@ -147,6 +148,23 @@ class SessionStore:
     ends the user's oldest session (``over_limit`` "evict-oldest", reason ``evicted``, an
     ``sdel`` event like any end) or raises TooManySessions ("refuse").
     """
+
+    @classmethod
+    def with_limits(cls, clock: Clock, limits: Limits) -> "SessionStore":
+        """A store bounded by the process's one ``Limits`` (every backend builds it so)."""
+        return cls(
+            clock,
+            default_ttl=limits.session_ttl,
+            max_ttl=limits.session_max_ttl,
+            default_max_lifetime=limits.session_lifetime,
+            max_lifetime_limit=limits.session_max_lifetime,
+            max_data_bytes=limits.session_data_bytes,
+            max_user_bytes=limits.session_user_bytes,
+            max_sessions_per_user=limits.sessions_per_user,
+            max_anonymous_sessions=limits.anonymous_sessions,
+            over_limit=limits.sessions_over_limit,
+            max_ended_ids=limits.session_ended_ids,
+        )
 
     def __init__(
         self,
@@ -416,9 +434,8 @@ class SessionStore:
         WebSocket already closed for a revoke stays closed (the client reconnects). Counters
         keep counting operations performed, undone ones included. Runtime complexity: O(1).
         """
-        op = event[0]
-        if op == "sput":
-            s: Session = event[1]
+        if event[0] == "sput":
+            s = event[1]
             if self._ttl.stored(s.id) is not s:
                 return  # expired and purged since
             prior = event[2]
@@ -427,17 +444,17 @@ class SessionStore:
             else:
                 s.data, s.version, s.idle_deadline = prior
                 self._ttl.set_deadline(s.id, s.expires_at)
-        elif op == "stouch":
+        elif event[0] == "stouch":
             current = self._ttl.stored(event[1])
             if current is not None:
                 current.idle_deadline = event[3]
                 self._ttl.set_deadline(current.id, current.expires_at)
-        elif op == "sdel":
+        elif event[0] == "sdel":
             if event[2] != "expired" and self._ttl.stored(event[1]) is None:
                 self._insert(event[3])
                 self.ended.forget(event[1])  # it did not end: its id must keep working
         else:
-            raise ValueError(f"not a session event: {op!r}")
+            raise ValueError(f"not a session event: {event[0]!r}")
         self._flush()  # an earlier deadline must wake the purge task
 
     # -- persistence ---------------------------------------------------------------------------

@@ -37,12 +37,28 @@ MAX_JSON_DEPTH = 32
 
 @dataclass(frozen=True, slots=True)
 class Limits:
+    """Every bound the store puts on its input, boards and sessions alike: one value per process
+    (service/settings.py ``ServiceLimits.store()``), shared by the keyspace and the session
+    store of either backend. Counts of 0 mean no cap (recovery is never refused)."""
+
+    # boards (store/boards.py, store/keyspace.py)
     member_bytes: int = 128
     metadata_bytes: int = 1024
-    batch_items: int = 1000
-    page_items: int = 1000
-    radius: int = 100
-    boards: int = 0  # boards a keyspace may hold; 0 = no cap (recovery is never refused)
+    batch_items: int = 1000  # items in one batch of writes: ``check_batch_size``
+    page_items: int = 1000  # entries in one page (top, a score range, the list of boards)
+    radius: int = 100  # entries either side of a member in one around-me read
+    boards: int = 0  # boards a keyspace may hold
+    # sessions (store/sessions.py)
+    session_data_bytes: int = 16384  # session data, as compact JSON
+    session_user_bytes: int = 256
+    sessions_per_user: int = 1000
+    sessions_over_limit: str = "evict-oldest"  # or "refuse"
+    anonymous_sessions: int = 0  # sessions without a user
+    session_ended_ids: int = 1_000_000  # ended ids remembered (store/ended.py)
+    session_ttl: int = 1800  # default idle timeout, seconds
+    session_max_ttl: int = 30 * 86400
+    session_lifetime: int = 7 * 86400  # default absolute lifetime, seconds
+    session_max_lifetime: int = 365 * 86400
 
 
 def check_batch_size(count: int, limits: Limits) -> None:

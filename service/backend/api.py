@@ -5,7 +5,7 @@ snapshot + journal keep it safe) and the Redis/Valkey cluster backend (``redis/`
 outside ``service/backend/`` touches ``Keyspace``, ``Board``, ``SessionStore`` or
 ``store.disk``; tests/test_layering.py fails the build if anything does::
 
-    routes_*.py  ws.py  hub.py  metrics.py          (HTTP/WS edge: status codes, frames)
+    routes_*.py  ws.py  hub/  metrics.py            (HTTP/WS edge: status codes, frames)
             |      |      |        |
             v      v      v        v
     service/backend/api.py   Backend = Boards + Sessions + ChangeFeed + Views + Lifecycle

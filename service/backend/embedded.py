@@ -389,12 +389,10 @@ class _Feed:
         self._sessions.observers.append(on_session)
 
     def unlisten(self, on_board: BoardListener, on_session: SessionListener) -> None:
-        for observers, fn in (
-            (self._ks.observers, on_board),
-            (self._sessions.observers, on_session),
-        ):
-            if fn in observers:
-                observers.remove(fn)
+        if on_board in self._ks.observers:
+            self._ks.observers.remove(on_board)
+        if on_session in self._sessions.observers:
+            self._sessions.observers.remove(on_session)
 
     # Every event of this process reaches the observers: nothing to (un)subscribe.
     def unwatch_board(self, name: str) -> None:
@@ -493,20 +491,9 @@ class EmbeddedBackend:
     def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
-        limits = settings.limits
-        self._keyspace = Keyspace(limits.store(), self.clock)
-        self._sessions = SessionStore(
-            self.clock,
-            default_ttl=limits.session_ttl,
-            max_ttl=limits.session_max_ttl,
-            default_max_lifetime=limits.session_lifetime,
-            max_lifetime_limit=limits.session_max_lifetime,
-            max_data_bytes=limits.session_data_bytes,
-            max_sessions_per_user=limits.sessions_per_user,
-            max_anonymous_sessions=limits.max_anonymous_sessions,
-            over_limit=limits.sessions_over_limit,
-            max_ended_ids=limits.session_ended_ids,
-        )
+        limits = settings.limits.store()
+        self._keyspace = Keyspace(limits, self.clock)
+        self._sessions = SessionStore.with_limits(self.clock, limits)
         self.memory = MemoryGuard(settings.max_memory or 0)
         self.memory.on_corrupt = self._memory_corrupt
         self._path = _WritePath(self.memory)

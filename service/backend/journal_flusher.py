@@ -60,11 +60,12 @@ from typing import Any, Literal, TypeVar
 from service.metrics import Histogram
 from store.disk import datadir, journal
 from store.errors import Unavailable
+from store.events import StoreEvent
 
 log = logging.getLogger("rankd.persistence")
 
 Chunk = tuple[int, int, bytes]  # (segment number, segment flags, frames)
-Event = tuple[Any, ...]
+Event = StoreEvent
 NUDGE_AFTER = 0.002  # seconds an I/O call may be pending before the loop lends it the GIL
 NUDGE_SLEEP = 0.0001
 FsyncPolicy = Literal["always", "everysec", "no"]
@@ -168,7 +169,7 @@ class JournalFlusher:
 
     # -- the write path --------------------------------------------------------------------------
 
-    def append(self, event: tuple[Any, ...]) -> None:
+    def append(self, event: StoreEvent) -> None:
         """Store observer: journal one event (nothing while not recording)."""
         if self._recording:
             self.bytes += journal.append_event(self._buf, event, self.author)

@@ -40,6 +40,7 @@ from store.clock import Clock
 from store.disk import bgsave, datadir, recovery
 from store.disk.snapshot import SnapshotStats
 from store.errors import Unavailable
+from store.events import StoreEvent
 from store.keyspace import Keyspace
 from store.sessions import SessionStore
 
@@ -302,13 +303,16 @@ class Persistence:
             # Harmless: recovery ignores (and deletes) segments below the oldest generation.
             log.warning("could not delete old journal segments: %s", describe(exc))
 
-    def _undo(self, events: list[tuple[Any, ...]], first: int) -> None:
+    def _undo(self, events: list[StoreEvent], first: int) -> None:
         """fsync=always, journal failure: revert the changes whose records were lost, newest
         first, before their writers hear 503 (service/backend/journal_flusher.py, "Undo")."""
         keyspace, sessions = self._keyspace, self._sessions
         try:
             for event in reversed(events):
-                (keyspace if event[0][0] == "b" else sessions).undo(event)
+                if event[0] == "sput" or event[0] == "stouch" or event[0] == "sdel":
+                    sessions.undo(event)
+                else:
+                    keyspace.undo(event)
         except Exception:
             # A bug, never a disk state: say so loudly; the waiters still get their 503.
             log.exception("undoing %d lost journal records failed", len(events))

@@ -19,7 +19,7 @@ from service.backend.redis import keys
 from service.backend.redis.boards import RedisBoards, check_board
 from service.backend.redis.functions import fcall, library_loaded, load_library
 from store.boards import Board, BoardConfig
-from store.errors import Conflict, InvalidArgument, MemberNotFound
+from store.errors import BatchTooLarge, Conflict, InvalidArgument, MemberNotFound
 from store.sortkey import encode_num
 from store.values import Limits
 from tests.board_model import ModelBoard
@@ -172,8 +172,11 @@ def test_largest_batch_in_one_call(run) -> None:
         assert strict(got) == strict([model.write(*it) for it in items])  # type: ignore[arg-type]
         assert strict(await rb.top(name, 0, 1000)) == strict(model.page(0, 1000))
         await check_board(client, rb.prefix, name)
-        with pytest.raises(InvalidArgument, match="1 to 1000 items"):
+        # the one batch cap of every backend (store/values.py): 413, as the embedded store
+        with pytest.raises(BatchTooLarge, match="at most 1000 items, but got 1001"):
             await rb.write_many(name, [*items, ("x", 1, None)])
+        with pytest.raises(InvalidArgument, match="at least 1 item"):
+            await rb.write_many(name, [])
         await rb.drop(name)
 
     run(body)

@@ -65,6 +65,41 @@ def test_environment_then_flags_win() -> None:
     assert s.limits.store().batch_items == 7
 
 
+def test_one_store_limits_bound_boards_and_sessions() -> None:
+    flags = ["--page-items", "20", "--radius", "3", "--sessions-per-user", "4"]
+    env = {"RANKD_MAX_ANONYMOUS_SESSIONS": "9", "RANKD_SESSION_DATA_BYTES": "100"}
+    settings = settings_from([*flags, "--data-dir", "unused"], env)
+    limits = settings.limits.store()
+    assert (limits.page_items, limits.radius, limits.sessions_per_user) == (20, 3, 4)
+    assert (limits.anonymous_sessions, limits.session_data_bytes) == (9, 100)
+    backend = EmbeddedBackend(settings)
+    assert backend._keyspace.limits == limits
+    sessions = backend._sessions
+    assert (sessions.max_sessions_per_user, sessions.max_anonymous_sessions) == (4, 9)
+    assert sessions.max_data_bytes == 100 and sessions.max_ttl == limits.session_max_ttl
+    rt = Runtime(settings, backend)
+    rt.backend.ready = True
+    app = Starlette(routes=build_routes(rt))
+
+    async def calls() -> list[int]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
+            assert (
+                await c.post("/v1/boards/b/scores", json={"member": "m", "score": 1})
+            ).is_success
+            return [
+                (await c.get(f"/v1/boards/b/{path}")).status_code
+                for path in (
+                    "top?limit=20",
+                    "top?limit=21",
+                    "members/m/around?radius=3",
+                    "members/m/around?radius=4",
+                )
+            ]
+
+    assert asyncio.run(calls()) == [200, 400, 200, 400]
+
+
 def test_keys_stay_out_of_repr_and_errors() -> None:
     s = load({"RANKD_API_KEYS": f"{KEY}:admin"})
     assert KEY not in repr(s) and KEY not in str(s)

@@ -12,6 +12,7 @@ from store import sessions
 from store.clock import ManualClock
 from store.ended import EndedIds
 from store.errors import SessionEnded, SessionExists, SessionNotFound
+from store.events import SessionEvent
 from store.sessions import SessionStore
 
 T0 = 1_700_000_000.0
@@ -122,7 +123,7 @@ def test_the_memory_is_bounded_and_forgets_the_oldest_first() -> None:
 def test_an_undone_end_frees_the_id_and_an_undone_create_is_no_end() -> None:
     clock = ManualClock(T0)
     store = SessionStore(clock, default_ttl=30, max_ttl=60)
-    events: list[tuple[object, ...]] = []
+    events: list[SessionEvent] = []
     store.observers.append(events.append)
     sid = "u" * 40
     s = store.create(sid=sid)

@@ -17,6 +17,7 @@ from store.boards import Event
 from store.clock import ManualClock
 from store.disk.rows import session_row
 from store.errors import StoreError
+from store.events import StoreEvent
 from store.keyspace import Keyspace
 from store.sessions import SessionStore
 
@@ -86,7 +87,7 @@ def test_undoing_the_lost_tail_restores_the_durable_state(seed: int) -> None:
     rng = random.Random(seed)
     clock = ManualClock()
     ks, ss = Keyspace(), SessionStore(clock)
-    events: list[Event] = []
+    events: list[StoreEvent] = []
     ks.observers.append(events.append)
     ss.observers.append(events.append)
     for _ in range(rng.randrange(STEPS)):
@@ -99,11 +100,14 @@ def test_undoing_the_lost_tail_restores_the_durable_state(seed: int) -> None:
         ks._check()
         ss._check()
     lost = events[durable:]
-    compensating: list[Event] = []
+    compensating: list[StoreEvent] = []
     ks.observers[:] = [compensating.append]
     ss.observers[:] = [compensating.append]
     for event in reversed(lost):
-        (ks if event[0][0] == "b" else ss).undo(event)
+        if event[0] == "sput" or event[0] == "stouch" or event[0] == "sdel":
+            ss.undo(event)
+        else:
+            ks.undo(event)
         ks._check()
         ss._check()
     now = clock.now()

@@ -857,16 +857,7 @@ class RedisBackend:
         )
         self.calls = _Calls(self)
         self.memory = MemoryGuard(settings.max_memory or 0)
-        self._checks = SessionStore(
-            self.clock,
-            default_ttl=limits.session_ttl,
-            max_ttl=limits.session_max_ttl,
-            default_max_lifetime=limits.session_lifetime,
-            max_lifetime_limit=limits.session_max_lifetime,
-            max_data_bytes=limits.session_data_bytes,
-            max_sessions_per_user=limits.sessions_per_user,
-            over_limit=limits.sessions_over_limit,
-        )
+        self._checks = SessionStore.with_limits(self.clock, limits.store())
         self.client: Client | None = None
         self.boards_core: RedisBoards
         self.views = RedisViews(self)

@@ -40,6 +40,7 @@ from store.values import (
     SCORE_LIMIT,
     Limits,
     Score,
+    check_batch_size,
     check_board_name,
     check_member,
     check_metadata,
@@ -234,10 +235,9 @@ class RedisBoards:
         the first application's result back and writes nothing; the same id with other items
         is a Conflict."""
         board = check_board_name(board)
-        if not items or len(items) > self.limits.batch_items:
-            raise InvalidArgument(
-                f"a batch holds 1 to {self.limits.batch_items} items, but got {len(items)}"
-            )
+        if not items:
+            raise InvalidArgument("a batch holds at least 1 item, but got 0")
+        check_batch_size(len(items), self.limits)  # 413, as the embedded store answers
         checked: list[tuple[str, Score, bytes]] = []
         for member, score, metadata in items:
             m = check_member(member, self.limits)
