@@ -17,9 +17,9 @@ same fork takes 1-4 ms. Python (3.11) and glibc can give us that without any C c
 Both are read once at process start, so the ``rankd`` server command re-executes itself with
 them (``reexec``: the same argv, pid and descriptors) before it imports anything heavy. Opt
 out with ``RANKD_HUGEPAGES=0``; an explicit ``PYTHONMALLOC`` is respected as it is. Price:
-glibc malloc is a little slower than pymalloc for small objects (a session create measured
-~5-25 % more CPU in process, ~1-3 us: loadtest/RESULTS.md), and the heap may hold up to one
-partly used 2 MiB page more per arena.
+glibc malloc is slower than pymalloc for small objects (a session create measured ~30 %
+more CPU in process, 14.9 vs 11.4 us; a full collection ~2x slower per object:
+loadtest/RESULTS.md "The fork"), and the heap holds ~3 % more resident memory.
 
 Copy-on-write splits them. While a snapshot child is alive, the parent's first write to a
 shared huge page splits it back into 4 KiB entries (the kernel copies 4 KiB, not 2 MiB), so a
