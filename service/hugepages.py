@@ -33,6 +33,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import resource
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -73,14 +74,19 @@ def environment(environ: Mapping[str, str], args: Sequence[str]) -> dict[str, st
     """The environment to re-execute ``rankd args`` with, or None to run as it is.
 
     Only the server (no subcommand: ``check``, ``repair`` and ``healthcheck`` are short-lived
-    and fork nothing), only on Linux with glibc >= 2.35 and THP not "never", and never when the
-    caller chose PYTHONMALLOC (which is also what stops a second re-execution).
+    and fork nothing), only on Linux with glibc >= 2.35, THP not "never" and no RLIMIT_AS, and
+    never when the caller chose PYTHONMALLOC (which is also what stops a second re-execution).
     """
     if args and not args[0].startswith("-"):
         return None
     if environ.get(OPT_OUT, "1") == "0" or "PYTHONMALLOC" in environ:
         return None
     if not sys.platform.startswith("linux") or not _glibc_at_least(2, 35):
+        return None
+    if resource.getrlimit(resource.RLIMIT_AS)[0] != resource.RLIM_INFINITY:
+        # Under an address-space limit the glibc heap stopped answering in 2 of ~10 runs of
+        # tests/service/test_memory_limit.py (pymalloc: 0 of 10); cause not found yet, so
+        # such a process keeps pymalloc.
         return None
     if _thp_mode() not in ("always", "madvise"):
         return None
