@@ -57,6 +57,7 @@ import argparse
 import asyncio
 import gc
 import os
+import random
 import resource
 import shutil
 import sys
@@ -73,6 +74,7 @@ from store.keyspace import Keyspace
 from store.sessions import SessionStore
 
 BATCH = 1000
+_TRACE_GAPS = bool(os.environ.get("RANKD_BENCH_TRACE_GAPS"))
 CHUNK = 250  # --stall: sessions created per loop turn (~2 ms of the loop's time)
 
 
@@ -283,7 +285,7 @@ while time.time() < end:
 
 
 def live_stall(
-    new: int, intervals: int, refreeze: str, fsync: str, users: bool
+    new: int, intervals: int, refreeze: str, fsync: str, users: bool, touch: int = 0
 ) -> list[dict[str, Any]]:
     """Longest loop stall and /healthz wait while creating ``new`` sessions, then while the
     periodic snapshot step runs, ``intervals`` times. Returns one row per phase."""
@@ -309,12 +311,14 @@ def live_stall(
     rt = application.state.rankd
     data = {"cart": [1, 2, 3], "theme": "dark"}
     forks: list[float] = []
+    fork_cpu: list[float] = []
     real_start = bgsave.start
 
     def timed_start(*args: Any, **kwargs: Any) -> bgsave.BackgroundSave:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.thread_time()
         job = real_start(*args, **kwargs)
         forks.append(time.perf_counter() - t)
+        fork_cpu.append(time.thread_time() - c)  # the kernel's page-table copy is system time
         return job
 
     bgsave.start = timed_start  # type: ignore[assignment]
@@ -353,6 +357,13 @@ def live_stall(
                 await asyncio.sleep(0.001)
                 now, cpu = loop.time(), time.thread_time()
                 if now - last - 0.001 > 0.005:
+                    if _TRACE_GAPS and now - last > 0.03:  # to match with `perf record -k 1`
+                        print(
+                            f"gap {time.monotonic() - (now - last):.6f} "
+                            f"+{(now - last) * 1e3:.1f} ms"
+                            f" cpu {(time.thread_time() - last_cpu) * 1e3:.1f} ms",
+                            file=sys.stderr,
+                        )
                     gaps.append((time.time() - (now - last), now - last - 0.001))
                     # What the loop itself computed without yielding; being descheduled by
                     # other load on the machine adds wall time, not this.
@@ -371,6 +382,23 @@ def live_stall(
 
         gc.callbacks.append(on_gc)
         tick = asyncio.create_task(ticker())
+        ids: list[str] = []
+        touched = [0]
+
+        async def toucher() -> None:
+            """``touch`` get+touch calls a second on random existing sessions, in slices of
+            20 (10 ms apart at 2,000/s): writes to old objects, as a serving rankd sees."""
+            rng = random.Random(1)
+            get = rt.backend._sessions.get
+            per_slice = 20
+            while not stop.is_set():
+                await asyncio.sleep(per_slice / touch)
+                for _ in range(per_slice if ids else 0):
+                    get(ids[rng.randrange(len(ids))])
+                    touched[0] += 1
+
+        touching = asyncio.create_task(toucher()) if touch > 0 else None
+        heap_rows: list[tuple[float, float]] = []
         phases: list[tuple[str, float, float, int]] = []
         # Whatever happens, stop the poller and the server before returning. An exception that
         # left them running used to hang the run with no output: asyncio.run's clean-up cancels
@@ -382,9 +410,12 @@ def live_stall(
                 began = time.time()
                 for start in range(0, new, CHUNK):
                     for i in range(start, min(start + CHUNK, new)):
-                        create(user=f"user{k}-{i}" if users else None, data=data)
+                        s = create(user=f"user{k}-{i}" if users else None, data=data)
+                        if touching is not None:
+                            ids.append(s.id)
                     await asyncio.sleep(0)
                 phases.append((f"create {new:,} (interval {k + 1})", began, time.time(), -1))
+                heap_rows.append(_huge_mb())
                 began = time.time()
                 n = len(forks)
                 await p.snapshot()
@@ -399,6 +430,8 @@ def live_stall(
         finally:
             stop.set()
             await tick
+            if touching is not None:
+                await touching
             gc.callbacks.remove(on_gc)
             alive = poller.poll() is None
             poller.kill()
@@ -428,6 +461,9 @@ def live_stall(
                 "healthz_ms": longest(waits, t0, t1),  # type: ignore[arg-type]
                 "gc_ms": longest(collections, t0, t1),
                 "fork_ms": 1e3 * forks[fork_index] if fork_index >= 0 else None,
+                "fork_cpu_ms": 1e3 * fork_cpu[fork_index] if fork_index >= 0 else None,
+                "heap_mb": heap_rows[fork_index] if 0 <= fork_index < len(heap_rows) else None,
+                "touched": touched[0],
             }
             for name, t0, t1, fork_index in phases
         ]
@@ -440,22 +476,25 @@ def live_stall(
 
 
 def stall_main(args: argparse.Namespace) -> None:
-    rows = live_stall(args.new, args.intervals, args.refreeze, args.fsync, args.users)
+    rows = live_stall(args.new, args.intervals, args.refreeze, args.fsync, args.users, args.touch)
     print(f"command: {' '.join([os.path.basename(sys.executable), *sys.argv])}")
     print(
         f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, load average "
         f"{os.getloadavg()[0]:.1f}, 10M-iteration Python loop {calibrate():.2f} s"
     )
+    print(f"heap: {_heap_mode()}; get+touch calls on old sessions: {rows[-1]['touched']:,}")
     print(
         "| phase | s | longest loop stall ms (wall / CPU) | longest /healthz wait ms "
-        "| longest collection ms | fork ms |"
+        "| longest collection ms | fork ms (wall / CPU) | RSS MB (on huge pages) at the fork |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
-        fork = "" if r["fork_ms"] is None else f"{r['fork_ms']:.1f}"
+        fork = "" if r["fork_ms"] is None else f"{r['fork_ms']:.1f} / {r['fork_cpu_ms']:.1f}"
+        heap = "" if r["heap_mb"] is None else "{:,.0f} ({:,.0f})".format(*r["heap_mb"])
         print(
             f"| {r['phase']} | {r['seconds']:.1f} | {r['loop_stall_ms']:.0f} / "
-            f"{r['loop_cpu_ms']:.0f} | {r['healthz_ms']:.0f} | {r['gc_ms']:.1f} | {fork} |"
+            f"{r['loop_cpu_ms']:.0f} | {r['healthz_ms']:.0f} | {r['gc_ms']:.1f} | {fork} "
+            f"| {heap} |"
         )
 
 
@@ -477,6 +516,45 @@ def calibrate() -> float:
     return time.process_time() - t
 
 
+def _heap(mode: str) -> None:
+    """Re-execute this benchmark with (thp) or without (pymalloc) the heap environment that
+    the ``rankd`` command gives itself, unless it already runs that way."""
+    from service import hugepages
+
+    if mode == "thp" and not hugepages.active():
+        env = hugepages.environment(os.environ, [])
+        if env is None:
+            print("--heap thp: not available here (service/hugepages.py)", file=sys.stderr)
+            return
+    elif mode == "pymalloc" and "PYTHONMALLOC" in os.environ:
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONMALLOC", "GLIBC_TUNABLES")}
+    else:
+        return
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+
+
+def _heap_mode() -> str:
+    from service import hugepages
+
+    return (
+        "thp (PYTHONMALLOC=malloc, glibc.malloc.hugetlb=1)"
+        if hugepages.active()
+        else (f"PYTHONMALLOC={os.environ.get('PYTHONMALLOC', '(default: pymalloc)')}")
+    )
+
+
+def _huge_mb() -> tuple[float, float]:
+    """(resident, of which on huge pages) MB of this process."""
+    fields = {}
+    with open("/proc/self/smaps_rollup") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("Rss", "AnonHugePages"):
+                fields[key] = int(rest.split()[0]) / 1024
+    return fields.get("Rss", 0.0), fields.get("AnonHugePages", 0.0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--entries", type=int, default=1_000_000)
@@ -492,7 +570,14 @@ def main() -> None:
     ap.add_argument("--fsync", choices=("always", "everysec", "no"), default="everysec",
                     help="--stall: the server's fsync policy")  # fmt: skip
     ap.add_argument("--users", action="store_true", help="--stall: one user per session")
+    ap.add_argument("--touch", type=int, default=0, metavar="PER_S",
+                    help="--stall: also get+touch this many random existing sessions a "
+                    "second (old pages written while a child lives)")  # fmt: skip
+    ap.add_argument("--heap", choices=("thp", "pymalloc"), default="thp",
+                    help="thp: re-run with the environment the rankd command sets "
+                    "(service/hugepages.py); pymalloc: without it")  # fmt: skip
     args = ap.parse_args()
+    _heap(args.heap)
     if args.stall:
         return stall_main(args)
     if args.quick:

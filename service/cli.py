@@ -32,6 +32,9 @@ Logging goes through one formatter (text or JSON lines, service/logs.py) that bl
 and anything shaped like a session id or bearer token: ids appear in paths and exception text,
 and a log is the first place a leaked credential gets copied from. The access log is off by
 default (``--access-log``: service/access.py) for the same reason and for speed.
+
+The server re-executes itself once, first thing, with the heap on transparent huge pages (the
+snapshot fork stays short: service/hugepages.py); ``RANKD_HUGEPAGES=0`` opts out.
 """
 
 import argparse
@@ -49,6 +52,12 @@ from importlib import metadata
 from pathlib import Path
 from types import FrameType
 from typing import Any
+
+from service import hugepages
+
+if os.path.basename(sys.argv[0]) == "rankd":  # the console script, not an import (tests)
+    # Before the heavy imports below, which the new process does again (service/hugepages.py)
+    hugepages.reexec(sys.argv[1:])
 
 import uvicorn
 

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from service import hugepages
 from service.backend import heap
 from service.backend.journal_flusher import JournalFlusher, describe
 from service.settings import Settings
@@ -45,6 +46,16 @@ from store.keyspace import Keyspace
 from store.sessions import SessionStore
 
 log = logging.getLogger("rankd.persistence")
+
+
+def _log_collapse(done: "asyncio.Future[tuple[int, float]]") -> None:
+    if done.cancelled():
+        return
+    if done.exception() is not None:
+        log.warning("collapsing huge pages failed: %r", done.exception())
+        return
+    blocks, seconds = done.result()
+    log.debug("heap: %d huge pages after the snapshot (%.0f ms)", blocks, seconds * 1e3)
 
 
 class Persistence:
@@ -78,6 +89,7 @@ class Persistence:
         self._snap_lock: asyncio.Lock | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}  # "periodic", "healer", "freezer"
         self._job: bgsave.BackgroundSave | None = None  # the running snapshot child
+        self._collapsing: asyncio.Future[tuple[int, float]] | None = None  # hugepages.collapse
         self._fork_records = 0  # journal records appended before its fork (in its image)
         self._stopping = False
         keyspace.observers.append(self._journal.append)
@@ -235,6 +247,7 @@ class Persistence:
             raise
         finally:
             self._job = None
+            self._collapse_heap()
         with contextlib.suppress(Unavailable):
             await self._journal.barrier(
                 sync=False
@@ -285,6 +298,16 @@ class Persistence:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
         return job.result()
+
+    def _collapse_heap(self) -> None:
+        """The child is gone: put the huge pages its copy-on-write split back together, in a
+        worker thread, so the next fork is as short as this one (service/hugepages.py)."""
+        if self._stopping or not hugepages.active() or self._loop is None:
+            return
+        if self._collapsing is not None and not self._collapsing.done():
+            return
+        self._collapsing = self._loop.run_in_executor(None, hugepages.collapse)
+        self._collapsing.add_done_callback(_log_collapse)
 
     def _snapshot_failed(self, why: str) -> dict[str, Any]:
         log.error("snapshot failed: %s", why)

@@ -8,9 +8,10 @@ encoding cost -- ~3 s at 1M entries + 1M sessions, mostly the sessions now that 
 copied as raw keys -- on the serving thread, ~10 ms at a time. fork() costs the parent one
 page-table copy and moves all encoding to another process and core; the kernel's copy-on-write
 keeps the child's view frozen at the fork instant while the parent goes on. That copy is the
-one stall a snapshot puts on the event loop: 25-65 ms at 1M entries + 1M sessions = 1.15 GB
-resident on the 2-core dev VM, depending on its load (loadtest/bench_persist.py), less on
-bare metal.
+one stall a snapshot puts on the event loop: one page-table entry per 4 KiB page, ~20 ms of
+CPU per GB resident on the 2-core dev VM (29 ms at 1M sessions, 66 ms at 2M, more wall time
+under load), and 1-3 ms when the heap is on 2 MiB transparent huge pages, which is how the
+``rankd`` server runs (service/hugepages.py; loadtest/RESULTS.md "The fork").
 
     parent (event loop)                       child
     rotate journal -> segment B               (B is the snapshot's base_segment)
