@@ -33,8 +33,8 @@ and anything shaped like a session id or bearer token: ids appear in paths and e
 and a log is the first place a leaked credential gets copied from. The access log is off by
 default (``--access-log``: service/access.py) for the same reason and for speed.
 
-The server re-executes itself once, first thing, with the heap on transparent huge pages (the
-snapshot fork stays short: service/hugepages.py); ``RANKD_HUGEPAGES=0`` opts out.
+With ``RANKD_HUGEPAGES=1`` the server re-executes itself once, first thing, with the heap on
+transparent huge pages (the snapshot fork stays short: service/hugepages.py).
 """
 
 import argparse

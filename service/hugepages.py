@@ -16,7 +16,9 @@ same fork takes 1-4 ms. Python (3.11) and glibc can give us that without any C c
 
 Both are read once at process start, so the ``rankd`` server command re-executes itself with
 them (``reexec``: the same argv, pid and descriptors) before it imports anything heavy. Opt
-out with ``RANKD_HUGEPAGES=0``; an explicit ``PYTHONMALLOC`` is respected as it is. Price:
+in with ``RANKD_HUGEPAGES=1`` (off by default: under an address-space limit the glibc heap once
+stopped answering, cause not found, and it costs CPU below); an explicit ``PYTHONMALLOC`` is
+respected as it is. Price:
 glibc malloc is slower than pymalloc for small objects (a session create measured ~30 %
 more CPU in process, 14.9 vs 11.4 us; a full collection ~2x slower per object:
 loadtest/RESULTS.md "The fork"), and the heap holds ~3 % more resident memory.
@@ -40,7 +42,7 @@ from collections.abc import Mapping, Sequence
 
 log = logging.getLogger("rankd.hugepages")
 
-OPT_OUT = "RANKD_HUGEPAGES"  # "0": keep pymalloc and 4 KiB pages
+OPT_IN = "RANKD_HUGEPAGES"  # "1": glibc malloc on huge pages; otherwise pymalloc, 4 KiB pages
 TUNABLE = "glibc.malloc.hugetlb=1"
 THP_SETTING = "/sys/kernel/mm/transparent_hugepage/enabled"
 _MADV_COLLAPSE = 25  # Linux 6.1, include/uapi/asm-generic/mman-common.h
@@ -79,7 +81,7 @@ def environment(environ: Mapping[str, str], args: Sequence[str]) -> dict[str, st
     """
     if args and not args[0].startswith("-"):
         return None
-    if environ.get(OPT_OUT, "1") == "0" or "PYTHONMALLOC" in environ:
+    if environ.get(OPT_IN) != "1" or "PYTHONMALLOC" in environ:
         return None
     if not sys.platform.startswith("linux") or not _glibc_at_least(2, 35):
         return None

@@ -23,7 +23,10 @@ def _environ(pid: int) -> dict[str, str]:
 
 
 def test_environment_decision() -> None:
-    env = hugepages.environment({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, ["--port", "0"])
+    on = {"RANKD_HUGEPAGES": "1"}
+    env = hugepages.environment(
+        {**on, "GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, ["--port", "0"]
+    )
     if SUPPORTED:
         assert env is not None
         assert env["PYTHONMALLOC"] == "malloc"
@@ -31,18 +34,19 @@ def test_environment_decision() -> None:
     else:
         assert env is None
     # Subcommands fork nothing and should start fast; an explicit choice is respected (and is
-    # what stops a second re-execution); the opt-out works.
-    assert hugepages.environment({}, ["check", "/data"]) is None
-    assert hugepages.environment({}, ["healthcheck"]) is None
-    assert hugepages.environment({"PYTHONMALLOC": "pymalloc"}, []) is None
-    assert hugepages.environment({"PYTHONMALLOC": "malloc"}, []) is None
+    # what stops a second re-execution); off unless asked for.
+    assert hugepages.environment(on, ["check", "/data"]) is None
+    assert hugepages.environment(on, ["healthcheck"]) is None
+    assert hugepages.environment({**on, "PYTHONMALLOC": "pymalloc"}, []) is None
+    assert hugepages.environment({**on, "PYTHONMALLOC": "malloc"}, []) is None
     assert hugepages.environment({"RANKD_HUGEPAGES": "0"}, []) is None
-    tuned = hugepages.environment({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, [])
+    assert hugepages.environment({}, []) is None
+    tuned = hugepages.environment({**on, "GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, [])
     assert tuned is None or tuned["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=0"
 
 
 def test_server_runs_on_huge_pages(rankd_server: ServerFactory) -> None:
-    srv = rankd_server()
+    srv = rankd_server(env={"RANKD_HUGEPAGES": "1"})
     assert srv.proc is not None
     env = _environ(srv.proc.pid)  # the same pid: the re-execution is an exec, not a child
     if SUPPORTED:
@@ -59,8 +63,8 @@ def test_server_runs_on_huge_pages(rankd_server: ServerFactory) -> None:
     assert srv.stop(signal.SIGTERM) in (0, -signal.SIGTERM)
 
 
-def test_opt_out(rankd_server: ServerFactory) -> None:
-    srv = rankd_server(env={"RANKD_HUGEPAGES": "0"})
+def test_off_by_default(rankd_server: ServerFactory) -> None:
+    srv = rankd_server()
     assert srv.proc is not None
     assert "PYTHONMALLOC" not in _environ(srv.proc.pid)
 
