@@ -167,6 +167,34 @@ def test_a_player_writes_only_its_own_entry_on_player_writes_boards(
     ]
 
 
+def test_a_players_writes_stay_within_the_boards_score_bounds(
+    c: httpx.Client, keyed: RankdServer, problem: Any
+) -> None:
+    """A game client can only post scores inside ``min_score``/``max_score``, over HTTP and
+    WebSocket; a refused write changes nothing (it counts against ``player_rate``: the
+    limiter meters attempts)."""
+    board = new_board(c, player_writes=True, min_score=0, max_score=1000)
+    sid, user = new_player(c)
+    me = session_of(sid)
+    for bad in (1001, -1, 1e9):
+        body = problem(c.post(f"/v1/boards/{board}/scores", json={"score": bad}, headers=me), 400)
+        assert "max_score" in body["detail"] or "min_score" in body["detail"], body
+    assert c.post(f"/v1/boards/{board}/scores", json={"score": 1000}, headers=me).status_code == 200
+
+    async def main() -> None:
+        async with ws_client(keyed, f"?session={sid}") as ws:
+            await ws.send(op="score", id="w1", board=board, score=5000)
+            frame = await ws.expect("error", "w1")
+            assert frame["status"] == 400 and "max_score" in frame["detail"], frame
+            await ws.send(op="score", id="w2", board=board, score=0)  # in bounds, not a best
+            ack = await ws.expect("ack", "w2")
+            assert (ack["score"], ack["changed"]) == (1000, False), ack
+
+    run(main)
+    top = c.get(f"/v1/boards/{board}/top", headers=me).json()
+    assert [(e["member"], e["score"]) for e in top["entries"]] == [(user, 1000)]
+
+
 def test_player_rate_answers_429_with_retry_after_per_board_and_member(
     c: httpx.Client, problem: Any
 ) -> None:
