@@ -1,5 +1,6 @@
-"""The heap on transparent huge pages (service/hugepages.py): the rankd server re-executes
-itself with PYTHONMALLOC=malloc + glibc.malloc.hugetlb=1 where the platform allows it, and
+"""The heap on transparent huge pages (service/hugepages.py): with RANKD_HUGEPAGES=1 the rankd
+server re-executes itself with PYTHONMALLOC=malloc + glibc.malloc.hugetlb=1 where the platform
+allows it, and
 collapse() puts huge pages split by copy-on-write back together."""
 
 import ctypes
@@ -14,7 +15,7 @@ from tests.servers import ServerFactory
 
 # What this box supports decides what the server must do; the tests check the decision both
 # ways instead of skipping (environment() is None only off Linux/glibc >= 2.35 or THP "never").
-SUPPORTED = hugepages.environment({}, []) is not None
+SUPPORTED = hugepages.environment({"RANKD_HUGEPAGES": "1"}, []) is not None
 
 
 def _environ(pid: int) -> dict[str, str]:
