@@ -8,7 +8,8 @@ own (it stops and kills its nodes for real):
 * kill -9 of the primary owning a sum board under writes through two rankd processes with
   ``--redis-wait-replicas 1``: no acknowledged write is lost; a write answered 503 applied at
   most once (never twice: rankd's own retry carries an idempotency id); and a client that
-  repeats its 503'd writes with the same Idempotency-Key ends with the exact total.
+  repeats its 503'd writes with the same Idempotency-Key ends with the exact total -- on a plain
+  board (rankd_write) and on one with windows ["all", "day"] (rankd_xwrite), in every window.
 """
 
 from __future__ import annotations
@@ -199,13 +200,22 @@ def test_wait_aof_needs_waitaof(cluster: tuple[Path, str], tmp_path: Path) -> No
     assert "--redis-wait-aof needs WAITAOF (Redis >= 7.2" in srv.logs()
 
 
+@pytest.mark.parametrize(
+    "options",
+    [{"update": "sum"}, {"update": "sum", "windows": ["all", "day"], "keep": 1}],
+    ids=["plain", "windowed"],
+)
 def test_kill9_with_wait_replicas_loses_no_acknowledged_write_and_keys_make_it_exact(
     cluster: tuple[Path, str],  # noqa: F811
     tmp_path: Path,
+    options: dict[str, Any],
 ) -> None:
+    """The plain board's writes go through rankd_write, the windowed one's through
+    rankd_xwrite (every write updates both windows): the same promises on both."""
     root, url = cluster
     servers = start_rankd(tmp_path, url, 2, redis_wait_replicas=1, redis_wait_timeout_ms=500)
     board = board_name("sumkill")
+    windows: list[str] = options.get("windows", ["all"])
     rng = random.Random(15)
     report: dict[str, Any] = {}
 
@@ -213,7 +223,7 @@ def test_kill9_with_wait_replicas_loses_no_acknowledged_write_and_keys_make_it_e
         victim, _ = await shard_of(url, board)
         await wait_replica_online(victim)  # a fresh cluster's replica may still be syncing
         async with httpx.AsyncClient(base_url=servers[0].url, trust_env=False) as c:
-            assert (await c.put(f"/v1/boards/{board}", json={"update": "sum"})).status_code == 201
+            assert (await c.put(f"/v1/boards/{board}", json=options)).status_code == 201
         stop = asyncio.Event()
         # plain writes, one member each (delta i + 1): acked, answered 503, or cut
         acked: dict[str, int] = {}
@@ -291,28 +301,41 @@ def test_kill9_with_wait_replicas_loses_no_acknowledged_write_and_keys_make_it_e
         await asyncio.gather(*tasks)
         report["outage_s"] = round(time.monotonic() - killed_at, 1)
 
-        client = RedisCluster.from_url(url)
-        try:
-            await check_board(client, PREFIX, board)
-        finally:
-            await client.aclose()
+        if len(windows) == 1:  # check_board knows the one-table layout only
+            client = RedisCluster.from_url(url)
+            try:
+                await check_board(client, PREFIX, board)
+            finally:
+                await client.aclose()
+        tables: dict[str, dict[str, int]] = {}
         async with httpx.AsyncClient(base_url=servers[0].url, trust_env=False) as c:
-            scores: dict[str, int] = {}
-            offset = 0
-            while True:
-                page = (
-                    await c.get(f"/v1/boards/{board}/top", params={"offset": offset, "limit": 100})
-                ).json()
-                scores.update({e["member"]: e["score"] for e in page["entries"]})
-                offset += 100
-                if offset >= page["total"]:
-                    break
-        lost = {m for m in acked if scores.get(m) != acked[m]}
-        assert not lost, sorted(lost)[:10]  # every acknowledged write is there, exactly once
-        for m, delta in unsure.items():  # 503'd or cut: applied at most once, never twice
-            assert scores.get(m) in (None, delta), (m, scores.get(m), delta)
-        for m, total in intended.items():
-            assert scores.get(m) == total, (m, scores.get(m), total)
+            for window in windows:
+                scores = tables[window] = {}
+                # a run across midnight UTC splits the day window in two periods: add them up
+                for period in ("current",) if window == "all" else ("current", "previous"):
+                    offset = 0
+                    while True:
+                        q: dict[str, str | int] = {"offset": offset, "limit": 100}
+                        q.update(window=window, period=period)
+                        r = await c.get(f"/v1/boards/{board}/top", params=q)
+                        if r.status_code == 404 and period == "previous":
+                            break  # no previous day: the board was created today
+                        assert r.status_code == 200, r.text
+                        page = r.json()
+                        for e in page["entries"]:
+                            scores[e["member"]] = scores.get(e["member"], 0) + e["score"]
+                        offset += 100
+                        if offset >= page["total"]:
+                            break
+        # every window holds exactly the same totals
+        for window, scores in tables.items():
+            lost = {m for m in acked if scores.get(m) != acked[m]}
+            assert not lost, (window, sorted(lost)[:10])  # every acknowledged write, once
+            for m, delta in unsure.items():  # 503'd or cut: applied at most once, never twice
+                assert scores.get(m) in (None, delta), (window, m, scores.get(m), delta)
+            for m, total in intended.items():
+                assert scores.get(m) == total, (window, m, scores.get(m), total)
+        scores = tables["all"]
         report.update(
             acked=len(acked),
             unsure=len(unsure),
@@ -329,4 +352,4 @@ def test_kill9_with_wait_replicas_loses_no_acknowledged_write_and_keys_make_it_e
             if not _alive(d):
                 restart(d)
         asyncio.run(wait_cluster_ok(url))
-    print(f"\nfailover with wait-replicas=1: {report}")
+    print(f"\nfailover with wait-replicas=1, {options}: {report}")

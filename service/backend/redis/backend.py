@@ -353,19 +353,18 @@ class RedisBoardsApi:
         publish = self._core.publish
         members = [member] if type(member) is str else []
         idem = write_id(members, idempotency_key)
-        went_windowed = False
+        now = self._windows.clock.now()
 
         async def windowed() -> Entry:
-            nonlocal went_windowed
-            went_windowed = True  # no idempotency id there yet: never retried (README)
-            return (await self._windows.write_many(name, [(member, score, metadata)], publish))[0]
+            items = [(member, score, metadata)]
+            return (await self._windows.write_many(name, items, publish, idem, now))[0]
 
         return await self._calls.run(
             "write",
             lambda: self._either(
                 name, lambda: self._core.write(name, member, score, metadata, idem), windowed
             ),
-            idempotent=lambda: not went_windowed,
+            idempotent=True,
         )
 
     async def write_many(
@@ -385,12 +384,10 @@ class RedisBoardsApi:
         members = [m for m, _, _ in plain if type(m) is str]
         idem = write_id(members, idempotency_key)
         publish = self._core.publish
-        went_windowed = False
+        now = self._windows.clock.now()
 
         async def windowed() -> list[WriteResult]:
-            nonlocal went_windowed
-            went_windowed = True  # no idempotency id there yet: never retried (README)
-            got: Any = await self._windows.write_many(name, items, publish)
+            got: Any = await self._windows.write_many(name, items, publish, idem, now)
             return got  # type: ignore[no-any-return]
 
         async def either() -> list[WriteResult]:
@@ -401,11 +398,13 @@ class RedisBoardsApi:
             )
             return got  # type: ignore[no-any-return]
 
-        # Plain boards' writes carry an idempotency id drawn once per request (write_id), so
-        # one retry after a connection error, a timeout, TRYAGAIN or CLUSTERDOWN applies at
-        # most once: if the first attempt ran, the function finds its id and answers its reply
-        # (sum and latest boards; a best score re-applied is a no-op anyway).
-        return await self._calls.run("write", either, idempotent=lambda: not went_windowed)
+        # Score writes carry an idempotency id drawn once per request (write_id), on both
+        # paths (rankd_write, rankd_xwrite), so one retry after a connection error, a timeout,
+        # TRYAGAIN or CLUSTERDOWN applies at most once: if the first attempt ran, the function
+        # finds its id and answers its reply (sum and latest boards; a best score re-applied
+        # is a no-op anyway -- in the periods the first attempt named: ``now`` is the
+        # request's, not the retry's).
+        return await self._calls.run("write", either, idempotent=True)
 
     async def remove(self, name: str, member: str, writer: Writer = UNKNOWN) -> None:
         name = check_board_name(name)

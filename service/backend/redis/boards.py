@@ -16,6 +16,7 @@ reads return entries {rank, member, score, metadata?}; ranks are 1-based.
 
 import hashlib
 import secrets
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import orjson
@@ -246,7 +247,7 @@ class RedisBoards:
             checked.append((m, s, orjson.dumps(meta) if meta is not None else b""))
         k = self.keys(board)
         key_list = [*k, *keys.idem_keys(self.prefix, board)]
-        fp = _fingerprint(checked)
+        fp = fingerprint([(m, s, meta, None) for m, s, meta in checked])
         create = self._create_flag()
         for _ in range(_STALE_RETRIES + 1):
             order, ties = self._shape.get(board, ("desc", "first"))
@@ -264,10 +265,7 @@ class RedisBoards:
                     create = "1"
                     continue
                 if text.startswith("IDEMMISMATCH"):
-                    raise Conflict(
-                        "this Idempotency-Key was used for another request on this board and "
-                        "member(s) in the last 5 minutes; use a new key per request"
-                    ) from None
+                    raise idem_conflict() from None
                 if text.startswith("STALECONFIG"):
                     _, order, ties = text.split()
                     self._shape[board] = (order, ties)
@@ -406,12 +404,26 @@ def write_id(members: list[str], client_key: str | None) -> str:
     return "c" + h.hexdigest()[:32]
 
 
-def _fingerprint(checked: list[tuple[str, Score, bytes]]) -> str:
-    # what the request asked for: a key replayed with another body must not get this reply
+def fingerprint(checked: Sequence[tuple[str, Score, bytes, float | None]]) -> str:
+    """What a write request asked for (member, score, metadata, ``at`` per item), 32 hex
+    chars: an idempotency id replayed with another body must not get the first reply. An item
+    without ``at`` hashes as it did before ``at`` existed, so one body has one fingerprint on
+    both write paths (rankd_write and rankd_xwrite share the board's records)."""
     h = hashlib.sha256()
-    for member, score, meta in checked:
-        h.update(orjson.dumps([member, repr(score), meta.decode()]))
+    for member, score, meta, at in checked:
+        row: list[object] = [member, repr(score), meta.decode()]
+        if at is not None:
+            row.append(repr(at))
+        h.update(orjson.dumps(row))
     return h.hexdigest()[:32]
+
+
+def idem_conflict() -> Conflict:
+    """IDEMMISMATCH from rankd_write or rankd_xwrite: the id was recorded with another body."""
+    return Conflict(
+        "this Idempotency-Key was used for another request on this board and "
+        "member(s) in the last 5 minutes; use a new key per request"
+    )
 
 
 def _check_count(what: str, n: int) -> None:

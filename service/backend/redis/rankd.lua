@@ -159,6 +159,7 @@ local function idem_wanted(id, update)
   return id
 end
 
+-- the first reply recorded under id (the caller adjusts it), error IDEMMISMATCH, or nil
 local function idem_seen(ih, id, fp)
   local found = redis.call('HGET', ih, id)
   if not found then return nil end
@@ -166,9 +167,7 @@ local function idem_seen(ih, id, fp)
   -- rewrite it: a replayed reply is a write too, so a WAIT after it on this connection waits
   -- for a replication offset past the first application, not for nothing
   redis.call('HSET', ih, id, found)
-  local reply = cmsgpack.unpack(string.sub(found, 33))
-  reply[1] = 0
-  return reply
+  return cmsgpack.unpack(string.sub(found, 33))
 end
 
 local function now_ms()
@@ -230,7 +229,10 @@ local function write(keys, args)
   local idem = idem_wanted(args[6], c[3])
   if idem then
     local seen = idem_seen(keys[7], idem, args[7])
-    if seen then return seen end
+    if seen then
+      if not seen.err then seen[1] = 0 end -- created: a replay creates nothing
+      return seen
+    end
   end
   local first, update = c[2] == 'first', c[3]
 
@@ -930,22 +932,30 @@ local function x_rem(t, dense, key)
   end
 end
 
---[[ rankd_xwrite  KEYS cfg ev, then 6 keys per table
-ARGV order ties opts publish ranking ntables, per table: period_id start all(0/1); then per
-item: member NUM TYPE meta ntargets, then that many 1-based table numbers.
+--[[ rankd_xwrite  KEYS cfg ev iz ih, then 6 keys per table
+ARGV order ties opts publish ranking idem fp ntables, per table: period_id start all(0/1); then
+per item: member NUM TYPE meta ntargets, then that many 1-based table numbers.
 All or nothing, as rankd_write (pass 1 decides against shadows, pass 2 applies). One seq per
-item that changes any table. Errors: STALEOPTS, "RANGE <i>".
+item that changes any table. idem/fp as rankd_write's ("Idempotency" above): a repeated id gets
+the first application's reply back, nothing written, whatever tables the repeat names (a retry
+may come after a period rolled over: the write stays where it first applied). Errors:
+STALEOPTS, "RANGE <i>", "IDEMMISMATCH".
 Reply: {seq, {per table: ZCARD of its window's r}, per item: {per target: changed, rank,
 prev (0 = new), key, old_key, pos, prev_pos}} ]]
 local function xwrite(keys, args)
   local c, err = x_head(keys[1], args)
   if err then return err end
   if not c then return redis.error_reply('STALEOPTS') end
-  local publish, ranking, nt = args[4] == '1', args[5], tonumber(args[6])
+  local publish, ranking, nt = args[4] == '1', args[5], tonumber(args[8])
   local dense = ranking == 'dense'
   local first, update = c[2] == 'first', c[4]
-  local tabs = x_tables(keys, 3, nt)
-  local a = 7
+  local idem = idem_wanted(args[6], update)
+  if idem then
+    local seen = idem_seen(keys[4], idem, args[7])
+    if seen then return seen end
+  end
+  local tabs = x_tables(keys, 5, nt)
+  local a = 9
   for i = 1, nt do
     tabs[i].pid, tabs[i].start, tabs[i].all = args[a], args[a + 1], args[a + 2] == '1'
     a = a + 3
@@ -1044,6 +1054,7 @@ local function xwrite(keys, args)
   end
   if seq ~= tonumber(c[5]) then redis.call('HSET', keys[1], 'seq', itoa(seq)) end
   out[1] = seq
+  if idem then idem_record(keys[3], keys[4], idem, args[7], out) end
   return out
 end
 

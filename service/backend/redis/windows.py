@@ -31,7 +31,7 @@ import orjson
 from redis.exceptions import ResponseError
 
 from service.backend.redis import keys
-from service.backend.redis.boards import RedisBoards
+from service.backend.redis.boards import RedisBoards, fingerprint, idem_conflict
 from service.backend.redis.functions import Arg, fcall
 from store.boards import Entry
 from store.clock import Clock
@@ -498,10 +498,21 @@ class RedisWindows:
             )
 
     async def write_many(
-        self, board: str, items: Sequence[tuple[object, ...]], publish: str
+        self,
+        board: str,
+        items: Sequence[tuple[object, ...]],
+        publish: str,
+        idem: str = "",
+        now: float | None = None,
     ) -> list[Entry]:
         """Every item to every window (the periods containing its ``at``, else now's), in
-        order, all or nothing; the results of store.boards.Board.write."""
+        order, all or nothing; the results of store.boards.Board.write.
+
+        ``idem``: the write's idempotency id (boards.write_id), "" for none, as
+        RedisBoards.write_many: a repeat gets the first application's result back and writes
+        nothing (in no window); the same id with another body is a Conflict. ``now``: the
+        request's time (default: the clock's); a retry passes the first attempt's, so it names
+        the periods the first attempt named even across a rollover."""
         check_batch_size(len(items), self.core.limits)
         for _ in range(_RETRIES):
             try:
@@ -509,8 +520,10 @@ class RedisWindows:
             except BoardNotFound:
                 state = None  # a valid write creates it with the defaults, as POST score does
             config = state.config if state is not None else BoardConfig()
-            now = self.clock.now()
+            if now is None:
+                now = self.clock.now()
             checked: list[tuple[str, Score, bytes, list[tuple[int, Period]]]] = []
+            asked: list[tuple[str, Score, bytes, float | None]] = []  # the fingerprint's
             for item in items:
                 member = check_member(item[0], self.core.limits)
                 score = check_score(item[1])
@@ -525,6 +538,7 @@ class RedisWindows:
                     targets.append((i, p))
                 meta_json = orjson.dumps(meta) if meta is not None else b""
                 checked.append((member, score, meta_json, targets))
+                asked.append((member, score, meta_json, at))
             if state is None:
                 await self.configure(board, {})
                 continue
@@ -539,16 +553,22 @@ class RedisWindows:
                         declared += self.table(board, w.name, p.id)
                         all_ = w.kind == "all"
                         table_args += [p.id, 0 if all_ else p.start or 0, "1" if all_ else "0"]
-            args: list[Arg] = [*state.head(), publish, config.ranking, len(tables), *table_args]
+            args: list[Arg] = [*state.head(), publish, config.ranking, idem, fingerprint(asked)]
+            args += [len(tables), *table_args]
             for member, score, meta_json, targets in checked:
                 num = encode_num(-score if state.desc else score)
                 args += [member, num, "1" if type(score) is float else "0", meta_json]
                 args += [len(targets), *(tables[(i, p.id)] for i, p in targets)]
             k = self.core.keys(board)
+            iz, ih = keys.idem_keys(self.core.prefix, board)
             try:
-                reply = await self.core._fcall_write("rankd_xwrite", [k.cfg, k.ev, *declared], args)
+                reply = await self.core._fcall_write(
+                    "rankd_xwrite", [k.cfg, k.ev, iz, ih, *declared], args
+                )
             except ResponseError as exc:
                 text = str(exc)
+                if text.startswith("IDEMMISMATCH"):
+                    raise idem_conflict() from None
                 if text.startswith("RANGE"):
                     i = int(text.split()[1])
                     raise InvalidArgument(
