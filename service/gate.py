@@ -26,8 +26,6 @@ from service.players import (
 )
 from store.writers import Writer
 
-Handler = Callable[..., Awaitable[Response]]
-
 # What a player may do on a route besides reading (every READ route is open to players).
 _SCORE = ("POST", "/v1/boards/{board}/scores")
 _OWN_SESSION = frozenset(
@@ -48,8 +46,7 @@ class Gate:
     __slots__ = (
         "auth",
         "body_bytes",
-        "deps",
-        "handler",
+        "call",
         "kind",
         "players",
         "public",
@@ -63,9 +60,8 @@ class Gate:
         self.players = players
         self.body_bytes = body_bytes
         self.scope = spec.scope
-        self.handler: Handler = spec.handler
-        # The handler's dependencies, bound by service/app.py with the route's own.
-        self.deps: tuple[object, ...] = ()
+        # The route's handler with its dependencies, bound by service/app.py (_bound).
+        self.call: Callable[[Request], Awaitable[Response]] = spec.handler
         self.where = f"{spec.method} {spec.path}"
         route = (spec.method, spec.path)
         self.public = spec.scope == READ and "{board}" in spec.path
@@ -96,17 +92,17 @@ class Gate:
             if not await self.players.is_public(request.path_params["board"]):
                 raise anonymous()
             request.scope[AUTH] = "anonymous"
-            return await self.handler(request, *self.deps)
+            return await self.call(request)
         player = await self.players.from_header(pending)
         request.scope[AUTH] = "player"  # never the session id
         kind = self.kind
         if kind == "read":
-            return await self.handler(request, *self.deps)
+            return await self.call(request)
         if kind == "score":
             return await self._score(request, player)
         if kind == "own-session":
             if same_session(request.path_params["id"], player.sid):
-                return await self.handler(request, *self.deps)
+                return await self.call(request)
             raise forbidden("a player session may read, touch, rotate or delete only itself")
         raise forbidden(
             f"a player session may not call {self.where}: players read boards, write their "
@@ -131,7 +127,7 @@ class Gate:
                 raw = orjson.dumps(body)
         request.scope[WRITER] = Writer.player(player.user)  # the journal's "who wrote"
         # Anything else is malformed: the handler answers its precise 400.
-        return await self.handler(Request(request.scope, _replay(raw)), *self.deps)
+        return await self.call(Request(request.scope, _replay(raw)))
 
 
 def _replay(body: bytes) -> Callable[[], Awaitable[Message]]:
