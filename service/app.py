@@ -10,7 +10,7 @@ Request path (no middleware of our own: each one would cost every request an ext
                                     player session or no credential on a public board after
                                     the readiness gate, service/gate.py)
                                  -> readiness gate (/v1 only)
-                                 -> handler(request, *deps) -> problem+json on any exception
+                                 -> handler(request, <deps>) -> problem+json on any exception
                                     (deps: what the handler's signature names, bound once)
                                  -> Cache-Control: no-store (session routes)
                                  -> RouteStats.observe(status, seconds)
@@ -321,8 +321,8 @@ async def _start(rt: Runtime, started: list[str], unbound: list[Binder]) -> None
         started.append("hub")
         began = time.perf_counter()
         await backend.start()
-        # No await between the backend turning ready and this: no gated request can reach a
-        # handler whose dependencies are not bound yet.
+        # No await between the backend turning ready and this (neither backend's start()
+        # awaits after setting ready), so no gated request can reach an unbound handler.
         for bind in unbound:
             if not bind():
                 raise RuntimeError("the backend started without its boards and sessions")
