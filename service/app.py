@@ -10,13 +10,16 @@ Request path (no middleware of our own: each one would cost every request an ext
                                     player session or no credential on a public board after
                                     the readiness gate, service/gate.py)
                                  -> readiness gate (/v1 only)
-                                 -> handler(runtime, request) -> problem+json on any exception
-                                    (handlers reach data only through runtime.backend)
+                                 -> handler(request, <deps>) -> problem+json on any exception
+                                    (deps: what the handler's signature names, bound once)
                                  -> Cache-Control: no-store (session routes)
                                  -> RouteStats.observe(status, seconds)
 
-Everything a request would otherwise look up (runtime, scope, route stats, the route
-template for log lines) is bound into the wrapper's closure when the app is built.
+Everything a request would otherwise look up (the handler's dependencies, scope, route stats,
+the route template for log lines) is bound into the wrapper's closure when the app is built.
+A handler names what it uses after ``request`` (``boards: Boards``, ``limits: ServiceLimits``;
+the list is service/runtime.py ``Dependencies``); ``handler_dependencies`` checks the names and
+annotations once, and ``_bound`` closes over the objects, passed by position.
 
 Lifecycle (lifespan)::
 
@@ -30,10 +33,12 @@ Lifecycle (lifespan)::
 """
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
+from typing import get_type_hints
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -57,10 +62,10 @@ from service.browser import (
 )
 from service.errors import Problem, http_exception, response_for, server_error
 from service.gate import Gate
-from service.http import RouteSpec
+from service.http import Handler, RouteSpec
 from service.live import live_page
 from service.router import IndexedRouter
-from service.runtime import Runtime
+from service.runtime import STARTED, Dependencies, Runtime
 from service.settings import Settings
 from service.ws import ws_endpoint
 from store.clock import Clock
@@ -68,6 +73,7 @@ from store.clock import Clock
 log = logging.getLogger("rankd")
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+Binder = Callable[[], bool]
 
 SPECS: tuple[RouteSpec, ...] = (
     *routes_boards.ROUTES,
@@ -79,13 +85,48 @@ SPECS: tuple[RouteSpec, ...] = (
 _NO_STORE = (b"cache-control", b"no-store")
 
 
-def _wrap(rt: Runtime, spec: RouteSpec, rules: BrowserRules) -> Endpoint:
+def handler_dependencies(spec: RouteSpec) -> tuple[str, ...]:
+    """The names a route's handler asks for after ``request``, checked against
+    runtime.Dependencies once, when the route table is built (a wrong name, type or kind of
+    parameter is a TypeError at start-up, never a failed request)."""
+    handler = spec.handler
+    where = f"{handler.__module__}.{handler.__qualname__}"
+    params = list(inspect.signature(handler).parameters.values())
+    if not params or params[0].name != "request":
+        raise TypeError(f"{where}: the first parameter must be 'request'")
+    hints = get_type_hints(handler)
+    known = get_type_hints(Dependencies)
+    names = []
+    for param in params[1:]:
+        name = param.name
+        if name not in known:
+            raise TypeError(f"{where} asks for {name!r}; a handler may ask for {sorted(known)}")
+        if param.kind is not param.POSITIONAL_OR_KEYWORD or param.default is not param.empty:
+            raise TypeError(f"{where}: {name!r} must be a plain parameter (bound by position)")
+        if hints.get(name) != known[name]:
+            raise TypeError(f"{where}: {name!r} must be annotated {known[name]!r}")
+        if name in STARTED and not spec.gated:
+            raise TypeError(f"{where}: an ungated route answers before {name!r} exists")
+        names.append(name)
+    return tuple(names)
+
+
+def _wrap(rt: Runtime, spec: RouteSpec, rules: BrowserRules) -> tuple[Endpoint, Binder]:
+    """The route's endpoint and the function that binds its handler's dependencies (once:
+    build_routes calls it at once, or when the backend has started if it needs the backend's
+    parts first). The endpoint calls the bound handler: no lookup, no introspection."""
     auth = rt.auth
     backend = rt.backend
     handler = spec.handler
+    names = handler_dependencies(spec)
+    call: Endpoint = handler
     stats = rt.metrics.route(spec.method, spec.path)
     # None: no keys (protected mode, open) or an open route; else keys, players, public boards.
-    gate = Gate(auth, rt.players, spec) if auth is not None and spec.scope is not None else None
+    gate = (
+        Gate(auth, rt.players, spec, rt.settings.limits.body_bytes)
+        if auth is not None and spec.scope is not None
+        else None
+    )
     gated = spec.gated
     where = f"{spec.method} {spec.path}"
     clock = time.perf_counter
@@ -101,6 +142,16 @@ def _wrap(rt: Runtime, spec: RouteSpec, rules: BrowserRules) -> Endpoint:
     # Protected mode (no keys): a route that would need one is served with no credential.
     anonymous = auth is None and spec.scope is not None
 
+    def bind() -> bool:
+        """Bind the dependencies if they all exist yet; whether they did."""
+        nonlocal call
+        if not all(rt.has(name) for name in names):
+            return False
+        call = _bound(handler, tuple(rt.dependency(name) for name in names))
+        if gate is not None:
+            gate.call = call
+        return True
+
     async def endpoint(request: Request) -> Response:
         start = clock()
         try:
@@ -114,9 +165,9 @@ def _wrap(rt: Runtime, spec: RouteSpec, rules: BrowserRules) -> Endpoint:
                 reason = backend.health()["reason"] or "recovering data from disk"
                 raise Problem(503, "not-ready", f"not ready: {reason}; retry shortly")
             if pending is None:
-                response = await handler(rt, request)
+                response = await call(request)
             else:
-                response = await gate.serve(pending, rt, request)  # type: ignore[union-attr]
+                response = await gate.serve(pending, request)  # type: ignore[union-attr]
         except Exception as exc:
             if isinstance(exc, MemoryError):
                 backend.on_memory_error()  # frees the reserve this answer is built with
@@ -127,7 +178,28 @@ def _wrap(rt: Runtime, spec: RouteSpec, rules: BrowserRules) -> Endpoint:
         stats.observe(response.status_code, clock() - start)
         return response
 
-    return endpoint
+    return endpoint, bind
+
+
+def _bound(handler: Handler, deps: tuple[object, ...]) -> Endpoint:
+    """``handler`` with ``deps`` after the request: a closure per arity, because a call with
+    ``*deps`` costs ~150 ns more per request than the positional one (CALL_FUNCTION_EX; the
+    closure's own call is what ``handler(rt, request)`` cost before, loadtest/RESULTS.md)."""
+    if not deps:
+        return handler
+    if len(deps) == 1:
+        (a,) = deps
+        return lambda request: handler(request, a)
+    if len(deps) == 2:
+        a, b = deps
+        return lambda request: handler(request, a, b)
+    if len(deps) == 3:
+        a, b, c = deps
+        return lambda request: handler(request, a, b, c)
+    if len(deps) == 4:
+        a, b, c, d = deps
+        return lambda request: handler(request, a, b, c, d)
+    return lambda request: handler(request, *deps)
 
 
 class _Handle:
@@ -154,11 +226,21 @@ def browser_rules(settings: Settings) -> BrowserRules:
     return BrowserRules(settings.cors_origins, protected=not settings.auth_enabled)
 
 
-def build_routes(rt: Runtime, specs: tuple[RouteSpec, ...] = SPECS) -> list[BaseRoute]:
+def build_routes(
+    rt: Runtime, specs: tuple[RouteSpec, ...] = SPECS, unbound: list[Binder] | None = None
+) -> list[BaseRoute]:
+    """The route table. Each handler's dependencies are bound here; one that needs a part
+    the backend has only once started goes to ``unbound`` (bound by the lifespan right after
+    ``backend.start()``, before any gated request can pass the readiness check)."""
     rules = browser_rules(rt.settings)
     by_path: dict[str, dict[str, Endpoint]] = {}
     for spec in specs:
-        by_path.setdefault(spec.path, {})[spec.method] = _wrap(rt, spec, rules)
+        endpoint, bind = _wrap(rt, spec, rules)
+        if not bind():
+            if unbound is None:
+                raise RuntimeError(f"{spec.method} {spec.path}: the backend has not started")
+            unbound.append(bind)
+        by_path.setdefault(spec.path, {})[spec.method] = endpoint
     routes: list[BaseRoute] = []
     for path, by_method in by_path.items():
         if "GET" in by_method:
@@ -180,7 +262,8 @@ def create_app(
     settings: Settings, clock: Clock | None = None, backend: Backend | None = None
 ) -> Starlette:
     rt = Runtime(settings, backend or _backend(settings, clock))
-    routes = build_routes(rt)
+    unbound: list[Binder] = []
+    routes = build_routes(rt, unbound=unbound)
     routes += [WebSocketRoute("/v1/ws", ws_endpoint), Route("/", live_page)]
     middleware = []
     if settings.cors_origins:
@@ -204,6 +287,7 @@ def create_app(
     )
     app.router = IndexedRouter(routes, lifespan=_lifespan)
     app.state.rankd = rt
+    app.state.unbound = unbound  # bound by _start once the backend has its parts
     app.state.specs = SPECS  # what GET /openapi.json documents (service/openapi.py)
     app.state.browser = browser_rules(settings)  # for the WebSocket handshake
     return app
@@ -223,20 +307,26 @@ def _unmatched(rt: Runtime) -> Callable[[Request, Exception], Awaitable[Response
 async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     rt: Runtime = app.state.rankd
     started: list[str] = []
-    starter = asyncio.create_task(_start(rt, started))
+    starter = asyncio.create_task(_start(rt, started, app.state.unbound))
     try:
         yield
     finally:
         await _stop(rt, starter, started)
 
 
-async def _start(rt: Runtime, started: list[str]) -> None:
+async def _start(rt: Runtime, started: list[str], unbound: list[Binder]) -> None:
     backend = rt.backend
     try:
         await rt.hub.start()
         started.append("hub")
         began = time.perf_counter()
         await backend.start()
+        # No await between the backend turning ready and this (neither backend's start()
+        # awaits after setting ready), so no gated request can reach an unbound handler.
+        for bind in unbound:
+            if not bind():
+                raise RuntimeError("the backend started without its boards and sessions")
+        unbound.clear()
         log.info("ready in %.3f s (epoch %s)", time.perf_counter() - began, backend.epoch)
     except Exception as exc:
         if backend.fatal is None:

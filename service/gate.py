@@ -5,7 +5,6 @@ are public); this module applies them to one HTTP route, built once per route at
 """
 
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import orjson
 from starlette.requests import Request
@@ -27,8 +26,6 @@ from service.players import (
 )
 from store.writers import Writer
 
-Handler = Callable[[Any, Request], Awaitable[Response]]
-
 # What a player may do on a route besides reading (every READ route is open to players).
 _SCORE = ("POST", "/v1/boards/{board}/scores")
 _OWN_SESSION = frozenset(
@@ -46,14 +43,25 @@ class Gate:
     board's reads anyone. Built once per route; ``check`` runs before the readiness gate (a
     key needs no data), ``serve`` after it (a session or a board policy does)."""
 
-    __slots__ = ("auth", "handler", "kind", "players", "public", "scope", "where")
+    __slots__ = (
+        "auth",
+        "body_bytes",
+        "call",
+        "kind",
+        "players",
+        "public",
+        "scope",
+        "where",
+    )
 
-    def __init__(self, auth: Auth, players: Players, spec: RouteSpec) -> None:
+    def __init__(self, auth: Auth, players: Players, spec: RouteSpec, body_bytes: int) -> None:
         assert spec.scope is not None
         self.auth = auth
         self.players = players
+        self.body_bytes = body_bytes
         self.scope = spec.scope
-        self.handler: Handler = spec.handler
+        # The route's handler with its dependencies, bound by service/app.py (_bound).
+        self.call: Callable[[Request], Awaitable[Response]] = spec.handler
         self.where = f"{spec.method} {spec.path}"
         route = (spec.method, spec.path)
         self.public = spec.scope == READ and "{board}" in spec.path
@@ -79,22 +87,22 @@ class Gate:
         request.scope[AUTH] = self.auth.label(self.auth.check_header(header, self.scope))
         return None
 
-    async def serve(self, pending: str, rt: Any, request: Request) -> Response:
+    async def serve(self, pending: str, request: Request) -> Response:
         if not pending:
             if not await self.players.is_public(request.path_params["board"]):
                 raise anonymous()
             request.scope[AUTH] = "anonymous"
-            return await self.handler(rt, request)
+            return await self.call(request)
         player = await self.players.from_header(pending)
         request.scope[AUTH] = "player"  # never the session id
         kind = self.kind
         if kind == "read":
-            return await self.handler(rt, request)
+            return await self.call(request)
         if kind == "score":
-            return await _score(self.players, rt, request, player, self.handler)
+            return await self._score(request, player)
         if kind == "own-session":
             if same_session(request.path_params["id"], player.sid):
-                return await self.handler(rt, request)
+                return await self.call(request)
             raise forbidden("a player session may read, touch, rotate or delete only itself")
         raise forbidden(
             f"a player session may not call {self.where}: players read boards, write their "
@@ -102,27 +110,24 @@ class Gate:
             "API key"
         )
 
+    async def _score(self, request: Request, player: Player) -> Response:
+        """POST /v1/boards/{board}/scores by a player: policy first, then the normal route.
 
-async def _score(
-    players: Players, rt: Any, request: Request, player: Player, handler: Handler
-) -> Response:
-    """POST /v1/boards/{board}/scores by a player: policy first, then the normal route.
-
-    The body is read here (bounded as the route reads it), checked, and given to the
-    route's own handler as if it had just arrived -- with ``member`` filled in when absent
-    -- so a player's write takes exactly the key holder's path from there on.
-    """
-    raw = await read_body(request, rt.settings.limits.body_bytes)
-    body = parse_json(raw)
-    if type(body) is dict:
-        member = body.get("member", MISSING)
-        await players.authorize_write(player, request.path_params["board"], member)
-        if member is MISSING:
-            body["member"] = player.user
-            raw = orjson.dumps(body)
-    request.scope[WRITER] = Writer.player(player.user)  # the journal's "who wrote"
-    # Anything else is malformed: the handler answers its precise 400.
-    return await handler(rt, Request(request.scope, _replay(raw)))
+        The body is read here (bounded as the route reads it), checked, and given to the
+        route's own handler as if it had just arrived -- with ``member`` filled in when absent
+        -- so a player's write takes exactly the key holder's path from there on.
+        """
+        raw = await read_body(request, self.body_bytes)
+        body = parse_json(raw)
+        if type(body) is dict:
+            member = body.get("member", MISSING)
+            await self.players.authorize_write(player, request.path_params["board"], member)
+            if member is MISSING:
+                body["member"] = player.user
+                raw = orjson.dumps(body)
+        request.scope[WRITER] = Writer.player(player.user)  # the journal's "who wrote"
+        # Anything else is malformed: the handler answers its precise 400.
+        return await self.call(Request(request.scope, _replay(raw)))
 
 
 def _replay(body: bytes) -> Callable[[], Awaitable[Message]]:

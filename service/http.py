@@ -12,7 +12,7 @@ number grammar for scores) so ``limit=1e3``, ``limit=+5`` or ``offset=0x10`` are
 
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
 
 import orjson
@@ -21,9 +21,6 @@ from starlette.responses import Response
 
 from service.errors import Problem, bad_request
 from store.show import show
-
-if TYPE_CHECKING:
-    from service.runtime import Runtime
 
 JSON = "application/json"
 
@@ -166,7 +163,9 @@ def score_param(params: Mapping[str, str], name: str) -> int | float:
     return value
 
 
-Handler = Callable[["Runtime", Request], Awaitable[Response]]
+# ``async def name(request, <dependencies>)``: each parameter after ``request`` is one of
+# service/runtime.py ``Dependencies`` by name and type, bound once by service/app.py.
+Handler = Callable[..., Awaitable[Response]]
 
 
 class RouteSpec(NamedTuple):

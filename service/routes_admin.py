@@ -10,20 +10,19 @@ from starlette.responses import Response
 
 from service import asyncapi, openapi
 from service.auth import ADMIN, METRICS
+from service.backend.api import Backend
 from service.errors import Problem, problem_response
 from service.http import RouteSpec, json_response
-from service.metrics import CONTENT_TYPE
-from service.runtime import Runtime
+from service.metrics import CONTENT_TYPE, Metrics
 
 _OK = b'{"status":"ok"}'
 
 
-async def healthz(rt: Runtime, request: Request) -> Response:
+async def healthz(request: Request) -> Response:
     return Response(_OK, media_type="application/json")
 
 
-async def readyz(rt: Runtime, request: Request) -> Response:
-    backend = rt.backend
+async def readyz(request: Request, backend: Backend) -> Response:
     if backend.ready:
         return json_response({"status": "ready", "epoch": backend.epoch})
     if backend.fatal is not None:
@@ -32,23 +31,23 @@ async def readyz(rt: Runtime, request: Request) -> Response:
     return problem_response(503, "not-ready", f"not ready yet: {reason}")
 
 
-async def metrics(rt: Runtime, request: Request) -> Response:
-    return Response(rt.metrics.render(), media_type=CONTENT_TYPE)
+async def metrics(request: Request, metrics: Metrics) -> Response:
+    return Response(metrics.render(), media_type=CONTENT_TYPE)
 
 
-async def openapi_json(rt: Runtime, request: Request) -> Response:
+async def openapi_json(request: Request) -> Response:
     # The app's routes come from app.state: service.app imports this module.
     specs = request.app.state.specs
     return Response(openapi.document_bytes(specs), media_type="application/json")
 
 
-async def asyncapi_json(rt: Runtime, request: Request) -> Response:
+async def asyncapi_json(request: Request) -> Response:
     return Response(asyncapi.document_bytes(), media_type="application/json")
 
 
-async def snapshot(rt: Runtime, request: Request) -> Response:
+async def snapshot(request: Request, backend: Backend) -> Response:
     try:
-        return json_response(await rt.backend.snapshot())
+        return json_response(await backend.snapshot())
     except NotImplementedError:
         # A backend without local disk (redis): its durability is the cluster's.
         raise Problem(

@@ -14,7 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service.access import AUTH
-from service.auth import READ, WRITE
+from service.auth import READ, WRITE, Auth
+from service.backend.api import Boards
 from service.errors import bad_request
 from service.http import (
     JSON,
@@ -28,10 +29,11 @@ from service.http import (
     read_body,
     score_param,
 )
+from service.metrics import Metrics
 from service.metrics import writer as writer_label
 from service.players import writer_of
-from service.runtime import Runtime
 from service.schemas import SCORE_FIELDS
+from service.settings import ServiceLimits
 from store.show import show
 from store.values import check_batch_size, check_member, check_score
 
@@ -46,32 +48,31 @@ MAX_OFFSET = 2**31 - 1
 BOARD_LIST_DEFAULT = 100
 
 
-async def put_board(rt: Runtime, request: Request) -> Response:
+async def put_board(request: Request, limits: ServiceLimits, boards: Boards) -> Response:
     name = request.path_params["board"]
-    options = parse_json(await read_body(request, rt.settings.limits.body_bytes), empty={})
+    options = parse_json(await read_body(request, limits.body_bytes), empty={})
     if type(options) is not dict:
         raise bad_request('board options must be a JSON object such as {"order": "asc"}')
     # Unknown options and values are refused by BoardConfig (400 naming the option).
-    info, created = await rt.backend.boards.configure(name, options)
+    info, created = await boards.configure(name, options)
     if created:
         return json_response(info, 201, {"Location": f"/v1/boards/{info['board']}"})
     return json_response(info)
 
 
-async def list_boards(rt: Runtime, request: Request) -> Response:
-    boards = rt.backend.boards
+async def list_boards(request: Request, boards: Boards) -> Response:
     params = query(request, PAGE_PARAMS)
     offset = int_param(params, "offset", 0, 0, MAX_OFFSET)
     limit = int_param(params, "limit", BOARD_LIST_DEFAULT, 1, boards.limits.page_items)
     return json_response(await boards.list_boards(offset, limit))
 
 
-async def get_board(rt: Runtime, request: Request) -> Response:
-    return json_response(await rt.backend.boards.describe(request.path_params["board"]))
+async def get_board(request: Request, boards: Boards) -> Response:
+    return json_response(await boards.describe(request.path_params["board"]))
 
 
-async def delete_board(rt: Runtime, request: Request) -> Response:
-    await rt.backend.boards.drop(request.path_params["board"])
+async def delete_board(request: Request, boards: Boards) -> Response:
+    await boards.drop(request.path_params["board"])
     return no_content()
 
 
@@ -112,8 +113,10 @@ def _idempotency_key(request: Request) -> str | None:
     return key
 
 
-async def post_score(rt: Runtime, request: Request) -> Response:
-    raw = await read_body(request, rt.settings.limits.body_bytes)
+async def post_score(
+    request: Request, limits: ServiceLimits, auth: Auth | None, boards: Boards, metrics: Metrics
+) -> Response:
+    raw = await read_body(request, limits.body_bytes)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -130,8 +133,8 @@ async def post_score(rt: Runtime, request: Request) -> Response:
         at = None
     else:
         member, score, metadata, at = _score_item(body, "the score")
-    writer = writer_of(request.scope, rt.auth is not None)
-    result = await rt.backend.boards.write(
+    writer = writer_of(request.scope, auth is not None)
+    result = await boards.write(
         request.path_params["board"],
         member,
         score,
@@ -140,27 +143,28 @@ async def post_score(rt: Runtime, request: Request) -> Response:
         idempotency_key=_idempotency_key(request),
         writer=writer,
     )
-    rt.metrics.score_writes[writer_label(request.scope.get(AUTH))] += 1
+    metrics.score_writes[writer_label(request.scope.get(AUTH))] += 1
     return Response(orjson.dumps(result), media_type=JSON)
 
 
-async def post_batch(rt: Runtime, request: Request) -> Response:
-    body = parse_json(await read_body(request, rt.settings.limits.body_bytes))
+async def post_batch(
+    request: Request, limits: ServiceLimits, auth: Auth | None, boards: Boards, metrics: Metrics
+) -> Response:
+    body = parse_json(await read_body(request, limits.body_bytes))
     if type(body) is not list:
         raise bad_request("a batch must be a JSON array of {member, score, metadata?} objects")
     # The cap first (store.values.check_batch_size, 413), before any item is looked at.
-    check_batch_size(len(body), rt.backend.boards.limits)
+    check_batch_size(len(body), boards.limits)
     items = [_score_item(item, f"item {i}") for i, item in enumerate(body)]
-    writer = writer_of(request.scope, rt.auth is not None)
-    results = await rt.backend.boards.write_many(
+    writer = writer_of(request.scope, auth is not None)
+    results = await boards.write_many(
         request.path_params["board"], items, _idempotency_key(request), writer
     )
-    rt.metrics.score_writes[writer_label(request.scope.get(AUTH))] += len(results)
+    metrics.score_writes[writer_label(request.scope.get(AUTH))] += len(results)
     return json_response(results)
 
 
-async def top(rt: Runtime, request: Request) -> Response:
-    boards = rt.backend.boards
+async def top(request: Request, boards: Boards) -> Response:
     params = query(request, TOP_PARAMS)
     offset = int_param(params, "offset", 0, 0, MAX_OFFSET)
     limit = int_param(params, "limit", 10, 1, boards.limits.page_items)
@@ -174,47 +178,44 @@ async def top(rt: Runtime, request: Request) -> Response:
     return json_response(page)
 
 
-def _member(rt: Runtime, request: Request) -> str:
-    return check_member(request.path_params["member"], rt.backend.boards.limits)
+def _member(request: Request, boards: Boards) -> str:
+    return check_member(request.path_params["member"], boards.limits)
 
 
-async def get_member(rt: Runtime, request: Request) -> Response:
+async def get_member(request: Request, boards: Boards) -> Response:
     window, period = _period(query(request, PERIOD_PARAMS))
-    member = _member(rt, request)
-    return json_response(
-        await rt.backend.boards.entry(request.path_params["board"], member, window, period)
-    )
+    member = _member(request, boards)
+    return json_response(await boards.entry(request.path_params["board"], member, window, period))
 
 
-async def around(rt: Runtime, request: Request) -> Response:
-    boards = rt.backend.boards
+async def around(request: Request, boards: Boards) -> Response:
     params = query(request, AROUND_PARAMS)
     radius = int_param(params, "radius", 5, 0, boards.limits.radius)
     window, period = _period(params)
-    member = _member(rt, request)
+    member = _member(request, boards)
     return json_response(
         await boards.around(request.path_params["board"], member, radius, window, period)
     )
 
 
-async def rank_for_score(rt: Runtime, request: Request) -> Response:
+async def rank_for_score(request: Request, boards: Boards) -> Response:
     params = query(request, RANK_PARAMS)
     score = check_score(score_param(params, "score"))
     window, period = _period(params)
     return json_response(
-        await rt.backend.boards.rank_for_score(request.path_params["board"], score, window, period)
+        await boards.rank_for_score(request.path_params["board"], score, window, period)
     )
 
 
-async def periods(rt: Runtime, request: Request) -> Response:
+async def periods(request: Request, boards: Boards) -> Response:
     window, _ = _period(query(request, WINDOW_PARAMS))
-    return json_response(await rt.backend.boards.periods(request.path_params["board"], window))
+    return json_response(await boards.periods(request.path_params["board"], window))
 
 
-async def delete_member(rt: Runtime, request: Request) -> Response:
-    member = _member(rt, request)
-    writer = writer_of(request.scope, rt.auth is not None)
-    await rt.backend.boards.remove(request.path_params["board"], member, writer)
+async def delete_member(request: Request, auth: Auth | None, boards: Boards) -> Response:
+    member = _member(request, boards)
+    writer = writer_of(request.scope, auth is not None)
+    await boards.remove(request.path_params["board"], member, writer)
     return no_content()
 
 

@@ -12,7 +12,8 @@ the write path (503 when persistence refuses writes).
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service.auth import READ, WRITE
+from service.auth import READ, WRITE, Auth
+from service.backend.api import Boards
 from service.errors import bad_request
 from service.http import (
     RouteSpec,
@@ -25,8 +26,8 @@ from service.http import (
     score_param,
 )
 from service.players import writer_of
-from service.runtime import Runtime
 from service.schemas import LOOKUP_FIELDS, METADATA_PATCH_FIELDS
+from service.settings import ServiceLimits
 from store.ranks import LOOKUP_MEMBERS
 from store.values import SCORE_LIMIT, check_member, check_metadata, check_score
 
@@ -36,10 +37,9 @@ MAX_OFFSET = 2**31 - 1
 LOWEST, HIGHEST = -(SCORE_LIMIT - 1), SCORE_LIMIT - 1
 
 
-async def lookup(rt: Runtime, request: Request) -> Response:
-    boards = rt.backend.boards
+async def lookup(request: Request, limits: ServiceLimits, boards: Boards) -> Response:
     body = json_object(
-        parse_json(await read_body(request, rt.settings.limits.body_bytes)),
+        parse_json(await read_body(request, limits.body_bytes)),
         LOOKUP_FIELDS,
         "the lookup",
     )
@@ -54,8 +54,7 @@ async def lookup(rt: Runtime, request: Request) -> Response:
     return json_response(await boards.lookup(request.path_params["board"], checked))
 
 
-async def score_range(rt: Runtime, request: Request) -> Response:
-    boards = rt.backend.boards
+async def score_range(request: Request, boards: Boards) -> Response:
     params = query(request, RANGE_PARAMS)
     low = check_score(score_param(params, "min")) if "min" in params else LOWEST
     high = check_score(score_param(params, "max")) if "max" in params else HIGHEST
@@ -67,11 +66,12 @@ async def score_range(rt: Runtime, request: Request) -> Response:
     return json_response(page)
 
 
-async def patch_member(rt: Runtime, request: Request) -> Response:
-    boards = rt.backend.boards
+async def patch_member(
+    request: Request, limits: ServiceLimits, auth: Auth | None, boards: Boards
+) -> Response:
     member = check_member(request.path_params["member"], boards.limits)
     body = json_object(
-        parse_json(await read_body(request, rt.settings.limits.body_bytes)),
+        parse_json(await read_body(request, limits.body_bytes)),
         METADATA_PATCH_FIELDS,
         "the patch",
     )
@@ -80,7 +80,7 @@ async def patch_member(rt: Runtime, request: Request) -> Response:
     metadata = body["metadata"]
     if metadata is not None:
         check_metadata(metadata, boards.limits)  # the body's own shape before any 404
-    writer = writer_of(request.scope, rt.auth is not None)
+    writer = writer_of(request.scope, auth is not None)
     entry = await boards.patch_metadata(request.path_params["board"], member, metadata, writer)
     return json_response(entry)
 

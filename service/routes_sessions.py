@@ -25,10 +25,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service.auth import SESSIONS
+from service.backend.api import Sessions
 from service.errors import Problem, bad_request
 from service.http import RouteSpec, json_object, json_response, no_content, parse_json, query
 from service.http import read_body as _read_body
-from service.runtime import Runtime
 from service.schemas import (
     SESSION_CREATE_FIELDS,
     SESSION_DATA_FIELDS,
@@ -36,6 +36,7 @@ from service.schemas import (
     SessionInfo,
     UserSessions,
 )
+from service.settings import ServiceLimits
 from store.show import show
 
 GET_PARAMS = frozenset({"touch"})
@@ -73,7 +74,7 @@ def _etags(raw: str, header: str) -> list[tuple[bool, int]] | None:
     return tags
 
 
-async def precondition(rt: Runtime, request: Request, sid: str) -> int | None:
+async def precondition(sessions: Sessions, request: Request, sid: str) -> int | None:
     """The version the write must still find, after If-Match / If-None-Match (412 if false).
 
     No condition: None (unconditional). The session is read without touching it, and an
@@ -83,7 +84,7 @@ async def precondition(rt: Runtime, request: Request, sid: str) -> int | None:
     if_match, if_none = headers.get("if-match"), headers.get("if-none-match")
     if if_match is None and if_none is None:
         return None
-    current = (await rt.backend.sessions.get(sid, touch=False))["version"]
+    current = (await sessions.get(sid, touch=False))["version"]
     if if_match is not None:
         tags = _etags(if_match, "If-Match")
         if tags is not None and (False, current) not in tags:
@@ -105,15 +106,15 @@ async def precondition(rt: Runtime, request: Request, sid: str) -> int | None:
 
 
 async def _body(
-    rt: Runtime, request: Request, fields: frozenset[str], what: str
+    limits: ServiceLimits, request: Request, fields: frozenset[str], what: str
 ) -> dict[str, object]:
-    cap = rt.settings.limits.body_bytes
+    cap = limits.body_bytes
     return json_object(parse_json(await _read_body(request, cap), empty={}), fields, what)
 
 
-async def create(rt: Runtime, request: Request) -> Response:
-    body = await _body(rt, request, SESSION_CREATE_FIELDS, "the session")
-    session = await rt.backend.sessions.create(
+async def create(request: Request, limits: ServiceLimits, sessions: Sessions) -> Response:
+    body = await _body(limits, request, SESSION_CREATE_FIELDS, "the session")
+    session = await sessions.create(
         user=body.get("user"),
         data=body.get("data"),
         ttl=body.get("ttl"),
@@ -122,7 +123,7 @@ async def create(rt: Runtime, request: Request) -> Response:
     return _answer(session, 201, location=True)
 
 
-async def get(rt: Runtime, request: Request) -> Response:
+async def get(request: Request, sessions: Sessions) -> Response:
     raw = query(request, GET_PARAMS).get("touch", "true")
     touch = _BOOLS.get(raw)
     if touch is None:
@@ -131,38 +132,40 @@ async def get(rt: Runtime, request: Request) -> Response:
         # HEAD is a safe method (RFC 9110): a monitor checking that a session exists must not
         # keep it alive forever, whatever ?touch says.
         touch = False
-    return _answer(await rt.backend.sessions.get(request.path_params["id"], touch=touch))
+    return _answer(await sessions.get(request.path_params["id"], touch=touch))
 
 
-async def _data(rt: Runtime, request: Request) -> object:
-    body = await _body(rt, request, SESSION_DATA_FIELDS, "the request")
+async def _data(limits: ServiceLimits, request: Request) -> object:
+    body = await _body(limits, request, SESSION_DATA_FIELDS, "the request")
     if "data" not in body:
         raise bad_request("the request needs a 'data' object")
     return body["data"]
 
 
-async def patch(rt: Runtime, request: Request) -> Response:
+async def patch(request: Request, limits: ServiceLimits, sessions: Sessions) -> Response:
     sid = request.path_params["id"]
-    version = await precondition(rt, request, sid)
+    version = await precondition(sessions, request, sid)
     # Another write may land while the body arrives: the store re-checks the version
     # (VersionConflict, also a 412).
-    data = await _data(rt, request)
-    return _answer(await rt.backend.sessions.patch(sid, data, if_version=version))
+    data = await _data(limits, request)
+    return _answer(await sessions.patch(sid, data, if_version=version))
 
 
-async def replace(rt: Runtime, request: Request) -> Response:
+async def replace(request: Request, limits: ServiceLimits, sessions: Sessions) -> Response:
     sid = request.path_params["id"]
     headers = request.headers
     if headers.get("if-none-match", "").strip() == "*" and "if-match" not in headers:
-        return await _create_with_id(rt, request, sid)
-    version = await precondition(rt, request, sid)
-    data = await _data(rt, request)
-    return _answer(await rt.backend.sessions.replace(sid, data, if_version=version))
+        return await _create_with_id(limits, sessions, request, sid)
+    version = await precondition(sessions, request, sid)
+    data = await _data(limits, request)
+    return _answer(await sessions.replace(sid, data, if_version=version))
 
 
-async def _create_with_id(rt: Runtime, request: Request, sid: str) -> Response:
-    body = await _body(rt, request, SESSION_CREATE_FIELDS, "the session")
-    session = await rt.backend.sessions.create(
+async def _create_with_id(
+    limits: ServiceLimits, sessions: Sessions, request: Request, sid: str
+) -> Response:
+    body = await _body(limits, request, SESSION_CREATE_FIELDS, "the session")
+    session = await sessions.create(
         user=body.get("user"),
         data=body.get("data"),
         ttl=body.get("ttl"),
@@ -172,35 +175,35 @@ async def _create_with_id(rt: Runtime, request: Request, sid: str) -> Response:
     return _answer(session, 201, location=True)
 
 
-async def touch(rt: Runtime, request: Request) -> Response:
-    return _answer(await rt.backend.sessions.touch(request.path_params["id"]))
+async def touch(request: Request, sessions: Sessions) -> Response:
+    return _answer(await sessions.touch(request.path_params["id"]))
 
 
-async def rotate(rt: Runtime, request: Request) -> Response:
-    session = await rt.backend.sessions.rotate(request.path_params["id"])
+async def rotate(request: Request, sessions: Sessions) -> Response:
+    session = await sessions.rotate(request.path_params["id"])
     return _answer(session, location=True)
 
 
-async def delete(rt: Runtime, request: Request) -> Response:
-    await rt.backend.sessions.delete(request.path_params["id"])
+async def delete(request: Request, sessions: Sessions) -> Response:
+    await sessions.delete(request.path_params["id"])
     return no_content()
 
 
-async def list_user(rt: Runtime, request: Request) -> Response:
+async def list_user(request: Request, sessions: Sessions) -> Response:
     query(request, frozenset())
     user = request.path_params["user"]
-    sessions = await rt.backend.sessions.list_user(user)
-    answer: UserSessions = {"user": user, "sessions": sessions}
+    held = await sessions.list_user(user)
+    answer: UserSessions = {"user": user, "sessions": held}
     return json_response(answer)
 
 
-async def revoke_user(rt: Runtime, request: Request) -> Response:
+async def revoke_user(request: Request, sessions: Sessions) -> Response:
     keep = query(request, REVOKE_PARAMS).get("except")
     if keep == "":
         # A template rendered with an empty id (?except=) must not log the user out everywhere.
         raise bad_request("except must be the id of the session to keep, but it is empty")
     user = request.path_params["user"]
-    revoked = await rt.backend.sessions.revoke_user(user, except_id=keep)
+    revoked = await sessions.revoke_user(user, except_id=keep)
     answer: Revoked = {"user": user, "revoked": revoked}
     return json_response(answer)
 

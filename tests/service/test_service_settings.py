@@ -175,7 +175,7 @@ def test_auth_compares_every_key() -> None:
 
 
 def test_a_bug_is_a_logged_500_that_names_the_route_not_the_path(tmp_path, caplog) -> None:
-    async def broken(rt: Runtime, request: Request) -> Response:
+    async def broken(request: Request) -> Response:
         raise RuntimeError("boom")
 
     settings = Settings(data_dir=tmp_path)
