@@ -64,8 +64,8 @@ from store.periods import (
     Period,
     PeriodCache,
     Window,
+    named_period,
     parse_period,
-    previous_period,
     recent_periods,
 )
 from store.ranks import Index, Ranking
@@ -468,28 +468,10 @@ class Board:
         w = self.config.windows[i]
         now = self.clock()
         self.roll(now)
-        current = self._current[i]
-        if period is None or period == "current":
-            if current is None:
-                raise PeriodNotFound(
-                    f"window {show(w.name)} of board {show(self.name)} has no current period: "
-                    f"its first begins at {w.start}"
-                )
-            p = current
-        elif period == "previous":
-            before = previous_period(w, current) if current is not None else None
-            if before is None:
-                raise PeriodNotFound(
-                    f"window {show(w.name)} of board {show(self.name)} has no previous period"
-                )
-            p = before
-        else:
-            p = parse_period(w, period)
-        if not self._kept(i, p, now):
-            raise PeriodNotFound(
-                f"period {show(p.id)} of window {show(w.name)} is not kept: board "
-                f"{show(self.name)} keeps the current period and the {self.config.keep} before it"
-            )
+        p = named_period(
+            self.name, w, self._current[i], period, self.config.keep,
+            lambda p: self._kept(i, p, now),
+        )  # fmt: skip
         return Selected(w, p, self._tables[i].get(p.id))
 
     def window_index(self, window: str | None) -> int:

@@ -60,11 +60,12 @@ last answer, which is right until "now" crosses a boundary, so a hit is two floa
 """
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from math import floor
 from typing import Final, Literal, NamedTuple
 
-from store.errors import InvalidArgument, LimitExceeded
+from store.errors import InvalidArgument, LimitExceeded, PeriodNotFound
 from store.show import show
 
 Kind = Literal["all", "hour", "day", "week", "month", "every"]
@@ -379,6 +380,41 @@ def previous_period(window: Window, period: Period) -> Period | None:
     if period.start is None or period.start <= T_MIN:
         return None
     return period_of(window, period.start - 1)
+
+
+def named_period(
+    board: str,
+    window: Window,
+    current: Period | None,
+    period: str | None,
+    keep: int,
+    kept: Callable[[Period], bool],
+) -> Period:
+    """The period a read names -- ``current`` (also None), ``previous`` or an id -- given the
+    window's current one; PeriodNotFound when it has not begun or is no longer kept (``kept``:
+    the board's rule, with ``keep`` for the message). Both backends decide through this."""
+    if period is None or period == "current":
+        if current is None:
+            raise PeriodNotFound(
+                f"window {show(window.name)} of board {show(board)} has no current period: "
+                f"its first begins at {window.start}"
+            )
+        return current
+    if period == "previous":
+        before = previous_period(window, current) if current is not None else None
+        if before is None:
+            raise PeriodNotFound(
+                f"window {show(window.name)} of board {show(board)} has no previous period"
+            )
+        p = before
+    else:
+        p = parse_period(window, period)
+    if not kept(p):
+        raise PeriodNotFound(
+            f"period {show(p.id)} of window {show(window.name)} is not kept: board "
+            f"{show(board)} keeps the current period and the {keep} before it"
+        )
+    return p
 
 
 def recent_periods(window: Window, t: float, count: int) -> list[Period]:

@@ -35,15 +35,14 @@ from service.backend.redis.boards import RedisBoards, fingerprint, idem_conflict
 from service.backend.redis.functions import Arg, fcall
 from store.boards import Entry
 from store.clock import Clock
-from store.errors import BoardNotFound, Conflict, InvalidArgument, MemberNotFound, PeriodNotFound
+from store.errors import BoardNotFound, Conflict, InvalidArgument, MemberNotFound
 from store.options import DEFAULT_PLAYER_RATE, BoardConfig
 from store.periods import (
     ALL,
     Period,
     Window,
-    parse_period,
+    named_period,
     period_of,
-    previous_period,
     recent_periods,
 )
 from store.show import show
@@ -101,28 +100,9 @@ def select(
 ) -> tuple[Window, Period]:
     """The (window, period) a read names, as store.boards.Board.select decides it."""
     w = config.windows[_window_index(name, config, window)]
-    current = period_of(w, now)
-    if period is None or period == "current":
-        if current is None:
-            raise PeriodNotFound(
-                f"window {show(w.name)} of board {show(name)} has no current period: "
-                f"its first begins at {w.start}"
-            )
-        return w, current
-    if period == "previous":
-        before = previous_period(w, current) if current is not None else None
-        if before is None:
-            raise PeriodNotFound(
-                f"window {show(w.name)} of board {show(name)} has no previous period"
-            )
-        p = before
-    else:
-        p = parse_period(w, period)
-    if not kept(w, p, now, config.keep):
-        raise PeriodNotFound(
-            f"period {show(p.id)} of window {show(w.name)} is not kept: board "
-            f"{show(name)} keeps the current period and the {config.keep} before it"
-        )
+    p = named_period(
+        name, w, period_of(w, now), period, config.keep, lambda p: kept(w, p, now, config.keep)
+    )
     return w, p
 
 
