@@ -415,7 +415,10 @@ def live_stall(
                             ids.append(s.id)
                     await asyncio.sleep(0)
                 phases.append((f"create {new:,} (interval {k + 1})", began, time.time(), -1))
-                heap_rows.append(_huge_mb())
+                # In a thread: reading smaps_rollup walks the page tables (tens of ms at 1-2M
+                # sessions), the benchmark's own work, which held the loop inside the stall
+                # measured for the snapshot that follows.
+                heap_rows.append(await asyncio.to_thread(_huge_mb))
                 began = time.time()
                 n = len(forks)
                 await p.snapshot()

@@ -19,8 +19,12 @@ journal failure the journal stops recording (a gap: the next segment carries FLA
 Only a complete snapshot plus a freshly created segment, with no failure in between, makes it
 healthy again; a healer task retries that with backoff (1 s .. 30 s).
 
+Huge pages. After recovery, after each snapshot and whenever the heap grew COLLAPSE_GROWTH,
+a worker thread moves the heap onto 2 MiB pages (service/hugepages.py ``collapse``), so the
+next snapshot's fork copies one page-table entry per 2 MiB for all but the newest memory.
+
 Everything here runs on the event loop thread except ``recover()`` (a worker thread, before
-serving) and the journal's I/O thread.
+serving), the journal's I/O thread and ``hugepages.collapse`` (a worker thread).
 """
 
 import asyncio
@@ -33,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from service import hugepages
+from service import hugepages, memory
 from service.backend import heap
 from service.backend.journal_flusher import JournalFlusher, describe
 from service.settings import Settings
@@ -47,6 +51,9 @@ from store.sessions import SessionStore
 
 log = logging.getLogger("rankd.persistence")
 
+COLLAPSE_CHECK = 5.0  # seconds between looks at the heap's growth (one read of /proc/self/statm)
+COLLAPSE_GROWTH = 128 << 20  # resident bytes grown since the last collapse that start another
+
 
 def _log_collapse(done: "asyncio.Future[tuple[int, float]]") -> None:
     if done.cancelled():
@@ -55,7 +62,7 @@ def _log_collapse(done: "asyncio.Future[tuple[int, float]]") -> None:
         log.warning("collapsing huge pages failed: %r", done.exception())
         return
     blocks, seconds = done.result()
-    log.debug("heap: %d huge pages after the snapshot (%.0f ms)", blocks, seconds * 1e3)
+    log.debug("heap: %d huge pages (collapsed in %.0f ms)", blocks, seconds * 1e3)
 
 
 class Persistence:
@@ -87,9 +94,11 @@ class Persistence:
         self._lock_fd: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._snap_lock: asyncio.Lock | None = None
-        self._tasks: dict[str, asyncio.Task[None]] = {}  # "periodic", "healer", "freezer"
+        # "periodic", "healer", "freezer", "collapser"
+        self._tasks: dict[str, asyncio.Task[None]] = {}
         self._job: bgsave.BackgroundSave | None = None  # the running snapshot child
         self._collapsing: asyncio.Future[tuple[int, float]] | None = None  # hugepages.collapse
+        self._collapsed_at = 0  # resident bytes when the last collapse began
         self._fork_records = 0  # journal records appended before its fork (in its image)
         self._stopping = False
         keyspace.observers.append(self._journal.append)
@@ -171,13 +180,18 @@ class Persistence:
         # Keeps what is created while serving out of full collections, as recover() did for
         # what it loaded (service/backend/heap.py).
         self._tasks["freezer"] = asyncio.create_task(heap.grow_frozen(), name="rankd-freezer")
+        self._collapse_heap()  # the loaded heap: the first snapshot's fork is short too
+        if hugepages.collapsible():
+            self._tasks["collapser"] = asyncio.create_task(
+                self._collapse_on_growth(), name="rankd-collapser"
+            )
         if self._interval > 0:
             self._tasks["periodic"] = asyncio.create_task(self._periodic(), name="rankd-snapshots")
 
     async def stop(self) -> None:
         """Final snapshot, then drain and close the journal. Raises if the snapshot failed."""
         self._stopping = True
-        for name in ("periodic", "healer", "freezer"):
+        for name in ("periodic", "healer", "freezer", "collapser"):
             task = self._tasks.pop(name, None)
             if task is not None:
                 task.cancel()
@@ -300,12 +314,14 @@ class Persistence:
         return job.result()
 
     def _collapse_heap(self) -> None:
-        """The child is gone: put the huge pages its copy-on-write split back together, in a
-        worker thread, so the next fork is as short as this one (service/hugepages.py)."""
-        if self._stopping or not hugepages.active() or self._loop is None:
+        """The child is gone: put the huge pages its copy-on-write split back together, and
+        the heap allocated since the last time onto huge pages, in a worker thread, so the
+        next fork stays short (service/hugepages.py). Also after recovery (start)."""
+        if self._stopping or not hugepages.collapsible() or self._loop is None:
             return
         if self._collapsing is not None and not self._collapsing.done():
             return
+        self._collapsed_at = memory.resident_bytes()
         self._collapsing = self._loop.run_in_executor(None, hugepages.collapse)
         self._collapsing.add_done_callback(_log_collapse)
 
@@ -384,6 +400,16 @@ class Persistence:
         """Assert the journal and health invariants (tests call it after every scenario)."""
         self._journal._check()
         assert self.healthy == (self.reason is None)
+
+    async def _collapse_on_growth(self) -> None:
+        """Between snapshots: once the heap grew COLLAPSE_GROWTH since the last collapse, move
+        it onto huge pages now rather than after the next snapshot, whose fork then copies page
+        tables only for what grew since (service/hugepages.py)."""
+        while True:
+            await asyncio.sleep(COLLAPSE_CHECK)
+            grown = memory.resident_bytes() - self._collapsed_at
+            if grown >= COLLAPSE_GROWTH and self._job is None:
+                self._collapse_heap()
 
     async def _periodic(self) -> None:
         while True:

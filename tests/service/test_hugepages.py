@@ -1,7 +1,7 @@
 """The heap on transparent huge pages (service/hugepages.py): with RANKD_HUGEPAGES=1 the rankd
 server re-executes itself with PYTHONMALLOC=malloc + glibc.malloc.hugetlb=1 where the platform
-allows it, and
-collapse() puts huge pages split by copy-on-write back together."""
+allows it; collapse() puts huge pages split by copy-on-write back together and, on the default
+(pymalloc) heap, moves the dense blocks of the heap onto huge pages."""
 
 import ctypes
 import mmap
@@ -82,10 +82,94 @@ def _huge_kb(start: int) -> int:
     raise AssertionError("mapping not found")
 
 
+def _mapping_kb(address: int) -> tuple[int, int]:
+    """(Rss, AnonHugePages) kB of the mapping that holds ``address`` in this process."""
+    found, rss = False, -1
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split(" ", 1)[0]
+        if "-" in head and all(c in "0123456789abcdef-" for c in head):
+            lo, hi = (int(x, 16) for x in head.split("-"))
+            found = lo <= address < hi
+        elif found and line.startswith("Rss:"):
+            rss = int(line.split()[1])
+        elif found and line.startswith("AnonHugePages:"):
+            return rss, int(line.split()[1])
+    raise AssertionError("mapping not found")
+
+
+def _smaps_rollup_kb(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"{key} not in smaps_rollup")
+
+
+def test_default_heap_collapse_takes_dense_blocks_only() -> None:
+    """Default heap (no MADV_HUGEPAGE anywhere): the dense 2 MiB blocks of a private anonymous
+    mapping become huge pages, the sparse ones are left alone (their holes stay unallocated)."""
+    two = 2 << 20
+    region = mmap.mmap(-1, 8 * two, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    view = memoryview(region)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(region))
+    aligned = (base + two - 1) & ~(two - 1)
+    offset = aligned - base
+    # Blocks 0-3 after the aligned start dense, blocks 4-5 one page each. NOHUGEPAGE on the
+    # sparse ones, so that THP "always" does not fault them in whole either (collapse() must
+    # skip them by their residency, before asking the kernel).
+    region.madvise(mmap.MADV_NOHUGEPAGE, offset + 4 * two, 2 * two)
+    for i in range(offset, offset + 4 * two, 4096):
+        view[i] = 1
+    view[offset + 4 * two] = view[offset + 5 * two] = 1
+    if not hugepages.collapsible():
+        assert hugepages.collapse()[0] == 0
+        return
+    # The madvise above split the mapping in two (or more, merged with neighbours).
+    dense_before = _mapping_kb(aligned)
+    sparse_before = _mapping_kb(aligned + 4 * two)
+    blocks, _ = hugepages.collapse()
+    assert blocks >= 4
+    dense = _mapping_kb(aligned)
+    assert dense[1] >= dense_before[1] + 4 * two // 1024  # the dense blocks are huge pages now
+    assert _mapping_kb(aligned + 4 * two) == (sparse_before[0], 0)  # not made resident, nor huge
+    assert view[offset] == 1 and view[offset + 5 * two] == 1  # same contents
+    view.release()
+    region.close()
+
+
+def test_default_server_moves_its_heap_to_huge_pages(rankd_server: ServerFactory) -> None:
+    """A default rankd (pymalloc) collapses its heap after start and after each snapshot, so
+    the snapshot's fork copies few page-table entries (loadtest/RESULTS.md "The fork")."""
+    srv = rankd_server()
+    assert srv.proc is not None
+    pid = srv.proc.pid
+
+    def huge_kb(at_least: int) -> int:
+        """AnonHugePages of the server once it reaches ``at_least`` kB (the collapse runs in
+        the background), or after 20 s."""
+        deadline = time.monotonic() + 20
+        while (kb := _smaps_rollup_kb(pid, "AnonHugePages")) < at_least:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        return kb
+
+    assert "PYTHONMALLOC" not in _environ(pid)
+    if not hugepages.collapsible():
+        assert huge_kb(1) == 0
+        return
+    after_start = huge_kb(4096)
+    assert after_start >= 4096  # the heap loaded at start (imports, recovery)
+    with srv.client() as c:
+        for _ in range(200):
+            assert c.post("/v1/sessions", json={"data": {"k": "x" * 2000}}).status_code == 201
+        assert c.post("/v1/admin/snapshot").status_code == 200
+    # What the snapshot child's copy-on-write split is put back together.
+    assert huge_kb(after_start) >= after_start
+
+
 def test_collapse_after_copy_on_write_split() -> None:
     if not SUPPORTED:
-        assert hugepages.collapse()[0] == 0  # nothing asked for huge pages
-        return
+        return  # the glibc heap is not available here: test_environment_decision checks that
     size = 16 << 20
     # Private, as a heap (a shared anonymous mapping is shmem, with its own THP setting);
     # 2 MiB more, to align to a huge page.
