@@ -486,6 +486,7 @@ def _run_one(
                 *(sys.executable, "-m", "service", "--port", str(port)),
                 *("--data-dir", str(run / "data"), "--log-level", "warning"),
                 *("--ws-connections", str(n + 100), "--max-connections", str(n + 200)),
+                *(("--ws-tick", str(args.tick)) if args.tick is not None else ()),
             ],
             cwd=tree or HERE,  # python -m service imports the tree it runs in first
         )
@@ -625,6 +626,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--writers", type=int, default=4)
     p.add_argument("--window", type=int, default=32)
     p.add_argument("--sample", type=int, default=5, help="measure every n-th write's delay")
+    p.add_argument("--tick", type=float, help="the servers' --ws-tick (default: theirs, 0.1 s)")
     p.add_argument("--baseline", type=Path, help="a rankd source tree to run as 'today' first")
     p.add_argument("--quick", action="store_true", help="100 subscribers, 2 s phases")
     p.add_argument("--event", action="store_true", help="10,000 subscribers, every mix")
@@ -668,7 +670,8 @@ def main(argv: list[str] | None = None) -> None:
                     _say(f"today/{mix}: skipped, {args.baseline} has no around subscriptions")
             results.append(_run_one(args, Path(tmp), "this", None, mix))
     signal.alarm(0)
-    print(f"rankd /v1/ws fan-out, {os.cpu_count()} CPUs, {args.procs} client processes")
+    tick = f"--ws-tick {args.tick:g}" if args.tick is not None else "the default --ws-tick (0.1 s)"
+    print(f"rankd /v1/ws fan-out, {os.cpu_count()} CPUs, {args.procs} client processes, {tick}")
     for r in results:
         print(_report(r, args))
     for line in _ratios(results):
