@@ -49,6 +49,7 @@ import mmap
 import os
 import resource
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 
@@ -59,6 +60,7 @@ TUNABLE = "glibc.malloc.hugetlb=1"
 THP_SETTING = "/sys/kernel/mm/transparent_hugepage/enabled"
 _MADV_COLLAPSE = 25  # Linux 6.1, include/uapi/asm-generic/mman-common.h
 _HUGE = 2 << 20  # x86-64 and arm64 (4 KiB base pages) PMD size
+MAX_SECONDS = 30.0  # collapse(): one call's bound (~2.5 GB of heap never huge, with the pauses)
 PAUSE = 3.0  # collapse(): sleep this many times a block's copy after it (<= 25 % of the time)
 _REAL_WORK = 0.0005  # seconds: a block that took longer was copied (not already huge)
 MIN_RESIDENT = 7 / 8  # default heap: share of a 2 MiB block resident before it is collapsed
@@ -172,11 +174,14 @@ def _huge_ranges() -> list[tuple[int, int]]:
     return ranges
 
 
-def collapse(max_seconds: float = 30.0) -> tuple[int, float]:
+def collapse(
+    max_seconds: float = MAX_SECONDS, stop: threading.Event | None = None
+) -> tuple[int, float]:
     """MADV_COLLAPSE every 2 MiB-aligned block of the heap: the huge-page ranges with
     ``active()``, else every private anonymous block at least ``MIN_RESIDENT`` resident;
     blocks already huge cost next to nothing. Meant for a worker thread (each call drops the
-    GIL). Returns (blocks collapsed, seconds). Stops at ``max_seconds``; never raises for a
+    GIL). Returns (blocks collapsed, seconds). Stops at ``max_seconds`` or once ``stop`` is
+    set (a server shutting down does not wait for it); never raises for a
     block the kernel refuses (EAGAIN, ENOMEM, EINVAL on kernels before 6.1: then it stops at
     the first)."""
     if not collapsible():
@@ -220,6 +225,6 @@ def collapse(max_seconds: float = 30.0) -> tuple[int, float]:
                     # heap collapsed); a pause of PAUSE x the copy leaves it room between.
                     time.sleep(took * PAUSE)
             block += _HUGE
-            if time.perf_counter() - began > max_seconds:
+            if time.perf_counter() - began > max_seconds or (stop is not None and stop.is_set()):
                 return done, time.perf_counter() - began
     return done, time.perf_counter() - began

@@ -33,6 +33,7 @@ import gc
 import logging
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,7 @@ class Persistence:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._job: bgsave.BackgroundSave | None = None  # the running snapshot child
         self._collapsing: asyncio.Future[tuple[int, float]] | None = None  # hugepages.collapse
+        self._collapse_stop = threading.Event()  # set by stop(): a running collapse ends
         self._collapsed_at = 0  # resident bytes when the last collapse began
         self._fork_records = 0  # journal records appended before its fork (in its image)
         self._stopping = False
@@ -191,6 +193,7 @@ class Persistence:
     async def stop(self) -> None:
         """Final snapshot, then drain and close the journal. Raises if the snapshot failed."""
         self._stopping = True
+        self._collapse_stop.set()
         for name in ("periodic", "healer", "freezer", "collapser"):
             task = self._tasks.pop(name, None)
             if task is not None:
@@ -322,7 +325,9 @@ class Persistence:
         if self._collapsing is not None and not self._collapsing.done():
             return
         self._collapsed_at = memory.resident_bytes()
-        self._collapsing = self._loop.run_in_executor(None, hugepages.collapse)
+        self._collapsing = self._loop.run_in_executor(
+            None, hugepages.collapse, hugepages.MAX_SECONDS, self._collapse_stop
+        )
         self._collapsing.add_done_callback(_log_collapse)
 
     def _snapshot_failed(self, why: str) -> dict[str, Any]:

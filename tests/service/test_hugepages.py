@@ -7,6 +7,7 @@ import ctypes
 import mmap
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -202,3 +203,12 @@ def test_collapse_after_copy_on_write_split() -> None:
     assert all(view[i] == 2 for i in range(offset, offset + size, 2 << 20))  # same contents
     view.release()
     region.close()
+
+
+def test_collapse_stops_when_asked() -> None:
+    """A server shutting down sets ``stop``: the collapse ends after the block in hand."""
+    stop = threading.Event()
+    stop.set()
+    blocks, seconds = hugepages.collapse(stop=stop)
+    assert blocks <= 1
+    assert seconds < 1.0
