@@ -139,8 +139,14 @@ def active() -> bool:
 
 def collapsible() -> bool:
     """Whether ``collapse()`` has work here: Linux with THP not "never" (the huge-page heap of
-    ``active()`` or, by default, pymalloc's)."""
-    return sys.platform.startswith("linux") and _thp_mode() in ("always", "madvise")
+    ``active()`` or, by default, pymalloc's), and no address-space limit: there the worker
+    thread's stack and malloc arena (tens of MB of address space) would come out of what the
+    data may use, and a thread that cannot start is one more failure at the worst moment."""
+    return (
+        sys.platform.startswith("linux")
+        and _thp_mode() in ("always", "madvise")
+        and resource.getrlimit(resource.RLIMIT_AS)[0] == resource.RLIM_INFINITY
+    )
 
 
 def _anonymous_ranges() -> list[tuple[int, int]]:

@@ -325,9 +325,15 @@ class Persistence:
         if self._collapsing is not None and not self._collapsing.done():
             return
         self._collapsed_at = memory.resident_bytes()
-        self._collapsing = self._loop.run_in_executor(
-            None, hugepages.collapse, hugepages.MAX_SECONDS, self._collapse_stop
-        )
+        try:
+            self._collapsing = self._loop.run_in_executor(
+                None, hugepages.collapse, hugepages.MAX_SECONDS, self._collapse_stop
+            )
+        except (RuntimeError, OSError, MemoryError) as exc:
+            # No thread to run it in (out of memory or threads): only a speed-up, and this
+            # runs inside the snapshot's clean-up, which must not fail for it.
+            log.warning("collapsing huge pages skipped: %r", exc)
+            return
         self._collapsing.add_done_callback(_log_collapse)
 
     def _snapshot_failed(self, why: str) -> dict[str, Any]:
@@ -394,7 +400,11 @@ class Persistence:
                 await asyncio.sleep(delay)
                 try:
                     await self.snapshot()
-                except Unavailable:
+                except Exception as exc:  # Unavailable, or out of memory & co.
+                    # Anything but cancellation: a healer that died would leave the writes the
+                    # journal lost (fsync everysec/no) unsaved until the final snapshot.
+                    if not isinstance(exc, Unavailable):
+                        log.error("healing snapshot raised %r", exc)
                     delay = min(delay * 2, self.heal_delay_max)
                     log.warning("persistence still unhealthy; next attempt in %.0f s", delay)
         finally:
@@ -420,5 +430,9 @@ class Persistence:
         while True:
             await asyncio.sleep(self._interval)
             if self.healthy:  # the healer owns retries while unhealthy
-                with contextlib.suppress(Unavailable):
+                try:
                     await self.snapshot()
+                except Unavailable:
+                    pass  # logged, and persistence is unhealthy: the healer retries
+                except Exception as exc:  # keep taking snapshots
+                    log.error("periodic snapshot raised %r", exc)

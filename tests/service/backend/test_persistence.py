@@ -312,6 +312,44 @@ def test_disk_failure_refuses_writes_serves_reads_and_heals(
     assert [m for m, *_ in after["boards"]["b"][2]] == ["later", "acked"]
 
 
+def test_the_healer_outlives_a_snapshot_that_raises_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A healing snapshot that fails with something other than Unavailable (out of memory, no
+    thread to start) is retried: a healer that died would leave the writes the journal lost
+    under fsync everysec unsaved until the final snapshot, which may fail as well."""
+    p, ks, _ss = make(tmp_path, "everysec")
+    p.recover()
+    raised: list[int] = []
+
+    async def main() -> None:
+        await p.start()
+        await write(p, ks, "b", "before", 1)
+        real = p._snapshot
+
+        async def once_out_of_memory() -> dict[str, Any]:
+            if not raised:
+                raised.append(1)
+                raise MemoryError
+            return await real()
+
+        monkeypatch.setattr(p, "_snapshot", once_out_of_memory)
+        with monkeypatch.context() as m:
+            m.setattr(os, "write", failing(errno.EIO))
+            ks.write("b", "lost-by-the-journal", 2)  # acknowledged (everysec), record lost
+            await until(lambda: not p.healthy)
+        await until(lambda: p.healthy)  # MemoryError once, then a snapshot heals
+        assert raised == [1]
+        p._check()
+        await p.stop()
+
+    run(main)
+    assert [m for m, *_ in reloaded(tmp_path)["boards"]["b"][2]] == [
+        "lost-by-the-journal",
+        "before",
+    ]
+
+
 @pytest.mark.parametrize("function", ["write", "fsync"])
 def test_every_write_refused_by_a_failed_commit_is_undone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, function: str
