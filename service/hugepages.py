@@ -38,8 +38,9 @@ blocks) whose 2 MiB blocks are at least 7/8 resident (``mincore``; a sparse bloc
 stack, is left alone: collapsing it would make its holes resident). Measured on the dev VM, a
 1M-session heap (800 MB): fork 18-28 ms before, 1.7-1.9 ms after, at +1 % resident memory;
 collapsing memory that was never huge costs ~3 ms of kernel time per 2 MiB, so the server does
-it after recovery and after each snapshot (what was allocated since), off the event loop.
-Objects stay pymalloc's: creating and collecting them costs what it did.
+it after recovery, after each snapshot and as the heap grows, off the event loop (not
+under an address-space limit: ``collapsible``). Objects stay pymalloc's: creating and
+collecting them costs what it did.
 """
 
 import contextlib
