@@ -614,16 +614,20 @@ class RedisWindows:
                 declared += self.table(board, w.name, p.id)
         return declared
 
-    async def remove(self, board: str, member: str, publish: str) -> None:
+    async def _on_current(
+        self, board: str, function: str, publish: str, member: str, *extra: Arg
+    ) -> tuple[State, Any]:
+        """One ``function`` call on ``member`` in every current table of ``board``, retried
+        while the board's options change under it: (the state it ran with, its reply)."""
         for _ in range(_RETRIES):
             state = await self.state(board)
             k = self.core.keys(board)
             declared = self._current_tables(board, state.config)
             try:
                 reply = await self.core._fcall_write(
-                    "rankd_xremove",
+                    function,
                     [k.cfg, k.ev, *declared],
-                    [*state.head(), publish, state.config.ranking, member],
+                    [*state.head(), publish, state.config.ranking, member, *extra],
                 )
             except ResponseError as exc:
                 await self._fresh(board, exc)
@@ -631,36 +635,23 @@ class RedisWindows:
             if reply is None:
                 self._states.pop(board, None)
                 raise BoardNotFound(f"board {show(board)} does not exist")
-            if reply == 0:
-                raise MemberNotFound(
-                    f"member {show(member)} is not in any current period of board {show(board)}"
-                )
-            return
+            return state, reply
         raise RuntimeError(f"board {board!r}: options keep changing under the writes")
+
+    async def remove(self, board: str, member: str, publish: str) -> None:
+        _, reply = await self._on_current(board, "rankd_xremove", publish, member)
+        if reply == 0:
+            raise MemberNotFound(
+                f"member {show(member)} is not in any current period of board {show(board)}"
+            )
 
     async def patch_metadata(
         self, board: str, member: str, metadata: object, publish: str
     ) -> Entry:
         meta = check_metadata(metadata, self.core.limits) if metadata is not None else None
         meta_json = orjson.dumps(meta) if meta is not None else b""
-        for _ in range(_RETRIES):
-            state = await self.state(board)
-            k = self.core.keys(board)
-            declared = self._current_tables(board, state.config)
-            try:
-                reply = await self.core._fcall_write(
-                    "rankd_xpatch",
-                    [k.cfg, k.ev, *declared],
-                    [*state.head(), publish, state.config.ranking, member, meta_json],
-                )
-            except ResponseError as exc:
-                await self._fresh(board, exc)
-                continue
-            if reply is None:
-                self._states.pop(board, None)
-                raise BoardNotFound(f"board {show(board)} does not exist")
-            if not reply:
-                raise MemberNotFound(f"member {show(member)} is not on board {show(board)}")
-            _seq, key, rank, meta_reply = reply
-            return self.entries(state, [key], [meta_reply or None], [rank])[0]
-        raise RuntimeError(f"board {board!r}: options keep changing under the writes")
+        state, reply = await self._on_current(board, "rankd_xpatch", publish, member, meta_json)
+        if not reply:
+            raise MemberNotFound(f"member {show(member)} is not on board {show(board)}")
+        _seq, key, rank, meta_reply = reply
+        return self.entries(state, [key], [meta_reply or None], [rank])[0]
