@@ -37,10 +37,17 @@ works on the default heap -- every private anonymous mapping (arenas, glibc's he
 blocks) whose 2 MiB blocks are at least 7/8 resident (``mincore``; a sparse block, a thread
 stack, is left alone: collapsing it would make its holes resident). Measured on the dev VM, a
 1M-session heap (800 MB): fork 18-28 ms before, 1.7-1.9 ms after, at +1 % resident memory;
-collapsing memory that was never huge costs ~3 ms of kernel time per 2 MiB, so the server does
-it after recovery, after each snapshot and as the heap grows, off the event loop (not
-under an address-space limit: ``collapsible``). Objects stay pymalloc's: creating and
-collecting them costs what it did.
+collapsing memory that was never huge costs ~13 ms of CPU per 2 MiB on a fresh VM (with the
+warm-up below), so the server does it after recovery, after each snapshot and as the heap
+grows, off the event loop (not under an address-space limit: ``collapsible``). Objects stay
+pymalloc's: creating and collecting them costs what it did.
+
+The copy holds the mmap lock for writing, so every page fault of the event loop waits for the
+block in hand. Two things keep that short: each block's destination page is faulted in first
+in a scratch mapping and given back (``_warm``: on a fresh VM the copy otherwise pays the
+host's first-touch faults under the lock, ~20 ms a block instead of ~0.6), and a pause of
+PAUSE x the copy after it. A collapse waits while a fork is made or a snapshot child is
+alive (``hold``, ``gate``).
 """
 
 import contextlib
@@ -52,7 +59,7 @@ import resource
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 log = logging.getLogger("rankd.hugepages")
 
@@ -60,10 +67,12 @@ OPT_IN = "RANKD_HUGEPAGES"  # "1": glibc malloc on huge pages; otherwise pymallo
 TUNABLE = "glibc.malloc.hugetlb=1"
 THP_SETTING = "/sys/kernel/mm/transparent_hugepage/enabled"
 _MADV_COLLAPSE = 25  # Linux 6.1, include/uapi/asm-generic/mman-common.h
+_MADV_HUGEPAGE = 14
 _HUGE = 2 << 20  # x86-64 and arm64 (4 KiB base pages) PMD size
 MAX_SECONDS = 30.0  # collapse(): one call's bound (~2.5 GB of heap never huge, with the pauses)
 PAUSE = 3.0  # collapse(): sleep this many times a block's copy after it (<= 25 % of the time)
 _REAL_WORK = 0.0005  # seconds: a block that took longer was copied (not already huge)
+HOLD_CHECK = 0.1  # collapse(): seconds between looks at hold() while it holds
 MIN_RESIDENT = 7 / 8  # default heap: share of a 2 MiB block resident before it is collapsed
 
 
@@ -181,57 +190,119 @@ def _huge_ranges() -> list[tuple[int, int]]:
     return ranges
 
 
-def collapse(
-    max_seconds: float = MAX_SECONDS, stop: threading.Event | None = None
-) -> tuple[int, float]:
-    """MADV_COLLAPSE every 2 MiB-aligned block of the heap: the huge-page ranges with
-    ``active()``, else every private anonymous block at least ``MIN_RESIDENT`` resident;
-    blocks already huge cost next to nothing. Meant for a worker thread (each call drops the
-    GIL). Returns (blocks collapsed, seconds). Stops at ``max_seconds`` or once ``stop`` is
-    set (a server shutting down does not wait for it); never raises for a
-    block the kernel refuses (EAGAIN, ENOMEM, EINVAL on kernels before 6.1: then it stops at
-    the first)."""
-    if not collapsible():
-        return 0, 0.0
-    began = time.perf_counter()
-    libc = ctypes.CDLL(None, use_errno=True)
-    madvise = libc.madvise
-    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    madvise.restype = ctypes.c_int
-    mincore = libc.mincore
-    mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
-    mincore.restype = ctypes.c_int
+def _eligible(ranges: list[tuple[int, int]], huge: bool, libc: ctypes.CDLL) -> Iterator[int]:
+    """The 2 MiB-aligned blocks of ``ranges`` to collapse: all of them with ``huge``, else those
+    at least MIN_RESIDENT resident (a sparse block, or one gone meanwhile, keeps its holes)."""
     pages = (ctypes.c_ubyte * (_HUGE // mmap.PAGESIZE))()
-    huge = active()
-    done = 0
-    try:
-        ranges = _huge_ranges() if huge else _anonymous_ranges()
-    except OSError:
-        return 0, 0.0
     for lo, hi in ranges:
         block = (lo + _HUGE - 1) & ~(_HUGE - 1)
         while block + _HUGE <= hi:
-            if not huge and (
-                mincore(block, _HUGE, pages) != 0
-                or len(pages) - bytes(pages).count(0) < MIN_RESIDENT * len(pages)
+            if huge or (
+                libc.mincore(block, _HUGE, pages) == 0
+                and len(pages) - bytes(pages).count(0) >= MIN_RESIDENT * len(pages)
             ):
-                pass  # sparse (or gone meanwhile): leave its holes unallocated
-            else:
-                t = time.perf_counter()
-                if madvise(block, _HUGE, _MADV_COLLAPSE) == 0:
-                    done += 1
-                elif ctypes.get_errno() == 22 and not done:
-                    # EINVAL before any success: this kernel has no MADV_COLLAPSE (later, a
-                    # block the kernel will not collapse, as one madvised VM_NOHUGEPAGE)
-                    return done, time.perf_counter() - began
-                took = time.perf_counter() - t
-                if took > _REAL_WORK:
-                    # The kernel copies the block holding the mmap lock for writing: a page
-                    # fault of the event loop waits for it. Back to back, the loop would wait
-                    # at nearly every fault (measured: 30-145 ms gaps while 800 MB of fresh
-                    # heap collapsed); a pause of PAUSE x the copy leaves it room between.
-                    time.sleep(took * PAUSE)
+                yield block
             block += _HUGE
-            if time.perf_counter() - began > max_seconds or (stop is not None and stop.is_set()):
+
+
+def _warm(libc: ctypes.CDLL) -> None:
+    """Fault a huge page into a scratch mapping and unmap it, so that the next collapse copies
+    into memory the hypervisor has already backed.
+
+    Why: on a VM, the first touch of guest memory the host never backed costs a host fault per
+    4 KiB. MADV_COLLAPSE copies into a fresh huge page while holding the mmap lock for writing,
+    so on a fresh VM each block took ~20 ms (measured: p50 21.7 ms, with the event loop waiting
+    at its next page fault the whole time; 0.6 ms once warm). A fault here locks only its own
+    mapping (the mmap and munmap around it take the mmap lock for microseconds), and the
+    allocator hands the freed huge page to this CPU's next huge allocation: the collapse. A
+    block already huge leaves the page free for the next warm-up (0.1 ms). On bare metal it
+    costs a memset."""
+    size = 2 * _HUGE  # room for one aligned block
+    addr = libc.mmap(None, size, mmap.PROT_READ | mmap.PROT_WRITE,
+                     mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)  # fmt: skip
+    if addr in (None, ctypes.c_void_p(-1).value):
+        return  # no room: collapse cold
+    try:
+        base = (addr + _HUGE - 1) & ~(_HUGE - 1)
+        libc.madvise(base, _HUGE, _MADV_HUGEPAGE)
+        ctypes.memset(base, 1, _HUGE)  # drops the GIL
+    finally:
+        libc.munmap(addr, size)
+
+
+def _libc() -> ctypes.CDLL:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    libc.madvise.restype = ctypes.c_int
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    libc.mincore.restype = ctypes.c_int
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]  # fmt: skip
+    libc.mmap.restype = ctypes.c_void_p
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.munmap.restype = ctypes.c_int
+    return libc
+
+
+def collapse(
+    max_seconds: float = MAX_SECONDS,
+    stop: threading.Event | None = None,
+    hold: Callable[[], bool] | None = None,
+    gate: "threading.Lock | None" = None,
+) -> tuple[int, float]:
+    """MADV_COLLAPSE every 2 MiB-aligned block of the heap: the huge-page ranges with
+    ``active()``, else every private anonymous block at least ``MIN_RESIDENT`` resident;
+    blocks already huge cost next to nothing. Each block after a ``_warm``. Meant for a
+    worker thread (each call drops the GIL). Returns (blocks collapsed, seconds).
+
+    It waits while ``hold()`` says so (a fork is coming, or a snapshot child is alive:
+    collapsing pages the child shares would copy them for nothing), then reads the heap's
+    ranges again; each block is copied holding ``gate``, so whoever sets ``hold`` and then
+    takes ``gate`` knows no copy is under way. Stops at ``max_seconds`` or once ``stop`` is
+    set (a server shutting down does not wait for it); never raises for a block the kernel
+    refuses (EAGAIN, ENOMEM, EINVAL on kernels before 6.1: then it stops at the first)."""
+    if not collapsible():
+        return 0, 0.0
+    began = time.perf_counter()
+    libc = _libc()
+    huge = active()
+    done = 0
+
+    def over() -> bool:
+        return time.perf_counter() - began > max_seconds or (stop is not None and stop.is_set())
+
+    while True:
+        try:
+            ranges = _huge_ranges() if huge else _anonymous_ranges()
+        except OSError:
+            return done, time.perf_counter() - began
+        for block in _eligible(ranges, huge, libc):
+            with gate if gate is not None else contextlib.nullcontext():
+                held = hold is not None and hold()
+                if not held:
+                    _warm(libc)
+                    t = time.perf_counter()
+                    result = libc.madvise(block, _HUGE, _MADV_COLLAPSE)
+                    took = time.perf_counter() - t
+            if held:
+                while hold is not None and hold():
+                    if over():
+                        return done, time.perf_counter() - began
+                    time.sleep(HOLD_CHECK)
+                break  # the heap changed meanwhile: read its ranges again
+            if result == 0:
+                done += 1
+            elif ctypes.get_errno() == 22 and not done:
+                # EINVAL before any success: this kernel has no MADV_COLLAPSE (later, a block
+                # the kernel will not collapse, as one madvised VM_NOHUGEPAGE)
                 return done, time.perf_counter() - began
-    return done, time.perf_counter() - began
+            if took > _REAL_WORK:
+                # The kernel copies the block holding the mmap lock for writing: a page
+                # fault of the event loop waits for it. Back to back, the loop would wait
+                # at nearly every fault (measured: 30-145 ms gaps while 800 MB of fresh
+                # heap collapsed); a pause of PAUSE x the copy leaves it room between.
+                time.sleep(took * PAUSE)
+            if over():
+                return done, time.perf_counter() - began
+        else:
+            return done, time.perf_counter() - began

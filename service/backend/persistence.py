@@ -101,6 +101,8 @@ class Persistence:
         self._collapsing: asyncio.Future[tuple[int, float]] | None = None  # hugepages.collapse
         self._collapse_stop = threading.Event()  # set by stop(): a running collapse ends
         self._collapsed_at = 0  # resident bytes when the last collapse began
+        self._collapse_gate = threading.Lock()  # held by the collapse for each block it copies
+        self._forking = False  # a fork is coming: the collapse pauses (_pause_collapse)
         self._fork_records = 0  # journal records appended before its fork (in its image)
         self._stopping = False
         keyspace.observers.append(self._journal.append)
@@ -237,18 +239,24 @@ class Persistence:
         began = time.perf_counter()
         now = self._clock.now()
         failures = self._journal.failures
-        # Rotate and fork with no await in between: the child's image and the new segment's
-        # first record must meet at the same instant.
-        journal_bytes = self._journal.bytes
-        base = self._journal.rotate()
+        gated = self._pause_collapse()
         try:
-            job = bgsave.start(
-                self._dir, self._keyspace, self._sessions, base_segment=base, now=now
-            )
-        except OSError as exc:
-            self._journal.bytes += journal_bytes
-            return self._snapshot_failed(f"fork failed: {describe(exc)}")
-        self._job, self._fork_records = job, self._journal.appended
+            # Rotate and fork with no await in between: the child's image and the new
+            # segment's first record must meet at the same instant.
+            journal_bytes = self._journal.bytes
+            base = self._journal.rotate()
+            try:
+                job = bgsave.start(
+                    self._dir, self._keyspace, self._sessions, base_segment=base, now=now
+                )
+            except OSError as exc:
+                self._journal.bytes += journal_bytes
+                return self._snapshot_failed(f"fork failed: {describe(exc)}")
+            self._job, self._fork_records = job, self._journal.appended
+        finally:
+            self._forking = False  # from here on the child holds the collapse (_job)
+            if gated:
+                self._collapse_gate.release()
         try:
             stats = await asyncio.wait_for(self._wait_child(job), self.snapshot_timeout)
         except bgsave.SaveFailed as exc:
@@ -327,14 +335,28 @@ class Persistence:
         self._collapsed_at = memory.resident_bytes()
         try:
             self._collapsing = self._loop.run_in_executor(
-                None, hugepages.collapse, hugepages.MAX_SECONDS, self._collapse_stop
-            )
+                None, hugepages.collapse, hugepages.MAX_SECONDS, self._collapse_stop,
+                self._collapse_held, self._collapse_gate,
+            )  # fmt: skip
         except (RuntimeError, OSError, MemoryError) as exc:
             # No thread to run it in (out of memory or threads): only a speed-up, and this
             # runs inside the snapshot's clean-up, which must not fail for it.
             log.warning("collapsing huge pages skipped: %r", exc)
             return
         self._collapsing.add_done_callback(_log_collapse)
+
+    def _collapse_held(self) -> bool:
+        """A fork is about to happen or a snapshot child shares the heap: the collapse waits
+        (read by its thread: plain attributes)."""
+        return self._forking or self._job is not None
+
+    def _pause_collapse(self) -> bool:
+        """Before a fork: hold the collapse off its next block (both take the mmap lock for
+        writing, and the fork would wait for a block's copy). True when no block is in hand
+        (the caller releases ``_collapse_gate`` after the fork); else the fork waits for that
+        one block in the kernel. No await: the fork must follow its caller's last write."""
+        self._forking = True
+        return self._collapse_gate.acquire(blocking=False)
 
     def _snapshot_failed(self, why: str) -> dict[str, Any]:
         log.error("snapshot failed: %s", why)
