@@ -8,6 +8,9 @@ cannot skip that) and every route serialises a small orjson body of about the sa
 shape and size as rankd's answer.
 
     uvicorn loadtest.bare_app:app --loop uvloop --http httptools --no-access-log
+
+The WebSocket route (``/v1/ws``) is rankd's ``score`` op minus the store, for
+`bench_write_floor.py`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 _JSON = "application/json"
 
@@ -59,8 +63,23 @@ async def get_member(request: Request) -> Response:
     return Response(_MEMBER, media_type=_JSON)
 
 
+async def ws(websocket: WebSocket) -> None:
+    """rankd's WebSocket write minus the store: parse each op, answer an ack with its id."""
+    await websocket.accept()
+    try:
+        while True:
+            op = orjson.loads(await websocket.receive_text())
+            result = {"member": op.get("member"), "score": op.get("score"), "rank": 1,
+                      "previous": None, "changed": True}  # fmt: skip
+            ack = {"type": "ack", "id": op.get("id"), "result": result}
+            await websocket.send_text(orjson.dumps(ack).decode())
+    except WebSocketDisconnect:
+        pass
+
+
 app = Starlette(
     routes=[
+        WebSocketRoute("/v1/ws", ws),
         Route("/v1/boards/{board}/scores", post_score, methods=["POST"]),
         Route("/v1/boards/{board}/top", get_top, methods=["GET"]),
         Route("/v1/boards/{board}/members/{member}", get_member, methods=["GET"]),

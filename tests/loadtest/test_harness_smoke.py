@@ -184,3 +184,19 @@ def test_locust_headless_run_has_no_failures(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(rankd.pid, signal.SIGKILL)
             rankd.wait(timeout=10)
+
+
+def test_bench_write_floor_runs_every_server() -> None:
+    """``python -m loadtest.bench_write_floor`` on a tiny run: each server answers every paced
+    write (the bare floor's WebSocket route included) and gets a CPU line."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "loadtest.bench_write_floor", "--rate", "40", "--seconds", "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line.split() for line in proc.stdout.splitlines()[1:]]
+    assert [fields[0] for fields in lines] == ["bare", "rankd-no", "rankd"], proc.stdout
+    assert all(fields[-2] == "40" for fields in lines), proc.stdout  # "40 acked"
