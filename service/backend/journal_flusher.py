@@ -51,9 +51,10 @@ import asyncio
 import contextlib
 import errno
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -77,6 +78,61 @@ def describe(exc: BaseException) -> str:
     code = getattr(exc, "errno", None)
     name = errno.errorcode.get(code, str(code)) if code is not None else type(exc).__name__
     return f"{name} ({getattr(exc, 'strerror', None) or exc})"
+
+
+class IOThread:
+    """One thread that runs callables in the order given, each outcome handed to the loop.
+
+    Hand-written rather than ``loop.run_in_executor`` on a one-thread ThreadPoolExecutor:
+    below saturation a write comes alone and makes one round trip of its own, and the
+    executor's work item, its concurrent Future chained to an asyncio one and the
+    ``asyncio.wait`` around it cost the loop about as much CPU as handling the write itself
+    (loadtest/RESULTS.md, "The floor under an isolated write"). Here a round trip is a queue
+    put, one asyncio future and one ``call_soon_threadsafe`` back.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def submit(
+        self, loop: asyncio.AbstractEventLoop, fn: Callable[..., T], args: tuple[Any, ...]
+    ) -> "asyncio.Future[T]":
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._main, name=self._name, daemon=True)
+            self._thread.start()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._queue.put((loop, fut, fn, args))
+        return fut
+
+    def shutdown(self) -> None:
+        """Run what is queued, then end the thread."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def _main(self) -> None:
+        while (item := self._queue.get()) is not None:
+            loop, fut, fn, args = item
+            outcome: tuple[Any, BaseException | None]
+            try:
+                outcome = (fn(*args), None)
+            except BaseException as exc:  # handed to the caller, as an executor would
+                outcome = (None, exc)
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+                loop.call_soon_threadsafe(_settle, fut, *outcome)
+            del item, fut, outcome  # hold nothing while waiting for the next
+
+
+def _settle(fut: "asyncio.Future[Any]", value: Any, error: BaseException | None) -> None:
+    if fut.cancelled():
+        return
+    if error is not None:
+        fut.set_exception(error)
+    else:
+        fut.set_result(value)
 
 
 class JournalFlusher:
@@ -121,7 +177,7 @@ class JournalFlusher:
         # Who makes the change being made now (store/writers.py Writer.row(); () for rankd
         # itself): set by the embedded backend around each store call, recorded on board writes.
         self.author: tuple[int] | tuple[int, str] | tuple[()] = ()
-        self._io = ThreadPoolExecutor(1, thread_name_prefix="rankd-journal")
+        self._io = IOThread("rankd-journal")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -165,7 +221,7 @@ class JournalFlusher:
             await self.run_io(self._writer.close)
         except OSError as exc:
             log.error("closing the journal failed: %s", describe(exc))
-        self._io.shutdown(wait=True)
+        self._io.shutdown()
 
     # -- the write path --------------------------------------------------------------------------
 
@@ -237,15 +293,20 @@ class JournalFlusher:
         NUDGE_SLEEP with the GIL released bounds that to a few ms, at a cost of at most 5%
         of the loop while a call is overdue.
         """
-        assert self._loop is not None
-        fut = self._loop.run_in_executor(self._io, fn, *args)
-        try:
-            while not (await asyncio.wait((fut,), timeout=NUDGE_AFTER))[0]:
+        loop = self._loop
+        assert loop is not None
+        fut: asyncio.Future[T] = self._io.submit(loop, fn, args)
+
+        def nudge() -> None:
+            if not fut.done():
                 time.sleep(NUDGE_SLEEP)
-        except asyncio.CancelledError:
-            fut.cancel()  # as awaiting the future itself would: its outcome goes unread
-            raise
-        return fut.result()
+                timer[0] = loop.call_later(NUDGE_AFTER, nudge)
+
+        timer = [loop.call_later(NUDGE_AFTER, nudge)]
+        try:
+            return await fut  # cancelled: the thread finishes fn, its outcome goes unread
+        finally:
+            timer[0].cancel()
 
     def _cut(self) -> None:
         if self._buf:
