@@ -264,3 +264,33 @@ def test_collapse_waits_while_held() -> None:
     assert _mapping_kb(aligned)[1] >= before + 4 * two // 1024
     view.release()
     region.close()
+
+
+def test_collapse_copies_only_holding_the_gate() -> None:
+    """Each block is copied holding ``gate``: a snapshot that holds it through its fork (as
+    Persistence._pause_collapse does) knows no copy runs meanwhile."""
+    two = 2 << 20
+    region = mmap.mmap(-1, 5 * two, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    view = memoryview(region)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(region))
+    aligned = (base + two - 1) & ~(two - 1)
+    for i in range(aligned - base, aligned - base + 4 * two, 4096):
+        view[i] = 1
+    gate = threading.Lock()
+    gate.acquire()
+    result: list[tuple[int, float]] = []
+    worker = threading.Thread(target=lambda: result.append(hugepages.collapse(gate=gate)))
+    before = _mapping_kb(aligned)[1]
+    worker.start()
+    try:
+        time.sleep(0.5)
+        assert worker.is_alive() == hugepages.collapsible()  # waiting for the gate
+        assert _mapping_kb(aligned)[1] == before  # and nothing copied meanwhile
+    finally:
+        gate.release()
+        worker.join(60)
+    if hugepages.collapsible():
+        assert result[0][0] >= 4
+        assert _mapping_kb(aligned)[1] >= before + 4 * two // 1024
+    view.release()
+    region.close()
