@@ -3,12 +3,14 @@ server re-executes itself with PYTHONMALLOC=malloc + glibc.malloc.hugetlb=1 wher
 allows it; collapse() puts huge pages split by copy-on-write back together and, on the default
 (pymalloc) heap, moves the dense blocks of the heap onto huge pages."""
 
+import contextlib
 import ctypes
 import mmap
 import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from service import hugepages
@@ -241,56 +243,60 @@ def test_warm_up_gives_its_page_back() -> None:
     assert vm_kb() - before < 4096  # one leaked scratch mapping would be 4 MiB; 50, 200 MiB
 
 
+_TWO = 2 << 20
+
+
+@contextlib.contextmanager
+def _dense_blocks(n: int) -> Iterator[int]:
+    """A private anonymous mapping with ``n`` fully written 2 MiB-aligned blocks: yields the
+    first block's address; unmapped on exit."""
+    region = mmap.mmap(-1, (n + 1) * _TWO, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    view = memoryview(region)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(region))
+    aligned = (base + _TWO - 1) & ~(_TWO - 1)
+    for i in range(aligned - base, aligned - base + n * _TWO, 4096):
+        view[i] = 1
+    try:
+        yield aligned
+    finally:
+        view.release()
+        region.close()
+
+
 def test_collapse_waits_while_held() -> None:
     """While ``hold()`` says a snapshot child is alive, collapse() copies nothing (the pages
     are the child's too) and gives up at ``max_seconds``; released, it does the work."""
-    two = 2 << 20
-    region = mmap.mmap(-1, 5 * two, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    view = memoryview(region)
-    base = ctypes.addressof(ctypes.c_char.from_buffer(region))
-    aligned = (base + two - 1) & ~(two - 1)
-    for i in range(aligned - base, aligned - base + 4 * two, 4096):
-        view[i] = 1
-    if not hugepages.collapsible():
-        assert hugepages.collapse(hold=lambda: True)[0] == 0
-        return
-    before = _mapping_kb(aligned)[1]
-    blocks, seconds = hugepages.collapse(max_seconds=0.5, hold=lambda: True)
-    assert blocks == 0 and seconds >= 0.5
-    assert _mapping_kb(aligned)[1] == before
-    released = time.monotonic() + 0.3
-    blocks, _ = hugepages.collapse(hold=lambda: time.monotonic() < released)
-    assert blocks >= 4
-    assert _mapping_kb(aligned)[1] >= before + 4 * two // 1024
-    view.release()
-    region.close()
+    with _dense_blocks(4) as aligned:
+        if not hugepages.collapsible():
+            assert hugepages.collapse(hold=lambda: True)[0] == 0
+            return
+        before = _mapping_kb(aligned)[1]
+        blocks, seconds = hugepages.collapse(max_seconds=0.5, hold=lambda: True)
+        assert blocks == 0 and seconds >= 0.5
+        assert _mapping_kb(aligned)[1] == before
+        released = time.monotonic() + 0.3
+        blocks, _ = hugepages.collapse(hold=lambda: time.monotonic() < released)
+        assert blocks >= 4
+        assert _mapping_kb(aligned)[1] >= before + 4 * _TWO // 1024
 
 
 def test_collapse_copies_only_holding_the_gate() -> None:
     """Each block is copied holding ``gate``: a snapshot that holds it through its fork (as
     Persistence._pause_collapse does) knows no copy runs meanwhile."""
-    two = 2 << 20
-    region = mmap.mmap(-1, 5 * two, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    view = memoryview(region)
-    base = ctypes.addressof(ctypes.c_char.from_buffer(region))
-    aligned = (base + two - 1) & ~(two - 1)
-    for i in range(aligned - base, aligned - base + 4 * two, 4096):
-        view[i] = 1
-    gate = threading.Lock()
-    gate.acquire()
-    result: list[tuple[int, float]] = []
-    worker = threading.Thread(target=lambda: result.append(hugepages.collapse(gate=gate)))
-    before = _mapping_kb(aligned)[1]
-    worker.start()
-    try:
-        time.sleep(0.5)
-        assert worker.is_alive() == hugepages.collapsible()  # waiting for the gate
-        assert _mapping_kb(aligned)[1] == before  # and nothing copied meanwhile
-    finally:
-        gate.release()
-        worker.join(60)
-    if hugepages.collapsible():
-        assert result[0][0] >= 4
-        assert _mapping_kb(aligned)[1] >= before + 4 * two // 1024
-    view.release()
-    region.close()
+    with _dense_blocks(4) as aligned:
+        gate = threading.Lock()
+        gate.acquire()
+        result: list[tuple[int, float]] = []
+        worker = threading.Thread(target=lambda: result.append(hugepages.collapse(gate=gate)))
+        before = _mapping_kb(aligned)[1]
+        worker.start()
+        try:
+            time.sleep(0.5)
+            assert worker.is_alive() == hugepages.collapsible()  # waiting for the gate
+            assert _mapping_kb(aligned)[1] == before  # and nothing copied meanwhile
+        finally:
+            gate.release()
+            worker.join(60)
+        if hugepages.collapsible():
+            assert result[0][0] >= 4
+            assert _mapping_kb(aligned)[1] >= before + 4 * _TWO // 1024
