@@ -2,13 +2,25 @@
 
 The store emits one event per mutation; ``append`` encodes it into an in-memory buffer (a few
 microseconds, no I/O). One flusher task hands buffered records to one I/O thread, which writes
-them and fsyncs per policy, so records reach the file in store order and the event loop never
-waits on the disk:
+them and fsyncs per policy, so records reach the file in store order and the event loop does
+not wait on the disk:
 
     write handler --> store --> append: frame into _buf, wake flusher
                  \\--> await commit()   (fsync=always only) resolves when its record is durable
     flusher:  take _buf --> I/O thread: os.write; os.fsync (always: every batch; everysec:
               once a second; no: never) --> resolve every commit() the batch covered
+
+Except for one case, the loop's own ``os.write`` (``_inline_ok``): with fsync everysec or no, a
+batch of at most INLINE_MAX bytes for the open segment, no fsync due and nobody waiting on it
+is written by the loop itself when the I/O thread is idle, as Redis writes its AOF buffer from
+its event loop. Handing it over costs more than the write: below saturation writes come alone,
+and each one's round trip woke the I/O thread and then the loop again (7-8 context switches
+per write against 2; 29 % less CPU per isolated write with everysec, loadtest/RESULTS.md, "The
+journal's write on the loop"). A write into the page cache takes microseconds. Where it could
+wait, the thread keeps it: every fsync and segment creation; any write while a call runs on
+the thread (an fsync in progress holds the file); while ``offload()`` says so (a snapshot child
+is filling the page cache and the kernel may throttle writers); and for INLINE_BACKOFF seconds
+after a loop write that took longer than INLINE_SLOW (a disk the kernel has started to throttle).
 
 Group commit: every write of a loop turn (and every write arriving while an fsync runs) shares
 the next fsync. With ``always`` a reply is sent only after its record is fsynced; a record
@@ -44,7 +56,8 @@ is undone: a write was acknowledged as soon as it was applied, so a lost record 
 refused write -- memory keeps it and the healing snapshot makes it durable.
 
 Everything here runs on the event loop thread except ``_io_batch`` and ``run_io`` callables
-(the I/O thread, which owns the SegmentWriter).
+(the I/O thread, which owns the SegmentWriter whenever a call is on it; the loop uses it only
+when none is).
 """
 
 import asyncio
@@ -69,6 +82,9 @@ Chunk = tuple[int, int, bytes]  # (segment number, segment flags, frames)
 Event = StoreEvent
 NUDGE_AFTER = 0.002  # seconds an I/O call may be pending before the loop lends it the GIL
 NUDGE_SLEEP = 0.0001
+INLINE_MAX = 64 * 1024  # bytes the loop writes itself at most (fsync everysec/no, thread idle)
+INLINE_SLOW = 0.002  # seconds: a loop write slower than this hands the writes to the thread...
+INLINE_BACKOFF = 1.0  # ...for this long
 FsyncPolicy = Literal["always", "everysec", "no"]
 T = TypeVar("T")
 
@@ -95,6 +111,7 @@ class IOThread:
         self._name = name
         self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self.pending = 0  # calls whose outcome is not back on the loop yet (cancelled ones too)
 
     def submit(
         self, loop: asyncio.AbstractEventLoop, fn: Callable[..., T], args: tuple[Any, ...]
@@ -103,6 +120,7 @@ class IOThread:
             self._thread = threading.Thread(target=self._main, name=self._name, daemon=True)
             self._thread.start()
         fut: asyncio.Future[T] = loop.create_future()
+        self.pending += 1
         self._queue.put((loop, fut, fn, args))
         return fut
 
@@ -122,17 +140,17 @@ class IOThread:
             except BaseException as exc:  # handed to the caller, as an executor would
                 outcome = (None, exc)
             with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
-                loop.call_soon_threadsafe(_settle, fut, *outcome)
+                loop.call_soon_threadsafe(self._settle, fut, *outcome)
             del item, fut, outcome  # hold nothing while waiting for the next
 
-
-def _settle(fut: "asyncio.Future[Any]", value: Any, error: BaseException | None) -> None:
-    if fut.cancelled():
-        return
-    if error is not None:
-        fut.set_exception(error)
-    else:
-        fut.set_result(value)
+    def _settle(self, fut: "asyncio.Future[Any]", value: Any, error: BaseException | None) -> None:
+        self.pending -= 1
+        if fut.cancelled():
+            return
+        if error is not None:
+            fut.set_exception(error)
+        else:
+            fut.set_result(value)
 
 
 class JournalFlusher:
@@ -144,16 +162,21 @@ class JournalFlusher:
         on_failure: Callable[[str], None],
         reason: Callable[[], str | None],
         on_lost: Callable[[list[Event], int], None] | None = None,
+        offload: Callable[[], bool] = lambda: False,
     ) -> None:
         """``on_failure(reason)``: records were lost. ``reason()``: why persistence is
         unhealthy now, quoted by a ``commit()`` that cannot succeed. ``on_lost(events,
         first)`` (fsync=always): the events of the lost records, oldest first, the first of
-        them being record number ``first + 1``; called before any waiter fails."""
+        them being record number ``first + 1``; called before any waiter fails.
+        ``offload()``: True while every write should go to the I/O thread (a snapshot is
+        being written), see the module docstring."""
         self._policy = policy
         self._on_failure = on_failure
         self._reason = reason
         self._on_lost = on_lost
         self._keep = policy == "always" and on_lost is not None
+        self._offload = offload
+        self._inline_from = 0.0  # monotonic time from which the loop may write again
         self._events: list[Event] = []  # with _keep: events of records _events_base+1 .. _appended
         self._events_base = 0
         self._io_size = 0  # I/O thread: bytes in the open segment file (as written)
@@ -343,7 +366,10 @@ class JournalFlusher:
             sync = sync or any(s for s, _ in barriers)
             assert self._writer is not None
             try:
-                took = await self.run_io(self._io_batch, chunks, sync)
+                if self._inline_ok(chunks, sync, barriers):
+                    took = self._inline_batch(chunks)
+                else:
+                    took = await self.run_io(self._io_batch, chunks, sync)
             except OSError as exc:
                 self._failed(exc, barriers)
                 continue
@@ -360,8 +386,28 @@ class JournalFlusher:
                 self._events_base = upto
             self._resolve(barriers)
 
+    def _inline_ok(self, chunks: list[Chunk], sync: bool, barriers: list[Any]) -> bool:
+        """Whether the loop writes this batch itself (the module docstring says when)."""
+        if self._policy == "always" or sync or barriers or self._io.pending:
+            return False
+        w = self._writer
+        if w is None or w.number is None or any(number != w.number for number, _, _ in chunks):
+            return False  # a segment to create: an fsync
+        if sum(len(data) for _, _, data in chunks) > INLINE_MAX or self._offload():
+            return False
+        return time.monotonic() >= self._inline_from
+
+    def _inline_batch(self, chunks: list[Chunk]) -> float:
+        began = time.monotonic()
+        took = self._io_batch(chunks, False)
+        ended = time.monotonic()
+        if ended - began > INLINE_SLOW:
+            self._inline_from = ended + INLINE_BACKOFF
+        return took
+
     def _io_batch(self, chunks: list[Chunk], sync: bool) -> float:
-        """Runs on the I/O thread. Returns the fsync's duration, or -1 if none ran."""
+        """Runs on the I/O thread (or on the loop, see ``_inline_ok``). Returns the fsync's
+        duration, or -1 if none ran."""
         w = self._writer
         assert w is not None
         # Where each segment this batch writes stood before it: what a failure cuts back to.

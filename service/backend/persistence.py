@@ -88,7 +88,11 @@ class Persistence:
         self.last_snapshot_seconds: float | None = None
         self.recovery: recovery.RecoveryReport | None = None
         self._journal = JournalFlusher(
-            settings.fsync, self._set_unhealthy, lambda: self.reason, on_lost=self._undo
+            settings.fsync,
+            self._set_unhealthy,
+            lambda: self.reason,
+            on_lost=self._undo,
+            offload=lambda: self._job is not None,  # a child is writing a snapshot
         )
         self.fsync_seconds = self._journal.fsync_seconds
         self.journal = self._journal  # the write path sets journal.author (who is writing)

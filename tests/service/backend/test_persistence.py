@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from service.backend import journal_flusher
 from service.backend.persistence import Persistence
 from service.settings import Settings
 from store import Unavailable
@@ -188,6 +189,143 @@ def test_everysec_writes_at_once_and_fsyncs_once_a_second(
         assert seg.stat().st_size > size
         assert 1 <= len(spy.sizes) - before <= 2
         await until(lambda: len(spy.sizes) - before >= 2)  # the tail gets its fsync too
+        p._check()
+        await p.stop()
+
+    run(main)
+    assert reloaded(tmp_path) == state(ks, ss)
+
+
+class JournalThreads:
+    """Which thread wrote and fsynced the journal's segments: (call, thread name), in order."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[tuple[str, str]] = []
+        real_write, real_fsync = os.write, os.fsync
+
+        def spy(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+            def call(fd: int, *args: Any) -> Any:
+                if os.readlink(f"/proc/self/fd/{fd}").endswith(".rkj"):
+                    self.calls.append((name, threading.current_thread().name))
+                return real(fd, *args)
+
+            return call
+
+        monkeypatch.setattr(os, "write", spy("write", real_write))
+        monkeypatch.setattr(os, "fsync", spy("fsync", real_fsync))
+
+    def since(self, start: int, call: str) -> list[str]:
+        return [thread for name, thread in self.calls[start:] if name == call]
+
+
+async def isolated_writes(p: Persistence, ks: Keyspace, tmp_path: Path, n: int) -> None:
+    """``n`` writes of new members, each alone: the next comes once the last one's record is
+    in the file."""
+    seg = datadir.segments(tmp_path)[-1][1]
+    board = ks.find("b")
+    first = len(board) if board is not None else 0
+    for i in range(first, first + n):
+        size = seg.stat().st_size
+        await write(p, ks, "b", f"alone{i}", i)
+        await until(lambda size=size: seg.stat().st_size > size)
+
+
+@pytest.mark.parametrize("fsync", ["everysec", "no"])
+def test_a_write_alone_is_written_by_the_loop_and_fsynced_by_the_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fsync: str
+) -> None:
+    """Below saturation the loop writes a small batch itself (one os.write) instead of a
+    round trip to the I/O thread; fsyncs and segment creation stay on the thread."""
+    p, ks, ss = make(tmp_path, fsync)
+    p.recover()
+    spy = JournalThreads(monkeypatch)
+
+    async def main() -> None:
+        await p.start()
+        assert set(spy.since(0, "fsync")) == {"rankd-journal"}  # the segment's creation
+        start = len(spy.calls)
+        await isolated_writes(p, ks, tmp_path, 20)
+        assert spy.since(start, "write") == ["MainThread"] * 20
+        if fsync == "everysec":
+            start = len(spy.calls)
+            await until(lambda: bool(spy.since(start, "fsync")))  # the second's fsync
+            assert set(spy.since(start, "fsync")) == {"rankd-journal"}
+        p._check()
+        await p.stop()
+        assert set(spy.since(0, "fsync")) == {"rankd-journal"}
+
+    run(main)
+    assert reloaded(tmp_path) == state(ks, ss)
+
+
+def test_the_thread_writes_the_journal_while_a_snapshot_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A snapshot child fills the page cache, and the kernel may make writers wait: the loop
+    leaves every journal write to the I/O thread until the child is done."""
+    p, ks, ss = make(tmp_path, "everysec")
+    p.recover()
+    me = os.getpid()
+    real_snapshot_write = snapshot.write
+
+    def slow_in_child(*args: Any, **kwargs: Any) -> Any:
+        if os.getpid() != me:
+            time.sleep(1)
+        return real_snapshot_write(*args, **kwargs)
+
+    async def main() -> None:
+        await p.start()
+        monkeypatch.setattr(snapshot, "write", slow_in_child)
+        spy = JournalThreads(monkeypatch)
+        saving = asyncio.create_task(p.snapshot())
+        await until(lambda: p._job is not None)
+        await until(lambda: datadir.segments(tmp_path)[-1][0] > 1)  # the snapshot's segment
+        start = len(spy.calls)
+        await isolated_writes(p, ks, tmp_path, 10)
+        assert p._job is not None  # all 10 while the child was writing
+        assert spy.since(start, "write") == ["rankd-journal"] * 10
+        await saving
+        start = len(spy.calls)
+        await isolated_writes(p, ks, tmp_path, 5)
+        assert spy.since(start, "write") == ["MainThread"] * 5
+        p._check()
+        await p.stop()
+
+    run(main)
+    assert reloaded(tmp_path) == state(ks, ss)
+
+
+def test_a_slow_write_on_the_loop_hands_the_next_ones_to_the_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write into the page cache that took longer than INLINE_SLOW (the kernel throttling a
+    busy disk) sends the writes of the next INLINE_BACKOFF seconds to the I/O thread."""
+    monkeypatch.setattr(journal_flusher, "INLINE_BACKOFF", 0.5)
+    p, ks, ss = make(tmp_path, "everysec")
+    p.recover()
+    spy = JournalThreads(monkeypatch)
+    spied = os.write
+
+    def slow_once(fd: int, data: Any) -> int:
+        if threading.current_thread().name == "MainThread" and not slowed:
+            slowed.append(fd)
+            time.sleep(2 * journal_flusher.INLINE_SLOW)
+        return spied(fd, data)  # type: ignore[no-any-return]
+
+    slowed: list[int] = []
+
+    async def main() -> None:
+        await p.start()
+        monkeypatch.setattr(os, "write", slow_once)
+        start = len(spy.calls)
+        began = time.monotonic()
+        await isolated_writes(p, ks, tmp_path, 5)
+        assert slowed and time.monotonic() - began < 0.5
+        assert spy.since(start, "write") == ["MainThread"] + ["rankd-journal"] * 4
+        await asyncio.sleep(0.5)
+        start = len(spy.calls)
+        await isolated_writes(p, ks, tmp_path, 3)
+        assert spy.since(start, "write") == ["MainThread"] * 3
         p._check()
         await p.stop()
 
