@@ -200,3 +200,25 @@ def test_bench_write_floor_runs_every_server() -> None:
     lines = [line.split() for line in proc.stdout.splitlines()[1:]]
     assert [fields[0] for fields in lines] == ["bare", "rankd-no", "rankd"], proc.stdout
     assert all(fields[-2] == "40" for fields in lines), proc.stdout  # "40 acked"
+
+
+def test_bench_persist_stall_splits_every_phase() -> None:
+    """``bench_persist.py --stall`` on a tiny run: a row per phase, each with the longest stall
+    and its split (CPU, run-queue wait, host steal, page faults) read from /proc."""
+    proc = subprocess.run(
+        [sys.executable, "loadtest/bench_persist.py", "--stall", "--new", "2000",
+         "--intervals", "1", "--heap", "pymalloc"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line.split("|")[1:-1] for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert [r[0].strip() for r in rows[2:]] == [
+        "create 2,000 (interval 1)",
+        "snapshot 1 (2,000 sessions)",
+    ], proc.stdout
+    for row in rows[2:]:
+        times, faults = row[3].split(",", 1)  # faults: "1,234"
+        assert len(times.split("/")) == 3 and int(faults.replace(",", "")) >= 0, proc.stdout
