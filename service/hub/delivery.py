@@ -8,6 +8,14 @@ go to every subscriber with that head. Deliveries run ``SLICE`` subscriptions pe
 writes waiting on the loop get their turn during a large fan-out; a job is resumable (``at``)
 and skips subscriptions that left meanwhile.
 
+A view that changes again while its job is still going upgrades that job (``_fan_out``): the
+subscriptions it has not reached yet get the newer state, and one more job brings it to those
+it already passed. With 10,000 subscribers a sweep outlasts the tick, and a write waited for
+the running sweep to end, then for its own sweep to reach it: ack -> frame p99 was about two
+sweeps. Now it is at most a tick plus one sweep, and no subscription gets more frames: at most
+one per sweep, each the latest state when its turn comes. A group has at most two jobs queued
+(one going, one not started, both carrying the latest state).
+
 Frames are ``'{"type":..,"id":..'`` (per subscription) + one shared tail; ``total`` and
 ``seq`` ride along in every top and around frame, but a change of ``total`` alone (an insert
 far below the view) wakes nobody: otherwise every write anywhere would fan out to every
@@ -53,12 +61,20 @@ class Job:
         self.tail: bytes | None = None
         self.frames: dict[bytes, bytes] = {}
 
+    def upgrade(self, state: Any, force: bool, tail_of: Callable[..., bytes], args: Any) -> None:
+        """Deliver ``state`` instead, from ``at`` on (the view changed again meanwhile)."""
+        self.state, self.tail_of, self.args = state, tail_of, args
+        self.force = self.force or force
+        self.tail = None
+        self.frames = {}
+
 
 class Delivery:
     """The hub's fan-out: its job queue and frame counters (a part of ``Hub``)."""
 
     _views: Views
     _jobs: deque[Job]
+    _queued: dict[int, list[Job]]  # id(group's subs) -> its jobs in _jobs, oldest first
     frames_offered: int
     frames_encoded: int  # distinct frames built: offered / encoded is the sharing
 
@@ -71,8 +87,26 @@ class Delivery:
         *args: Any,
     ) -> None:
         """Queue ``state`` for every subscription of a group that has not seen it (``force``:
-        for every subscription)."""
-        self._jobs.append(Job(subs, state, force, tail_of, args))
+        for every subscription); a job of the group still queued is upgraded to it."""
+        queued = self._queued.get(id(subs))
+        if queued is not None:
+            for job in queued:
+                job.upgrade(state, force, tail_of, args)
+            if queued[-1].at == 0:
+                return  # not started: it takes the new state to everyone
+        job = Job(subs, state, force, tail_of, args)
+        self._jobs.append(job)
+        if queued is None:
+            self._queued[id(subs)] = [job]
+        else:
+            queued.append(job)  # for those the going one already passed
+
+    def _done(self, job: Job) -> None:
+        """``job`` left the queue."""
+        queued = self._queued[id(job.live)]
+        queued.remove(job)
+        if not queued:
+            del self._queued[id(job.live)]
 
     def _deliver(self, job: Job, budget: int) -> int:
         """Offer ``job.state`` to up to ``budget`` subscriptions; returns the budget left.

@@ -4,9 +4,11 @@ Coalescing: a flush runs at most once per ``tick`` and only when something is di
 dirty mark after a quiet spell schedules it at ``max(now, last_flush + tick)``, so a lone write
 goes out on the next loop turn and a burst goes out once per tick, the latest state winning.
 A flush computes a dirty board's ``top(max_top)`` once, slices it per N, and looks up each
-rank and around group the spans say may have moved (changes.py ``due``). While the deliveries
-of one flush are still going (delivery.py), the next waits for them, so a subscriber gets at
-most one frame per tick, and the latest state when its turn comes.
+rank and around group the spans say may have moved (changes.py ``due``). It runs on its tick
+even while the deliveries of the last one are still going: a view that changed again
+upgrades its job (delivery.py), so a subscriber gets at most one frame per sweep, and the
+latest state when its turn comes. (The remote flush still waits for them: its views are read
+over the network, a round at a time.)
 
 Periods: a flush compares the window's current period with the one the watch last showed: when
 it changed (a ``broll``, or the clock crossing a boundary while the board was idle -- the
@@ -70,12 +72,11 @@ class Flushing(Delivery):
 
     def _flush(self) -> None:
         self._timer = None
-        if self._jobs:
-            # The last flush is still being delivered: this one waits for it, so a subscriber
-            # still gets at most one frame per tick, and the latest state when its turn comes.
-            self._flush_waiting = True
-            return
         if not self._views.synchronous:
+            if self._jobs:
+                # The last round is still being delivered: the next waits for it.
+                self._flush_waiting = True
+                return
             if self._flushing is None and self._loop is not None:
                 self._last_flush = self._loop.time()
                 self._flushing = self._loop.create_task(self._flush_remote())
@@ -98,7 +99,8 @@ class Flushing(Delivery):
             except Exception:
                 # A bug here must not stop every later flush; the tests assert the log is clean.
                 log.exception("hub flush failed for one board")
-        self._pump(SLICE)
+        if self._pumping is None:  # else the deliveries under way go on at their pace
+            self._pump(SLICE)
 
     def _pump(self, budget: int | None) -> None:
         """Deliver queued views, ``budget`` subscriptions at most (None: all), then yield."""
@@ -110,6 +112,7 @@ class Flushing(Delivery):
             left = self._deliver(job, left)
             if job.at >= len(job.order):
                 jobs.popleft()
+                self._done(job)
         if jobs:
             assert self._loop is not None, "deliveries left without a loop to finish them"
             self._pumping = self._loop.call_soon(self._pump, SLICE)

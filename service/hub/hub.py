@@ -77,6 +77,7 @@ class Hub(Flushing):
         self._last_flush = -INF
         self._watchdog: asyncio.Task[None] | None = None
         self._jobs: deque[Job] = deque()
+        self._queued: dict[int, list[Job]] = {}
         self._pumping: asyncio.Handle | None = None
         self._flush_waiting = False  # a flush came due while deliveries were still going
         self._flushing: asyncio.Task[None] | None = None  # a remote flush loading views
@@ -382,3 +383,9 @@ class Hub(Flushing):
         assert all(k in self._watches for keys in self._windowed.values() for k in keys)
         assert count == self.subscriptions, (count, self.subscriptions)
         assert (self._timer is None) or bool(self._dirty) or self._flushing is not None
+        # Each queued job is filed under its group, at most two per group, one not started.
+        queued = sorted(id(j) for js in self._queued.values() for j in js)
+        assert sorted(map(id, self._jobs)) == queued
+        for key, jobs in self._queued.items():
+            assert jobs and len(jobs) <= 2 and all(id(j.live) == key for j in jobs), key
+            assert all(j.at == 0 for j in jobs[1:])

@@ -272,12 +272,12 @@ async def _delivers_in_slices() -> None:
     got = sum(len(p.frames[s]) == 2 for p, s in zip(peers, subs, strict=True))
     assert got == SLICE
     hub.unsubscribe(subs[-1])  # leaves before its turn: gets nothing more
-    ks.write("b", "n", 2)  # due while delivering: waits, so nobody gets two frames in a tick
     for _ in range(10):
         await asyncio.sleep(0)
     assert all(len(p.frames[s]) == 2 for p, s in zip(peers[:-1], subs, strict=False))
     assert len(peers[-1].frames[subs[-1]]) == 1
     assert hub.frames_encoded == len(peers) + 1  # one per subscribe, one shared by everyone
+    ks.write("b", "n", 2)  # the next tick's (a write during a sweep: the test after this one)
     await asyncio.sleep(hub.tick + 0.05)
     for _ in range(10):
         await asyncio.sleep(0)
@@ -292,6 +292,46 @@ async def _delivers_in_slices() -> None:
 
 def test_a_big_fan_out_yields_to_the_loop_between_slices() -> None:
     asyncio.run(_delivers_in_slices())
+
+
+async def _upgrades_a_sweep() -> None:
+    """A view that changes again while its sweep is going: those the sweep has not reached get
+    the newer state instead, those it passed get it next; nobody gets the older one late."""
+    rt = EmbeddedBackend(Settings())
+    ks = rt._keyspace
+    hub = Hub(rt, rt.settings.limits)
+    await hub.start()
+    peers = [FakePeer() for _ in range(3 * SLICE + 5)]
+    subs = [hub.subscribe_top(p, '{"type":"top","id":"t"', "b", 10) for p in peers]
+
+    def tops() -> list[list[str]]:
+        """What each subscriber was shown on top, frame by frame after its first."""
+        return [[f["entries"][0]["member"] for f in p.frames[s][1:]] for p, s in pairs]
+
+    pairs = list(zip(peers, subs, strict=True))
+    rest = len(peers) - SLICE
+    ks.write("b", "m", 1)
+    hub._flush()  # the first slice gets "m" now
+    ks.write("b", "n", 2)
+    hub._flush()  # the next tick, due while the sweep is going (as the timer runs it)
+    hub._check()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert tops() == [["m", "n"]] * SLICE + [["n"]] * rest
+    assert not hub._jobs and not hub._queued
+    ks.write("b", "o", 3)
+    for k in range(3):  # three ticks during one sweep: still two jobs for the group at most
+        hub._flush()
+        hub._check()
+        ks.write("b", f"p{k}", 4 + k)
+    hub.flush()  # the going sweep and the one after it (p1), then the last tick's (p2)
+    assert tops() == [["m", "n", "o", "p1", "p2"]] * SLICE + [["n", "p1", "p2"]] * rest
+    hub._check()
+    await hub.stop()
+
+
+def test_a_view_that_changes_during_its_sweep_upgrades_it() -> None:
+    asyncio.run(_upgrades_a_sweep())
 
 
 async def _spans_across_buckets() -> None:
