@@ -1,4 +1,5 @@
-"""Issue 10's faults, reproduced on the real server: a full disk and two crashes, a damaged
+"""Issue 10's faults, reproduced on the real server: a full disk and two crashes (and a full
+disk under fsync everysec, whose journal writes the event loop makes itself), a damaged
 newest snapshot, damage no fallback covers (``rankd check`` / ``rankd repair``), out of memory
 at start-up, and the data directory's permissions.
 
@@ -128,6 +129,57 @@ def test_disk_full_then_two_crashes_starts_with_every_acknowledged_write(
     srv.start()  # second restart: before the fix, "journal segment is missing"
     with srv.client() as c:
         assert _scores(c, "b") == acked
+    srv.stop(signal.SIGTERM)
+
+
+def test_a_full_disk_under_everysec_keeps_every_acknowledged_write(
+    rankd_server: Any, tmpfs: Path
+) -> None:
+    """With everysec a write is acknowledged once applied, and the event loop writes its
+    record itself (service/backend/journal_flusher.py): when that write meets a full disk,
+    persistence turns unhealthy, later writes are refused before they are applied, and once
+    there is room the healer's snapshot makes every acknowledged write durable."""
+    data = tmpfs / "data"
+    srv = rankd_server(data_dir=data, fsync="everysec", snapshot_interval=0)
+    acked: dict[str, int] = {}
+    refused: list[str] = []
+    meta = {"pad": "p" * 900}
+    with srv.client() as c:
+
+        def post(member: str, score: int) -> int:
+            r = c.post(
+                "/v1/boards/b/scores", json={"member": member, "score": score, "metadata": meta}
+            )
+            assert r.status_code in (200, 503), r.text
+            if r.status_code == 200:
+                acked[member] = score
+            else:
+                refused.append(member)
+            return r.status_code
+
+        for i in range(100):
+            assert post(f"m{i}", i) == 200
+        _fill(tmpfs / "filler")
+        for i in range(100, 2000):
+            if post(f"m{i}", i) == 503:
+                break
+        assert refused, "the journal never hit ENOSPC"
+        (tmpfs / "filler").unlink()  # room again: the healer's snapshot, then writes resume
+        deadline = time.monotonic() + 30
+        i = 2000
+        while post(f"m{i}", i) != 200:
+            assert time.monotonic() < deadline, f"never healthy again:\n{srv.logs()}"
+            time.sleep(0.1)
+            i += 1
+        for j in range(i + 1, i + 50):
+            assert post(f"m{j}", j) == 200
+    srv.stop(signal.SIGKILL)
+
+    srv.start()
+    with srv.client() as c:
+        scores = _scores(c, "b")
+    assert scores == acked  # every acknowledged write, and none of the refused ones
+    assert not set(refused) & set(scores)
     srv.stop(signal.SIGTERM)
 
 
