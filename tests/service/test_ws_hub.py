@@ -260,13 +260,19 @@ def test_public_read_off_closes_the_anonymous_watchers_of_that_board_only() -> N
     asyncio.run(_public_read_off())
 
 
-async def _delivers_in_slices() -> None:
+async def _one_top_many_watchers(n: int) -> tuple[Hub, Keyspace, list[FakePeer], list[Any]]:
+    """A started hub and ``n`` peers subscribed to board b's top 10, all with one id (so they
+    share frames), and the keyspace to write to."""
     rt = EmbeddedBackend(Settings())
-    ks = rt._keyspace
     hub = Hub(rt, rt.settings.limits)
     await hub.start()
-    peers = [FakePeer() for _ in range(3 * SLICE + 5)]
+    peers = [FakePeer() for _ in range(n)]
     subs = [hub.subscribe_top(p, '{"type":"top","id":"t"', "b", 10) for p in peers]
+    return hub, rt._keyspace, peers, subs
+
+
+async def _delivers_in_slices() -> None:
+    hub, ks, peers, subs = await _one_top_many_watchers(3 * SLICE + 5)
     ks.write("b", "m", 1)
     hub._flush()  # as the timer runs it: the first slice now, the rest on later loop turns
     got = sum(len(p.frames[s]) == 2 for p, s in zip(peers, subs, strict=True))
@@ -297,12 +303,7 @@ def test_a_big_fan_out_yields_to_the_loop_between_slices() -> None:
 async def _upgrades_a_sweep() -> None:
     """A view that changes again while its sweep is going: those the sweep has not reached get
     the newer state instead, those it passed get it next; nobody gets the older one late."""
-    rt = EmbeddedBackend(Settings())
-    ks = rt._keyspace
-    hub = Hub(rt, rt.settings.limits)
-    await hub.start()
-    peers = [FakePeer() for _ in range(3 * SLICE + 5)]
-    subs = [hub.subscribe_top(p, '{"type":"top","id":"t"', "b", 10) for p in peers]
+    hub, ks, peers, subs = await _one_top_many_watchers(3 * SLICE + 5)
 
     def tops() -> list[list[str]]:
         """What each subscriber was shown on top, frame by frame after its first."""

@@ -109,6 +109,19 @@ def failing(err: int) -> Callable[..., Any]:
     return fail
 
 
+def slow_snapshot_child(seconds: float) -> Callable[..., Any]:
+    """A ``snapshot.write`` that makes the forked child take ``seconds`` longer (only the
+    child calls it)."""
+    me, real = os.getpid(), snapshot.write
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        if os.getpid() != me:
+            time.sleep(seconds)
+        return real(*args, **kwargs)
+
+    return slow
+
+
 async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not condition():
@@ -265,17 +278,10 @@ def test_the_thread_writes_the_journal_while_a_snapshot_is_written(
     leaves every journal write to the I/O thread until the child is done."""
     p, ks, ss = make(tmp_path, "everysec")
     p.recover()
-    me = os.getpid()
-    real_snapshot_write = snapshot.write
-
-    def slow_in_child(*args: Any, **kwargs: Any) -> Any:
-        if os.getpid() != me:
-            time.sleep(1)
-        return real_snapshot_write(*args, **kwargs)
 
     async def main() -> None:
         await p.start()
-        monkeypatch.setattr(snapshot, "write", slow_in_child)
+        monkeypatch.setattr(snapshot, "write", slow_snapshot_child(1))
         spy = JournalThreads(monkeypatch)
         saving = asyncio.create_task(p.snapshot())
         await until(lambda: p._job is not None)
@@ -643,11 +649,6 @@ def test_a_snapshot_child_holding_undone_writes_is_killed(
     me = os.getpid()
     real_write, real_snapshot_write = os.write, snapshot.write
 
-    def slow_in_child(*args: Any, **kwargs: Any) -> Any:
-        if os.getpid() != me:
-            time.sleep(3)  # still writing when the parent's journal fails
-        return real_snapshot_write(*args, **kwargs)
-
     def journal_full(fd: int, data: Any) -> int:
         if os.getpid() == me and os.readlink(f"/proc/self/fd/{fd}").endswith(".rkj"):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -657,7 +658,8 @@ def test_a_snapshot_child_holding_undone_writes_is_killed(
         await p.start()
         p.heal_delay = p.heal_delay_max = 3600
         await write(p, ks, "b", "acked", 1)
-        monkeypatch.setattr(snapshot, "write", slow_in_child)
+        # Still writing when the parent's journal fails.
+        monkeypatch.setattr(snapshot, "write", slow_snapshot_child(3))
         monkeypatch.setattr(os, "write", journal_full)
         ks.write("b", "refused", 2)  # applied; its record waits in the buffer
         refused = asyncio.create_task(p.commit())
