@@ -2,7 +2,11 @@
 
 import ast
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 from packaging.requirements import Requirement
@@ -27,6 +31,39 @@ def _imports(package: str) -> set[str]:
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 found.add(node.module.split(".")[0])
     return found
+
+
+def test_the_wheel_a_new_user_installs_ships_every_module_and_data_file(tmp_path: Path) -> None:
+    """README's ``pip install .`` (not an editable install): the built wheel holds every file
+    of ``store`` and ``service`` that runs -- modules, the page, the Lua scripts (not the
+    READMEs beside them). A package
+    missing from pyproject's list once made ``rankd`` fail at import (``service.hub``)."""
+    # From a clean copy: setuptools reuses a build/ directory, whose stale files would ship.
+    src = tmp_path / "src"
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("store", "service"):
+        shutil.copytree(ROOT / name, src / name, ignore=skip)
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, src / name)
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(tmp_path), "."],
+        cwd=src,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr[-3000:]
+    (wheel,) = tmp_path.glob("rankd-*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    wanted = {
+        path.relative_to(ROOT).as_posix()
+        for package in RUNTIME_PACKAGES
+        for path in (ROOT / package).rglob("*")
+        if path.is_file()
+        and "__pycache__" not in path.parts
+        and (path.suffix in (".py", ".lua") or "static" in path.parts)
+    }
+    assert wanted - shipped == set()
 
 
 def test_sortedcontainers_is_a_test_dependency_only() -> None:
