@@ -9,6 +9,7 @@ import tomllib
 import zipfile
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -33,18 +34,30 @@ def _imports(package: str) -> set[str]:
     return found
 
 
-def test_the_wheel_a_new_user_installs_ships_every_module_and_data_file(tmp_path: Path) -> None:
-    """README's ``pip install .`` (not an editable install): the built wheel holds every file
-    of ``store`` and ``service`` that runs -- modules, the page, the Lua scripts (not the
-    READMEs beside them). A package
-    missing from pyproject's list once made ``rankd`` fail at import (``service.hub``)."""
+# What ``pip install .`` builds: (its directory, the packages and files it copies, the wheel).
+WHEELS = {
+    "rankd": (ROOT, ("store", "service"), ("pyproject.toml", "README.md", "LICENSE"), "rankd-"),
+    "rankd-client": (ROOT / "client", ("rankd_client",), ("pyproject.toml", "README.md"),
+                     "rankd_client-"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("project", sorted(WHEELS))
+def test_the_wheel_a_new_user_installs_ships_every_module_and_data_file(
+    tmp_path: Path, project: str
+) -> None:
+    """README's ``pip install .`` (not an editable install, as every other test uses): the
+    built wheel holds every file that runs -- modules, the page, the Lua scripts, ``py.typed``
+    (not the READMEs beside them). A package missing from pyproject's hand-written list once
+    made ``rankd`` fail at import (``service.hub``)."""
+    here, packages, files, prefix = WHEELS[project]
     # From a clean copy: setuptools reuses a build/ directory, whose stale files would ship.
     src = tmp_path / "src"
     skip = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in ("store", "service"):
-        shutil.copytree(ROOT / name, src / name, ignore=skip)
-    for name in ("pyproject.toml", "README.md", "LICENSE"):
-        shutil.copy(ROOT / name, src / name)
+    for name in packages:
+        shutil.copytree(here / name, src / name, ignore=skip)
+    for name in files:
+        shutil.copy(here / name, src / name)
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(tmp_path), "."],
         cwd=src,
@@ -53,17 +66,15 @@ def test_the_wheel_a_new_user_installs_ships_every_module_and_data_file(tmp_path
         timeout=300,
     )
     assert built.returncode == 0, built.stderr[-3000:]
-    (wheel,) = tmp_path.glob("rankd-*.whl")
+    (wheel,) = tmp_path.glob(f"{prefix}*.whl")
     shipped = set(zipfile.ZipFile(wheel).namelist())
     wanted = {
-        path.relative_to(ROOT).as_posix()
-        for package in RUNTIME_PACKAGES
-        for path in (ROOT / package).rglob("*")
-        if path.is_file()
-        and "__pycache__" not in path.parts
-        and (path.suffix in (".py", ".lua") or "static" in path.parts)
+        path.relative_to(src).as_posix()
+        for package in packages
+        for path in (src / package).rglob("*")
+        if path.is_file() and (path.suffix in (".py", ".lua", ".typed") or "static" in path.parts)
     }
-    assert wanted - shipped == set()
+    assert wanted and wanted - shipped == set()
 
 
 def test_sortedcontainers_is_a_test_dependency_only() -> None:
