@@ -230,6 +230,21 @@ class JournalThreads:
     def since(self, start: int, call: str) -> list[str]:
         return [thread for name, thread in self.calls[start:] if name == call]
 
+    def loop_wrote(self, start: int) -> bool:
+        """Since ``start`` the loop wrote every record but those whose batch carried the
+        second's fsync (everysec: a write after a quiet second goes with it, to the thread),
+        and at least one."""
+        calls = self.calls[start:]
+        synced = [
+            thread != "MainThread" and calls[i + 1 : i + 2] == [("fsync", thread)]
+            for i, (name, thread) in enumerate(calls)
+            if name == "write"
+        ]
+        writers = self.since(start, "write")
+        return "MainThread" in writers and all(
+            thread == "MainThread" or ok for thread, ok in zip(writers, synced, strict=True)
+        )
+
 
 async def isolated_writes(p: Persistence, ks: Keyspace, tmp_path: Path, n: int) -> None:
     """``n`` writes of new members, each alone: the next comes once the last one's record is
@@ -258,7 +273,7 @@ def test_a_write_alone_is_written_by_the_loop_and_fsynced_by_the_thread(
         assert set(spy.since(0, "fsync")) == {"rankd-journal"}  # the segment's creation
         start = len(spy.calls)
         await isolated_writes(p, ks, tmp_path, 20)
-        assert spy.since(start, "write") == ["MainThread"] * 20
+        assert len(spy.since(start, "write")) == 20 and spy.loop_wrote(start)
         if fsync == "everysec":
             start = len(spy.calls)
             await until(lambda: bool(spy.since(start, "fsync")))  # the second's fsync
@@ -281,7 +296,7 @@ def test_the_thread_writes_the_journal_while_a_snapshot_is_written(
 
     async def main() -> None:
         await p.start()
-        monkeypatch.setattr(snapshot, "write", slow_snapshot_child(1))
+        monkeypatch.setattr(snapshot, "write", slow_snapshot_child(3))  # room for 10 writes
         spy = JournalThreads(monkeypatch)
         saving = asyncio.create_task(p.snapshot())
         await until(lambda: p._job is not None)
@@ -293,7 +308,7 @@ def test_the_thread_writes_the_journal_while_a_snapshot_is_written(
         await saving
         start = len(spy.calls)
         await isolated_writes(p, ks, tmp_path, 5)
-        assert spy.since(start, "write") == ["MainThread"] * 5
+        assert spy.loop_wrote(start)
         p._check()
         await p.stop()
 
@@ -306,7 +321,7 @@ def test_a_slow_write_on_the_loop_hands_the_next_ones_to_the_thread(
 ) -> None:
     """A write into the page cache that took longer than INLINE_SLOW (the kernel throttling a
     busy disk) sends the writes of the next INLINE_BACKOFF seconds to the I/O thread."""
-    monkeypatch.setattr(journal_flusher, "INLINE_BACKOFF", 0.5)
+    monkeypatch.setattr(journal_flusher, "INLINE_BACKOFF", 2.0)  # long: a loaded CI box
     p, ks, ss = make(tmp_path, "everysec")
     p.recover()
     spy = JournalThreads(monkeypatch)
@@ -326,12 +341,12 @@ def test_a_slow_write_on_the_loop_hands_the_next_ones_to_the_thread(
         start = len(spy.calls)
         began = time.monotonic()
         await isolated_writes(p, ks, tmp_path, 5)
-        assert slowed and time.monotonic() - began < 0.5
+        assert slowed and time.monotonic() - began < 2.0
         assert spy.since(start, "write") == ["MainThread"] + ["rankd-journal"] * 4
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(2.0)
         start = len(spy.calls)
         await isolated_writes(p, ks, tmp_path, 3)
-        assert spy.since(start, "write") == ["MainThread"] * 3
+        assert spy.loop_wrote(start)
         p._check()
         await p.stop()
 
