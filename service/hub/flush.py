@@ -54,7 +54,7 @@ class Flushing(Delivery):
     _timer: asyncio.TimerHandle | None
     _last_flush: float
     _pumping: asyncio.Handle | None
-    _flush_waiting: bool  # a flush came due while deliveries were still going
+    _flush_waiting: bool  # a remote flush came due while deliveries were still going
     _flushing: asyncio.Task[None] | None  # a remote flush loading views
 
     def flush(self) -> None:

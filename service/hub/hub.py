@@ -79,7 +79,7 @@ class Hub(Flushing):
         self._jobs: deque[Job] = deque()
         self._queued: dict[int, list[Job]] = {}
         self._pumping: asyncio.Handle | None = None
-        self._flush_waiting = False  # a flush came due while deliveries were still going
+        self._flush_waiting = False  # a remote flush came due while deliveries were still going
         self._flushing: asyncio.Task[None] | None = None  # a remote flush loading views
 
     async def start(self) -> None:
