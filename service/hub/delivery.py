@@ -12,9 +12,10 @@ A view that changes again while its job is still going upgrades that job (``_fan
 subscriptions it has not reached yet get the newer state, and one more job brings it to those
 it already passed. With 10,000 subscribers a sweep outlasts the tick, and a write waited for
 the running sweep to end, then for its own sweep to reach it: ack -> frame p99 was about two
-sweeps. Now it is at most a tick plus one sweep, and no subscription gets more frames: at most
-one per sweep, each the latest state when its turn comes. A group has at most two jobs queued
-(one going, one not started, both carrying the latest state).
+sweeps. Now it is at most one sweep (a sweep that will take a tick or more flushes before each
+slice, flush.py ``_pump``), and no subscription gets more frames: at most one per sweep, each the
+latest state when its turn comes. A group has at most two jobs queued (one going, one not
+started, both carrying the latest state).
 
 Frames are ``'{"type":..,"id":..'`` (per subscription) + one shared tail; ``total`` and
 ``seq`` ride along in every top and around frame, but a change of ``total`` alone (an insert
@@ -41,7 +42,9 @@ SLICE = 256
 class Job:
     """Deliveries of one changed view, resumable: ``order`` from ``at`` on is still to do."""
 
-    __slots__ = ("args", "at", "force", "frames", "live", "order", "state", "tail", "tail_of")
+    __slots__ = (
+        "args", "at", "force", "frames", "live", "order", "started", "state", "tail", "tail_of"
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -54,6 +57,7 @@ class Job:
         self.live = live  # the group's subscriptions now: who left meanwhile is skipped
         self.order: list[Any] = list(live)
         self.at = 0
+        self.started = 0.0  # loop time of its first slice (flush.py ``_pump``)
         self.state = state
         self.force = force  # a failover: send even to subscribers that saw an equal state
         self.tail_of = tail_of

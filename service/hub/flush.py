@@ -10,6 +10,14 @@ upgrades its job (delivery.py), so a subscriber gets at most one frame per sweep
 latest state when its turn comes. (The remote flush still waits for them: its views are read
 over the network, a round at a time.)
 
+A sweep that outlasts the tick (thousands of subscribers of one view) does not wait for the
+tick either: while the job at the head of the queue, at its pace so far, will take a tick or
+more, each of its slices flushes first (``_pump``). The subscribers it has yet to reach get the
+state as of that slice, not of the last tick, and those it passed get it from the next job,
+which starts when this one ends: a write reaches everyone within about one sweep instead of up
+to a tick plus one sweep. A subscriber's frames stay about a tick apart or more: the next job
+starts when the going one ends, a sweep (projected at least a tick) after it began.
+
 Periods: a flush compares the window's current period with the one the watch last showed: when
 it changed (a ``broll``, or the clock crossing a boundary while the board was idle -- the
 backend rolls idle boards within a second), every subscriber of the watch gets a ``period``
@@ -61,6 +69,7 @@ class Flushing(Delivery):
         """Run the pending flush and every delivery now (tests drive the hub this way)."""
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
         self._pump(None)
         self._flush()
         self._pump(None)
@@ -81,6 +90,12 @@ class Flushing(Delivery):
                 self._last_flush = self._loop.time()
                 self._flushing = self._loop.create_task(self._flush_remote())
             return  # a flush in progress re-arms itself for what arrived meanwhile
+        self._flush_local()
+        if self._pumping is None:  # else the deliveries under way go on at their pace
+            self._pump(SLICE)
+
+    def _flush_local(self) -> None:
+        """Compare every dirty board's due views with what was shown; queue the changes."""
         if self._loop is not None:
             self._last_flush = self._loop.time()
         dirty, self._dirty = self._dirty, []
@@ -99,16 +114,28 @@ class Flushing(Delivery):
             except Exception:
                 # A bug here must not stop every later flush; the tests assert the log is clean.
                 log.exception("hub flush failed for one board")
-        if self._pumping is None:  # else the deliveries under way go on at their pace
-            self._pump(SLICE)
 
     def _pump(self, budget: int | None) -> None:
         """Deliver queued views, ``budget`` subscriptions at most (None: all), then yield."""
         self._pumping = None
         jobs = self._jobs
+        loop = self._loop
+        if (
+            self._timer is not None
+            and jobs
+            and jobs[0].at
+            and loop is not None
+            and (loop.time() - jobs[0].started) * len(jobs[0].order) >= self.tick * jobs[0].at
+            and self._views.synchronous
+        ):  # a sweep that will outlast the tick at its pace so far: its next slice shows now
+            self._timer.cancel()
+            self._timer = None
+            self._flush_local()
         left = budget if budget is not None else 1 << 62
         while jobs and left > 0:
             job = jobs[0]
+            if job.at == 0 and loop is not None:
+                job.started = loop.time()
             left = self._deliver(job, left)
             if job.at >= len(job.order):
                 jobs.popleft()

@@ -335,6 +335,38 @@ def test_a_view_that_changes_during_its_sweep_upgrades_it() -> None:
     asyncio.run(_upgrades_a_sweep())
 
 
+async def _long_sweep_flushes_per_slice() -> None:
+    """A sweep going for a tick or more flushes before each slice: the subscribers it has not
+    reached get a write made meanwhile without waiting for the tick; a shorter one does not."""
+    hub, ks, peers, subs = await _one_top_many_watchers(3 * SLICE + 5)
+    hub.tick = 3600.0  # the timer never fires in this test: only the slices can flush
+    pairs = list(zip(peers, subs, strict=True))
+
+    def tops() -> list[list[str]]:
+        return [[f["entries"][0]["member"] for f in p.frames[s][1:]] for p, s in pairs]
+
+    ks.write("b", "m", 1)
+    assert hub._timer is not None
+    hub._timer.cancel()
+    hub._flush()  # as the timer runs it: the first slice gets "m"; the sweep began just now
+    ks.write("b", "n", 2)  # arms the timer, an hour away
+    await asyncio.sleep(0)  # the second slice: the sweep is younger than the tick
+    assert tops() == [["m"]] * (2 * SLICE) + [[]] * (len(pairs) - 2 * SLICE)
+    assert hub._timer is not None
+    hub._jobs[0].started -= hub.tick  # as if this sweep had been going for a tick
+    for _ in range(10):
+        await asyncio.sleep(0)
+    rest = len(pairs) - 2 * SLICE
+    assert tops() == [["m", "n"]] * (2 * SLICE) + [["n"]] * rest
+    assert hub._timer is None and not hub._dirty and not hub._jobs
+    hub._check()
+    await hub.stop()
+
+
+def test_a_sweep_that_outlasts_the_tick_shows_the_state_of_each_slice() -> None:
+    asyncio.run(_long_sweep_flushes_per_slice())
+
+
 async def _spans_across_buckets() -> None:
     rt = EmbeddedBackend(Settings())
     ks = rt._keyspace
