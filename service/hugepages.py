@@ -74,6 +74,7 @@ PAUSE = 3.0  # collapse(): sleep this many times a block's copy after it (<= 25 
 _REAL_WORK = 0.0005  # seconds: a block that took longer was copied (not already huge)
 HOLD_CHECK = 0.1  # collapse(): seconds between looks at hold() while it holds
 MIN_RESIDENT = 7 / 8  # default heap: share of a 2 MiB block resident before it is collapsed
+BACKGROUND_NICE = 19  # background(): the collapse thread's nice value, the lowest priority
 
 
 def _glibc_at_least(major: int, minor: int) -> bool:
@@ -145,6 +146,15 @@ def active() -> bool:
     return os.environ.get("PYTHONMALLOC") == "malloc" and "glibc.malloc.hugetlb=1" in (
         os.environ.get("GLIBC_TUNABLES", "")
     )
+
+
+def background() -> None:
+    """Lower the calling thread to nice 19 (Linux: the nice value is per thread): a collapse
+    is a speed-up for the next fork, and on a busy box it takes only CPU nobody else wants.
+    Meant as the initializer of the collapse's own thread; the priority cannot be raised back
+    without privilege, so it must never run on a shared pool's thread."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
 
 
 def collapsible() -> bool:

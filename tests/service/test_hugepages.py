@@ -300,3 +300,24 @@ def test_collapse_copies_only_holding_the_gate() -> None:
         if hugepages.collapsible():
             assert result[0][0] >= 4
             assert _mapping_kb(aligned)[1] >= before + 4 * _TWO // 1024
+
+
+def test_background_lowers_only_the_calling_thread() -> None:
+    """The collapse's thread runs at nice 19 (hugepages.background); the thread that set it
+    up and every other thread keep their priority."""
+
+    def nice() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    mine = nice()
+    seen: list[int] = []
+
+    def worker() -> None:
+        hugepages.background()
+        seen.append(nice())
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join(10)
+    assert seen == [hugepages.BACKGROUND_NICE]
+    assert nice() == mine

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from service import hugepages
 from service.backend import journal_flusher
 from service.backend.persistence import Persistence
 from service.settings import Settings
@@ -434,6 +435,33 @@ def test_periodic_snapshots(tmp_path: Path) -> None:
     finally:
         gc.unfreeze()  # leave the test process's collector as other tests expect it
     assert datadir.snapshot_path(tmp_path).exists()
+
+
+def test_the_heap_is_collapsed_on_a_thread_of_its_own_at_the_lowest_priority(
+    tmp_path: Path,
+) -> None:
+    """Collapses (service/hugepages.py) take only CPU nobody else wants: their own thread at
+    nice 19, never a thread of the loop's default pool (asyncio.to_thread stays at 0)."""
+    p, _, _ = make(tmp_path, "everysec")
+    p.recover()
+
+    def nice() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    async def main() -> None:
+        await p.start()
+        mine = nice()
+        if hugepages.collapsible():
+            assert p._collapser is not None and p._collapsing is not None
+            await p._collapsing  # the one after recovery
+            heap_nice = await asyncio.get_running_loop().run_in_executor(p._collapser, nice)
+            assert heap_nice == hugepages.BACKGROUND_NICE
+        else:
+            assert p._collapser is None
+        assert await asyncio.to_thread(nice) == mine
+        await p.stop()
+
+    run(main)
 
 
 # -- failures --------------------------------------------------------------------------------
