@@ -169,9 +169,11 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmRSS line for pid {pid}")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time ``pid`` has used, all its threads (from /proc/<pid>/stat)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """User + system CPU time ``pid`` has used, all its threads (from /proc/<pid>/stat), or
+    only its thread ``thread`` (/proc/<pid>/task/<thread>/stat; the main thread's id is pid)."""
+    where = f"/proc/{pid}" if thread is None else f"/proc/{pid}/task/{thread}"
+    stat = Path(f"{where}/stat").read_text()
     # The command name (field 2) may hold spaces or parentheses: split after the last ')'.
     fields = stat[stat.rindex(")") + 2 :].split()
     utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)

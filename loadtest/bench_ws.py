@@ -36,7 +36,9 @@ board filled with the members, then
    frame whose rank-1 score is >= the write's; for an around view, the first frame carrying
    the write's score. (A bump overwritten by a later bump of the same member within one tick
    is never shown and so never counted: rare, 50 writes per tick over 10,000 members.)
-   Server CPU over the phase is divided by the frames the clients received in it.
+   Server CPU over the phase is divided by the frames the clients received in it; the event
+   loop's thread is also shown alone (the rest: the journal's I/O thread and the heap's
+   collapse, service/hugepages.py, which runs after the heap grew, e.g. as subscribers connect).
 3. **throughput, with subscribers** -- phase 1 again while the subscribers stay connected and
    receive the resulting frames.
 
@@ -527,10 +529,12 @@ def _run_one(
         _say(f"{label}/{mix}: phase 2, {args.rate:g} writes/s for {args.seconds:g} s")
         clients_cpu0 = sum(cpu_seconds(s.pid) for s in subs)
         cpu0, wall0 = cpu_seconds(server.pid), time.monotonic()
+        loop0 = cpu_seconds(server.pid, server.pid)  # the event loop's thread alone
         first_id = 5 * SPACING // 10
         times = asyncio.run(_open_loop(port, mix, members, args.rate, args.seconds, first_id))
         wall1 = time.monotonic()
         result["server_cpu"] = (cpu_seconds(server.pid) - cpu0) / (wall1 - wall0)
+        result["loop_cpu"] = (cpu_seconds(server.pid, server.pid) - loop0) / (wall1 - wall0)
         result["clients_cpu"] = (sum(cpu_seconds(s.pid) for s in subs) - clients_cpu0) / (
             wall1 - wall0
         )
@@ -585,7 +589,8 @@ def _report(r: dict[str, Any], args: argparse.Namespace) -> str:
             f"  frames {r['frames']} ({r['frames_per_s']:.0f}/s), "
             f"dropped subscribers {r['subscribers_dropped']}, "
             f"server CPU {r['server_cpu'] * 100:.0f}% of a core "
-            f"({r['cpu_us_per_frame']:.1f} us/frame), clients CPU {r['clients_cpu'] * 100:.0f}%, "
+            f"(event loop's thread {r['loop_cpu'] * 100:.0f}%; "
+            f"{r['cpu_us_per_frame']:.1f} us/frame), clients CPU {r['clients_cpu'] * 100:.0f}%, "
             f"connect {r['connect_seconds']:.1f} s",
             f"  write throughput ({args.writers} WS writers x {args.window} in flight): "
             f"{r['throughput_without']:.0f}/s without subscribers, "

@@ -1,6 +1,6 @@
 """The load-test tools run end to end on tiny sizes, so they cannot rot unnoticed.
 
-Both tests drive the real programs as a user would (``python -m loadtest.bench_http``,
+The tests drive the real programs as a user would (``python -m loadtest.bench_http``,
 ``locust -f loadtest/locustfile.py``) against real servers on loopback. They need
 redis-server and wrk (Debian packages; ``scripts/test`` installs them): a missing one
 is a failure that says how to install it, never a skip.
@@ -222,3 +222,26 @@ def test_bench_persist_stall_splits_every_phase() -> None:
     for row in rows[2:]:
         times, faults = row[3].split(",", 1)  # faults: "1,234"
         assert len(times.split("/")) == 3 and int(faults.replace(",", "")) >= 0, proc.stdout
+
+
+def test_bench_ws_runs_every_mix(tmp_path: Path) -> None:
+    """``python -m loadtest.bench_ws --quick`` (100 subscribers) on every mix: nobody
+    dropped, frames delivered, the server's CPU split into the event loop's thread and the
+    rest."""
+    out = tmp_path / "ws.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "loadtest.bench_ws", "--quick", "--mixes", "top,around,mix",
+         "--rate", "100", "--json", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert [r["mix"] for r in results] == ["top", "around", "mix"]
+    for r in results:
+        assert r["subscribers_dropped"] == 0 and r["frames"] > 0, r
+        assert r["delay_from_ack"]["p99"] > 0, r
+        assert 0 < r["loop_cpu"] <= r["server_cpu"] + 0.05, r  # ticks are 10 ms: some slack
+    assert "event loop's thread" in proc.stdout
