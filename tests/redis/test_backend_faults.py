@@ -17,7 +17,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -172,13 +172,17 @@ def test_cluster_unreachable_then_back(cluster: tuple[Path, str], tmp_path: Path
             while c.get("/readyz").status_code != 200:
                 assert time.monotonic() < deadline, f"not ready again:\n{srv.logs()[-2000:]}"
                 time.sleep(0.2)
-            # every node answers again, but each one's view of the others settles in a moment
-            while (
-                r := c.post("/v1/boards/down/scores", json={"member": "b", "score": 2})
-            ).status_code != 200:
-                assert r.status_code == 503 and time.monotonic() < deadline, r.text
-                time.sleep(0.2)
-            top = c.get("/v1/boards/down/top").json()["entries"]
+
+            # Every node answers again, but each one's view of the others settles in a moment
+            # (a node can still say CLUSTERDOWN after another answered): 503s, then 200s.
+            def settled(call: Callable[[], httpx.Response]) -> httpx.Response:
+                while (r := call()).status_code != 200:
+                    assert r.status_code == 503 and time.monotonic() < deadline, r.text
+                    time.sleep(0.2)
+                return r
+
+            settled(lambda: c.post("/v1/boards/down/scores", json={"member": "b", "score": 2}))
+            top = settled(lambda: c.get("/v1/boards/down/top")).json()["entries"]
             assert [e["member"] for e in top] == ["b", "a"]  # the AOF kept "a"
     finally:
         srv.stop()
