@@ -28,7 +28,8 @@ board filled with the members, then
 
 1. **throughput, no subscribers** -- ``--writers`` WebSocket connections each keep ``--window``
    score ops of the mix in flight for ``--burst`` seconds: acknowledged writes per second;
-   then ``--rate`` writes/s for up to 5 s: write ack latency without subscribers.
+   then ``--rate`` writes/s for up to 5 s: write ack latency without subscribers, and the
+   server's CPU for those writes alone (what the delay phase adds to it is the fan-out's).
 2. **delay** -- client processes open the subscriptions; one writer sends ``--rate`` ops/s
    (open loop) for ``--seconds``. Delay = receipt of the first frame reflecting a write, minus
    that write's acknowledgement (CLOCK_MONOTONIC, shared by the processes), for every
@@ -501,8 +502,14 @@ def _run_one(
         )
         quiet = min(5.0, args.seconds)
         _say(f"{label}/{mix}: phase 1b, {args.rate:g} writes/s for {quiet:g} s, no subscribers")
+        quiet0, loop0 = cpu_seconds(server.pid), cpu_seconds(server.pid, server.pid)
+        began = time.monotonic()
         alone = asyncio.run(_open_loop(port, mix, members, args.rate, quiet, 2 * SPACING // 10))
+        took = time.monotonic() - began
         result["ack_latency_without"] = _percentiles([a - s for s, a in alone.values()])
+        # The writes' own cost: what the delay phase adds on top of it is the fan-out's.
+        result["server_cpu_without"] = (cpu_seconds(server.pid) - quiet0) / took
+        result["loop_cpu_without"] = (cpu_seconds(server.pid, server.pid) - loop0) / took
         _say(f"{label}/{mix}: phase 2, {n} subscribers in {args.procs} processes connect")
         ready = [run / f"ready-{k}" for k in range(args.procs)]
         outs = [run / f"subs-{k}.json" for k in range(args.procs)]
@@ -579,7 +586,9 @@ def _report(r: dict[str, Any], args: argparse.Namespace) -> str:
             f"{r['server']}: {r['subscribers']} subscribers, mix {r['mix']}, "
             f"{args.rate:g} writes/s for {args.seconds:g} s (load average {r['loadavg']})",
             f"  delay ack -> frame (ms):  {ms(r['delay_from_ack'])}  ({r['samples']} samples)",
-            f"  write ack latency without subscribers (ms): {ms(r['ack_latency_without'])}",
+            f"  write ack latency without subscribers (ms): {ms(r['ack_latency_without'])}; "
+            f"server CPU {r['server_cpu_without'] * 100:.0f}% of a core "
+            f"(event loop's thread {r['loop_cpu_without'] * 100:.0f}%)",
             f"  write ack latency (ms):   {ms(r['ack_latency'])}"
             + (
                 f"  ({r['writes_unacked']} writes still unacked {ACK_GRACE:g} s after the phase)"

@@ -244,4 +244,5 @@ def test_bench_ws_runs_every_mix(tmp_path: Path) -> None:
         assert r["subscribers_dropped"] == 0 and r["frames"] > 0, r
         assert r["delay_from_ack"]["p99"] > 0, r
         assert 0 < r["loop_cpu"] <= r["server_cpu"] + 0.05, r  # ticks are 10 ms: some slack
+        assert 0 <= r["loop_cpu_without"] <= r["server_cpu_without"] + 0.05, r
     assert "event loop's thread" in proc.stdout
