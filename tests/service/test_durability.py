@@ -339,8 +339,13 @@ def _vm_peak(pid: int) -> int:
 def test_out_of_memory_at_start_moves_nothing_and_says_memory(
     rankd_server: Any, tmp_path: Path
 ) -> None:
-    # How much address space an idle server needs, measured, not guessed.
-    idle = rankd_server(data_dir=tmp_path / "idle")
+    # How much address space an idle server needs, measured, not guessed, under a (roomy)
+    # address-space limit too: with one the server starts no heap-collapse thread (its stack
+    # and malloc arena would otherwise count in the baseline, service/hugepages.py).
+    def roomy() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 40, 1 << 40))
+
+    idle = rankd_server(data_dir=tmp_path / "idle", preexec_fn=roomy)
     assert idle.proc is not None
     baseline = _vm_peak(idle.proc.pid)
     idle.stop(signal.SIGTERM)
