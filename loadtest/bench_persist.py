@@ -35,6 +35,11 @@ holds is time the thread slept (a lock, a page fault waiting for one).
 
     .venv/bin/python loadtest/bench_persist.py --stall --new 250000 --intervals 2
 
+``--stacks`` adds what the loop was running in each stall over 50 ms: a watchdog process
+reads the loop's heartbeat from shared memory and, 30 ms into a stall, dumps the loop
+thread's Python stack with ``py-spy dump --nonblocking`` (a dev dependency); the dumps are
+printed under each stall before the table.
+
 Numbers depend on the disk (fsync latency) and on other load on the machine; the command
 line and the machine's core count are printed with the results.
 
@@ -62,16 +67,20 @@ writes that had not reached the file. Run to run, recovery rates vary +-15% with
 import argparse
 import asyncio
 import gc
+import mmap
 import os
 import random
 import resource
 import shutil
+import struct
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from service.backend.persistence import Persistence
 from service.settings import ServiceLimits, Settings
@@ -80,6 +89,7 @@ from store.disk import bgsave, snapshot
 from store.keyspace import Keyspace
 from store.sessions import SessionStore
 
+_T = TypeVar("_T")
 BATCH = 1000
 _TRACE_GAPS = bool(os.environ.get("RANKD_BENCH_TRACE_GAPS"))
 CHUNK = 250  # --stall: sessions created per loop turn (~2 ms of the loop's time)
@@ -167,7 +177,7 @@ def bgsave_stall(p: Persistence, ks: Keyspace) -> dict[str, float]:
             child_done.append(time.perf_counter())
         return eof
 
-    bgsave.start = timed_start  # type: ignore[assignment]
+    bgsave.start = timed_start
     bgsave.BackgroundSave.read = timed_read  # type: ignore[method-assign, assignment]
 
     async def main() -> dict[str, float]:
@@ -200,7 +210,7 @@ def bgsave_stall(p: Persistence, ks: Keyspace) -> dict[str, float]:
     try:
         return _run(main())
     finally:
-        bgsave.start = real_start  # type: ignore[assignment]
+        bgsave.start = real_start
         bgsave.BackgroundSave.read = real_read  # type: ignore[method-assign]
 
 
@@ -292,12 +302,19 @@ while time.time() < end:
 
 
 def live_stall(
-    new: int, intervals: int, refreeze: str, fsync: str, users: bool, touch: int = 0
+    new: int,
+    intervals: int,
+    refreeze: str,
+    fsync: str,
+    users: bool,
+    touch: int = 0,
+    stacks: bool = False,
 ) -> list[dict[str, Any]]:
     """Longest loop stall and /healthz wait while creating ``new`` sessions, then while the
-    periodic snapshot step runs, ``intervals`` times. Returns one row per phase."""
+    periodic snapshot step runs, ``intervals`` times. Returns one row per phase. ``stacks``:
+    also print what the loop thread was running during each stall over STACK_STALL
+    (``_StackSampler``)."""
     import socket
-    import subprocess
 
     import uvicorn
 
@@ -328,7 +345,7 @@ def live_stall(
         fork_cpu.append(time.thread_time() - c)  # the kernel's page-table copy is system time
         return job
 
-    bgsave.start = timed_start  # type: ignore[assignment]
+    bgsave.start = timed_start
 
     async def main() -> list[dict[str, Any]]:
         config = uvicorn.Config(
@@ -360,11 +377,15 @@ def live_stall(
         parts: list[tuple[float, float, tuple[float, float, float, float]]] = []
         sched = _SchedProbe()
 
+        sampler = _StackSampler(root) if stacks else None
+
         async def ticker() -> None:
             loop = asyncio.get_running_loop()
             last, last_cpu = loop.time(), time.thread_time()
             last_wait, last_steal, last_faults = sched.read()
             while not stop.is_set():
+                if sampler is not None:
+                    sampler.beat()
                 await asyncio.sleep(0.001)
                 now, cpu = loop.time(), time.thread_time()
                 wait, steal, faults = sched.read()
@@ -451,6 +472,9 @@ def live_stall(
             stop.set()
             await tick
             sched.close()
+            if sampler is not None:
+                sampler.stop()
+                sampler.report([(t, d) for t, d in gaps if d > STACK_STALL])
             if touching is not None:
                 await touching
             gc.callbacks.remove(on_gc)
@@ -498,10 +522,75 @@ def live_stall(
         ]
 
     try:
-        return _run(main())  # type: ignore[no-any-return]
+        return _run(main())
     finally:
-        bgsave.start = real_start  # type: ignore[assignment]
+        bgsave.start = real_start
         shutil.rmtree(root, ignore_errors=True)
+
+
+STACK_STALL = 0.05  # --stacks: stalls longer than this (s) get their dumps printed
+
+# --stacks: a watchdog *process* (it must not need this one's GIL: a stall inside one C call
+# holds it) that reads the loop's heartbeat from shared memory and, once it is STACK_AFTER
+# late, runs `py-spy dump --nonblocking` on this process: the loop thread's Python stack
+# in the middle of the stall. argv: pid, heartbeat file, output file, py-spy.
+_WATCHDOG = """
+import mmap, os, struct, subprocess, sys, time
+pid, beat_file, out, spy = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+after, dumped = float(sys.argv[5]), 0.0
+with open(beat_file, "r+b") as f:
+    beat = mmap.mmap(f.fileno(), 8)
+while True:
+    time.sleep(0.002)
+    (last,) = struct.unpack_from("d", beat, 0)
+    if last < 0:
+        break
+    if time.time() - last > after and last != dumped:
+        dumped = last
+        got = subprocess.run([spy, "dump", "--pid", str(pid), "--nonblocking"],
+                             capture_output=True, text=True, timeout=30)
+        with open(out, "a") as o:
+            o.write(f"=== beat {last:.6f} late {time.time() - last:.3f}\\n{got.stdout}{got.stderr}")
+"""
+
+
+class _StackSampler:
+    """--stacks: the loop's heartbeat in a shared 8-byte mapping, and the watchdog process
+    above that dumps the loop thread's stack (py-spy) when it goes quiet mid-stall."""
+
+    STACK_AFTER = 0.03
+
+    def __init__(self, root: Path) -> None:
+        spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        if not Path(spy).exists():
+            raise SystemExit("--stacks needs py-spy (pip install py-spy)")
+        self._file = root / "beat"
+        self._file.write_bytes(struct.pack("d", time.time()))
+        self._out = root / "dumps.txt"
+        with open(self._file, "r+b") as f:
+            self._beat = mmap.mmap(f.fileno(), 8)
+        self._child = subprocess.Popen(
+            [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(self._file),
+             str(self._out), spy, str(self.STACK_AFTER)]
+        )  # fmt: skip
+
+    def beat(self) -> None:
+        struct.pack_into("d", self._beat, 0, time.time())
+
+    def stop(self) -> None:
+        if self._child.poll() is not None:
+            raise RuntimeError(f"the --stacks watchdog died early ({self._child.returncode})")
+        struct.pack_into("d", self._beat, 0, -1.0)
+        self._child.wait(timeout=60)
+
+    def report(self, stalls: list[tuple[float, float]]) -> None:
+        """Print the dumps taken during each of ``stalls`` ((wall start, length) pairs)."""
+        dumps = self._out.read_text().split("=== beat ")[1:] if self._out.exists() else []
+        for start, length in stalls:
+            print(f"stall of {length * 1e3:.0f} ms at {start:.6f} ({len(dumps)} dumps in all):")
+            for dump in dumps:
+                if abs(float(dump.split()[0]) - start) < 0.005:
+                    print(dump.rstrip())
 
 
 class _SchedProbe:
@@ -527,7 +616,9 @@ class _SchedProbe:
 
 
 def stall_main(args: argparse.Namespace) -> None:
-    rows = live_stall(args.new, args.intervals, args.refreeze, args.fsync, args.users, args.touch)
+    rows = live_stall(
+        args.new, args.intervals, args.refreeze, args.fsync, args.users, args.touch, args.stacks
+    )
     print(f"command: {' '.join([os.path.basename(sys.executable), *sys.argv])}")
     print(
         f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, load average "
@@ -553,7 +644,7 @@ def stall_main(args: argparse.Namespace) -> None:
         )
 
 
-def _run(coro: Any) -> Any:
+def _run(coro: Coroutine[Any, Any, _T]) -> _T:
     try:
         import uvloop
 
@@ -628,6 +719,9 @@ def main() -> None:
     ap.add_argument("--touch", type=int, default=0, metavar="PER_S",
                     help="--stall: also get+touch this many random existing sessions a "
                     "second (old pages written while a child lives)")  # fmt: skip
+    ap.add_argument("--stacks", action="store_true",
+                    help="--stall: print the loop thread's Python stacks sampled during each "
+                    "stall over 50 ms")  # fmt: skip
     ap.add_argument("--heap", choices=("thp", "pymalloc"), default="thp",
                     help="thp: re-run with the environment the rankd command sets "
                     "(service/hugepages.py); pymalloc: without it")  # fmt: skip
@@ -664,11 +758,11 @@ def main() -> None:
             kw["progress"] = lambda e, s: marks.append((time.perf_counter(), e, s))
             return real_load(*a[:3], **kw)
 
-        snapshot.load = load  # type: ignore[assignment]
+        snapshot.load = load
         try:
             p.recover()
         finally:
-            snapshot.load = real_load  # type: ignore[assignment]
+            snapshot.load = real_load
         total = time.perf_counter() - t
         boards_done = next((m for m in marks if m[2] > 0), marks[-1] if marks else (t, 0, 0))
         # Entries load first, sessions after: split the time at the first sessions frame.

@@ -207,7 +207,7 @@ def test_bench_persist_stall_splits_every_phase() -> None:
     and its split (CPU, run-queue wait, host steal, page faults) read from /proc."""
     proc = subprocess.run(
         [sys.executable, "loadtest/bench_persist.py", "--stall", "--new", "2000",
-         "--intervals", "1", "--heap", "pymalloc"],
+         "--intervals", "1", "--heap", "pymalloc", "--stacks"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -246,3 +246,26 @@ def test_bench_ws_runs_every_mix(tmp_path: Path) -> None:
         assert 0 < r["loop_cpu"] <= r["server_cpu"] + 0.05, r  # ticks are 10 ms: some slack
         assert 0 <= r["loop_cpu_without"] <= r["server_cpu_without"] + 0.05, r
     assert "event loop's thread" in proc.stdout
+
+
+def _stalled_here(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass  # Python running, no heartbeat: a stall
+
+
+def test_bench_persist_stacks_dumps_the_stalled_loop(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--stacks``: the watchdog process sees the heartbeat stop and dumps the stalled
+    thread's stack with py-spy, which the report then prints under that stall."""
+    from loadtest import bench_persist
+
+    sampler = bench_persist._StackSampler(tmp_path)
+    sampler.beat()
+    began = time.time()
+    _stalled_here(0.5)
+    sampler.stop()
+    sampler.report([(began, 0.5)])
+    out = capsys.readouterr().out
+    assert "stall of 500 ms" in out and "_stalled_here" in out, out
