@@ -447,10 +447,19 @@ def live_stall(
             for k in range(intervals):
                 began = time.time()
                 for start in range(0, new, CHUNK):
+                    turn = time.perf_counter()
+                    slowest = 0.0
                     for i in range(start, min(start + CHUNK, new)):
+                        one = time.perf_counter()
                         s = create(user=f"user{k}-{i}" if users else None, data=data)
+                        slowest = max(slowest, time.perf_counter() - one)
                         if touching is not None:
                             ids.append(s.id)
+                    took = time.perf_counter() - turn
+                    if stacks and took > STACK_STALL:
+                        # One slow create, or all of them slow? (A turn is ~3.5 ms.)
+                        print(f"create turn of {took * 1e3:.0f} ms: its slowest create took "
+                              f"{slowest * 1e3:.1f} ms of {min(CHUNK, new - start)}")  # fmt: skip
                     await asyncio.sleep(0)
                 phases.append((f"create {new:,} (interval {k + 1})", began, time.time(), -1))
                 # In a thread: reading smaps_rollup walks the page tables (tens of ms at 1-2M
