@@ -38,7 +38,8 @@ holds is time the thread slept (a lock, a page fault waiting for one).
 ``--stacks`` adds what the loop was running in each stall over 50 ms: a watchdog process
 reads the loop's heartbeat from shared memory and, 30 ms into a stall, dumps the loop
 thread's Python stack with ``py-spy dump --nonblocking`` (a dev dependency); the dumps are
-printed under each stall before the table.
+printed under each stall before the table, with every create turn over 50 ms (and its
+slowest create) and every callback over 50 ms (asyncio's debug mode, which costs some speed).
 
 Numbers depend on the disk (fsync latency) and on other load on the machine; the command
 line and the machine's core count are printed with the results.
@@ -67,6 +68,7 @@ writes that had not reached the file. Run to run, recovery rates vary +-15% with
 import argparse
 import asyncio
 import gc
+import logging
 import mmap
 import os
 import random
@@ -378,6 +380,15 @@ def live_stall(
         sched = _SchedProbe()
 
         sampler = _StackSampler(root) if stacks else None
+        if stacks:
+            # asyncio's debug mode names every callback (task step, handle) that ran longer
+            # than slow_callback_duration: the stall's owner, if it is one callback.
+            loop = asyncio.get_running_loop()
+            loop.set_debug(True)
+            loop.slow_callback_duration = STACK_STALL
+            slow = logging.StreamHandler(sys.stdout)
+            slow.setFormatter(logging.Formatter("slow callback: %(message)s"))
+            logging.getLogger("asyncio").addHandler(slow)
 
         async def ticker() -> None:
             loop = asyncio.get_running_loop()
