@@ -186,17 +186,19 @@ def test_locust_headless_run_has_no_failures(tmp_path: Path) -> None:
             rankd.wait(timeout=10)
 
 
+def _tool(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run ``python <args>`` in the repository as a user would; it must exit 0."""
+    proc = subprocess.run(
+        [sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
 def test_bench_write_floor_runs_every_server() -> None:
     """``python -m loadtest.bench_write_floor`` on a tiny run: each server answers every paced
     write (the bare floor's WebSocket route included) and gets a CPU line."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "loadtest.bench_write_floor", "--rate", "40", "--seconds", "1"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = _tool(["-m", "loadtest.bench_write_floor", "--rate", "40", "--seconds", "1"], 180)
     lines = [line.split() for line in proc.stdout.splitlines()[1:]]
     assert [fields[0] for fields in lines] == ["bare", "rankd-no", "rankd"], proc.stdout
     assert all(fields[-2] == "40" for fields in lines), proc.stdout  # "40 acked"
@@ -205,15 +207,11 @@ def test_bench_write_floor_runs_every_server() -> None:
 def test_bench_persist_stall_splits_every_phase() -> None:
     """``bench_persist.py --stall`` on a tiny run: a row per phase, each with the longest stall
     and its split (CPU, run-queue wait, host steal, page faults) read from /proc."""
-    proc = subprocess.run(
-        [sys.executable, "loadtest/bench_persist.py", "--stall", "--new", "2000",
-         "--intervals", "1", "--heap", "pymalloc", "--stacks"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=180,
+    proc = _tool(
+        ["loadtest/bench_persist.py", "--stall", "--new", "2000", "--intervals", "1",
+         "--heap", "pymalloc", "--stacks"],
+        180,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line.split("|")[1:-1] for line in proc.stdout.splitlines() if line.startswith("| ")]
     assert [r[0].strip() for r in rows[2:]] == [
         "create 2,000 (interval 1)",
@@ -229,15 +227,11 @@ def test_bench_ws_runs_every_mix(tmp_path: Path) -> None:
     dropped, frames delivered, the server's CPU split into the event loop's thread and the
     rest."""
     out = tmp_path / "ws.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "loadtest.bench_ws", "--quick", "--mixes", "top,around,mix",
-         "--rate", "100", "--json", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=240,
+    proc = _tool(
+        ["-m", "loadtest.bench_ws", "--quick", "--mixes", "top,around,mix", "--rate", "100",
+         "--json", str(out)],
+        240,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.read_text())
     assert [r["mix"] for r in results] == ["top", "around", "mix"]
     for r in results:
