@@ -336,8 +336,9 @@ def test_a_view_that_changes_during_its_sweep_upgrades_it() -> None:
 
 
 async def _long_sweep_flushes_per_slice() -> None:
-    """A sweep going for a tick or more flushes before each slice: the subscribers it has not
-    reached get a write made meanwhile without waiting for the tick; a shorter one does not."""
+    """A sweep on pace to take a tick or more flushes before each slice: the subscribers it
+    has not reached get a write made meanwhile without waiting for the tick; a shorter one
+    does not."""
     hub, ks, peers, subs = await _one_top_many_watchers(3 * SLICE + 5)
     hub.tick = 3600.0  # the timer never fires in this test: only the slices can flush
     pairs = list(zip(peers, subs, strict=True))
