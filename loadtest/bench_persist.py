@@ -31,7 +31,14 @@ its run-queue delay (/proc/self/task/<tid>/schedstat: runnable, waiting for a CP
 steal time the machine's vCPUs reported over it (/proc/stat, all vCPUs summed, in 10 ms
 ticks: a rough split): time the hypervisor of a virtual machine ran something else, which no
 program inside it can prevent; and the loop thread's page faults over it. What none of them
-holds is time the thread slept (a lock, a page fault waiting for one).
+holds is time the thread slept (a lock, a page fault waiting for one). "Unaccounted": a
+process per CPU, pinned to it and sleeping 1 ms at a time (``_SLEEPER``), woke late within
+the stall for longer than its own CPU and run-queue wait explain: the hypervisor held that
+vCPU without reporting it as steal; the guest then charges that time to whatever thread was
+running there, so the loop's CPU column includes it. "Longest create turn": the longest run
+of the benchmark's own CHUNK creates, which execute back to back without yielding; a stall
+that equals it was the load generator's batch running slowly, not something the server did
+between batches.
 
     .venv/bin/python loadtest/bench_persist.py --stall --new 250000 --intervals 2
 
@@ -82,7 +89,7 @@ import threading
 import time
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from service.backend.persistence import Persistence
 from service.settings import ServiceLimits, Settings
@@ -285,10 +292,11 @@ def journal_rate(directory: Path, fsync: str, seconds: float) -> dict[str, float
 
 
 _POLLER = r"""
-import http.client, sys, time
+import http.client, os, sys, time
 conn = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=30)
 end = time.time() + float(sys.argv[2])
-while time.time() < end:
+parent = os.getppid()
+while time.time() < end and os.getppid() == parent:  # a killed benchmark leaves no poller
     t = time.time()
     try:
         conn.request("GET", "/healthz")
@@ -301,6 +309,56 @@ while time.time() < end:
     if took > 0.005:
         print(f"{t:.6f} {took:.6f}", flush=True)
 """
+
+# The machine's view of a stall: one process per CPU, pinned to it, sleeping 1 ms at a time.
+# For each wake-up over 5 ms late it prints its CPU, when the lateness began (wall clock), how
+# long it was, and the part the guest kernel can account for: the process's own CPU time and
+# its wait in the run queue. The rest is time that CPU did not run it although it was due and
+# first in line: the hypervisor held that vCPU without reporting steal. The guest charges such
+# time to whichever thread was on the held vCPU, so the loop's "CPU" column cannot tell it
+# apart from work. argv: seconds to run, the CPU to pin to.
+_SLEEPER = r"""
+import os, sys, threading, time
+cpu = int(sys.argv[2])
+os.sched_setaffinity(0, {cpu})
+sched = os.open(f"/proc/self/task/{threading.get_native_id()}/schedstat", os.O_RDONLY)
+def queued():
+    return int(os.pread(sched, 128, 0).split()[1]) / 1e9
+end = time.monotonic() + float(sys.argv[1])
+parent = os.getppid()
+while time.monotonic() < end and os.getppid() == parent:
+    t, q, c = time.monotonic(), queued(), time.thread_time()
+    time.sleep(0.001)
+    late = time.monotonic() - t - 0.001
+    if late > 0.005:
+        began = time.time() - late
+        line = f"{cpu} {began:.6f} {late:.6f} {time.thread_time() - c:.6f} {queued() - q:.6f}\n"
+        os.write(1, line.encode())  # one write: the sleepers share the file
+"""
+
+
+def _sleepers(out: IO[str], seconds: float) -> list[subprocess.Popen[str]]:
+    """Start a ``_SLEEPER`` on every CPU this process may run on, all writing to ``out``."""
+    return [
+        subprocess.Popen(
+            [sys.executable, "-c", _SLEEPER, str(seconds), str(cpu)], stdout=out, text=True
+        )
+        for cpu in sorted(os.sched_getaffinity(0))
+    ]
+
+
+def _unexplained(lines: list[str], t0: float, t1: float) -> float:
+    """Seconds of [t0, t1] in which a vCPU was held for no reason the guest knows
+    (``_SLEEPER``): per CPU, the overlap of each late wake-up with the window, at most its
+    unexplained part; the most of any CPU."""
+    held: dict[str, float] = {}
+    for line in lines:
+        cpu, *fields = line.split()
+        began, late, used, queued = map(float, fields)
+        overlap = min(t1, began + late) - max(t0, began)
+        if overlap > 0:
+            held[cpu] = held.get(cpu, 0.0) + min(overlap, max(0.0, late - used - queued))
+    return max(held.values(), default=0.0)
 
 
 def live_stall(
@@ -371,6 +429,8 @@ def live_stall(
             stderr=subprocess.STDOUT,
             text=True,
         )
+        sleeper_out = open(root / "sleeper.out", "w+")  # noqa: SIM115 (closed below)
+        sleepers = _sleepers(sleeper_out, 3600)
         stop = asyncio.Event()
         gaps: list[tuple[float, float]] = []  # (wall time it began, length) of gaps over 5 ms
 
@@ -432,6 +492,9 @@ def live_stall(
         gc.callbacks.append(on_gc)
         tick = asyncio.create_task(ticker())
         ids: list[str] = []
+        # Create turns over 5 ms: (wall time it began, seconds). A stall that is one turn is
+        # the benchmark's own batch of CHUNK creates running slow, not something between turns.
+        turns: list[tuple[float, float]] = []
         touched = [0]
 
         async def toucher() -> None:
@@ -469,6 +532,8 @@ def live_stall(
                         if touching is not None:
                             ids.append(s.id)
                     took = time.perf_counter() - turn
+                    if took > 0.005:
+                        turns.append((time.time() - took, took))
                     if stacks and took > STACK_STALL:
                         # One slow create, or all of them slow? (A turn is ~3.5 ms.)
                         print(f"create turn of {took * 1e3:.0f} ms: its slowest create took "
@@ -503,6 +568,9 @@ def live_stall(
             alive = poller.poll() is None
             poller.kill()
             poller.wait()
+            for sleeper in sleepers:
+                sleeper.kill()
+                sleeper.wait()
             server.should_exit = True
             await serving
         poller_out.seek(0)
@@ -512,6 +580,9 @@ def live_stall(
         if errors or not alive:
             print(f"poller (alive until the end: {alive}): {errors[-20:]}", file=sys.stderr)
         waits = [tuple(map(float, line.split())) for line in lines if line and line not in errors]
+        sleeper_out.seek(0)
+        late = sleeper_out.read().splitlines()
+        sleeper_out.close()
 
         def longest(spans: list[tuple[float, float]], t0: float, t1: float) -> float:
             """The longest (start, length) span that ends in [t0, t1], in ms. By its end: the
@@ -520,11 +591,14 @@ def live_stall(
             return 1e3 * max((d for t, d in spans if t0 <= t + d <= t1), default=0.0)
 
         def worst_parts(t0: float, t1: float) -> tuple[float, ...]:
-            """The longest gap ending in [t0, t1]: its CPU, run-queue wait and host steal (ms)
-            and the loop thread's page faults."""
+            """The longest gap ending in [t0, t1]: its CPU, run-queue wait and host steal (ms),
+            the loop thread's page faults, and the longest time a vCPU was held in it (ms)."""
             inside = [p for p in parts if t0 <= p[0] + p[1] <= t1]
-            cpu, wait, steal, faults = max(inside, key=lambda p: p[1])[2] if inside else (0,) * 4
-            return 1e3 * cpu, 1e3 * wait, 1e3 * steal, faults
+            if not inside:
+                return 0.0, 0.0, 0.0, 0, 0.0
+            began, length, (cpu, wait, steal, faults) = max(inside, key=lambda p: p[1])
+            held = _unexplained(late, began, began + length)
+            return 1e3 * cpu, 1e3 * wait, 1e3 * steal, faults, 1e3 * held
 
         return [
             {
@@ -535,6 +609,7 @@ def live_stall(
                 "loop_cpu_ms": longest(cpu_gaps, t0, t1),
                 "healthz_ms": longest(waits, t0, t1),  # type: ignore[arg-type]
                 "gc_ms": longest(collections, t0, t1),
+                "turn_ms": longest(turns, t0, t1),
                 "fork_ms": 1e3 * forks[fork_index] if fork_index >= 0 else None,
                 "fork_cpu_ms": 1e3 * fork_cpu[fork_index] if fork_index >= 0 else None,
                 "heap_mb": heap_rows[fork_index] if 0 <= fork_index < len(heap_rows) else None,
@@ -649,19 +724,20 @@ def stall_main(args: argparse.Namespace) -> None:
     print(f"heap: {_heap_mode()}; get+touch calls on old sessions: {rows[-1]['touched']:,}")
     print(
         "| phase | s | longest loop stall ms (wall / CPU) | of the longest: CPU / waiting for "
-        "a CPU / stolen by the host ms, page faults | longest /healthz wait ms | "
-        "longest collection ms | "
+        "a CPU / stolen by the host ms, page faults; unaccounted ms | longest /healthz "
+        "wait ms | "
+        "longest collection ms | longest create turn ms | "
         "fork ms (wall / CPU) | RSS MB (on huge pages) at the fork |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         fork = "" if r["fork_ms"] is None else f"{r['fork_ms']:.1f} / {r['fork_cpu_ms']:.1f}"
         heap = "" if r["heap_mb"] is None else "{:,.0f} ({:,.0f})".format(*r["heap_mb"])
         parts = r["stall_parts_ms"]
         print(
             f"| {r['phase']} | {r['seconds']:.1f} | {r['loop_stall_ms']:.0f} / "
-            f"{r['loop_cpu_ms']:.0f} | {'{:.0f} / {:.0f} / {:.0f}, {:,}'.format(*parts)} "
-            f"| {r['healthz_ms']:.0f} | {r['gc_ms']:.1f} | {fork} "
+            f"{r['loop_cpu_ms']:.0f} | {'{:.0f} / {:.0f} / {:.0f}, {:,}; {:.0f}'.format(*parts)} "
+            f"| {r['healthz_ms']:.0f} | {r['gc_ms']:.1f} | {r['turn_ms']:.1f} | {fork} "
             f"| {heap} |"
         )
 

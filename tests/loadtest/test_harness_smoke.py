@@ -206,7 +206,8 @@ def test_bench_write_floor_runs_every_server() -> None:
 
 def test_bench_persist_stall_splits_every_phase() -> None:
     """``bench_persist.py --stall`` on a tiny run: a row per phase, each with the longest stall
-    and its split (CPU, run-queue wait, host steal, page faults) read from /proc."""
+    and its split (CPU, run-queue wait, host steal, page faults) read from /proc, and the
+    time the guest cannot account for (``_SLEEPER``)."""
     proc = _tool(
         ["loadtest/bench_persist.py", "--stall", "--new", "2000", "--intervals", "1",
          "--heap", "pymalloc", "--stacks"],
@@ -218,8 +219,10 @@ def test_bench_persist_stall_splits_every_phase() -> None:
         "snapshot 1 (2,000 sessions)",
     ], proc.stdout
     for row in rows[2:]:
-        times, faults = row[3].split(",", 1)  # faults: "1,234"
+        times, rest = row[3].split(",", 1)  # "CPU / wait / steal, 1,234; 0"
+        faults, unaccounted = rest.split(";")
         assert len(times.split("/")) == 3 and int(faults.replace(",", "")) >= 0, proc.stdout
+        assert float(unaccounted) >= 0, proc.stdout
 
 
 def test_bench_ws_runs_every_mix(tmp_path: Path) -> None:
@@ -240,6 +243,36 @@ def test_bench_ws_runs_every_mix(tmp_path: Path) -> None:
         assert 0 < r["loop_cpu"] <= r["server_cpu"] + 0.05, r  # ticks are 10 ms: some slack
         assert 0 <= r["loop_cpu_without"] <= r["server_cpu_without"] + 0.05, r
     assert "event loop's thread" in proc.stdout
+
+
+def test_bench_persist_sleeper_reports_time_the_guest_cannot_account_for() -> None:
+    """The stall benchmark's sleeper process, held with SIGSTOP for 300 ms (the guest kernel
+    neither ran it nor had it waiting for a CPU, as when a hypervisor holds its vCPU): its late
+    wake-up is reported, and the part not explained by its CPU or run-queue wait covers the
+    hold; the time around it has none."""
+    from loadtest import bench_persist
+
+    cpu = min(os.sched_getaffinity(0))
+    sleeper = subprocess.Popen(
+        [sys.executable, "-c", bench_persist._SLEEPER, "30", str(cpu)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(0.5)  # started and sleeping
+        held = time.time()
+        sleeper.send_signal(signal.SIGSTOP)
+        time.sleep(0.3)
+        sleeper.send_signal(signal.SIGCONT)
+        time.sleep(0.3)
+    finally:
+        sleeper.kill()
+        out, _ = sleeper.communicate(timeout=10)
+    lines = out.splitlines()
+    assert lines and all(line.split()[0] == str(cpu) for line in lines), lines
+    during = bench_persist._unexplained(lines, held, held + 0.3)
+    assert 0.25 <= during <= 0.3, (during, lines)
+    assert bench_persist._unexplained(lines, held - 0.5, held - 0.05) == 0.0, lines
 
 
 def _stalled_here(seconds: float) -> None:
