@@ -101,7 +101,13 @@ from store.sessions import SessionStore
 _T = TypeVar("_T")
 BATCH = 1000
 _TRACE_GAPS = bool(os.environ.get("RANKD_BENCH_TRACE_GAPS"))
-CHUNK = 250  # --stall: sessions created per loop turn (~2 ms of the loop's time)
+# --stall: sessions created per loop turn, back to back. A serving rankd creates one per
+# request, between which the loop runs its other callbacks; the benchmark batches them to
+# keep its own overhead down. 250 was meant as ~2 ms, but the longest turn of a 1M phase
+# measured 8-17 ms on a quiet box and 43-64 ms when the host slowed the vCPU: the load
+# generator's batch, not the server, was then the phase's longest stall. 50 keeps a turn
+# at a few ms.
+CHUNK = 50
 
 
 def _rss_mb() -> float:
