@@ -541,7 +541,7 @@ def live_stall(
                     if took > 0.005:
                         turns.append((time.time() - took, took))
                     if stacks and took > STACK_STALL:
-                        # One slow create, or all of them slow? (A turn is ~3.5 ms.)
+                        # One slow create, or all of them slow? (A turn is a few ms.)
                         print(f"create turn of {took * 1e3:.0f} ms: its slowest create took "
                               f"{slowest * 1e3:.1f} ms of {min(CHUNK, new - start)}")  # fmt: skip
                     await asyncio.sleep(0)
