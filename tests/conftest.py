@@ -13,7 +13,8 @@ Which tests need which tool:
     needs_chromium   marked ``needs_chromium`` or ``browser``
     needs_wrk        marked ``needs_wrk``
     needs_promtool   marked ``needs_promtool``
-    needs_root       marked ``needs_root``, or using the ``tmpfs`` fixture (it mounts one)
+    needs_root       marked ``needs_root`` (a tmpfs mount, a SCHED_FIFO process), or using the
+                     ``tmpfs`` fixture (it mounts one)
 
 Session-wide fixtures shared by several test directories: ``redis_cluster``, one real Redis
 Cluster (3 primaries + 3 replicas on 127.0.0.1) for the whole test session, used by tests/redis
@@ -78,7 +79,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if absent:
             _missing[marker] = absent
     if os.geteuid() != 0:
-        _missing[ROOT] = ["root (mount)"]
+        _missing[ROOT] = ["root (mount, real-time priority)"]
     if not _missing:
         return
     keep: list[pytest.Item] = []
@@ -99,7 +100,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for marker, count in sorted(_deselected.items()):
         if marker == ROOT:
-            line = f"deselected {count} test(s) that mount a tmpfs: run as root to include them"
+            line = f"deselected {count} test(s) needing root (tmpfs mount, SCHED_FIFO): run as root"
         else:
             line = (
                 f"deselected {count} test(s) needing {', '.join(_missing[marker])} (not on "

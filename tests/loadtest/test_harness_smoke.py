@@ -275,6 +275,43 @@ def test_bench_persist_sleeper_reports_time_the_guest_cannot_account_for() -> No
     assert bench_persist._unexplained(lines, held - 0.5, held - 0.05) == 0.0, lines
 
 
+_HOG = """
+import os, sys, time
+os.sched_setaffinity(0, {int(sys.argv[1])})
+os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    pass
+"""
+
+
+@pytest.mark.needs_root  # SCHED_FIFO
+def test_bench_persist_sleeper_counts_a_wait_for_its_cpu_as_explained() -> None:
+    """The other half of the sleeper's accounting: late because a real-time process held its
+    CPU for 300 ms, the sleeper waited in the run queue, which the guest knows about, so the
+    lateness is reported but none of it is unaccounted."""
+    from loadtest import bench_persist
+
+    cpu = min(os.sched_getaffinity(0))
+    sleeper = subprocess.Popen(
+        [sys.executable, "-c", bench_persist._SLEEPER, "30", str(cpu)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(0.5)  # started and sleeping
+        began = time.time()
+        subprocess.run([sys.executable, "-c", _HOG, str(cpu), "0.3"], check=True, timeout=30)
+        time.sleep(0.3)
+    finally:
+        sleeper.kill()
+        out, _ = sleeper.communicate(timeout=10)
+    lines = out.splitlines()
+    late = [float(line.split()[2]) for line in lines if float(line.split()[1]) >= began - 0.1]
+    assert late and max(late) >= 0.2, lines
+    assert bench_persist._unexplained(lines, began, began + 1.0) < 0.03, lines
+
+
 def _stalled_here(seconds: float) -> None:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
