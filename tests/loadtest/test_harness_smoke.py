@@ -245,6 +245,24 @@ def test_bench_ws_runs_every_mix(tmp_path: Path) -> None:
     assert "event loop's thread" in proc.stdout
 
 
+def _sleeper(cpu: int) -> subprocess.Popen[str]:
+    """The stall benchmark's sleeper on ``cpu``, returned once it is in its loop: a stop that
+    came during its start-up would leave no late wake-up to see."""
+    from loadtest import bench_persist
+
+    sleeper = subprocess.Popen(
+        [sys.executable, "-c", bench_persist._SLEEPER, "30", str(cpu)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    wchan = Path(f"/proc/{sleeper.pid}/wchan")
+    deadline = time.monotonic() + 30
+    while "nanosleep" not in wchan.read_text():
+        assert time.monotonic() < deadline, "the sleeper never reached its loop"
+        time.sleep(0.01)
+    return sleeper
+
+
 def test_bench_persist_sleeper_reports_time_the_guest_cannot_account_for() -> None:
     """The stall benchmark's sleeper process, held with SIGSTOP for 300 ms (the guest kernel
     neither ran it nor had it waiting for a CPU, as when a hypervisor holds its vCPU): its late
@@ -253,13 +271,8 @@ def test_bench_persist_sleeper_reports_time_the_guest_cannot_account_for() -> No
     from loadtest import bench_persist
 
     cpu = min(os.sched_getaffinity(0))
-    sleeper = subprocess.Popen(
-        [sys.executable, "-c", bench_persist._SLEEPER, "30", str(cpu)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    sleeper = _sleeper(cpu)
     try:
-        time.sleep(0.5)  # started and sleeping
         held = time.time()
         sleeper.send_signal(signal.SIGSTOP)
         time.sleep(0.3)
@@ -293,13 +306,8 @@ def test_bench_persist_sleeper_counts_a_wait_for_its_cpu_as_explained() -> None:
     from loadtest import bench_persist
 
     cpu = min(os.sched_getaffinity(0))
-    sleeper = subprocess.Popen(
-        [sys.executable, "-c", bench_persist._SLEEPER, "30", str(cpu)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    sleeper = _sleeper(cpu)
     try:
-        time.sleep(0.5)  # started and sleeping
         began = time.time()
         subprocess.run([sys.executable, "-c", _HOG, str(cpu), "0.3"], check=True, timeout=30)
         time.sleep(0.3)
