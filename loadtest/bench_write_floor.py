@@ -9,7 +9,11 @@ for waking up on every one: the event loop's epoll wait, the journal's I/O threa
 This runs the same paced writer (one WebSocket, ``--rate`` score ops a second, each sent on
 its own, the way bench_ws's writer sends them) against, side by side in one run:
 
-    bare            uvicorn + loadtest/bare_app.py ``/v1/ws`` (parse, answer an ack: the floor)
+    lean-parsed     loadtest/lean_ws.py: websockets' sans-I/O parser on a plain uvloop protocol,
+                    the op answered in the callback (no framework: the Python floor)
+    lean-queued     the same, each message handed to a task by a queue, as ASGI servers do
+    bare            uvicorn + loadtest/bare_app.py ``/v1/ws`` (parse, answer an ack: the floor
+                    of the stack rankd runs on)
     rankd-no        rankd --fsync no: the store and the journal's writes, never an fsync
     rankd           rankd as it runs by default (--fsync everysec)
 
@@ -29,7 +33,7 @@ from pathlib import Path
 
 import orjson
 
-from loadtest._procs import LOOPBACK, Children, free_port, wait_http
+from loadtest._procs import LOOPBACK, Children, free_port, wait_http, wait_port
 from loadtest.bench_ws import _open
 
 HERE = Path(__file__).resolve().parent.parent
@@ -88,7 +92,11 @@ def measure(kind: str, rate: float, seconds: float, workdir: Path) -> dict[str, 
     port = free_port()
     (workdir / kind).mkdir()
     with Children(workdir / kind) as kids:
-        if kind == "bare":
+        if kind.startswith("lean-"):
+            argv = [sys.executable, "-m", "loadtest.lean_ws", str(port), kind[len("lean-") :]]
+            server = kids.start(kind, argv, cwd=HERE)
+            wait_port(server, port)
+        elif kind == "bare":
             argv = [sys.executable, "-m", "uvicorn", "loadtest.bare_app:app"]
             argv += [f"--host={LOOPBACK}", f"--port={port}", "--loop=uvloop"]
             argv += ["--http=httptools", "--no-access-log", "--ws-per-message-deflate=false"]
@@ -123,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--rate", type=float, default=500.0, help="writes per second")
     p.add_argument("--seconds", type=float, default=10.0)
-    p.add_argument("--servers", default="bare,rankd-no,rankd")
+    p.add_argument("--servers", default="lean-parsed,lean-queued,bare,rankd-no,rankd")
     args = p.parse_args(argv)
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     print(
@@ -134,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         for kind in args.servers.split(","):
             r = measure(kind, args.rate, args.seconds, Path(tmp))
             print(
-                f"  {kind:9} {r['core']:6.1%} of a core, {r['us']:6.1f} us/write "
+                f"  {kind:11} {r['core']:6.1%} of a core, {r['us']:6.1f} us/write "
                 f"(user {r['user_us']:.1f}, system {r['sys_us']:.1f}), "
                 f"{r['switches']:.1f} context switches/write, {r['acked']:,} acked",
                 flush=True,

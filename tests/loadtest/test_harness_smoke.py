@@ -197,10 +197,16 @@ def _tool(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
 
 def test_bench_write_floor_runs_every_server() -> None:
     """``python -m loadtest.bench_write_floor`` on a tiny run: each server answers every paced
-    write (the bare floor's WebSocket route included) and gets a CPU line."""
+    write (the lean and bare floors included) and gets a CPU line."""
     proc = _tool(["-m", "loadtest.bench_write_floor", "--rate", "40", "--seconds", "1"], 180)
     lines = [line.split() for line in proc.stdout.splitlines()[1:]]
-    assert [fields[0] for fields in lines] == ["bare", "rankd-no", "rankd"], proc.stdout
+    assert [fields[0] for fields in lines] == [
+        "lean-parsed",
+        "lean-queued",
+        "bare",
+        "rankd-no",
+        "rankd",
+    ], proc.stdout
     assert all(fields[-2] == "40" for fields in lines), proc.stdout  # "40 acked"
 
 
