@@ -346,9 +346,15 @@ class JournalFlusher:
         while True:
             if not (self._buf or self._chunks or self._barriers):
                 if everysec and self._unsynced:
-                    timeout = max(0.0, self._last_sync + 1.0 - time.monotonic())
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), timeout)
+                    # The once-a-second fsync's alarm: a timer that sets ``wake``. Not
+                    # asyncio.wait_for, which wraps each wait in a task of its own: one per
+                    # isolated write (loadtest/RESULTS.md, "The fsync alarm").
+                    delay = max(0.0, self._last_sync + 1.0 - time.monotonic())
+                    alarm = self._loop.call_later(delay, wake.set)
+                    try:
+                        await wake.wait()
+                    finally:
+                        alarm.cancel()
                 else:
                     await wake.wait()
             wake.clear()
